@@ -1,0 +1,82 @@
+// frugal info: what a model file holds and what running it costs.
+#include <cstdio>
+#include <map>
+
+#include "cli_args.h"
+#include "commands.h"
+
+namespace frugal::cli {
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "frugal: error: %s\n", message.c_str());
+  return 1;
+}
+
+int command_info(const std::vector<std::string>& argv) {
+  auto args = Args::parse(argv, {"-m", "-c"}, {"--metadata"});
+  if (!args) return fail(args.status().message());
+  if (args->positional().size() > 1 || (args->has("-m") && !args->positional().empty())) {
+    return fail("unexpected argument '" + args->positional().back() + "'");
+  }
+  // `frugal info MODEL` as well as `frugal info -m MODEL`.
+  const std::string path = args->positional().empty() ? model_path(*args) : args->positional()[0];
+  auto n_ctx = args->get_int("-c", 2048, 1, 1 << 20);
+  if (!n_ctx) return fail(n_ctx.status().message());
+  auto model = Model::load(path);
+  if (!model) return fail(model.status().message());
+  const Model& m = **model;
+  const ModelConfig& c = m.config();
+  const GgufFile& f = m.file();
+
+  std::printf("file:            %s\n", f.path().c_str());
+  std::printf("format:          GGUF v%u, %zu metadata keys, %zu tensors, alignment %zu\n", f.version(),
+              f.metadata().size(), f.tensors().size(), f.alignment());
+  std::printf("name:            %s\n", c.name.c_str());
+  std::printf("architecture:    %s\n", c.architecture.c_str());
+  std::printf("layers:          %lld\n", static_cast<long long>(c.n_layer));
+  std::printf("embedding:       %lld\n", static_cast<long long>(c.n_embd));
+  std::printf("feed-forward:    %lld\n", static_cast<long long>(c.n_ff));
+  std::printf("heads:           %lld query, %lld key/value (GQA group %lld), head size %lld\n",
+              static_cast<long long>(c.n_head), static_cast<long long>(c.n_head_kv),
+              static_cast<long long>(c.n_head / c.n_head_kv), static_cast<long long>(c.head_dim));
+  std::printf("rope:            base %g, %lld dims, frequency scale %g\n", c.rope_base,
+              static_cast<long long>(c.rope_dim), c.rope_freq_scale);
+  std::printf("rms eps:         %g\n", c.rms_eps);
+  std::printf("context (train): %lld\n", static_cast<long long>(c.n_ctx_train));
+  std::printf("output head:     %s\n", m.tied_output() ? "tied to token embedding" : "separate");
+  const VocabData& v = m.tokenizer().vocab();
+  std::printf("tokenizer:       %s (%s), pre-tokenizer '%s', %d tokens, %zu merges, bos %d, eos %d, eot %d, add bos %s\n",
+              v.model == "gpt2" ? "byte-level BPE" : "SentencePiece BPE", v.model.c_str(), v.pre.c_str(),
+              m.tokenizer().vocab_size(), v.merges.size(), v.bos_id, v.eos_id, v.eot_id, v.add_bos ? "yes" : "no");
+  std::printf("chat template:   %s\n", chat_format_name(m.chat_format()));
+
+  std::map<std::string, std::pair<int, int64_t>> by_type;
+  for (const auto& t : f.tensors()) {
+    auto& entry = by_type[t.traits->name];
+    entry.first += 1;
+    entry.second += t.element_count();
+  }
+  std::printf("tensors by type:");
+  for (const auto& [name, entry] : by_type) {
+    std::printf(" %s x%d (%.1f M params)", name.c_str(), entry.first, entry.second / 1e6);
+  }
+  std::printf("\n");
+  const int64_t params = m.parameter_count();
+  const size_t weight_bytes = m.weight_bytes();
+  std::printf("parameters:      %lld (%.1f M)\n", static_cast<long long>(params), params / 1e6);
+  std::printf("bits per weight: %.3f\n", 8.0 * static_cast<double>(weight_bytes) / static_cast<double>(params));
+  std::printf("file size:       %.2f MiB (%zu bytes)\n", f.file_size() / 1048576.0, f.file_size());
+  const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * sizeof(float) * static_cast<double>(*n_ctx);
+  std::printf("KV cache:        %.2f MiB at -c %lld (f32, %.1f KiB per token)\n", kv_bytes / 1048576.0,
+              static_cast<long long>(*n_ctx), 2.0 * c.n_layer * c.kv_dim() * sizeof(float) / 1024.0);
+  const double work = 512.0 * (4 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.n_ff) * sizeof(float) + c.n_vocab * sizeof(float);
+  std::printf("expected memory: %.2f MiB (mapped weights + KV cache + %.1f MiB workspace)\n",
+              (static_cast<double>(f.file_size()) + kv_bytes + work) / 1048576.0, work / 1048576.0);
+  if (args->has("--metadata")) {
+    std::printf("metadata:\n");
+    for (const auto& [key, value] : f.metadata()) std::printf("  %-44s %s\n", key.c_str(), value.to_display_string().c_str());
+  }
+  return 0;
+}
+
+}  // namespace frugal::cli

@@ -1,0 +1,164 @@
+// frugal run: stream a continuation of a prompt, or hold a chat (--chat) with the model's template.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "cli_args.h"
+#include "commands.h"
+
+namespace frugal::cli {
+namespace {
+
+struct Speed {
+  int64_t prompt_tokens = 0;
+  double prompt_seconds = 0;
+  int64_t generated_tokens = 0;
+  double generate_seconds = 0;
+};
+
+// Feeds the part of `tokens` the cache does not hold yet (the cache holds `history`), then
+// samples up to `max_new` tokens, printing each piece as soon as it is known.
+Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>& history,
+                const std::vector<int32_t>& tokens, int64_t max_new, Speed& speed, std::string* reply) {
+  size_t common = 0;
+  while (common < history.size() && common < tokens.size() && history[common] == tokens[common]) ++common;
+  if (common == tokens.size() && common > 0) --common;  // re-evaluate one token to get logits
+  transformer.truncate(static_cast<int64_t>(common));
+  history.resize(common);
+  const int64_t fresh = static_cast<int64_t>(tokens.size() - common);
+  if (static_cast<int64_t>(tokens.size()) >= transformer.context_size()) {
+    return Status::error("prompt is " + std::to_string(tokens.size()) + " tokens, longer than the context of " +
+                         std::to_string(transformer.context_size()) + " (raise -c)");
+  }
+  Timer timer;
+  FRUGAL_RETURN_IF_ERROR(transformer.evaluate(tokens.data() + common, fresh));
+  speed.prompt_tokens += fresh;
+  speed.prompt_seconds += timer.seconds();
+  history.insert(history.end(), tokens.begin() + static_cast<int64_t>(common), tokens.end());
+  for (int32_t t : tokens) sampler.accept(t);
+
+  const Tokenizer& tokenizer = transformer.model().tokenizer();
+  timer.reset();
+  for (int64_t i = 0; i < max_new; ++i) {
+    const int32_t next = sampler.sample(transformer.last_logits());
+    sampler.accept(next);
+    if (tokenizer.is_end_of_generation(next)) break;
+    const std::string piece = tokenizer.token_to_piece(next);
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    if (reply) *reply += piece;
+    ++speed.generated_tokens;
+    if (transformer.position() + 1 >= transformer.context_size()) {
+      std::fprintf(stderr, "\n[context of %lld tokens is full]\n", static_cast<long long>(transformer.context_size()));
+      break;
+    }
+    FRUGAL_RETURN_IF_ERROR(transformer.evaluate(&next, 1));
+    history.push_back(next);
+  }
+  speed.generate_seconds += timer.seconds();
+  return Status::ok();
+}
+
+void print_speed(const Speed& s) {
+  std::fprintf(stderr, "\nprompt: %lld tokens in %.3f s (%.2f tokens/s) | generation: %lld tokens in %.3f s (%.2f tokens/s)\n",
+               static_cast<long long>(s.prompt_tokens), s.prompt_seconds,
+               s.prompt_seconds > 0 ? s.prompt_tokens / s.prompt_seconds : 0.0,
+               static_cast<long long>(s.generated_tokens), s.generate_seconds,
+               s.generate_seconds > 0 ? s.generated_tokens / s.generate_seconds : 0.0);
+}
+
+}  // namespace
+
+int command_run(const std::vector<std::string>& argv) {
+  auto args = Args::parse(argv,
+                          {"-m", "-p", "-n", "-c", "-t", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
+                           "--repeat-last-n", "--seed", "--system"},
+                          {"--chat"}, {{"--prompt", "-p"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}});
+  if (!args) return fail(args.status().message());
+  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
+  const bool chat = args->has("--chat");
+  if (!chat && !args->has("-p")) return fail("run needs a prompt: -p TEXT (or --chat)");
+  auto n_predict = args->get_int("-n", 128, -1, 1 << 24);
+  auto n_ctx = args->get_int("-c", 2048, 8, 1 << 20);
+  auto n_threads = args->get_int("-t", default_threads(), 1, 512);
+  auto temp = args->get_float("--temp", 0.8, 0, 100);
+  auto top_k = args->get_int("--top-k", 40, 0, 1 << 24);
+  auto top_p = args->get_float("--top-p", 0.95, 0, 1);
+  auto min_p = args->get_float("--min-p", 0.05, 0, 1);
+  auto repeat_penalty = args->get_float("--repeat-penalty", 1.0, 0.01, 100);
+  auto repeat_last_n = args->get_int("--repeat-last-n", 64, 0, 1 << 20);
+  auto seed = args->get_int("--seed", -1, -1, INT64_MAX);
+  for (const Status* s : {&n_predict.status(), &n_ctx.status(), &n_threads.status(), &temp.status(), &top_k.status(),
+                          &top_p.status(), &min_p.status(), &repeat_penalty.status(), &repeat_last_n.status(), &seed.status()}) {
+    if (!s->is_ok()) return fail(s->message());
+  }
+  auto model = Model::load(model_path(*args));
+  if (!model) return fail(model.status().message());
+  std::shared_ptr<const Model> m = *model;
+
+  TransformerOptions options;
+  options.n_ctx = *n_ctx;
+  options.n_threads = static_cast<int>(*n_threads);
+  options.n_batch = std::min<int64_t>(512, *n_ctx);
+  Transformer transformer(m, options);
+  SamplerOptions sampling;
+  sampling.temperature = static_cast<float>(*temp);
+  sampling.top_k = static_cast<int32_t>(*top_k);
+  sampling.top_p = static_cast<float>(*top_p);
+  sampling.min_p = static_cast<float>(*min_p);
+  sampling.repeat_penalty = static_cast<float>(*repeat_penalty);
+  sampling.repeat_last_n = static_cast<int32_t>(*repeat_last_n);
+  sampling.seed = *seed >= 0 ? static_cast<uint64_t>(*seed) : static_cast<uint64_t>(std::random_device{}());
+  Sampler sampler(sampling, static_cast<int32_t>(m->config().n_vocab));
+  const int64_t max_new = *n_predict < 0 ? (1 << 30) : *n_predict;
+  const Tokenizer& tokenizer = m->tokenizer();
+  std::vector<int32_t> history;
+  Speed speed;
+
+  if (!chat) {
+    const std::string prompt = args->get("-p");
+    std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
+    if (tokens.empty()) return fail("the prompt is empty");
+    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+    Status s = generate(transformer, sampler, history, tokens, max_new, speed, nullptr);
+    if (!s) return fail(s.message());
+    print_speed(speed);
+    return 0;
+  }
+
+  // Chat: each turn re-renders the whole conversation; the shared prefix stays in the KV cache.
+  std::vector<ChatMessage> messages;
+  if (args->has("--system")) messages.push_back({"system", args->get("--system")});
+  const bool interactive = isatty(STDIN_FILENO) != 0;
+  std::string first = args->get("-p");
+  for (;;) {
+    std::string user;
+    if (!first.empty()) {
+      user = first;
+      first.clear();
+      if (interactive) std::printf("> %s\n", user.c_str());
+    } else {
+      if (interactive) {
+        std::printf("> ");
+        std::fflush(stdout);
+      }
+      if (!std::getline(std::cin, user)) break;
+      if (user.empty()) continue;
+      if (user == "/exit" || user == "/quit") break;
+    }
+    messages.push_back({"user", user});
+    const std::string prompt = apply_chat_template(m->chat_format(), messages, true);
+    std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
+    std::string reply;
+    Status s = generate(transformer, sampler, history, tokens, max_new, speed, &reply);
+    if (!s) return fail(s.message());
+    std::printf("\n");
+    messages.push_back({"assistant", reply});
+  }
+  print_speed(speed);
+  return 0;
+}
+
+}  // namespace frugal::cli

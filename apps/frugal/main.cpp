@@ -1,0 +1,42 @@
+// frugal: the command-line front end (thin: parsing and printing; the work is in the libraries).
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+
+namespace {
+
+const char* kUsage = R"(frugal — run, compress and measure LLMs on your own hardware
+
+usage: frugal COMMAND [options]
+
+commands:
+  info        [-m MODEL]             architecture, hyper-parameters, tensor types, size, memory
+  run         [-m MODEL] -p PROMPT [-n N] [-c CTX] [-t THREADS] [--temp T] [--top-k K]
+              [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--chat]
+                                     generate text (streamed); --chat holds a conversation
+  tokenize    [-m MODEL] -p TEXT [--ids] [--no-bos] [--no-parse-special]
+  perplexity  [-m MODEL] -f FILE [-c CTX] [--chunks N] [-t THREADS]
+
+MODEL defaults to $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-Instruct.Q4_1.gguf
+(scripts/setup.sh fetches it).
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
+      std::strcmp(argv[1], "help") == 0) {
+    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  std::vector<std::string> rest(argv + 2, argv + argc);
+  if (command == "info") return frugal::cli::command_info(rest);
+  if (command == "run") return frugal::cli::command_run(rest);
+  if (command == "tokenize") return frugal::cli::command_tokenize(rest);
+  if (command == "perplexity") return frugal::cli::command_perplexity(rest);
+  return frugal::cli::fail("unknown command '" + command + "' (see frugal --help)");
+}

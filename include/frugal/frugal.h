@@ -1,0 +1,14 @@
+// frugal's public API: load a GGUF model, tokenize, run the transformer, sample, measure.
+// Programs (apps/, tests) include only this header.
+#pragma once
+
+#include "base/status.h"
+#include "base/timer.h"
+#include "io/chat_template.h"
+#include "io/gguf.h"
+#include "io/gguf_vocab.h"
+#include "io/tokenizer.h"
+#include "model/model.h"
+#include "model/transformer.h"
+#include "runtime/perplexity.h"
+#include "runtime/sampler.h"

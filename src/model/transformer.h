@@ -1,0 +1,61 @@
+// The Llama-family forward pass over a KV cache: batched prefill and one-token decode share one
+// code path (a batch of n tokens at consecutive positions). Workspaces are sized at construction,
+// so evaluating tokens allocates nothing.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "base/status.h"
+#include "base/thread_pool.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+
+namespace frugal {
+
+struct TransformerOptions {
+  int64_t n_ctx = 2048;   // KV cache positions
+  int64_t n_batch = 512;  // tokens per forward step (longer inputs are split)
+  int n_threads = 2;
+  // Logit rows kept per call: 1 (just the last token, for generation) or n_batch (perplexity).
+  bool all_logits = false;
+};
+
+class Transformer {
+ public:
+  Transformer(std::shared_ptr<const Model> model, const TransformerOptions& options);
+
+  // Appends `n` tokens at the current position. Logits are kept for the last token, or for every
+  // token when options.all_logits (then n must be <= n_batch). Errors: context overflow, bad ids.
+  Status evaluate(const int32_t* tokens, int64_t n);
+
+  // Logits of the i-th token of the last evaluate() call (only the last one unless all_logits).
+  const float* logits(int64_t i) const;
+  const float* last_logits() const { return logits(last_count_ - 1); }
+
+  int64_t position() const { return position_; }
+  int64_t context_size() const { return options_.n_ctx; }
+  // Forgets everything after `position` tokens (0 clears the cache).
+  void truncate(int64_t position);
+
+  const Model& model() const { return *model_; }
+  ThreadPool& pool() { return pool_; }
+  size_t kv_cache_bytes() const { return cache_.bytes(); }
+
+ private:
+  void forward_batch(const int32_t* tokens, int64_t n, bool keep_all_logits);
+
+  std::shared_ptr<const Model> model_;
+  TransformerOptions options_;
+  ThreadPool pool_;
+  KvCache cache_;
+  int64_t position_ = 0;
+  int64_t last_count_ = 0;
+  bool last_all_ = false;
+
+  std::vector<float> inv_freq_;
+  std::vector<float> residual_, normed_, q_, k_, v_, attn_, gate_, up_, logits_, matmul_workspace_;
+};
+
+}  // namespace frugal

@@ -1,0 +1,38 @@
+// Perplexity by llama.cpp's method (llama-perplexity): the text is cut into non-overlapping
+// chunks of n_ctx tokens (the first token of each replaced by BOS when the model adds one), and
+// only the second half of each chunk is scored, so every scored token has >= n_ctx/2 of context.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "model/transformer.h"
+
+namespace frugal {
+
+struct PerplexityOptions {
+  int64_t n_ctx = 512;
+  int64_t max_chunks = -1;  // -1: all
+};
+
+struct PerplexityResult {
+  double ppl = 0;
+  double ppl_error = 0;     // llama.cpp's estimate: stddev of token NLL / sqrt(count) * ppl
+  int64_t chunks = 0;
+  int64_t scored_tokens = 0;
+  std::vector<double> running_ppl;  // after each chunk
+  double seconds = 0;
+};
+
+// Log-probability of `target` under softmax(logits), computed in double.
+double log_softmax_at(const float* logits, int64_t n_vocab, int32_t target);
+
+// `on_chunk(done, total, running_ppl)` is called after every chunk.
+Result<PerplexityResult> compute_perplexity(Transformer& transformer, const std::vector<int32_t>& tokens,
+                                            const PerplexityOptions& options,
+                                            const std::function<void(int64_t, int64_t, double)>& on_chunk);
+
+}  // namespace frugal

@@ -1,0 +1,187 @@
+// Test helpers (see test_support.h).
+#include "test_support.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "io/gguf_writer.h"
+
+namespace frugal::testing {
+namespace {
+
+std::string cache_dir() {
+  if (const char* c = std::getenv("FRUGAL_CACHE"); c != nullptr && *c) return c;
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : ".") + "/.cache/frugal";
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out += static_cast<char>(cp);
+  } else if (cp < 0x800) {
+    out += static_cast<char>(0xC0 | (cp >> 6));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  } else {
+    out += static_cast<char>(0xE0 | (cp >> 12));
+    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (cp & 0x3F));
+  }
+}
+
+// GPT-2's byte-to-unicode table: printable bytes map to themselves, the rest to U+0100 onwards.
+std::vector<std::string> byte_tokens() {
+  std::vector<std::string> out(256);
+  uint32_t next = 256;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+    append_utf8(out[b], printable ? b : next++);
+  }
+  return out;
+}
+
+std::vector<uint8_t> encode(DType type, const std::vector<float>& values) {
+  const TypeTraits& t = type_traits(type);
+  std::vector<uint8_t> bytes(row_bytes(t, static_cast<int64_t>(values.size())));
+  t.quantize_row(values.data(), bytes.data(), static_cast<int64_t>(values.size()));
+  return bytes;
+}
+
+}  // namespace
+
+std::string real_model_path() {
+  if (const char* m = std::getenv("FRUGAL_MODEL"); m != nullptr && *m) return m;
+  return cache_dir() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+std::string peer_tool(const std::string& name) {
+  if (const char* b = std::getenv("FRUGAL_PEER_BIN"); b != nullptr && *b) return std::string(b) + "/" + name;
+  return cache_dir() + "/peer/build-0.3.36/bin/" + name;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string data_path(const std::string& name) {
+  if (const char* d = std::getenv("FRUGAL_DATA"); d != nullptr && *d) return std::string(d) + "/" + name;
+  return std::string(FRUGAL_SOURCE_DIR) + "/../shared/data/" + name;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') out += "'\\''"; else out += c;
+  }
+  return out + "'";
+}
+
+std::string frugal_binary() { return FRUGAL_BINARY; }
+
+std::string temp_dir() {
+  std::string pattern = "/tmp/frugal-test-XXXXXX";
+  char* made = mkdtemp(pattern.data());
+  return made ? std::string(made) : std::string("/tmp");
+}
+
+CommandResult run_command(const std::string& command) {
+  const std::string dir = temp_dir();
+  const std::string out_path = dir + "/stdout", err_path = dir + "/stderr";
+  const std::string full = command + " </dev/null >" + shell_quote(out_path) + " 2>" + shell_quote(err_path);
+  const int status = std::system(full.c_str());
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  r.out = read_file(out_path);
+  r.err = read_file(err_path);
+  std::remove(out_path.c_str());
+  std::remove(err_path.c_str());
+  rmdir(dir.c_str());
+  return r;
+}
+
+Status write_tiny_model(const std::string& path, const TinyModelOptions& o) {
+  std::vector<std::string> tokens = byte_tokens();
+  std::vector<std::string> merges = {"Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s"};
+  for (const auto& m : merges) {
+    const auto space = m.find(' ');
+    tokens.push_back(m.substr(0, space) + m.substr(space + 1));
+  }
+  std::vector<int32_t> types(tokens.size(), 1);
+  for (const char* special : {"<|endoftext|>", "<|im_start|>", "<|im_end|>"}) {
+    tokens.push_back(special);
+    types.push_back(3);  // control
+  }
+  const int64_t n_vocab = static_cast<int64_t>(tokens.size());
+  const int32_t endoftext = static_cast<int32_t>(n_vocab - 3);
+
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  w.set_string("general.name", "tiny random llama");
+  w.set_uint32("llama.context_length", static_cast<uint32_t>(o.n_ctx_train));
+  w.set_uint32("llama.embedding_length", static_cast<uint32_t>(o.n_embd));
+  w.set_uint32("llama.block_count", static_cast<uint32_t>(o.n_layer));
+  w.set_uint32("llama.feed_forward_length", static_cast<uint32_t>(o.n_ff));
+  w.set_uint32("llama.attention.head_count", static_cast<uint32_t>(o.n_head));
+  w.set_uint32("llama.attention.head_count_kv", static_cast<uint32_t>(o.n_head_kv));
+  w.set_float32("llama.rope.freq_base", 10000.0f);
+  w.set_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.set_uint32("llama.rope.dimension_count", static_cast<uint32_t>(o.n_embd / o.n_head));
+  w.set_string("tokenizer.ggml.model", "gpt2");
+  w.set_string("tokenizer.ggml.pre", "smollm");
+  w.set_string_array("tokenizer.ggml.tokens", tokens);
+  w.set_int32_array("tokenizer.ggml.token_type", types);
+  w.set_string_array("tokenizer.ggml.merges", merges);
+  w.set_uint32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(endoftext));
+  w.set_uint32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(endoftext));
+  w.set_bool("tokenizer.ggml.add_bos_token", false);
+  w.set_string("tokenizer.chat_template", "{% for m in messages %}<|im_start|>{{m.role}}\n{{m.content}}<|im_end|>\n{% endfor %}");
+
+  std::mt19937_64 rng(o.seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto random = [&](int64_t n, float scale) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = normal(rng) * scale;
+    return v;
+  };
+  auto matrix = [&](const std::string& name, int64_t cols, int64_t rows) {
+    w.add_tensor(name, o.weight_type, {cols, rows}, encode(o.weight_type, random(cols * rows, 1.0f / std::sqrt(static_cast<float>(cols)))));
+  };
+  auto norm = [&](const std::string& name) {
+    std::vector<float> v = random(o.n_embd, 0.1f);
+    for (auto& x : v) x += 1.0f;
+    w.add_tensor(name, DType::F32, {o.n_embd}, encode(DType::F32, v));
+  };
+  const int64_t head_dim = o.n_embd / o.n_head;
+  w.add_tensor("token_embd.weight", o.weight_type, {o.n_embd, n_vocab}, encode(o.weight_type, random(o.n_embd * n_vocab, 1.0f)));
+  norm("output_norm.weight");
+  if (!o.tied_output) matrix("output.weight", o.n_embd, n_vocab);
+  for (int64_t i = 0; i < o.n_layer; ++i) {
+    const std::string p = "blk." + std::to_string(i) + ".";
+    norm(p + "attn_norm.weight");
+    norm(p + "ffn_norm.weight");
+    matrix(p + "attn_q.weight", o.n_embd, o.n_head * head_dim);
+    matrix(p + "attn_k.weight", o.n_embd, o.n_head_kv * head_dim);
+    matrix(p + "attn_v.weight", o.n_embd, o.n_head_kv * head_dim);
+    matrix(p + "attn_output.weight", o.n_head * head_dim, o.n_embd);
+    matrix(p + "ffn_gate.weight", o.n_embd, o.n_ff);
+    matrix(p + "ffn_up.weight", o.n_embd, o.n_ff);
+    matrix(p + "ffn_down.weight", o.n_ff, o.n_embd);
+  }
+  return w.write(path);
+}
+
+}  // namespace frugal::testing
