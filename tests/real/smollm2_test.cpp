@@ -1,0 +1,181 @@
+// Real-model tests on SmolLM2-135M-Instruct Q4_1, with llama.cpp (built by
+// scripts/build_llama_cpp.sh) as the reference: greedy text, token ids, logits, perplexity.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "support/test_support.h"
+
+namespace frugal {
+namespace {
+
+using testing::file_exists;
+using testing::peer_tool;
+using testing::real_model_path;
+using testing::run_command;
+using testing::shell_quote;
+
+class SmolLm2 : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto m = Model::load(real_model_path());
+    if (m.is_ok()) model_ = m.value();
+  }
+  static void TearDownTestSuite() { model_.reset(); }
+  void SetUp() override {
+    ASSERT_TRUE(model_ != nullptr) << "real model missing at " << real_model_path()
+                                   << " (scripts/fetch_model.sh fetches it; scripts/test.sh runs everything)";
+  }
+  static void require_peer(const std::string& tool) {
+    ASSERT_TRUE(file_exists(peer_tool(tool))) << peer_tool(tool) << " missing: run scripts/build_llama_cpp.sh";
+  }
+  static std::shared_ptr<const Model> model_;
+};
+std::shared_ptr<const Model> SmolLm2::model_;
+
+// The tokenizer cases compared with llama-tokenize (also listed in the closing note).
+const std::vector<std::string> kTokenizerCases = {
+    "Hello world",
+    "The café in Zürich serves crème brûlée; naïve façade, Ångström, señor.",
+    "日本語のテキストと中文文本，还有한국어 문장。",
+    "Привет, как дела? Съешь же ещё этих мягких французских булок.",
+    "مرحبا بالعالم، كيف حالك؟",
+    "Family: 👨‍👩‍👧‍👦, flags 🇫🇷🇯🇵, skin tone 👍🏽, heart ❤️‍🔥",
+    "def f(x):\n    if x > 0:\n\treturn x ** 2\n    return -x  # comment\n",
+    "Numbers: 1234567890 3.14159 -42 1,000,000 2024-11-28 0x1F",
+    "I don't think you'll see it; they're here, we've gone, she'd say I'm OK. DON'T",
+    "runs   of    spaces     and\t\ttabs\n\n\nand newlines\r\n end  ",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|>text after a special token<|im_end|>",
+    " leading space and trailing space ",
+    "Mixed: Straße ΑΒΓ αβγ ﬁ ℃ № ½ ẞ",
+    "URLs like https://example.com/a?b=c&d=e#f and e-mail a.b@c.org",
+    "",
+};
+
+TEST_F(SmolLm2, TokenIdsEqualLlamaTokenize) {
+  require_peer("llama-tokenize");
+  const std::string dir = testing::temp_dir();
+  int compared = 0;
+  for (size_t i = 0; i < kTokenizerCases.size(); ++i) {
+    const std::string& text = kTokenizerCases[i];
+    if (text.empty()) continue;  // llama-tokenize cannot take an empty file; checked below
+    const std::string path = dir + "/case" + std::to_string(i) + ".txt";
+    std::ofstream(path, std::ios::binary) << text;
+    const auto r = run_command(shell_quote(peer_tool("llama-tokenize")) + " -m " + shell_quote(real_model_path()) +
+                               " -f " + shell_quote(path) + " --ids --log-disable");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::string expected = r.out.substr(r.out.rfind('['));
+    expected = expected.substr(0, expected.find(']') + 1);
+    const auto ids = model_->tokenizer().encode(text, true, true);
+    std::string ours = "[";
+    for (size_t k = 0; k < ids.size(); ++k) ours += (k ? ", " : "") + std::to_string(ids[k]);
+    ours += "]";
+    EXPECT_EQ(ours, expected) << "text: " << text;
+    // Round trip: the pieces give back the text.
+    EXPECT_EQ(model_->tokenizer().decode(ids, true), text);
+    ++compared;
+  }
+  EXPECT_EQ(compared, static_cast<int>(kTokenizerCases.size()) - 1);
+  EXPECT_TRUE(model_->tokenizer().encode("", true, true).empty());
+}
+
+TEST_F(SmolLm2, FrugalTokenizeIdsMatchesLlamaTokenizeFormat) {
+  require_peer("llama-tokenize");
+  const std::string text = "Hello, world! It's 2024.";
+  const auto ours = run_command(shell_quote(testing::frugal_binary()) + " tokenize -m " + shell_quote(real_model_path()) +
+                                " -p " + shell_quote(text) + " --ids");
+  const auto peer = run_command(shell_quote(peer_tool("llama-tokenize")) + " -m " + shell_quote(real_model_path()) +
+                                " -p " + shell_quote(text) + " --ids --log-disable");
+  ASSERT_EQ(ours.exit_code, 0) << ours.err;
+  ASSERT_EQ(peer.exit_code, 0) << peer.err;
+  EXPECT_EQ(ours.out, peer.out.substr(peer.out.rfind('[')));
+}
+
+TEST_F(SmolLm2, GreedyContinuationIsRightAndStable) {
+  const std::string command = shell_quote(testing::frugal_binary()) + " run -m " + shell_quote(real_model_path()) +
+                              " -p 'The capital of France is' -n 12 --temp 0 -t 2";
+  const auto first = run_command(command);
+  const auto second = run_command(command);
+  ASSERT_EQ(first.exit_code, 0) << first.err;
+  EXPECT_NE(first.out.find("Paris"), std::string::npos) << first.out;
+  EXPECT_EQ(first.out, second.out);
+  EXPECT_NE(first.err.find("tokens/s"), std::string::npos);
+}
+
+TEST_F(SmolLm2, LogitsMatchLlamaCpp) {
+  require_peer("llama-logits");
+  const std::vector<std::string> prompts = {
+      "The capital of France is",
+      "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
+      "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+      "In 1905, Albert Einstein published four papers that changed physics. The first explained the photoelectric effect, "
+      "the second Brownian motion, the third special relativity, and the fourth",
+  };
+  TransformerOptions options;
+  options.n_ctx = 512;
+  options.n_threads = 2;
+  Transformer transformer(model_, options);
+  const int64_t vocab = model_->config().n_vocab;
+  double worst_overall = 0;
+  for (const auto& prompt : prompts) {
+    const auto ids = model_->tokenizer().encode(prompt, true, true);
+    std::string list;
+    for (size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
+    const auto r = run_command(shell_quote(peer_tool("llama-logits")) + " " + shell_quote(real_model_path()) + " " + list);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    std::vector<float> peer;
+    std::istringstream in(r.out);
+    for (float v; in >> v;) peer.push_back(v);
+    ASSERT_EQ(static_cast<int64_t>(peer.size()), vocab);
+
+    transformer.truncate(0);
+    ASSERT_TRUE(transformer.evaluate(ids.data(), static_cast<int64_t>(ids.size())).is_ok());
+    const float* ours = transformer.last_logits();
+    double worst = 0;
+    int64_t ours_best = 0, peer_best = 0;
+    for (int64_t v = 0; v < vocab; ++v) {
+      worst = std::max(worst, static_cast<double>(std::fabs(ours[v] - peer[v])));
+      if (ours[v] > ours[ours_best]) ours_best = v;
+      if (peer[v] > peer[peer_best]) peer_best = v;
+    }
+    // Tolerance: llama.cpp quantizes activations to 8 bits (Q8_1) for its Q4_1 dot products and
+    // frugal multiplies in float here, so logits differ by a few hundredths; the argmax must agree.
+    EXPECT_LT(worst, 0.35) << prompt;
+    EXPECT_EQ(ours_best, peer_best) << prompt;
+    worst_overall = std::max(worst_overall, worst);
+  }
+  RecordProperty("max_abs_logit_difference", std::to_string(worst_overall));
+  std::printf("largest |logit difference| vs llama.cpp over %zu prompts: %.4f\n", prompts.size(), worst_overall);
+}
+
+double final_estimate(const std::string& output) {
+  std::smatch m;
+  const std::regex pattern("Final estimate: PPL = ([0-9.]+)");
+  if (!std::regex_search(output, m, pattern)) return -1;
+  return std::stod(m[1]);
+}
+
+TEST_F(SmolLm2, PerplexityWithinOnePercentOfLlamaPerplexity) {
+  require_peer("llama-perplexity");
+  const std::string text = testing::data_path("wikitext2-test.txt");
+  ASSERT_TRUE(file_exists(text)) << text;
+  const std::string args = " -m " + shell_quote(real_model_path()) + " -f " + shell_quote(text) + " -c 512 --chunks 40 -t 2";
+  const auto ours = run_command(shell_quote(testing::frugal_binary()) + " perplexity" + args);
+  const auto peer = run_command(shell_quote(peer_tool("llama-perplexity")) + args);
+  ASSERT_EQ(ours.exit_code, 0) << ours.err;
+  ASSERT_EQ(peer.exit_code, 0) << peer.err;
+  const double ppl = final_estimate(ours.out), peer_ppl = final_estimate(ours.out.empty() ? "" : peer.out + peer.err);
+  ASSERT_GT(ppl, 1.0) << ours.out;
+  ASSERT_GT(peer_ppl, 1.0) << peer.err;
+  std::printf("perplexity, wikitext2-test, -c 512, 40 chunks: frugal %.4f, llama.cpp %.4f (%.3f%%)\n", ppl, peer_ppl,
+              100.0 * (ppl - peer_ppl) / peer_ppl);
+  EXPECT_LT(std::fabs(ppl - peer_ppl) / peer_ppl, 0.01);
+  EXPECT_NE(ours.out.find("[40]"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace frugal
