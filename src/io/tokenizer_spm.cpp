@@ -10,6 +10,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -30,6 +31,22 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
     for (int b = 0; b < 256; ++b) {
       const std::string name = {'<', '0', 'x', kHex[b >> 4], kHex[b & 15], '>'};
       byte_tokens_[b] = find_token(name);
+    }
+    // Every pair of adjacent characters inside some token. Where the text has a pair that is in no
+    // token, no merge can ever join across it (every merged symbol is a token), so the text can
+    // be cut there and each part merged on its own with the same result; this keeps the heaps
+    // small (in Llama's vocabulary "▁" starts pieces, so the parts are about words).
+    for (const std::string& text : data_.tokens) {
+      size_t previous = std::string::npos;
+      for (size_t pos = 0; pos < text.size();) {
+        const size_t length = std::min(utf8_sequence_length(static_cast<uint8_t>(text[pos])),
+                                       text.size() - pos);
+        if (previous != std::string::npos) {
+          token_char_pairs_.insert(pair_hash(std::string_view(text).substr(previous, pos + length - previous)));
+        }
+        previous = pos;
+        pos += length;
+      }
     }
     pieces_.resize(data_.tokens.size());
     for (size_t id = 0; id < data_.tokens.size(); ++id) {
@@ -131,6 +148,13 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
     std::vector<Candidate> heap;
   };
 
+  // FNV-1a. A collision only makes a cut look impossible, which is safe.
+  static uint64_t pair_hash(std::string_view bytes) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (char c : bytes) h = (h ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+    return h;
+  }
+
   float score(TokenId id) const { return data_.scores.empty() ? 0.0f : data_.scores[id]; }
 
   void push_candidate(int32_t left, int32_t right, Workspace& work) const {
@@ -162,20 +186,42 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
   }
 
   void encode_pieces(Workspace& work, std::vector<TokenId>& out) const {
-    const std::string& text = work.text;
+    const std::string_view text = work.text;
     auto& symbols = work.symbols;
     symbols.clear();
     for (size_t pos = 0; pos < text.size();) {
       const size_t length = std::min(utf8_sequence_length(static_cast<uint8_t>(text[pos])),
                                      text.size() - pos);
-      const auto index = static_cast<int32_t>(symbols.size());
-      symbols.push_back({static_cast<uint32_t>(pos), static_cast<uint32_t>(length), index - 1,
-                         pos + length < text.size() ? index + 1 : -1});
+      symbols.push_back({static_cast<uint32_t>(pos), static_cast<uint32_t>(length), -1, -1});
       pos += length;
     }
-    work.heap.clear();
-    for (int32_t i = 1; i < static_cast<int32_t>(symbols.size()); ++i) push_candidate(i - 1, i, work);
+    const auto count = static_cast<int32_t>(symbols.size());
+    for (int32_t begin = 0; begin < count;) {
+      // The part runs to the next pair of characters that no token contains.
+      int32_t end = begin + 1;
+      while (end < count) {
+        const Symbol& l = symbols[end - 1];
+        const Symbol& r = symbols[end];
+        if (!token_char_pairs_.contains(pair_hash(text.substr(l.begin, l.length + r.length)))) break;
+        ++end;
+      }
+      merge_part(begin, end, work);
+      for (int32_t i = begin; i >= 0; i = symbols[i].next) {
+        emit(text.substr(symbols[i].begin, symbols[i].length), out);
+      }
+      begin = end;
+    }
+  }
 
+  // Merges symbols [begin, end) by score until no adjacent pair forms a token.
+  void merge_part(int32_t begin, int32_t end, Workspace& work) const {
+    auto& symbols = work.symbols;
+    for (int32_t i = begin; i < end; ++i) {
+      symbols[i].prev = i > begin ? i - 1 : -1;
+      symbols[i].next = i + 1 < end ? i + 1 : -1;
+    }
+    work.heap.clear();
+    for (int32_t i = begin + 1; i < end; ++i) push_candidate(i - 1, i, work);
     while (!work.heap.empty()) {
       std::pop_heap(work.heap.begin(), work.heap.end(), LowerPriority{});
       const Candidate c = work.heap.back();
@@ -191,12 +237,10 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
       push_candidate(left.prev, c.left, work);
       push_candidate(c.left, left.next, work);
     }
-    for (int32_t i = symbols.empty() ? -1 : 0; i >= 0; i = symbols[i].next) {
-      emit(std::string_view(text).substr(symbols[i].begin, symbols[i].length), out);
-    }
   }
 
   std::array<TokenId, 256> byte_tokens_{};
+  std::unordered_set<uint64_t> token_char_pairs_;  // pair_hash of adjacent characters in tokens
   std::vector<std::string> pieces_;
 };
 

@@ -135,17 +135,34 @@ TEST_F(SmolLm2, LogitsMatchLlamaCpp) {
     transformer.truncate(0);
     ASSERT_TRUE(transformer.evaluate(ids.data(), static_cast<int64_t>(ids.size())).is_ok());
     const float* ours = transformer.last_logits();
-    double worst = 0;
+    double worst = 0, mean_shift = 0;
     int64_t ours_best = 0, peer_best = 0;
     for (int64_t v = 0; v < vocab; ++v) {
       worst = std::max(worst, static_cast<double>(std::fabs(ours[v] - peer[v])));
+      mean_shift += (ours[v] - peer[v]) / static_cast<double>(vocab);
       if (ours[v] > ours[ours_best]) ours_best = v;
       if (peer[v] > peer[peer_best]) peer_best = v;
     }
-    // Tolerance: llama.cpp quantizes activations to 8 bits (Q8_1) for its Q4_1 dot products and
-    // frugal multiplies in float here, so logits differ by a few hundredths; the argmax must agree.
-    EXPECT_LT(worst, 0.35) << prompt;
+    // KL(peer || ours) of the next-token distributions, computed in double.
+    auto log_softmax = [vocab](const float* logits) {
+      double max = logits[0], sum = 0;
+      for (int64_t v = 1; v < vocab; ++v) max = std::max(max, static_cast<double>(logits[v]));
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(logits[v] - max);
+      std::vector<double> out(vocab);
+      for (int64_t v = 0; v < vocab; ++v) out[v] = logits[v] - max - std::log(sum);
+      return out;
+    };
+    const auto lp_peer = log_softmax(peer.data()), lp_ours = log_softmax(ours);
+    double kl = 0;
+    for (int64_t v = 0; v < vocab; ++v) kl += std::exp(lp_peer[v]) * (lp_peer[v] - lp_ours[v]);
+    // Tolerance: llama.cpp rounds activations to 8 bits before its quantized dot products. On
+    // this model that rounding alone moves logits by up to 0.63 and gives a KL of ~0.002
+    // (measured by rounding frugal's activations the same way), so the stated bounds are: max
+    // |logit difference| < 1.0, KL < 0.01 nats, and the same top token.
+    EXPECT_LT(worst, 1.0) << prompt;
+    EXPECT_LT(kl, 0.01) << prompt;
     EXPECT_EQ(ours_best, peer_best) << prompt;
+    std::printf("%-40.40s max |dlogit| %.4f (mean shift %+.4f), KL %.6f\n", prompt.c_str(), worst, mean_shift, kl);
     worst_overall = std::max(worst_overall, worst);
   }
   RecordProperty("max_abs_logit_difference", std::to_string(worst_overall));
