@@ -66,9 +66,9 @@ int command_info(const std::vector<std::string>& argv) {
   std::printf("parameters:      %lld (%.1f M)\n", static_cast<long long>(params), params / 1e6);
   std::printf("bits per weight: %.3f\n", 8.0 * static_cast<double>(weight_bytes) / static_cast<double>(params));
   std::printf("file size:       %.2f MiB (%zu bytes)\n", f.file_size() / 1048576.0, f.file_size());
-  const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * sizeof(float) * static_cast<double>(*n_ctx);
-  std::printf("KV cache:        %.2f MiB at -c %lld (f32, %.1f KiB per token)\n", kv_bytes / 1048576.0,
-              static_cast<long long>(*n_ctx), 2.0 * c.n_layer * c.kv_dim() * sizeof(float) / 1024.0);
+  const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * sizeof(uint16_t) * static_cast<double>(*n_ctx);
+  std::printf("KV cache:        %.2f MiB at -c %lld (f16, %.1f KiB per token)\n", kv_bytes / 1048576.0,
+              static_cast<long long>(*n_ctx), 2.0 * c.n_layer * c.kv_dim() * sizeof(uint16_t) / 1024.0);
   const double work = 512.0 * (4 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.n_ff) * sizeof(float) + c.n_vocab * sizeof(float);
   std::printf("expected memory: %.2f MiB (mapped weights + KV cache + %.1f MiB workspace)\n",
               (static_cast<double>(f.file_size()) + kv_bytes + work) / 1048576.0, work / 1048576.0);

@@ -3,6 +3,7 @@
 #include "io/tokenizer.h"
 
 #include <algorithm>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -140,17 +141,49 @@ void SpecialTokenSplitter::split(std::string_view text, bool parse_special,
   if (cursor < text.size()) out.push_back({-1, cursor, text.size()});
 }
 
+void TokenTextIndex::build(const std::vector<std::string>* texts) {
+  texts_ = texts;
+  size_t capacity = 16;
+  while (capacity < texts->size() * 2) capacity *= 2;  // load factor <= 1/2
+  slots_.assign(capacity, Slot{0, -1});
+  mask_ = capacity - 1;
+  for (size_t id = 0; id < texts->size(); ++id) {
+    const std::string& text = (*texts)[id];
+    if (text.empty()) continue;
+    const size_t hash = std::hash<std::string_view>{}(text);
+    for (size_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
+      Slot& s = slots_[slot];
+      if (s.id < 0) {
+        s = Slot{static_cast<uint32_t>(hash), static_cast<TokenId>(id)};
+        break;
+      }
+      if (s.tag == static_cast<uint32_t>(hash) && (*texts)[s.id] == text) {
+        s.id = static_cast<TokenId>(id);
+        break;
+      }
+    }
+  }
+}
+
+TokenId TokenTextIndex::find(std::string_view text) const {
+  if (slots_.empty()) return -1;
+  const size_t hash = std::hash<std::string_view>{}(text);
+  for (size_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
+    const Slot& s = slots_[slot];
+    if (s.id < 0) return -1;
+    if (s.tag == static_cast<uint32_t>(hash) && (*texts_)[s.id] == text) return s.id;
+  }
+}
+
 std::shared_ptr<const VocabIndex> build_vocab_index(const VocabData& data) {
   auto index = std::make_shared<VocabIndex>();
   const size_t n = data.tokens.size();
-  index->ids.reserve(n);
+  index->ids.build(&data.tokens);
   index->types.resize(n, TokenType::kNormal);
   index->end_of_generation.assign(n, 0);
   const bool sentencepiece = data.model == "llama";
   for (size_t id = 0; id < n; ++id) {
     const std::string& text = data.tokens[id];
-    // A later duplicate wins, as in llama.cpp's token_to_id.
-    if (!text.empty()) index->ids[text] = static_cast<TokenId>(id);
     if (!data.types.empty()) {
       const auto raw = static_cast<int32_t>(data.types[id]);
       // Values GGUF does not define are treated as undefined (llama.cpp does the same).
@@ -320,8 +353,7 @@ bool Tokenizer::is_end_of_generation(TokenId id) const {
 }
 
 TokenId Tokenizer::find_token(std::string_view text) const {
-  const auto it = index_->ids.find(text);
-  return it == index_->ids.end() ? -1 : it->second;
+  return index_->ids.find(text);
 }
 
 }  // namespace frugal

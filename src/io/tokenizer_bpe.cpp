@@ -65,35 +65,37 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
     ignore_merges_ = ignore_merges;
 
     const std::array<uint32_t, 256> code_points = byte_to_code_point_table();
-    std::unordered_map<uint32_t, uint8_t> code_point_to_byte;
+    std::vector<int16_t> code_point_to_byte(kMappedCodePoints, -1);
     for (uint32_t b = 0; b < 256; ++b) {
       byte_chars_[b].clear();
       append_utf8(byte_chars_[b], code_points[b]);
-      code_point_to_byte[code_points[b]] = static_cast<uint8_t>(b);
+      code_point_to_byte[code_points[b]] = static_cast<int16_t>(b);
       byte_tokens_[b] = find_token(byte_chars_[b]);
     }
 
     merges_.reserve(data_.merges.size());
+    std::string merged;
     for (size_t i = 0; i < data_.merges.size(); ++i) {
       const std::string& merge = data_.merges[i];
-      const std::string where = "tokenizer.ggml.merges[" + std::to_string(i) + "] " + quoted(merge);
+      const auto where = [&] { return "tokenizer.ggml.merges[" + std::to_string(i) + "] " + quoted(merge); };
       // The separator is the first space after the first byte (a left part is never empty).
       const size_t space = merge.find(' ', 1);
       if (space == std::string::npos) {
-        return Status::error(where + " is not of the form 'left right'");
+        return Status::error(where() + " is not of the form 'left right'");
       }
       const std::string_view left(merge.data(), space);
       const std::string_view right(merge.data() + space + 1, merge.size() - space - 1);
       const TokenId left_id = find_token(left);
       const TokenId right_id = find_token(right);
-      if (left_id < 0) return Status::error(where + " names " + quoted(left) + ", which is not a token");
+      if (left_id < 0) return Status::error(where() + " names " + quoted(left) + ", which is not a token");
       if (right_id < 0) {
-        return Status::error(where + " names " + quoted(right) + ", which is not a token");
+        return Status::error(where() + " names " + quoted(right) + ", which is not a token");
       }
-      const std::string merged = std::string(left) + std::string(right);
+      merged.assign(left);
+      merged.append(right);
       const TokenId merged_id = find_token(merged);
       if (merged_id < 0) {
-        return Status::error(where + " makes " + quoted(merged) + ", which is not a token");
+        return Status::error(where() + " makes " + quoted(merged) + ", which is not a token");
       }
       // A repeated pair keeps its first (best) rank.
       merges_.try_emplace(pair_key(left_id, right_id), Merge{static_cast<int32_t>(i), merged_id});
@@ -110,9 +112,8 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
         for (size_t pos = 0; pos < text.size();) {
           const size_t start = pos;
           const uint32_t cp = next_code_point(text, pos);
-          const auto it = code_point_to_byte.find(cp);
-          if (it != code_point_to_byte.end()) {
-            bytes += static_cast<char>(it->second);
+          if (cp < kMappedCodePoints && code_point_to_byte[cp] >= 0) {
+            bytes += static_cast<char>(code_point_to_byte[cp]);
           } else {
             bytes.append(text, start, pos - start);
           }
@@ -276,6 +277,7 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
     for (int32_t i = symbols.empty() ? -1 : 0; i >= 0; i = symbols[i].next) emit(symbols[i].id, out);
   }
 
+  static constexpr uint32_t kMappedCodePoints = 256 + 68;  // the byte mapping stays below this
   static constexpr size_t kMaxCachedWordBytes = 64;
   static constexpr size_t kMaxCachedWords = 1 << 16;
 

@@ -54,9 +54,29 @@ class SpecialTokenSplitter {
   std::array<int32_t, 256> root_children_{};
 };
 
+// Token text -> id: an open-addressing hash table (linear probing) over the token strings, which
+// it does not copy. Lookups sit in the inner loops of both BPE kinds and of loading, where a
+// node-based std::unordered_map spends most of its time on cache misses.
+class TokenTextIndex {
+ public:
+  // `texts` must outlive the index and stay unchanged. Of two equal texts the later id wins (as
+  // in llama.cpp); empty texts are not indexed.
+  void build(const std::vector<std::string>* texts);
+  TokenId find(std::string_view text) const;
+
+ private:
+  struct Slot {
+    uint32_t tag;  // low bits of the hash, to skip most string compares
+    TokenId id;    // -1: empty slot
+  };
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  const std::vector<std::string>* texts_ = nullptr;
+};
+
 // Lookup tables every tokenizer kind needs; built once, shared read-only.
 struct VocabIndex {
-  std::unordered_map<std::string_view, TokenId> ids;  // token text -> id (views into tokens)
+  TokenTextIndex ids;                                 // token text -> id
   std::vector<TokenType> types;                       // one per token, never empty
   std::vector<uint8_t> end_of_generation;             // one per token
   SpecialTokenSplitter specials;

@@ -10,6 +10,62 @@
 namespace frugal {
 namespace {
 
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+// head_dim is a multiple of 8 (checked when the model config is read).
+template <typename T>
+inline float dot8(const float* a, const T* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc);
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  s = _mm_hadd_ps(s, s);
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(s);
+}
+
+// out = out * c + p * v over n (multiple of 8) elements.
+template <typename T>
+inline void scale_add8(float* out, float c, float p, const T* v, int64_t n) {
+  const __m256 vc = _mm256_set1_ps(c), vp = _mm256_set1_ps(p);
+  for (int64_t i = 0; i < n; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vp, load8(v + i), _mm256_mul_ps(vc, _mm256_loadu_ps(out + i))));
+  }
+}
+
+template <typename T>
+void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t first, int64_t last,
+            int64_t head_dim, float scale, float* out) {
+  // Keys are visited in tiles; each tile's scores are exponentiated against the running max,
+  // and the accumulator is rescaled only when the max grows.
+  constexpr int64_t kTile = 64;
+  float scores[kTile];
+  float running_max = -std::numeric_limits<float>::infinity();
+  float running_sum = 0;
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t j0 = first; j0 <= last; j0 += kTile) {
+    const int64_t n = std::min(kTile, last - j0 + 1);
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < n; ++j) {
+      scores[j] = dot8(q, k + (j0 + j) * kv_stride, head_dim) * scale;
+      tile_max = std::max(tile_max, scores[j]);
+    }
+    float correction = 1.0f;
+    if (tile_max > running_max) {
+      correction = std::exp(running_max - tile_max);
+      running_sum *= correction;
+      running_max = tile_max;
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      const float p = std::exp(scores[j] - running_max);
+      running_sum += p;
+      scale_add8(out, j == 0 ? correction : 1.0f, p, v + (j0 + j) * kv_stride, head_dim);
+    }
+  }
+  const float inv = 1.0f / running_sum;
+  for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
+}
+
 inline float dot(const float* a, const float* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
@@ -69,35 +125,12 @@ void softmax(float* x, int64_t n) {
 
 void attend_one_head(const float* q, const float* k, const float* v, int64_t kv_stride,
                      int64_t first, int64_t last, int64_t head_dim, float scale, float* out) {
-  // Keys are visited in tiles; each tile's scores are exponentiated against the running max,
-  // and the accumulator is rescaled only when the max grows.
-  constexpr int64_t kTile = 64;
-  float scores[kTile];
-  float running_max = -std::numeric_limits<float>::infinity();
-  float running_sum = 0;
-  std::fill(out, out + head_dim, 0.0f);
-  for (int64_t j0 = first; j0 <= last; j0 += kTile) {
-    const int64_t n = std::min(kTile, last - j0 + 1);
-    float tile_max = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < n; ++j) {
-      scores[j] = dot(q, k + (j0 + j) * kv_stride, head_dim) * scale;
-      tile_max = std::max(tile_max, scores[j]);
-    }
-    if (tile_max > running_max) {
-      const float correction = std::exp(running_max - tile_max);
-      running_sum *= correction;
-      for (int64_t d = 0; d < head_dim; ++d) out[d] *= correction;
-      running_max = tile_max;
-    }
-    for (int64_t j = 0; j < n; ++j) {
-      const float p = std::exp(scores[j] - running_max);
-      running_sum += p;
-      const float* vj = v + (j0 + j) * kv_stride;
-      for (int64_t d = 0; d < head_dim; ++d) out[d] += p * vj[d];
-    }
-  }
-  const float inv = 1.0f / running_sum;
-  for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
+  attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
+}
+
+void attend_one_head(const float* q, const uint16_t* k, const uint16_t* v, int64_t kv_stride,
+                     int64_t first, int64_t last, int64_t head_dim, float scale, float* out) {
+  attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
 }
 
 }  // namespace frugal

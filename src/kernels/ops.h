@@ -27,5 +27,8 @@ void softmax(float* x, int64_t n);
 // scale) V. k/v rows are `kv_stride` floats apart; head offset already applied by the caller.
 void attend_one_head(const float* q, const float* k, const float* v, int64_t kv_stride,
                      int64_t first, int64_t last, int64_t head_dim, float scale, float* out);
+// The same with keys and values stored as IEEE half (the KV cache's default element type).
+void attend_one_head(const float* q, const uint16_t* k, const uint16_t* v, int64_t kv_stride,
+                     int64_t first, int64_t last, int64_t head_dim, float scale, float* out);
 
 }  // namespace frugal

@@ -94,8 +94,8 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
       for (int64_t t = begin; t < end; ++t) {
         rope(q_.data() + t * qd, c.n_head, hd, c.rope_dim, pos0 + t, inv_freq_.data(), c.rope_style);
         rope(k_.data() + t * kvd, c.n_head_kv, hd, c.rope_dim, pos0 + t, inv_freq_.data(), c.rope_style);
-        std::copy_n(k_.data() + t * kvd, kvd, cache_.key_row(layer, pos0 + t));
-        std::copy_n(v_.data() + t * kvd, kvd, cache_.value_row(layer, pos0 + t));
+        KvCache::store(k_.data() + t * kvd, kvd, cache_.key_row(layer, pos0 + t));
+        KvCache::store(v_.data() + t * kvd, kvd, cache_.value_row(layer, pos0 + t));
       }
     });
     // Causal attention: token t sees cache positions [0, pos0 + t]; one task per (token, head).

@@ -34,6 +34,10 @@ int main(int argc, char** argv) {
   ctx_params.n_batch = 512;
   ctx_params.n_threads = 2;
   ctx_params.n_threads_batch = 2;
+  // FRUGAL_PEER_FLASH_ATTN=0 turns llama.cpp's flash attention off (it accumulates in half).
+  if (const char* fa = std::getenv("FRUGAL_PEER_FLASH_ATTN"); fa != nullptr && fa[0] == '0') {
+    ctx_params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  }
   llama_context* ctx = llama_init_from_model(model, ctx_params);
   if (ctx == nullptr || llama_decode(ctx, llama_batch_get_one(tokens.data(), static_cast<int32_t>(tokens.size()))) != 0) {
     std::fprintf(stderr, "decode failed\n");

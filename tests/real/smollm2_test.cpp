@@ -155,12 +155,13 @@ TEST_F(SmolLm2, LogitsMatchLlamaCpp) {
     const auto lp_peer = log_softmax(peer.data()), lp_ours = log_softmax(ours);
     double kl = 0;
     for (int64_t v = 0; v < vocab; ++v) kl += std::exp(lp_peer[v]) * (lp_peer[v] - lp_ours[v]);
-    // Tolerance: llama.cpp rounds activations to 8 bits before its quantized dot products. On
-    // this model that rounding alone moves logits by up to 0.63 and gives a KL of ~0.002
-    // (measured by rounding frugal's activations the same way), so the stated bounds are: max
-    // |logit difference| < 1.0, KL < 0.01 nats, and the same top token.
+    // Tolerance: this small model is sensitive to rounding. llama.cpp's own two attention paths
+    // (flash attention on, its default here, accumulating in half precision; and off) differ on
+    // the last prompt by max |dlogit| 0.77 and KL 0.006, and rounding activations to 8 bits moves
+    // logits by up to 0.63. Stated bounds: max |logit difference| < 1.0, KL < 0.02 nats, and the
+    // same top token.
     EXPECT_LT(worst, 1.0) << prompt;
-    EXPECT_LT(kl, 0.01) << prompt;
+    EXPECT_LT(kl, 0.02) << prompt;
     EXPECT_EQ(ours_best, peer_best) << prompt;
     std::printf("%-40.40s max |dlogit| %.4f (mean shift %+.4f), KL %.6f\n", prompt.c_str(), worst, mean_shift, kl);
     worst_overall = std::max(worst_overall, worst);
