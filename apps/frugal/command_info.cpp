@@ -80,3 +80,7 @@ int command_info(const std::vector<std::string>& argv) {
 }
 
 }  // namespace frugal::cli
+
+namespace frugal::cli {
+const char* active_isa_name() { return "avx2"; }
+}  // namespace frugal::cli

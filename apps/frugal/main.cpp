@@ -19,6 +19,8 @@ commands:
                                      generate text (streamed); --chat holds a conversation
   tokenize    [-m MODEL] -p TEXT [--ids] [--no-bos] [--no-parse-special]
   perplexity  [-m MODEL] -f FILE [-c CTX] [--chunks N] [-t THREADS]
+  bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json]
+                                     prompt (pp) and generation (tg) tokens/s, llama-bench layout
 
 MODEL defaults to $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-Instruct.Q4_1.gguf
 (scripts/setup.sh fetches it).
@@ -38,5 +40,6 @@ int main(int argc, char** argv) {
   if (command == "run") return frugal::cli::command_run(rest);
   if (command == "tokenize") return frugal::cli::command_tokenize(rest);
   if (command == "perplexity") return frugal::cli::command_perplexity(rest);
+  if (command == "bench") return frugal::cli::command_bench(rest);
   return frugal::cli::fail("unknown command '" + command + "' (see frugal --help)");
 }

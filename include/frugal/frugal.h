@@ -10,5 +10,6 @@
 #include "io/tokenizer.h"
 #include "model/model.h"
 #include "model/transformer.h"
+#include "runtime/benchmark.h"
 #include "runtime/perplexity.h"
 #include "runtime/sampler.h"

@@ -1,0 +1,113 @@
+// frugal bench: prompt-processing and generation speed, printed in llama-bench's table and JSON
+// layout (same field names) so the two tools' outputs can be compared line by line.
+#include <cstdio>
+#include <ctime>
+#include <map>
+
+#include "cli_args.h"
+#include "commands.h"
+
+namespace frugal::cli {
+namespace {
+
+// llama.cpp's LLAMA_FTYPE names for general.file_type.
+std::string file_type_name(const Model& m) {
+  static const std::map<int64_t, const char*> names = {
+      {0, "all F32"}, {1, "F16"},     {2, "Q4_0"},    {3, "Q4_1"},    {7, "Q8_0"},    {8, "Q5_0"},
+      {9, "Q5_1"},    {10, "Q2_K"},   {11, "Q3_K_S"}, {12, "Q3_K_M"}, {13, "Q3_K_L"}, {14, "Q4_K_S"},
+      {15, "Q4_K_M"}, {16, "Q5_K_S"}, {17, "Q5_K_M"}, {18, "Q6_K"},   {32, "BF16"}};
+  const int64_t id = m.file().get_int_or("general.file_type", -1);
+  auto it = names.find(id);
+  return it != names.end() ? it->second : "mixed";
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) continue;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+int command_bench(const std::vector<std::string>& argv) {
+  auto args = Args::parse(argv, {"-m", "-p", "-n", "-t", "-r", "-o"}, {},
+                          {{"--n-prompt", "-p"}, {"--n-gen", "-n"}, {"--threads", "-t"}, {"--repetitions", "-r"},
+                           {"--output", "-o"}, {"--model", "-m"}});
+  if (!args) return fail(args.status().message());
+  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
+  auto n_prompt = args->get_int("-p", 512, 0, 1 << 16);
+  auto n_gen = args->get_int("-n", 128, 0, 1 << 16);
+  auto n_threads = args->get_int("-t", default_threads(), 1, 512);
+  auto reps = args->get_int("-r", 5, 1, 1000);
+  for (const Status* s : {&n_prompt.status(), &n_gen.status(), &n_threads.status(), &reps.status()}) {
+    if (!s->is_ok()) return fail(s->message());
+  }
+  const std::string format = args->get("-o", "md");
+  if (format != "md" && format != "json") return fail("-o must be md or json, got '" + format + "'");
+  if (*n_prompt == 0 && *n_gen == 0) return fail("nothing to benchmark: -p and -n are both 0");
+
+  auto model = Model::load(model_path(*args));
+  if (!model) return fail(model.status().message());
+  std::shared_ptr<const Model> m = *model;
+  BenchmarkOptions options;
+  options.n_prompt = *n_prompt;
+  options.n_gen = *n_gen;
+  options.n_threads = static_cast<int>(*n_threads);
+  options.repetitions = static_cast<int>(*reps);
+  auto report = run_benchmark(m, options);
+  if (!report) return fail(report.status().message());
+
+  const std::string model_type = m->config().architecture + " " + std::to_string((m->parameter_count() + 500000) / 1000000) +
+                                 "M " + file_type_name(*m);
+  const double size_mib = static_cast<double>(m->weight_bytes()) / 1048576.0;
+  if (format == "md") {
+    std::printf("| model                          |       size |     params | backend    | threads |            test |                  t/s |   ttft ms |  peak RSS |\n");
+    std::printf("| ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: | --------: | --------: |\n");
+    for (const auto& t : report->tests) {
+      char ts[64], ttft[32];
+      std::snprintf(ts, sizeof ts, "%.2f ± %.2f", t.avg_ts, t.stddev_ts);
+      if (t.n_prompt > 0) std::snprintf(ttft, sizeof ttft, "%.2f", t.ttft_ms); else std::snprintf(ttft, sizeof ttft, "-");
+      std::printf("| %-30s | %6.2f MiB | %8.2f M | %-10s | %7d | %15s | %20s | %9s | %5.1f MiB |\n", model_type.c_str(), size_mib,
+                  m->parameter_count() / 1e6, "CPU", options.n_threads, t.name.c_str(), ts, ttft,
+                  report->peak_rss_bytes / 1048576.0);
+    }
+    return 0;
+  }
+  char when[32];
+  std::time_t now = std::time(nullptr);
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  std::printf("[\n");
+  for (size_t i = 0; i < report->tests.size(); ++i) {
+    const auto& t = report->tests[i];
+    auto list = [](const std::vector<double>& v, const char* fmt) {
+      std::string s = "[ ";
+      char buf[64];
+      for (size_t k = 0; k < v.size(); ++k) {
+        std::snprintf(buf, sizeof buf, fmt, v[k]);
+        s += (k ? ", " : "") + std::string(buf);
+      }
+      return s + " ]";
+    };
+    std::printf("  {\n");
+    std::printf("    \"build_commit\": \"frugal\",\n    \"backends\": \"CPU\",\n    \"isa\": \"%s\",\n", active_isa_name());
+    std::printf("    \"model_filename\": \"%s\",\n    \"model_type\": \"%s\",\n", json_escape(m->file().path()).c_str(), model_type.c_str());
+    std::printf("    \"model_size\": %zu,\n    \"model_n_params\": %lld,\n", m->weight_bytes(), static_cast<long long>(m->parameter_count()));
+    std::printf("    \"n_batch\": %lld,\n    \"n_ubatch\": %lld,\n    \"n_threads\": %d,\n", static_cast<long long>(std::min<int64_t>(512, std::max<int64_t>(1, t.n_prompt))),
+                static_cast<long long>(std::min<int64_t>(512, std::max<int64_t>(1, t.n_prompt))), options.n_threads);
+    std::printf("    \"type_k\": \"f16\",\n    \"type_v\": \"f16\",\n");
+    std::printf("    \"n_prompt\": %lld,\n    \"n_gen\": %lld,\n    \"n_depth\": 0,\n", static_cast<long long>(t.n_prompt), static_cast<long long>(t.n_gen));
+    std::printf("    \"test_time\": \"%s\",\n", when);
+    std::printf("    \"avg_ns\": %.0f,\n    \"stddev_ns\": %.0f,\n    \"avg_ts\": %.6f,\n    \"stddev_ts\": %.6f,\n", t.avg_ns, t.stddev_ns, t.avg_ts, t.stddev_ts);
+    std::printf("    \"samples_ns\": %s,\n    \"samples_ts\": %s,\n", list(t.samples_ns, "%.0f").c_str(), list(t.samples_ts, "%.4f").c_str());
+    std::printf("    \"ttft_ms\": %.3f,\n    \"peak_rss_bytes\": %lld\n", t.n_prompt > 0 ? t.ttft_ms : 0.0, static_cast<long long>(report->peak_rss_bytes));
+    std::printf("  }%s\n", i + 1 < report->tests.size() ? "," : "");
+  }
+  std::printf("]\n");
+  return 0;
+}
+
+}  // namespace frugal::cli
