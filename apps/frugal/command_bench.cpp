@@ -34,7 +34,7 @@ std::string json_escape(const std::string& s) {
 }  // namespace
 
 int command_bench(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv, {"-m", "-p", "-n", "-t", "-r", "-o"}, {},
+  auto args = Args::parse(argv, {"-m", "-p", "-n", "-t", "-r", "-o"}, {"--bandwidth"},
                           {{"--n-prompt", "-p"}, {"--n-gen", "-n"}, {"--threads", "-t"}, {"--repetitions", "-r"},
                            {"--output", "-o"}, {"--model", "-m"}});
   if (!args) return fail(args.status().message());
@@ -45,6 +45,11 @@ int command_bench(const std::vector<std::string>& argv) {
   auto reps = args->get_int("-r", 5, 1, 1000);
   for (const Status* s : {&n_prompt.status(), &n_gen.status(), &n_threads.status(), &reps.status()}) {
     if (!s->is_ok()) return fail(s->message());
+  }
+  if (args->has("--bandwidth")) {
+    // Read + write bytes per second of a large memcpy: the memory-bandwidth bound for decode.
+    std::printf("copy bandwidth: %.2f GB/s\n", measure_copy_bandwidth() / 1e9);
+    return 0;
   }
   const std::string format = args->get("-o", "md");
   if (format != "md" && format != "json") return fail("-o must be md or json, got '" + format + "'");

@@ -19,7 +19,7 @@ commands:
                                      generate text (streamed); --chat holds a conversation
   tokenize    [-m MODEL] -p TEXT [--ids] [--no-bos] [--no-parse-special]
   perplexity  [-m MODEL] -f FILE [-c CTX] [--chunks N] [-t THREADS]
-  bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json]
+  bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout
 
 MODEL defaults to $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-Instruct.Q4_1.gguf

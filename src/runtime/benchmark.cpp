@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "base/timer.h"
@@ -36,6 +37,19 @@ void summarize(BenchmarkTest& t, int64_t tokens) {
 }
 
 }  // namespace
+
+double measure_copy_bandwidth() {
+  constexpr size_t kBytes = size_t{256} << 20;
+  std::vector<char> source(kBytes, 1), target(kBytes, 0);
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    Timer timer;
+    std::memcpy(target.data(), source.data(), kBytes);
+    best = std::max(best, 2.0 * kBytes / timer.seconds());
+    source[i] = target[kBytes - 1 - i];  // keep the copies observable
+  }
+  return best;
+}
 
 int64_t peak_rss_bytes() {
   struct rusage usage {};

@@ -39,6 +39,10 @@ struct BenchmarkReport {
 // Runs the pp test (if n_prompt > 0) and the tg test (if n_gen > 0), each after one warm-up.
 Result<BenchmarkReport> run_benchmark(const std::shared_ptr<const Model>& model, const BenchmarkOptions& options);
 
+// Best-of-several memcpy bandwidth over a buffer far larger than the caches, in bytes/s (bytes
+// read + bytes written), the bound decode speed is compared against.
+double measure_copy_bandwidth();
+
 // Peak resident set size of this process so far.
 int64_t peak_rss_bytes();
 
