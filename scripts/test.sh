@@ -8,7 +8,8 @@ jobs="$(nproc)"
 
 FRUGAL_PEER_BIN="$(bash scripts/build_llama_cpp.sh)"
 export FRUGAL_PEER_BIN
-export FRUGAL_MODEL="${FRUGAL_MODEL:-$(bash scripts/fetch_model.sh)}"
+export FRUGAL_MODEL="${FRUGAL_MODEL:-$(bash scripts/fetch_model.sh smollm2)}"
+export FRUGAL_GEMMA_MODEL="${FRUGAL_GEMMA_MODEL:-$(bash scripts/fetch_model.sh gemma3)}"
 
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$jobs"

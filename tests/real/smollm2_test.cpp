@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "support/test_support.h"
+#include "support/tokenizer_parity.h"
 
 namespace frugal {
 namespace {
@@ -36,51 +37,9 @@ class SmolLm2 : public ::testing::Test {
 };
 std::shared_ptr<const Model> SmolLm2::model_;
 
-// The tokenizer cases compared with llama-tokenize (also listed in the closing note).
-const std::vector<std::string> kTokenizerCases = {
-    "Hello world",
-    "The café in Zürich serves crème brûlée; naïve façade, Ångström, señor.",
-    "日本語のテキストと中文文本，还有한국어 문장。",
-    "Привет, как дела? Съешь же ещё этих мягких французских булок.",
-    "مرحبا بالعالم، كيف حالك؟",
-    "Family: 👨‍👩‍👧‍👦, flags 🇫🇷🇯🇵, skin tone 👍🏽, heart ❤️‍🔥",
-    "def f(x):\n    if x > 0:\n\treturn x ** 2\n    return -x  # comment\n",
-    "Numbers: 1234567890 3.14159 -42 1,000,000 2024-11-28 0x1F",
-    "I don't think you'll see it; they're here, we've gone, she'd say I'm OK. DON'T",
-    "runs   of    spaces     and\t\ttabs\n\n\nand newlines\r\n end  ",
-    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
-    "<|endoftext|>text after a special token<|im_end|>",
-    " leading space and trailing space ",
-    "Mixed: Straße ΑΒΓ αβγ ﬁ ℃ № ½ ẞ",
-    "URLs like https://example.com/a?b=c&d=e#f and e-mail a.b@c.org",
-    "",
-};
-
 TEST_F(SmolLm2, TokenIdsEqualLlamaTokenize) {
   require_peer("llama-tokenize");
-  const std::string dir = testing::temp_dir();
-  int compared = 0;
-  for (size_t i = 0; i < kTokenizerCases.size(); ++i) {
-    const std::string& text = kTokenizerCases[i];
-    if (text.empty()) continue;  // llama-tokenize cannot take an empty file; checked below
-    const std::string path = dir + "/case" + std::to_string(i) + ".txt";
-    std::ofstream(path, std::ios::binary) << text;
-    const auto r = run_command(shell_quote(peer_tool("llama-tokenize")) + " -m " + shell_quote(real_model_path()) +
-                               " -f " + shell_quote(path) + " --ids --log-disable");
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::string expected = r.out.substr(r.out.rfind('['));
-    expected = expected.substr(0, expected.find(']') + 1);
-    const auto ids = model_->tokenizer().encode(text, true, true);
-    std::string ours = "[";
-    for (size_t k = 0; k < ids.size(); ++k) ours += (k ? ", " : "") + std::to_string(ids[k]);
-    ours += "]";
-    EXPECT_EQ(ours, expected) << "text: " << text;
-    // Round trip: the pieces give back the text.
-    EXPECT_EQ(model_->tokenizer().decode(ids, true), text);
-    ++compared;
-  }
-  EXPECT_EQ(compared, static_cast<int>(kTokenizerCases.size()) - 1);
-  EXPECT_TRUE(model_->tokenizer().encode("", true, true).empty());
+  testing::expect_same_ids_as_llama_tokenize(model_->tokenizer(), real_model_path());
 }
 
 TEST_F(SmolLm2, FrugalTokenizeIdsMatchesLlamaTokenizeFormat) {
