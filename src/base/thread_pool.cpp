@@ -47,7 +47,7 @@ void ThreadPool::worker_loop(int index) {
   }
 }
 
-void ThreadPool::run(const std::function<void(int, int)>& fn) {
+void ThreadPool::run(FunctionRef<void(int, int)> fn) {
   if (n_threads_ == 1) {
     fn(0, 1);
     return;
@@ -63,8 +63,7 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   while (pending_.load(std::memory_order_acquire) != 0) FRUGAL_PAUSE();
 }
 
-void ThreadPool::parallel_for(int64_t n, int64_t grain,
-                              const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
   if (n <= 0) return;
   int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(1, grain));
   int used = static_cast<int>(std::min<int64_t>(n_threads_, max_chunks));

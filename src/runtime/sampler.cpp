@@ -7,19 +7,25 @@
 namespace frugal {
 
 Sampler::Sampler(const SamplerOptions& options, int32_t n_vocab)
-    : options_(options), n_vocab_(n_vocab), candidates_(n_vocab), rng_(options.seed) {}
+    : options_(options),
+      n_vocab_(n_vocab),
+      candidates_(n_vocab),
+      recent_(static_cast<size_t>(std::max(0, options.repeat_last_n))),
+      rng_(options.seed) {}
 
 void Sampler::accept(int32_t token) {
   if (options_.repeat_last_n <= 0) return;
-  recent_.push_back(token);
-  while (static_cast<int32_t>(recent_.size()) > options_.repeat_last_n) recent_.pop_front();
+  recent_[recent_next_] = token;
+  recent_next_ = (recent_next_ + 1) % recent_.size();
+  recent_count_ = std::min(recent_count_ + 1, recent_.size());
 }
 
 int32_t Sampler::sample(const float* logits) {
   for (int32_t i = 0; i < n_vocab_; ++i) candidates_[i] = {i, logits[i], 0.0f};
   // CTRL's penalty: divide positive logits, multiply negative ones, once per distinct token.
   if (options_.repeat_penalty != 1.0f) {
-    for (int32_t token : recent_) {
+    for (size_t i = 0; i < recent_count_; ++i) {
+      const int32_t token = recent_[i];
       if (token < 0 || token >= n_vocab_) continue;
       Candidate& c = candidates_[token];
       if (c.p != 0.0f) continue;  // p doubles as "already penalized" until softmax below

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <random>
 #include <vector>
 
@@ -40,7 +39,9 @@ class Sampler {
   SamplerOptions options_;
   int32_t n_vocab_;
   std::vector<Candidate> candidates_;
-  std::deque<int32_t> recent_;
+  std::vector<int32_t> recent_;  // ring buffer of the last repeat_last_n tokens
+  size_t recent_next_ = 0;
+  size_t recent_count_ = 0;
   std::mt19937_64 rng_;
 };
 
