@@ -19,6 +19,10 @@ commands:
                                      generate text (streamed); --chat holds a conversation
   tokenize    [-m MODEL] -p TEXT [--ids] [--no-bos] [--no-parse-special]
   perplexity  [-m MODEL] -f FILE [-c CTX] [--chunks N] [-t THREADS]
+  eval        [-m MODEL] [--base BASE.gguf] [-f TEXT] [-c 512] [--chunks 40] [-o md|json]
+              [--hellaswag N] [--hellaswag-file F] [--sst2 N] [--sst2-file F]
+                                     PPL, KL divergence and same-top-token % against BASE;
+                                     zero-shot HellaSwag and SST-2 accuracy
   bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout
 
@@ -41,5 +45,6 @@ int main(int argc, char** argv) {
   if (command == "tokenize") return frugal::cli::command_tokenize(rest);
   if (command == "perplexity") return frugal::cli::command_perplexity(rest);
   if (command == "bench") return frugal::cli::command_bench(rest);
+  if (command == "eval") return frugal::cli::command_eval(rest);
   return frugal::cli::fail("unknown command '" + command + "' (see frugal --help)");
 }

@@ -10,6 +10,8 @@
 #include "io/tokenizer.h"
 #include "model/model.h"
 #include "model/transformer.h"
+#include "io/text_file.h"
 #include "runtime/benchmark.h"
+#include "runtime/evaluation.h"
 #include "runtime/perplexity.h"
 #include "runtime/sampler.h"

@@ -25,7 +25,9 @@ Result<VocabData> read_vocab(const GgufFile& file) {
   v.eot_id = static_cast<TokenId>(file.get_int_or("tokenizer.ggml.eot_token_id", -1));
   v.unknown_id = static_cast<TokenId>(file.get_int_or("tokenizer.ggml.unknown_token_id", spm ? 0 : -1));
   v.padding_id = static_cast<TokenId>(file.get_int_or("tokenizer.ggml.padding_token_id", -1));
-  v.add_bos = file.get_bool_or("tokenizer.ggml.add_bos_token", spm);
+  // Without the key, llama.cpp adds BOS for SentencePiece vocabularies and for Llama 3's.
+  const bool llama3 = v.pre == "llama3" || v.pre == "llama-v3" || v.pre == "llama-bpe";
+  v.add_bos = file.get_bool_or("tokenizer.ggml.add_bos_token", spm || llama3);
   v.add_eos = file.get_bool_or("tokenizer.ggml.add_eos_token", false);
   v.add_space_prefix = file.get_bool_or("tokenizer.ggml.add_space_prefix", spm);
   const auto n = static_cast<TokenId>(v.tokens.size());

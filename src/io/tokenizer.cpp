@@ -17,8 +17,8 @@ namespace {
 // Token texts that end a generation even when the metadata names only one of them (llama.cpp
 // keeps the same list, because GGUF files rarely record every end-of-turn marker).
 constexpr std::string_view kEndOfGenerationTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>",           "<end_of_turn>",      "<|endoftext|>",
-    "<|eom_id|>", "<EOT>",      "<|end_of_text|>",   "<end_of_utterance>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>",         "<end_of_turn>",      "<|endoftext|>",
+    "<|eom_id|>", "<EOT>",      "<|end_of_text|>", "<end_of_utterance>",
 };
 
 bool is_end_of_generation_text(std::string_view text) {
@@ -296,9 +296,11 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::create(VocabData data) {
                          "SentencePiece)");
   }
   const size_t n = data.tokens.size();
-  if (n == 0) return Status::error("the vocabulary is empty (tokenizer.ggml.tokens has no entries)");
+  if (n == 0)
+    return Status::error("the vocabulary is empty (tokenizer.ggml.tokens has no entries)");
   if (n > static_cast<size_t>(INT32_MAX)) {
-    return Status::error("the vocabulary has " + std::to_string(n) + " tokens, more than token ids hold");
+    return Status::error("the vocabulary has " + std::to_string(n) +
+                         " tokens, more than token ids hold");
   }
   if (!data.scores.empty() && data.scores.size() != n) {
     return Status::error("tokenizer.ggml.scores has " + std::to_string(data.scores.size()) +
@@ -337,9 +339,9 @@ std::string Tokenizer::decode(const std::vector<TokenId>& ids, bool render_speci
   for (TokenId id : ids) {
     std::string piece = token_to_piece(id, render_special);
     if (strip_space && !piece.empty()) {
-      const bool from_text = id >= 0 && id < vocab_size() &&
-                             (index_->types[id] == TokenType::kNormal ||
-                              index_->types[id] == TokenType::kByte);
+      const bool from_text =
+          id >= 0 && id < vocab_size() &&
+          (index_->types[id] == TokenType::kNormal || index_->types[id] == TokenType::kByte);
       if (from_text && piece[0] == ' ') piece.erase(0, 1);
       strip_space = false;
     }
@@ -352,8 +354,6 @@ bool Tokenizer::is_end_of_generation(TokenId id) const {
   return id >= 0 && id < vocab_size() && index_->end_of_generation[id] != 0;
 }
 
-TokenId Tokenizer::find_token(std::string_view text) const {
-  return index_->ids.find(text);
-}
+TokenId Tokenizer::find_token(std::string_view text) const { return index_->ids.find(text); }
 
 }  // namespace frugal

@@ -77,7 +77,9 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
     std::string merged;
     for (size_t i = 0; i < data_.merges.size(); ++i) {
       const std::string& merge = data_.merges[i];
-      const auto where = [&] { return "tokenizer.ggml.merges[" + std::to_string(i) + "] " + quoted(merge); };
+      const auto where = [&] {
+        return "tokenizer.ggml.merges[" + std::to_string(i) + "] " + quoted(merge);
+      };
       // The separator is the first space after the first byte (a left part is never empty).
       const size_t space = merge.find(' ', 1);
       if (space == std::string::npos) {
@@ -87,7 +89,8 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
       const std::string_view right(merge.data() + space + 1, merge.size() - space - 1);
       const TokenId left_id = find_token(left);
       const TokenId right_id = find_token(right);
-      if (left_id < 0) return Status::error(where() + " names " + quoted(left) + ", which is not a token");
+      if (left_id < 0)
+        return Status::error(where() + " names " + quoted(left) + ", which is not a token");
       if (right_id < 0) {
         return Status::error(where() + " names " + quoted(right) + ", which is not a token");
       }
@@ -254,7 +257,8 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
                          i + 1 < word.size() ? index + 1 : -1, true});
     }
     work.heap.clear();
-    for (int32_t i = 1; i < static_cast<int32_t>(symbols.size()); ++i) push_candidate(i - 1, i, work);
+    for (int32_t i = 1; i < static_cast<int32_t>(symbols.size()); ++i)
+      push_candidate(i - 1, i, work);
 
     while (!work.heap.empty()) {
       std::pop_heap(work.heap.begin(), work.heap.end(), LowerPriority{});
@@ -274,7 +278,8 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
       push_candidate(left.prev, c.left, work);
       push_candidate(c.left, left.next, work);
     }
-    for (int32_t i = symbols.empty() ? -1 : 0; i >= 0; i = symbols[i].next) emit(symbols[i].id, out);
+    for (int32_t i = symbols.empty() ? -1 : 0; i >= 0; i = symbols[i].next)
+      emit(symbols[i].id, out);
   }
 
   static constexpr uint32_t kMappedCodePoints = 256 + 68;  // the byte mapping stays below this

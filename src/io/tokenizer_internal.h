@@ -8,7 +8,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include "base/status.h"
@@ -76,13 +75,14 @@ class TokenTextIndex {
 
 // Lookup tables every tokenizer kind needs; built once, shared read-only.
 struct VocabIndex {
-  TokenTextIndex ids;                                 // token text -> id
-  std::vector<TokenType> types;                       // one per token, never empty
-  std::vector<uint8_t> end_of_generation;             // one per token
+  TokenTextIndex ids;                      // token text -> id
+  std::vector<TokenType> types;            // one per token, never empty
+  std::vector<uint8_t> end_of_generation;  // one per token
   SpecialTokenSplitter specials;
 };
 
-// Builds the index; `model` is the tokenizer kind ("gpt2" or "llama").
+// Builds the index from validated data (SentencePiece vocabularies without token types get their
+// "<0xXX>" pieces typed as bytes; known end-of-turn texts are typed as control).
 std::shared_ptr<const VocabIndex> build_vocab_index(const VocabData& data);
 
 // Length of the UTF-8 sequence that starts with `lead` (1 for stray continuation bytes), as the

@@ -75,7 +75,8 @@ constexpr const char* kExtraLetters =
     "\\x{1123F}-\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}"
     "\\x{13441}-\\x{13446}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}"
     "\\x{1E4D0}-\\x{1E4EB}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}";
-constexpr const char* kExtraNumbers = "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}";
+constexpr const char* kExtraNumbers =
+    "\\x{11F50}-\\x{11F59}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}";
 
 // Rewrites \s, \S, \p{L} and \p{N} into explicit classes (see above), inside or outside [...].
 Result<std::string> expand_classes(std::string_view pattern) {
@@ -130,22 +131,22 @@ Result<std::string> expand_classes(std::string_view pattern) {
 
 }  // namespace
 
-Result<RegexPreTokenizer> RegexPreTokenizer::from_patterns(const std::vector<std::string>& patterns) {
+Result<RegexPreTokenizer> RegexPreTokenizer::from_patterns(
+    const std::vector<std::string>& patterns) {
   RegexPreTokenizer result;
   for (const std::string& pattern : patterns) {
     FRUGAL_ASSIGN_OR_RETURN(std::string expanded, expand_classes(pattern));
     int error_code = 0;
     PCRE2_SIZE error_offset = 0;
-    pcre2_code* code =
-        pcre2_compile(reinterpret_cast<PCRE2_SPTR>(expanded.data()), expanded.size(),
-                      PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error_code, &error_offset,
-                      nullptr);
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(expanded.data()), expanded.size(),
+                                     PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error_code,
+                                     &error_offset, nullptr);
     if (code == nullptr) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error_code, message, sizeof(message));
-      return Status::error("pre-tokenizer pattern '" + pattern + "' does not compile: " +
-                           reinterpret_cast<const char*>(message) + " (at offset " +
-                           std::to_string(error_offset) + ")");
+      return Status::error("pre-tokenizer pattern '" + pattern +
+                           "' does not compile: " + reinterpret_cast<const char*>(message) +
+                           " (at offset " + std::to_string(error_offset) + ")");
     }
     // JIT makes matching several times faster; without it PCRE2 interprets the same code.
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);

@@ -39,10 +39,11 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
     for (const std::string& text : data_.tokens) {
       size_t previous = std::string::npos;
       for (size_t pos = 0; pos < text.size();) {
-        const size_t length = std::min(utf8_sequence_length(static_cast<uint8_t>(text[pos])),
-                                       text.size() - pos);
+        const size_t length =
+            std::min(utf8_sequence_length(static_cast<uint8_t>(text[pos])), text.size() - pos);
         if (previous != std::string::npos) {
-          token_char_pairs_.insert(pair_hash(std::string_view(text).substr(previous, pos + length - previous)));
+          token_char_pairs_.insert(
+              pair_hash(std::string_view(text).substr(previous, pos + length - previous)));
         }
         previous = pos;
         pos += length;
@@ -67,7 +68,8 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
         }
         case TokenType::kByte:
           if (text.size() == 6 && text.rfind("<0x", 0) == 0) {
-            pieces_[id] = std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
+            pieces_[id] =
+                std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
           } else {
             pieces_[id] = text;
           }
@@ -190,8 +192,8 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
     auto& symbols = work.symbols;
     symbols.clear();
     for (size_t pos = 0; pos < text.size();) {
-      const size_t length = std::min(utf8_sequence_length(static_cast<uint8_t>(text[pos])),
-                                     text.size() - pos);
+      const size_t length =
+          std::min(utf8_sequence_length(static_cast<uint8_t>(text[pos])), text.size() - pos);
       symbols.push_back({static_cast<uint32_t>(pos), static_cast<uint32_t>(length), -1, -1});
       pos += length;
     }
@@ -202,7 +204,8 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
       while (end < count) {
         const Symbol& l = symbols[end - 1];
         const Symbol& r = symbols[end];
-        if (!token_char_pairs_.contains(pair_hash(text.substr(l.begin, l.length + r.length)))) break;
+        if (!token_char_pairs_.contains(pair_hash(text.substr(l.begin, l.length + r.length))))
+          break;
         ++end;
       }
       merge_part(begin, end, work);

@@ -14,8 +14,8 @@ namespace {
 // GPT-2's byte-to-unicode mapping, written out again here so the test does not trust the code
 // under test: printable Latin-1 stands for itself, the rest gets U+0100, U+0101, ... in order.
 std::string byte_char(int byte) {
-  const bool printable = (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) ||
-                         byte >= 0xAE;
+  const bool printable =
+      (byte >= 0x21 && byte <= 0x7E) || (byte >= 0xA1 && byte <= 0xAC) || byte >= 0xAE;
   int code_point = byte;
   if (!printable) {
     int n = 0;
@@ -72,20 +72,20 @@ TinyBpe make_tiny_bpe(const std::string& pre) {
   v.data.model = "gpt2";
   v.data.pre = pre;
   for (int b = 0; b < 256; ++b) v.add(byte_char(b));
-  v.merge("h", "e");                           // he
-  v.merge(kSpace, "t");                        // Ġt
-  v.merge(kSpace + "t", "he");                 // Ġthe
-  v.merge("l", "l");                           // ll
-  v.merge("'", "ll");                          // 'll
-  v.merge(kSpace, "w");                        // Ġw
-  v.merge("o", "r");                           // or
-  v.merge(kSpace + "w", "or");                 // Ġwor
-  v.merge(kSpace + "wor", "l");                // Ġworl
-  v.merge(kSpace + "worl", "d");               // Ġworld
-  v.merge(kNewline, kNewline);                 // ĊĊ
-  v.merge(kSpace, kSpace);                     // ĠĠ
-  v.merge("1", "2");                           // 12
-  v.add(kSpace + "xyz");                       // a token no merge produces
+  v.merge("h", "e");              // he
+  v.merge(kSpace, "t");           // Ġt
+  v.merge(kSpace + "t", "he");    // Ġthe
+  v.merge("l", "l");              // ll
+  v.merge("'", "ll");             // 'll
+  v.merge(kSpace, "w");           // Ġw
+  v.merge("o", "r");              // or
+  v.merge(kSpace + "w", "or");    // Ġwor
+  v.merge(kSpace + "wor", "l");   // Ġworl
+  v.merge(kSpace + "worl", "d");  // Ġworld
+  v.merge(kNewline, kNewline);    // ĊĊ
+  v.merge(kSpace, kSpace);        // ĠĠ
+  v.merge("1", "2");              // 12
+  v.add(kSpace + "xyz");          // a token no merge produces
   v.data.eos_id = v.add("<|endoftext|>", TokenType::kControl);
   v.add("<|im_start|>", TokenType::kControl);
   v.add("<|im_end|>", TokenType::kControl);
@@ -243,12 +243,12 @@ TEST(ByteLevelBpe, RoundTripsAnyUtf8) {
     ASSERT_NE(tok, nullptr);
     const std::vector<std::string> texts = {
         "Hello world, don't I'll we're 1234567890",
-        "Héllo café naïve — Ångström, e\xCC\x81",          // precomposed and combining accents
-        "日本語のテキスト。中文测试，你好！한국어",            // CJK
-        "Привет, мир! Как дела?",                           // Cyrillic
-        "مرحبا بالعالم",                                    // Arabic
+        "Héllo café naïve — Ångström, e\xCC\x81",    // precomposed and combining accents
+        "日本語のテキスト。中文测试，你好！한국어",  // CJK
+        "Привет, мир! Как дела?",                    // Cyrillic
+        "مرحبا بالعالم",                             // Arabic
         "family \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9\xE2\x80\x8D\xF0\x9F\x91\xA7 "
-        "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD",                 // emoji with ZWJ and skin tone
+        "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD",  // emoji with ZWJ and skin tone
         "def f(x):\n\treturn x  *  2\n\n\n    indented\r\n",
         "     leading and trailing     ",
         "\t\t\t\n \n\u00a0\u3000\u2003x",
@@ -267,8 +267,11 @@ TEST(ByteLevelBpe, InvalidUtf8BecomesReplacementCharacters) {
   auto tok = create_or_die(make_tiny_bpe("gpt-2").data);
   ASSERT_NE(tok, nullptr);
   // As in llama.cpp: each byte that is not part of a valid sequence becomes U+FFFD.
-  EXPECT_EQ(tok->decode(tok->encode("a\xFF" "b\xC3", false, false)),
-            "a\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+  EXPECT_EQ(tok->decode(tok->encode("a\xFF"
+                                    "b\xC3",
+                                    false, false)),
+            "a\xEF\xBF\xBD"
+            "b\xEF\xBF\xBD");
   EXPECT_EQ(tok->decode(tok->encode("\xE6\x97", false, false)), "\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
@@ -304,7 +307,7 @@ TEST(Tokenizer, EndOfGenerationAndFindToken) {
   ASSERT_NE(tok, nullptr);
   EXPECT_TRUE(tok->is_end_of_generation('a'));
   EXPECT_TRUE(tok->is_end_of_generation('b'));
-  EXPECT_TRUE(tok->is_end_of_generation(v.id("<|im_end|>")));     // known end-of-turn texts
+  EXPECT_TRUE(tok->is_end_of_generation(v.id("<|im_end|>")));  // known end-of-turn texts
   EXPECT_TRUE(tok->is_end_of_generation(v.id("<|endoftext|>")));
   EXPECT_FALSE(tok->is_end_of_generation(v.id("<|im_start|>")));
   EXPECT_FALSE(tok->is_end_of_generation('c'));
@@ -341,7 +344,8 @@ VocabData make_tiny_spm(bool byte_fallback) {
     }
   }
   const std::string s = "\xE2\x96\x81";  // ▁
-  for (const char* c : {"h", "e", "l", "o", "w", "r", "d", "a", "b", "c"}) add(c, -10, TokenType::kNormal);
+  for (const char* c : {"h", "e", "l", "o", "w", "r", "d", "a", "b", "c"})
+    add(c, -10, TokenType::kNormal);
   add(s, -10, TokenType::kNormal);
   add("ll", -1, TokenType::kNormal);
   add("he", -2, TokenType::kNormal);

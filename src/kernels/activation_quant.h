@@ -1,0 +1,66 @@
+// Activations quantized to 8 bits once per matmul input, the way llama.cpp does it (the weight
+// type's "vec_dot_type": Q8_0/Q8_1 blocks of 32, or Q8_K super-blocks of 256), laid out for the
+// integer kernels: tokens in groups of 8 whose 4-byte code groups are interleaved.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "tensor/dtype.h"
+
+namespace frugal::kernels {
+
+// Tokens per group: the integer kernels broadcast one token's 4 codes at a time and these 8
+// tokens' codes for the same 4 columns sit in one 32-byte line.
+inline constexpr int kTokenGroup = 8;
+
+enum class ActivationFormat {
+  kNone,       // float activations (F32/F16/BF16 weights, and types without an integer kernel)
+  kQ8Block32,  // ggml Q8_0 / Q8_1: d = amax/127 stored as fp16, codes round(x*127/amax)
+  kQ8K,        // ggml Q8_K: d = max/-127 (signed max) in float, codes min(127, round(x/d))
+};
+
+// Per-sub-block float arrays stored with the codes (each [cols/sub][kTokenGroup] floats):
+//   kD32/kD16: the activation scale d of the 32/16-element sub-block (Q8_K: the super-block d),
+//   kS32/kS16: d * sum(codes) of the sub-block (exact float product; used by offset and min terms),
+//   kH32:      fp16(d_unrounded * sum(codes)), the "s" field of ggml's block_q8_1 that
+//              ggml_vec_dot_q4_1_q8_1 multiplies the weight minimum with.
+enum class ActivationArray { kD32, kS32, kH32, kD16, kS16 };
+
+// Which format the integer kernels of a weight type read (kNone: float path).
+ActivationFormat activation_format_for(DType weight_type);
+
+// Bytes of one group of kTokenGroup tokens with `cols` columns (a multiple of 64, so groups stay
+// cache-line aligned). Layout: codes [cols/4][kTokenGroup][4] int8, then the format's arrays.
+size_t activation_group_bytes(ActivationFormat format, int64_t cols);
+// Bytes for n_tokens tokens (whole groups).
+size_t activation_bytes(ActivationFormat format, int64_t cols, int64_t n_tokens);
+
+// A view of quantized activations (group g at data + g * group_bytes).
+struct QuantizedActivations {
+  ActivationFormat format = ActivationFormat::kNone;
+  int64_t cols = 0;
+  int64_t n_tokens = 0;
+  uint8_t* data = nullptr;
+  size_t group_bytes = 0;
+
+  int8_t* codes(int64_t group) const { return reinterpret_cast<int8_t*>(data + group * group_bytes); }
+  float* array(int64_t group, ActivationArray which) const;
+  // Code of token t, column k; scale arrays of token t (for scalar code and tests).
+  int8_t code(int64_t t, int64_t k) const {
+    return codes(t / kTokenGroup)[((k / 4) * kTokenGroup + t % kTokenGroup) * 4 + k % 4];
+  }
+  float value(int64_t t, ActivationArray which, int64_t sub) const {
+    return array(t / kTokenGroup, which)[sub * kTokenGroup + t % kTokenGroup];
+  }
+};
+
+// Formats `data` as a view for n_tokens tokens of `cols` columns.
+QuantizedActivations make_activation_view(ActivationFormat format, int64_t cols, int64_t n_tokens, void* data);
+
+// Scalar reference quantizer: quantizes tokens of the whole groups [group_begin, group_end) from x
+// (token t at x + t * x_stride); lanes past out.n_tokens in the last group are zeroed.
+void quantize_activations_reference(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
+                                    const QuantizedActivations& out);
+
+}  // namespace frugal::kernels

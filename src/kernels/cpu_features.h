@@ -1,0 +1,31 @@
+// Instruction-set detection and the one run-time choice of kernel ISA (CPUID once at start-up;
+// FRUGAL_ISA=scalar|avx2|avx512|avx512vnni may force a lower level).
+#pragma once
+
+#include <string_view>
+
+namespace frugal {
+
+// Ordered: each level implies the ones before it.
+enum class Isa {
+  kScalar = 0,      // portable C++ (the reference twins)
+  kAvx2 = 1,        // AVX2 + FMA + F16C (x86-64-v3)
+  kAvx512 = 2,      // AVX512 F + BW + VL + DQ
+  kAvx512Vnni = 3,  // kAvx512 + AVX512-VNNI (vpdpbusd)
+};
+
+// The best level this CPU and OS support (detected once).
+Isa best_supported_isa();
+// The level kernels use: best_supported_isa(), lowered by FRUGAL_ISA or set_active_isa().
+Isa active_isa();
+// Forces a level for this process (tests and benchmarks iterate over the levels with it). A level
+// above best_supported_isa() is clamped to it; returns the level actually selected.
+Isa set_active_isa(Isa isa);
+
+std::string_view isa_name(Isa isa);  // "scalar", "avx2", "avx512", "avx512vnni"
+// Parses a name as isa_name prints it; false for unknown names.
+bool parse_isa(std::string_view name, Isa* isa);
+// Name of active_isa(), for apps to print.
+inline std::string_view active_isa_name() { return isa_name(active_isa()); }
+
+}  // namespace frugal

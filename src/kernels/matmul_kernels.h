@@ -1,0 +1,60 @@
+// Internal interface between the matmul driver (matmul.cpp: workspace, threading, dispatch) and
+// the per-ISA kernel tables (matmul_reference.cpp for scalar, matmul_avx2/avx512/avx512vnni.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/activation_quant.h"
+#include "kernels/cpu_features.h"
+#include "tensor/weight_matrix.h"
+
+namespace frugal::kernels {
+
+// Rows [r0, r1) of an integer-kernel weight type times all a.n_tokens quantized tokens:
+// y[t * y_stride + r] for r in [r0, r1). `scratch` holds KernelTable::scratch_bytes(w.cols) bytes
+// (64-byte aligned) private to the calling thread.
+using QuantRowsFn = void (*)(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
+                             int64_t y_stride, uint8_t* scratch);
+// The same for F32/F16/BF16 weights with float activations.
+using FloatRowsFn = void (*)(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, int64_t x_stride,
+                             int64_t n_tokens, float* y, int64_t y_stride);
+// Quantizes tokens of the whole groups [group_begin, group_end) (see quantize_activations_reference).
+using QuantizeFn = void (*)(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
+                            const QuantizedActivations& out);
+
+// Weight types with kernels, indexed by kernel_type_index().
+enum KernelType : int {
+  kKernelQ4_0, kKernelQ4_1, kKernelQ5_0, kKernelQ5_1, kKernelQ8_0,
+  kKernelQ2_K, kKernelQ3_K, kKernelQ4_K, kKernelQ5_K, kKernelQ6_K,
+  kKernelF32, kKernelF16, kKernelBF16,
+  kKernelTypeCount,
+};
+// -1 for types without a kernel (they use the dequantize-to-float fallback in matmul.cpp).
+int kernel_type_index(DType type);
+
+struct KernelTable {
+  Isa isa;
+  int row_tile;  // rows per register tile; work is split in multiples of it
+  QuantizeFn quantize;
+  QuantRowsFn quant_rows[kKernelTypeCount];   // set for the integer types
+  FloatRowsFn float_rows[kKernelTypeCount];   // set for F32/F16/BF16
+  size_t (*scratch_bytes)(int64_t cols);
+};
+
+// The table of one level (the level must be supported by the CPU).
+const KernelTable& kernel_table(Isa isa);
+
+// Defined by the per-ISA files.
+const KernelTable& scalar_kernel_table();
+const KernelTable& avx2_kernel_table();
+const KernelTable& avx512_kernel_table();
+const KernelTable& avx512vnni_kernel_table();
+
+// Scalar twins (matmul_reference.cpp), also the kernels of Isa::kScalar.
+void quant_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
+                          int64_t y_stride, uint8_t* scratch);
+void float_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, int64_t x_stride,
+                          int64_t n_tokens, float* y, int64_t y_stride);
+
+}  // namespace frugal::kernels
