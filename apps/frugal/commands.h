@@ -12,6 +12,7 @@ int command_tokenize(const std::vector<std::string>& argv);
 int command_perplexity(const std::vector<std::string>& argv);
 int command_bench(const std::vector<std::string>& argv);
 int command_eval(const std::vector<std::string>& argv);
+int command_quantize(const std::vector<std::string>& argv);
 
 // Name of the instruction set the kernels run on (see kernels/cpu_features).
 const char* active_isa_name();

@@ -23,6 +23,9 @@ commands:
               [--hellaswag N] [--hellaswag-file F] [--sst2 N] [--sst2-file F]
                                      PPL, KL divergence and same-top-token % against BASE;
                                      zero-shot HellaSwag and SST-2 accuracy
+  quantize    [-m MODEL] -o OUT.gguf [--method rtn] [--bits B] [--group G] [--symmetric]
+              [--format TYPE] [--embedding-format TYPE]
+                                     post-training quantization into a new GGUF file
   bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout
 
@@ -46,5 +49,6 @@ int main(int argc, char** argv) {
   if (command == "perplexity") return frugal::cli::command_perplexity(rest);
   if (command == "bench") return frugal::cli::command_bench(rest);
   if (command == "eval") return frugal::cli::command_eval(rest);
+  if (command == "quantize") return frugal::cli::command_quantize(rest);
   return frugal::cli::fail("unknown command '" + command + "' (see frugal --help)");
 }

@@ -13,15 +13,6 @@
 namespace frugal::kernels {
 namespace {
 
-int64_t arrays_per_group(ActivationFormat format) {
-  switch (format) {
-    case ActivationFormat::kQ8Block32: return 3;  // D32, S32, H32
-    case ActivationFormat::kQ8K: return 4;        // D32, S32, D16, S16
-    case ActivationFormat::kNone: break;
-  }
-  return 0;
-}
-
 size_t round_up_64(size_t n) { return (n + 63) / 64 * 64; }
 
 // Round to nearest, ties to even: what _mm256_cvtps_epi32 does under the default MXCSR and what

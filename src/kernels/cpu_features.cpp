@@ -54,11 +54,11 @@ Isa initial_isa() {
   Isa wanted;
   if (!parse_isa(env, &wanted)) {
     std::fprintf(stderr, "frugal: FRUGAL_ISA=%s is not one of scalar|avx2|avx512|avx512vnni; using %s\n", env,
-                 isa_name(best).data());
+                 isa_name(best));
     return best;
   }
   if (static_cast<int>(wanted) > static_cast<int>(best)) {
-    std::fprintf(stderr, "frugal: FRUGAL_ISA=%s is not supported by this CPU; using %s\n", env, isa_name(best).data());
+    std::fprintf(stderr, "frugal: FRUGAL_ISA=%s is not supported by this CPU; using %s\n", env, isa_name(best));
     return best;
   }
   return wanted;
@@ -85,7 +85,7 @@ Isa set_active_isa(Isa isa) {
   return chosen;
 }
 
-std::string_view isa_name(Isa isa) {
+const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::kScalar: return "scalar";
     case Isa::kAvx2: return "avx2";

@@ -22,10 +22,10 @@ Isa active_isa();
 // above best_supported_isa() is clamped to it; returns the level actually selected.
 Isa set_active_isa(Isa isa);
 
-std::string_view isa_name(Isa isa);  // "scalar", "avx2", "avx512", "avx512vnni"
+const char* isa_name(Isa isa);  // "scalar", "avx2", "avx512", "avx512vnni"
 // Parses a name as isa_name prints it; false for unknown names.
 bool parse_isa(std::string_view name, Isa* isa);
 // Name of active_isa(), for apps to print.
-inline std::string_view active_isa_name() { return isa_name(active_isa()); }
+inline const char* active_isa_name() { return isa_name(active_isa()); }
 
 }  // namespace frugal

@@ -1,50 +1,93 @@
-// matmul: decode (one token) uses the type's dot product row by row; prefill dequantizes a tile
-// of rows once and multiplies it with every token using an AVX2/FMA 4-row x 2-token micro-kernel.
+// matmul driver: picks the kernel table of the active ISA, lays out the workspace, quantizes the
+// input once, and splits rows between the pool's threads in one parallel region. Types without
+// an integer or float kernel dequantize a tile of rows and use AVX2 FMA dot products.
 #include "kernels/matmul.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <vector>
 
 #include "base/check.h"
+#include "kernels/matmul_kernels.h"
 
 namespace frugal {
+
+namespace kernels {
+
+const KernelTable& kernel_table(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512Vnni: return avx512vnni_kernel_table();
+    case Isa::kAvx512: return avx512_kernel_table();
+    case Isa::kAvx2: return avx2_kernel_table();
+    case Isa::kScalar: break;
+  }
+  return scalar_kernel_table();
+}
+
+}  // namespace kernels
+
 namespace {
 
-constexpr int64_t kRowTile = 16;
+using kernels::ActivationFormat;
+using kernels::KernelTable;
+using kernels::QuantizedActivations;
+
+// Rows per tile of the dequantize-to-float fallback.
+constexpr int64_t kFallbackRows = 16;
+// Inputs of at most one token group are quantized by every thread into its own area, so the
+// threads need not wait for each other (decode); larger ones are split and joined by a barrier.
+constexpr int64_t kPrivateTokens = kernels::kTokenGroup;
+// At most this many targets share one input.
+constexpr int kMaxTargets = 8;
+
+size_t align_64(size_t n) { return (n + 63) / 64 * 64; }
+
+size_t scratch_bytes_per_thread(int64_t cols) {
+  size_t bytes = static_cast<size_t>(kFallbackRows * cols) * sizeof(float);
+  for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
+    if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) break;
+    bytes = std::max(bytes, kernels::kernel_table(isa).scratch_bytes(cols));
+  }
+  return align_64(bytes);
+}
+
+// Where each part of the workspace lives (offsets from the 64-byte-aligned start).
+struct Layout {
+  size_t shared_block32 = 0, shared_q8k = 0;    // activations of all tokens
+  size_t private_block32 = 0, private_q8k = 0;  // per thread, one token group each
+  size_t private_stride = 0;
+  size_t scratch = 0, scratch_stride = 0;
+  size_t total = 0;
+};
+
+Layout make_layout(int64_t cols, int64_t n_tokens, int n_threads) {
+  Layout l;
+  size_t at = 0;
+  l.shared_block32 = at;
+  at += align_64(kernels::activation_bytes(ActivationFormat::kQ8Block32, cols, n_tokens));
+  l.shared_q8k = at;
+  at += align_64(kernels::activation_bytes(ActivationFormat::kQ8K, cols, n_tokens));
+  l.private_stride = align_64(kernels::activation_bytes(ActivationFormat::kQ8Block32, cols, kPrivateTokens)) +
+                     align_64(kernels::activation_bytes(ActivationFormat::kQ8K, cols, kPrivateTokens));
+  l.private_block32 = at;
+  l.private_q8k = at + align_64(kernels::activation_bytes(ActivationFormat::kQ8Block32, cols, kPrivateTokens));
+  at += l.private_stride * n_threads;
+  l.scratch_stride = scratch_bytes_per_thread(cols);
+  l.scratch = at;
+  at += l.scratch_stride * n_threads;
+  l.total = at + 64;  // room to align the start
+  return l;
+}
 
 inline float horizontal_sum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_hadd_ps(lo, lo);
-  lo = _mm_hadd_ps(lo, lo);
+  lo = _mm_add_ps(lo, _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
   return _mm_cvtss_f32(lo);
-}
-
-// Four dequantized rows (stride `cols`) times two tokens; cols is a multiple of 8.
-inline void tile_4x2(const float* w, int64_t cols, const float* x0, const float* x1, float out[4][2]) {
-  __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();
-  __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();
-  __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps();
-  __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();
-  for (int64_t k = 0; k < cols; k += 8) {
-    __m256 v0 = _mm256_loadu_ps(x0 + k);
-    __m256 v1 = _mm256_loadu_ps(x1 + k);
-    __m256 w0 = _mm256_loadu_ps(w + k);
-    __m256 w1 = _mm256_loadu_ps(w + cols + k);
-    __m256 w2 = _mm256_loadu_ps(w + 2 * cols + k);
-    __m256 w3 = _mm256_loadu_ps(w + 3 * cols + k);
-    a00 = _mm256_fmadd_ps(w0, v0, a00); a01 = _mm256_fmadd_ps(w0, v1, a01);
-    a10 = _mm256_fmadd_ps(w1, v0, a10); a11 = _mm256_fmadd_ps(w1, v1, a11);
-    a20 = _mm256_fmadd_ps(w2, v0, a20); a21 = _mm256_fmadd_ps(w2, v1, a21);
-    a30 = _mm256_fmadd_ps(w3, v0, a30); a31 = _mm256_fmadd_ps(w3, v1, a31);
-  }
-  out[0][0] = horizontal_sum(a00); out[0][1] = horizontal_sum(a01);
-  out[1][0] = horizontal_sum(a10); out[1][1] = horizontal_sum(a11);
-  out[2][0] = horizontal_sum(a20); out[2][1] = horizontal_sum(a21);
-  out[3][0] = horizontal_sum(a30); out[3][1] = horizontal_sum(a31);
 }
 
 inline float dot_f32_avx2(const float* a, const float* b, int64_t n) {
@@ -59,53 +102,168 @@ inline float dot_f32_avx2(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
+// Fallback for types without a kernel: dequantize kFallbackRows rows into `rows_f32`, then dot
+// products with every token.
+void fallback_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, int64_t x_stride, int64_t n_tokens,
+                   float* y, int64_t y_stride, float* rows_f32) {
+  for (int64_t rt = r0; rt < r1; rt += kFallbackRows) {
+    const int64_t nr = std::min(kFallbackRows, r1 - rt);
+    for (int64_t i = 0; i < nr; ++i) w.traits->dequantize_row(w.row(rt + i), rows_f32 + i * w.cols, w.cols);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t i = 0; i < nr; ++i) {
+        y[t * y_stride + rt + i] = dot_f32_avx2(rows_f32 + i * w.cols, x + t * x_stride, w.cols);
+      }
+    }
+  }
+}
+
+enum class Path { kQuantized, kFloat, kFallback };
+
+struct TargetPlan {
+  Path path;
+  ActivationFormat format;
+  kernels::QuantRowsFn quant_rows = nullptr;
+  kernels::FloatRowsFn float_rows = nullptr;
+  int64_t chunk_rows = 0;
+  int64_t first_chunk = 0;  // index of this target's first chunk in the shared chunk list
+};
+
+// Spin until all n threads arrived (they are all running this job, so it cannot dead-lock).
+void barrier(std::atomic<int>& arrived, int n) {
+  arrived.fetch_add(1, std::memory_order_acq_rel);
+  int spins = 0;
+  while (arrived.load(std::memory_order_acquire) < n) {
+    if (++spins < 4096) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();  // the other thread was preempted: give its core back
+    }
+  }
+}
+
 }  // namespace
 
-int64_t matmul_workspace_floats(int64_t cols, int n_threads) { return kRowTile * cols * n_threads; }
+size_t matmul_workspace_bytes(int64_t max_cols, int64_t max_tokens, int n_threads) {
+  return make_layout(max_cols, std::max<int64_t>(1, max_tokens), std::max(1, n_threads)).total;
+}
 
-void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
-            int64_t y_stride, float* workspace, ThreadPool& pool) {
-  FRUGAL_CHECK(w.traits != nullptr && w.cols % 8 == 0);
-  if (n_tokens == 1) {
-    pool.parallel_for(w.rows, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) y[r] = w.traits->dot_f32(w.row(r), x, w.cols);
-    });
-    return;
+void matmul(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride,
+            void* workspace, size_t workspace_bytes, ThreadPool& pool) {
+  const MatmulTarget target{&w, y, y_stride};
+  matmul_shared_input(std::span<const MatmulTarget>(&target, 1), x, x_stride, n_tokens, workspace, workspace_bytes,
+                      pool);
+}
+
+void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, int64_t x_stride, int64_t n_tokens,
+                         void* workspace, size_t workspace_bytes, ThreadPool& pool) {
+  if (n_tokens <= 0 || targets.empty()) return;
+  FRUGAL_CHECK(targets.size() <= static_cast<size_t>(kMaxTargets));
+  const int64_t cols = targets[0].weight->cols;
+  const int n_threads = pool.size();
+  const Layout layout = make_layout(cols, n_tokens, n_threads);
+  FRUGAL_CHECK(workspace != nullptr && workspace_bytes >= layout.total);
+  uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(workspace) + 63) & ~uintptr_t{63});
+
+  const KernelTable& table = kernels::kernel_table(active_isa());
+  const int n_targets = static_cast<int>(targets.size());
+  TargetPlan plans[kMaxTargets];
+  bool need_block32 = false, need_q8k = false;
+  int64_t total_rows = 0;
+  for (int i = 0; i < n_targets; ++i) {
+    const WeightMatrix& w = *targets[i].weight;
+    FRUGAL_CHECK(w.traits != nullptr && w.cols == cols);
+    TargetPlan& p = plans[i];
+    const int index = kernels::kernel_type_index(w.traits->type);
+    p.format = kernels::activation_format_for(w.traits->type);
+    if (index >= 0 && table.quant_rows[index] != nullptr) {
+      p.path = Path::kQuantized;
+      p.quant_rows = table.quant_rows[index];
+      need_block32 |= p.format == ActivationFormat::kQ8Block32;
+      need_q8k |= p.format == ActivationFormat::kQ8K;
+    } else if (index >= 0 && table.float_rows[index] != nullptr) {
+      p.path = Path::kFloat;
+      p.float_rows = table.float_rows[index];
+    } else {
+      p.path = Path::kFallback;
+    }
+    total_rows += w.rows;
   }
-  const int64_t n_tiles = (w.rows + kRowTile - 1) / kRowTile;
-  pool.run([&](int thread, int n_threads) {
-    float* rows_f32 = workspace + thread * kRowTile * w.cols;
-    for (int64_t tile = thread; tile < n_tiles; tile += n_threads) {
-      const int64_t r0 = tile * kRowTile;
-      const int64_t nr = std::min(kRowTile, w.rows - r0);
-      for (int64_t i = 0; i < nr; ++i) w.traits->dequantize_row(w.row(r0 + i), rows_f32 + i * w.cols, w.cols);
-      int64_t i = 0;
-      for (; i + 4 <= nr; i += 4) {
-        const float* wt = rows_f32 + i * w.cols;
-        int64_t t = 0;
-        for (; t + 2 <= n_tokens; t += 2) {
-          float out[4][2];
-          tile_4x2(wt, w.cols, x + t * x_stride, x + (t + 1) * x_stride, out);
-          for (int j = 0; j < 4; ++j) {
-            y[t * y_stride + r0 + i + j] = out[j][0];
-            y[(t + 1) * y_stride + r0 + i + j] = out[j][1];
-          }
-        }
-        for (; t < n_tokens; ++t) {
-          for (int j = 0; j < 4; ++j) y[t * y_stride + r0 + i + j] = dot_f32_avx2(wt + j * w.cols, x + t * x_stride, w.cols);
-        }
+
+  // Chunks of rows, claimed dynamically. Decode-sized inputs: about 4 chunks per thread over all
+  // targets (few atomics, and a preempted thread's share is taken over); prefill: one register
+  // tile per chunk, each reused across all tokens.
+  const int64_t tile = table.row_tile;
+  int64_t chunk = tile;
+  if (n_tokens <= kPrivateTokens) {
+    const int64_t wanted = std::max<int64_t>(1, total_rows / (4 * n_threads));
+    chunk = (wanted + tile - 1) / tile * tile;
+  }
+  int64_t n_chunks = 0;
+  for (int i = 0; i < n_targets; ++i) {
+    plans[i].chunk_rows = plans[i].path == Path::kFallback ? std::max(chunk, kFallbackRows) : chunk;
+    plans[i].first_chunk = n_chunks;
+    n_chunks += (targets[i].weight->rows + plans[i].chunk_rows - 1) / plans[i].chunk_rows;
+  }
+
+  const bool private_quant = n_tokens <= kPrivateTokens;
+  const int64_t n_groups = (n_tokens + kernels::kTokenGroup - 1) / kernels::kTokenGroup;
+  std::atomic<int64_t> next_chunk{0};
+  std::atomic<int> arrived{0};
+
+  pool.run([&](int thread, int threads) {
+    QuantizedActivations block32, q8k;
+    if (private_quant) {
+      uint8_t* area = base + layout.private_block32 + layout.private_stride * thread;
+      uint8_t* area_k = base + layout.private_q8k + layout.private_stride * thread;
+      if (need_block32) {
+        block32 = kernels::make_activation_view(ActivationFormat::kQ8Block32, cols, n_tokens, area);
+        table.quantize(x, x_stride, 0, n_groups, block32);
       }
-      for (; i < nr; ++i) {
-        for (int64_t t = 0; t < n_tokens; ++t) {
-          y[t * y_stride + r0 + i] = dot_f32_avx2(rows_f32 + i * w.cols, x + t * x_stride, w.cols);
-        }
+      if (need_q8k) {
+        q8k = kernels::make_activation_view(ActivationFormat::kQ8K, cols, n_tokens, area_k);
+        table.quantize(x, x_stride, 0, n_groups, q8k);
+      }
+    } else if (need_block32 || need_q8k) {
+      const int64_t g0 = n_groups * thread / threads, g1 = n_groups * (thread + 1) / threads;
+      if (need_block32) {
+        block32 = kernels::make_activation_view(ActivationFormat::kQ8Block32, cols, n_tokens, base + layout.shared_block32);
+        table.quantize(x, x_stride, g0, g1, block32);
+      }
+      if (need_q8k) {
+        q8k = kernels::make_activation_view(ActivationFormat::kQ8K, cols, n_tokens, base + layout.shared_q8k);
+        table.quantize(x, x_stride, g0, g1, q8k);
+      }
+      barrier(arrived, threads);
+    }
+    uint8_t* scratch = base + layout.scratch + layout.scratch_stride * thread;
+    int target = 0;
+    for (;;) {
+      const int64_t c = next_chunk.fetch_add(1, std::memory_order_relaxed);
+      if (c >= n_chunks) break;
+      while (target + 1 < n_targets && plans[target + 1].first_chunk <= c) ++target;
+      while (plans[target].first_chunk > c) --target;
+      const TargetPlan& p = plans[target];
+      const MatmulTarget& tg = targets[target];
+      const WeightMatrix& w = *tg.weight;
+      const int64_t r0 = (c - p.first_chunk) * p.chunk_rows;
+      const int64_t r1 = std::min(w.rows, r0 + p.chunk_rows);
+      switch (p.path) {
+        case Path::kQuantized:
+          p.quant_rows(w, r0, r1, p.format == ActivationFormat::kQ8K ? q8k : block32, tg.y, tg.y_stride, scratch);
+          break;
+        case Path::kFloat:
+          p.float_rows(w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride);
+          break;
+        case Path::kFallback:
+          fallback_rows(w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride, reinterpret_cast<float*>(scratch));
+          break;
       }
     }
   });
 }
 
-void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens,
-                      float* y, int64_t y_stride) {
+void matmul_reference(const WeightMatrix& w, const float* x, int64_t x_stride, int64_t n_tokens, float* y,
+                      int64_t y_stride) {
   std::vector<float> row(w.cols);
   for (int64_t r = 0; r < w.rows; ++r) {
     w.traits->dequantize_row(w.row(r), row.data(), w.cols);

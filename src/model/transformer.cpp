@@ -32,7 +32,7 @@ Transformer::Transformer(std::shared_ptr<const Model> model, const TransformerOp
   up_.resize(b * c.n_ff);
   logits_.resize((options_.all_logits ? b : 1) * c.n_vocab);
   const int64_t widest = std::max({c.n_embd, c.q_dim(), c.n_ff});
-  matmul_workspace_.resize(matmul_workspace_floats(widest, pool_.size()));
+  matmul_workspace_.resize((matmul_workspace_bytes(widest, b, pool_.size()) + sizeof(float) - 1) / sizeof(float));
 }
 
 Status Transformer::evaluate(const int32_t* tokens, int64_t n) {
@@ -72,6 +72,7 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
   const int64_t embd = c.n_embd, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.n_ff, hd = c.head_dim;
   const int64_t pos0 = position_;
   float* ws = matmul_workspace_.data();
+  const size_t ws_bytes = matmul_workspace_.size() * sizeof(float);
   const WeightMatrix& embedding = model_->token_embedding();
 
   pool_.parallel_for(n, 8, [&](int64_t begin, int64_t end) {
@@ -87,9 +88,8 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) rms_norm(residual_.data() + t * embd, w.attn_norm.data(), c.rms_eps, embd, normed_.data() + t * embd);
     });
-    matmul(w.wq, normed_.data(), embd, n, q_.data(), qd, ws, pool_);
-    matmul(w.wk, normed_.data(), embd, n, k_.data(), kvd, ws, pool_);
-    matmul(w.wv, normed_.data(), embd, n, v_.data(), kvd, ws, pool_);
+    const MatmulTarget qkv[] = {{&w.wq, q_.data(), qd}, {&w.wk, k_.data(), kvd}, {&w.wv, v_.data(), kvd}};
+    matmul_shared_input(qkv, normed_.data(), embd, n, ws, ws_bytes, pool_);
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         rope(q_.data() + t * qd, c.n_head, hd, c.rope_dim, pos0 + t, inv_freq_.data(), c.rope_style);
@@ -107,7 +107,7 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
                         attn_.data() + t * qd + h * hd);
       }
     });
-    matmul(w.wo, attn_.data(), qd, n, normed_.data(), embd, ws, pool_);
+    matmul(w.wo, attn_.data(), qd, n, normed_.data(), embd, ws, ws_bytes, pool_);
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         float* x = residual_.data() + t * embd;
@@ -116,12 +116,12 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
         rms_norm(x, w.ffn_norm.data(), c.rms_eps, embd, normed_.data() + t * embd);
       }
     });
-    matmul(w.w_gate, normed_.data(), embd, n, gate_.data(), ff, ws, pool_);
-    matmul(w.w_up, normed_.data(), embd, n, up_.data(), ff, ws, pool_);
+    const MatmulTarget gate_up[] = {{&w.w_gate, gate_.data(), ff}, {&w.w_up, up_.data(), ff}};
+    matmul_shared_input(gate_up, normed_.data(), embd, n, ws, ws_bytes, pool_);
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) swiglu(gate_.data() + t * ff, up_.data() + t * ff, ff);
     });
-    matmul(w.w_down, gate_.data(), ff, n, normed_.data(), embd, ws, pool_);
+    matmul(w.w_down, gate_.data(), ff, n, normed_.data(), embd, ws, ws_bytes, pool_);
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         float* x = residual_.data() + t * embd;
@@ -137,7 +137,7 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
   for (int64_t t = first; t < n; ++t) {
     rms_norm(residual_.data() + t * embd, model_->output_norm().data(), c.rms_eps, embd, normed_.data() + (t - first) * embd);
   }
-  matmul(model_->output(), normed_.data(), embd, rows, logits_.data(), c.n_vocab, ws, pool_);
+  matmul(model_->output(), normed_.data(), embd, rows, logits_.data(), c.n_vocab, ws, ws_bytes, pool_);
   position_ += n;
 }
 

@@ -1,87 +1,219 @@
-// The fast matmul against its scalar reference twin, for every weight type, on random data,
-// for decode (1 token) and prefill (odd token and row counts), with 1 and 2 threads.
+// The public matmul API on every instruction set the CPU supports, with 1 and 2 threads, decode
+// (1 token) and prefill (odd token and row counts): against the scalar twin (same activation
+// quantization, tight tolerance) and against the unquantized double reference (tolerance from the
+// measured activation rounding).
+#include "kernels/matmul.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
+#include <vector>
 
-#include "kernels/matmul.h"
-#include "kernels/ops.h"
+#include "kernels/cpu_features.h"
+#include "kernels/matmul_kernels.h"
 
 namespace frugal {
 namespace {
 
-class MatmulTwin : public ::testing::TestWithParam<DType> {};
+using kernels::ActivationFormat;
 
-TEST_P(MatmulTwin, MatchesReference) {
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (int i = 0; i <= static_cast<int>(best_supported_isa()); ++i) out.push_back(static_cast<Isa>(i));
+  return out;
+}
+
+// Forces an ISA for the scope of a test section.
+class ScopedIsa {
+ public:
+  explicit ScopedIsa(Isa isa) : saved_(active_isa()) { set_active_isa(isa); }
+  ~ScopedIsa() { set_active_isa(saved_); }
+
+ private:
+  Isa saved_;
+};
+
+std::vector<uint8_t> quantized_normal(const TypeTraits& t, int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> normal;
+  std::vector<float> row(cols);
+  std::vector<uint8_t> out(rows * row_bytes(t, cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (auto& v : row) v = normal(rng);
+    t.quantize_row(row.data(), out.data() + r * row_bytes(t, cols), cols);
+  }
+  return out;
+}
+
+// The twin of the whole pipeline: reference activation quantizer + scalar kernel, or the float
+// reference for float types and types without a kernel.
+std::vector<float> twin(const WeightMatrix& m, const std::vector<float>& x, int64_t n_tokens) {
+  std::vector<float> y(n_tokens * m.rows);
+  const ActivationFormat format = kernels::activation_format_for(m.traits->type);
+  if (format == ActivationFormat::kNone) {
+    matmul_reference(m, x.data(), m.cols, n_tokens, y.data(), m.rows);
+    return y;
+  }
+  std::vector<uint8_t> bytes(kernels::activation_bytes(format, m.cols, n_tokens));
+  const auto view = kernels::make_activation_view(format, m.cols, n_tokens, bytes.data());
+  kernels::quantize_activations_reference(x.data(), m.cols, 0, (n_tokens + 7) / 8, view);
+  kernels::quant_rows_reference(m, 0, m.rows, view, y.data(), m.rows, nullptr);
+  return y;
+}
+
+class Matmul : public ::testing::TestWithParam<DType> {};
+
+TEST_P(Matmul, MatchesTwinOnEveryIsaAndThreadCount) {
   const TypeTraits& t = type_traits(GetParam());
-  const int64_t cols = 512, rows = 37;
+  const int64_t cols = t.block_size == 256 ? 512 : 576, rows = 53;
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
-  std::vector<float> w(rows * cols);
-  for (auto& x : w) x = normal(rng);
-  std::vector<uint8_t> stored(rows * row_bytes(t, cols));
-  for (int64_t r = 0; r < rows; ++r) t.quantize_row(w.data() + r * cols, stored.data() + r * row_bytes(t, cols), cols);
-  WeightMatrix m{&t, stored.data(), rows, cols, row_bytes(t, cols)};
-  for (int threads : {1, 2}) {
-    ThreadPool pool(threads);
-    std::vector<float> workspace(matmul_workspace_floats(cols, threads));
-    for (int64_t tokens : {1, 2, 7}) {
-      std::vector<float> x(tokens * cols), y(tokens * rows), expected(tokens * rows);
-      for (auto& v : x) v = normal(rng);
-      matmul(m, x.data(), cols, tokens, y.data(), rows, workspace.data(), pool);
-      matmul_reference(m, x.data(), cols, tokens, expected.data(), rows);
-      for (size_t i = 0; i < y.size(); ++i) {
-        // Float accumulation over 512 products of unit-variance values: |error| << 1e-3 * sqrt(512).
-        ASSERT_NEAR(y[i], expected[i], 2e-3f * (1 + std::fabs(expected[i]))) << t.name << " tokens " << tokens << " i " << i;
+  const std::vector<uint8_t> stored = quantized_normal(t, rows, cols, rng);
+  const WeightMatrix m{&t, stored.data(), rows, cols, row_bytes(t, cols)};
+  std::vector<float> row(cols);
+  for (int64_t n_tokens : {1, 2, 7, 8, 9, 33}) {
+    std::vector<float> x(n_tokens * cols);
+    for (auto& v : x) v = normal(rng);
+    const std::vector<float> expected = twin(m, x, n_tokens);
+    std::vector<double> scale(n_tokens * rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      t.dequantize_row(m.row(r), row.data(), cols);
+      for (int64_t tk = 0; tk < n_tokens; ++tk) {
+        for (int64_t k = 0; k < cols; ++k) scale[tk * rows + r] += std::fabs(row[k] * x[tk * cols + k]);
+      }
+    }
+    for (Isa isa : supported_isas()) {
+      ScopedIsa scoped(isa);
+      for (int threads : {1, 2}) {
+        ThreadPool pool(threads);
+        std::vector<uint8_t> workspace(matmul_workspace_bytes(cols, n_tokens, threads));
+        std::vector<float> y(n_tokens * rows, -1.0f);
+        matmul(m, x.data(), cols, n_tokens, y.data(), rows, workspace.data(), workspace.size(), pool);
+        for (size_t i = 0; i < y.size(); ++i) {
+          // The twin does the same integer products; only float summation order differs.
+          ASSERT_NEAR(y[i], expected[i], 2e-5 * scale[i] + 1e-5)
+              << t.name << " " << isa_name(isa) << " threads " << threads << " tokens " << n_tokens << " i " << i;
+        }
       }
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, MatmulTwin,
-                         ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
-                                           DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
-                                           DType::Q6_K),
-                         [](const auto& info) { return std::string(type_traits(info.param).name); });
-
-TEST(Ops, AttentionMatchesExplicitSoftmax) {
-  std::mt19937 rng(3);
+// Against the unquantized reference: the only difference allowed is the activation rounding,
+// bounded by sum_k |w_k| * |x_k - xhat_k| (measured on the reference quantization), plus the
+// fp16 "s" of Q8_1 for Q4_1/Q5_1 (2^-10 of the minimum term).
+TEST_P(Matmul, CloseToUnquantizedProduct) {
+  const TypeTraits& t = type_traits(GetParam());
+  const int64_t cols = 512, rows = 19, n_tokens = 3;
+  std::mt19937 rng(9);
   std::normal_distribution<float> normal;
-  const int64_t head_dim = 16, positions = 150, stride = 32;
-  std::vector<float> q(head_dim), k(positions * stride), v(positions * stride), out(head_dim);
-  for (auto& x : q) x = normal(rng) * 2;
-  for (auto& x : k) x = normal(rng);
-  for (auto& x : v) x = normal(rng);
-  attend_one_head(q.data(), k.data(), v.data(), stride, 3, positions - 1, head_dim, 0.25f, out.data());
-  std::vector<float> scores;
-  for (int64_t j = 3; j < positions; ++j) {
-    float s = 0;
-    for (int64_t d = 0; d < head_dim; ++d) s += q[d] * k[j * stride + d];
-    scores.push_back(s * 0.25f);
+  const std::vector<uint8_t> stored = quantized_normal(t, rows, cols, rng);
+  const WeightMatrix m{&t, stored.data(), rows, cols, row_bytes(t, cols)};
+  std::vector<float> x(n_tokens * cols);
+  for (auto& v : x) v = normal(rng);
+  std::vector<float> exact(n_tokens * rows);
+  matmul_reference(m, x.data(), cols, n_tokens, exact.data(), rows);
+
+  const ActivationFormat format = kernels::activation_format_for(t.type);
+  std::vector<float> xhat = x;  // float types see the activations unrounded
+  if (format != ActivationFormat::kNone) {
+    std::vector<uint8_t> bytes(kernels::activation_bytes(format, cols, n_tokens));
+    const auto view = kernels::make_activation_view(format, cols, n_tokens, bytes.data());
+    kernels::quantize_activations_reference(x.data(), cols, 0, 1, view);
+    const int sub = format == ActivationFormat::kQ8K ? 16 : 32;
+    const auto d = format == ActivationFormat::kQ8K ? kernels::ActivationArray::kD16 : kernels::ActivationArray::kD32;
+    for (int64_t tk = 0; tk < n_tokens; ++tk) {
+      for (int64_t k = 0; k < cols; ++k) xhat[tk * cols + k] = view.value(tk, d, k / sub) * view.code(tk, k);
+    }
   }
-  softmax(scores.data(), static_cast<int64_t>(scores.size()));
-  for (int64_t d = 0; d < head_dim; ++d) {
-    double expected = 0;
-    for (size_t j = 0; j < scores.size(); ++j) expected += scores[j] * v[(j + 3) * stride + d];
-    EXPECT_NEAR(out[d], expected, 1e-5);
+  const bool q8_1_s = t.type == DType::Q4_1 || t.type == DType::Q5_1;
+  ThreadPool pool(2);
+  std::vector<uint8_t> workspace(matmul_workspace_bytes(cols, n_tokens, 2));
+  std::vector<float> y(n_tokens * rows), row(cols);
+  matmul(m, x.data(), cols, n_tokens, y.data(), rows, workspace.data(), workspace.size(), pool);
+  for (int64_t r = 0; r < rows; ++r) {
+    t.dequantize_row(m.row(r), row.data(), cols);
+    for (int64_t tk = 0; tk < n_tokens; ++tk) {
+      double rounding = 0, scale = 0;
+      for (int64_t k = 0; k < cols; ++k) {
+        rounding += std::fabs(row[k]) * std::fabs(x[tk * cols + k] - xhat[tk * cols + k]);
+        scale += std::fabs(row[k] * x[tk * cols + k]);
+      }
+      const double tolerance = 1.001 * rounding + (q8_1_s ? 1e-3 : 2e-5) * scale + 1e-5;
+      EXPECT_NEAR(y[tk * rows + r], exact[tk * rows + r], tolerance) << t.name << " row " << r << " token " << tk;
+    }
   }
 }
 
-TEST(Ops, RmsNormAndRope) {
-  const float x[4] = {1, 2, 3, 4}, w[4] = {1, 1, 2, 0.5f};
-  float y[4];
-  rms_norm(x, w, 0, 4, y);
-  const float rms = std::sqrt((1 + 4 + 9 + 16) / 4.0f);
-  EXPECT_NEAR(y[2], 3 / rms * 2, 1e-6);
-  // Rotating (1, 0) by position * inv_freq keeps the length and gives (cos, sin).
-  float head[4] = {1, 0, 0, 1};
-  const float inv_freq[2] = {0.5f, 0.25f};
-  rope(head, 1, 4, 4, 3, inv_freq, RopeStyle::kNormal);
-  EXPECT_NEAR(head[0], std::cos(1.5f), 1e-6);
-  EXPECT_NEAR(head[1], std::sin(1.5f), 1e-6);
-  EXPECT_NEAR(head[2], -std::sin(0.75f), 1e-6);
-  EXPECT_NEAR(head[3], std::cos(0.75f), 1e-6);
+INSTANTIATE_TEST_SUITE_P(Types, Matmul,
+                         ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
+                                           DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
+                                           DType::Q6_K, DType::Q8_1),
+                         [](const auto& info) { return std::string(type_traits(info.param).name); });
+
+// Q, K, V (or gate, up) in one call give exactly what separate calls give, with mixed types
+// (both activation formats, a float type and the dequantizing fallback in one parallel region).
+TEST(MatmulSharedInput, EqualsSeparateCalls) {
+  const int64_t cols = 512;
+  std::mt19937 rng(17);
+  std::normal_distribution<float> normal;
+  const DType types[] = {DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::F16, DType::Q8_1, DType::Q6_K};
+  const int64_t rows[] = {40, 17, 64, 9, 21, 33};
+  std::vector<std::vector<uint8_t>> stored;
+  std::vector<WeightMatrix> weights;
+  for (int i = 0; i < 6; ++i) {
+    const TypeTraits& t = type_traits(types[i]);
+    stored.push_back(quantized_normal(t, rows[i], cols, rng));
+    weights.push_back(WeightMatrix{&t, stored.back().data(), rows[i], cols, row_bytes(t, cols)});
+  }
+  for (Isa isa : supported_isas()) {
+    ScopedIsa scoped(isa);
+    for (int threads : {1, 2}) {
+      for (int64_t n_tokens : {1, 11}) {
+        ThreadPool pool(threads);
+        std::vector<float> x(n_tokens * cols);
+        for (auto& v : x) v = normal(rng);
+        std::vector<uint8_t> workspace(matmul_workspace_bytes(cols, n_tokens, threads));
+        std::vector<std::vector<float>> together(6), separate(6);
+        std::vector<MatmulTarget> targets;
+        for (int i = 0; i < 6; ++i) {
+          together[i].assign(n_tokens * rows[i], -1.0f);
+          separate[i].assign(n_tokens * rows[i], -2.0f);
+          targets.push_back(MatmulTarget{&weights[i], together[i].data(), rows[i]});
+          matmul(weights[i], x.data(), cols, n_tokens, separate[i].data(), rows[i], workspace.data(), workspace.size(),
+                 pool);
+        }
+        matmul_shared_input(targets, x.data(), cols, n_tokens, workspace.data(), workspace.size(), pool);
+        for (int i = 0; i < 6; ++i) {
+          EXPECT_EQ(together[i], separate[i]) << type_traits(types[i]).name << " " << isa_name(isa) << " threads "
+                                              << threads << " tokens " << n_tokens;
+        }
+      }
+    }
+  }
+}
+
+// Strided input and output (views into wider buffers) on the prefill path.
+TEST(Matmul, HonoursStrides) {
+  const TypeTraits& t = type_traits(DType::Q4_1);
+  const int64_t cols = 576, rows = 48, n_tokens = 10, x_stride = cols + 64, y_stride = rows + 7;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  const std::vector<uint8_t> stored = quantized_normal(t, rows, cols, rng);
+  const WeightMatrix m{&t, stored.data(), rows, cols, row_bytes(t, cols)};
+  std::vector<float> x(n_tokens * x_stride), dense(n_tokens * cols);
+  for (int64_t tk = 0; tk < n_tokens; ++tk) {
+    for (int64_t k = 0; k < cols; ++k) dense[tk * cols + k] = x[tk * x_stride + k] = normal(rng);
+  }
+  ThreadPool pool(2);
+  std::vector<uint8_t> workspace(matmul_workspace_bytes(cols, n_tokens, 2));
+  std::vector<float> y(n_tokens * y_stride, 123.0f), y_dense(n_tokens * rows);
+  matmul(m, x.data(), x_stride, n_tokens, y.data(), y_stride, workspace.data(), workspace.size(), pool);
+  matmul(m, dense.data(), cols, n_tokens, y_dense.data(), rows, workspace.data(), workspace.size(), pool);
+  for (int64_t tk = 0; tk < n_tokens; ++tk) {
+    for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(y[tk * y_stride + r], y_dense[tk * rows + r]);
+    for (int64_t r = rows; r < y_stride; ++r) EXPECT_EQ(y[tk * y_stride + r], 123.0f) << "wrote past the row";
+  }
 }
 
 }  // namespace

@@ -1,0 +1,11 @@
+# Per-ISA compile flags of the kernel files (included right after frugal_kernels is defined). The
+# rest of the build stays at the x86-64-v3 baseline; kernels/cpu_features picks a table at start-up.
+# GCC 12's AVX-512 intrinsic headers start many conversions from _mm512_undefined_*(), which its
+# (maybe-)uninitialized warnings report as our bug; they are silenced for these two files only.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+  set(_frugal_kernels_dir ${PROJECT_SOURCE_DIR}/src/kernels)
+  set_source_files_properties(${_frugal_kernels_dir}/matmul_avx512.cpp PROPERTIES
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-Wno-uninitialized;-Wno-maybe-uninitialized")
+  set_source_files_properties(${_frugal_kernels_dir}/matmul_avx512vnni.cpp PROPERTIES
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-Wno-uninitialized;-Wno-maybe-uninitialized")
+endif()

@@ -1,0 +1,90 @@
+// The matmul kernels for AVX2 + FMA + F16C: 8-row tiles, u8 x s8 products with vpmaddubsw and
+// vpmaddwd (the AVX2 form of vpdpbusd), 4 tokens per register tile.
+#include <immintrin.h>
+
+#include <cstring>
+
+#include "kernels/matmul_simd.h"
+
+namespace frugal::kernels {
+namespace {
+
+struct SimdAvx2 {
+  static constexpr int kLanes = 8;
+  static constexpr int kMaxTokens = 4;  // 16 ymm registers: 4 int16 + 4 int32 + 4 float accumulators
+  static constexpr int kFloatRows = 4, kFloatTokens = 2;
+  static constexpr bool kVnni = false;
+  using VI = __m256i;
+  using VF = __m256;
+
+  static VI zero() { return _mm256_setzero_si256(); }
+  static VF zerof() { return _mm256_setzero_ps(); }
+  static VI load(const uint8_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+  static VI bcast32(const int8_t* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+  }
+  static VI maddubs(VI u, VI s) { return _mm256_maddubs_epi16(u, s); }
+  static VI add16(VI a, VI b) { return _mm256_add_epi16(a, b); }
+  static VI add32(VI a, VI b) { return _mm256_add_epi32(a, b); }
+  static VI madd_ones(VI v) { return _mm256_madd_epi16(v, _mm256_set1_epi16(1)); }
+  static VI abs8(VI v) { return _mm256_abs_epi8(v); }
+  static VI sign8(VI x, VI w) { return _mm256_sign_epi8(x, w); }
+  static VF cvt(VI v) { return _mm256_cvtepi32_ps(v); }
+  static VF loadf(const float* p) { return _mm256_loadu_ps(p); }
+  static VF mul_bcast(VF a, const float* p) { return _mm256_mul_ps(a, _mm256_broadcast_ss(p)); }
+  static VF fmadd(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }
+  static VF fmadd_bcast(VF a, const float* p, VF c) { return _mm256_fmadd_ps(a, _mm256_broadcast_ss(p), c); }
+  static void storef(float* y, VF v, int n) {
+    if (n == kLanes) {
+      _mm256_storeu_ps(y, v);
+    } else {
+      const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+      _mm256_maskstore_ps(y, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), v);
+    }
+  }
+  static VF load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static VF load_bf16(const uint16_t* p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+  }
+  static float hsum(VF v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  // 8 rows of 32 codes (`stride` bytes apart) -> 8 steps of [row][4 bytes]: an 8x8 transpose of
+  // 32-bit words.
+  static void transpose_codes(const uint8_t* rows, int64_t stride, uint8_t* out) {
+    __m256i r[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + i * stride));
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(r[4], r[5]), t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(r[6], r[7]), t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    __m256i* o = reinterpret_cast<__m256i*>(out);
+    _mm256_store_si256(o + 0, _mm256_permute2x128_si256(u0, u4, 0x20));
+    _mm256_store_si256(o + 1, _mm256_permute2x128_si256(u1, u5, 0x20));
+    _mm256_store_si256(o + 2, _mm256_permute2x128_si256(u2, u6, 0x20));
+    _mm256_store_si256(o + 3, _mm256_permute2x128_si256(u3, u7, 0x20));
+    _mm256_store_si256(o + 4, _mm256_permute2x128_si256(u0, u4, 0x31));
+    _mm256_store_si256(o + 5, _mm256_permute2x128_si256(u1, u5, 0x31));
+    _mm256_store_si256(o + 6, _mm256_permute2x128_si256(u2, u6, 0x31));
+    _mm256_store_si256(o + 7, _mm256_permute2x128_si256(u3, u7, 0x31));
+  }
+};
+
+}  // namespace
+
+const KernelTable& avx2_kernel_table() {
+  static const KernelTable table = make_kernel_table<SimdAvx2>(Isa::kAvx2);
+  return table;
+}
+
+}  // namespace frugal::kernels

@@ -1,0 +1,12 @@
+// The matmul kernels for AVX-512 F/BW/VL/DQ without VNNI: 16-row tiles, u8 x s8 products with
+// vpmaddubsw + vpmaddwd, 8 tokens per register tile.
+#include "kernels/matmul_simd_avx512.h"
+
+namespace frugal::kernels {
+
+const KernelTable& avx512_kernel_table() {
+  static const KernelTable table = make_kernel_table<SimdAvx512<false>>(Isa::kAvx512);
+  return table;
+}
+
+}  // namespace frugal::kernels

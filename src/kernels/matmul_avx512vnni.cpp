@@ -1,0 +1,12 @@
+// The matmul kernels for AVX-512 with VNNI: 16-row tiles, u8 x s8 products with vpdpbusd
+// (64 multiply-adds per instruction), 8 tokens per register tile.
+#include "kernels/matmul_simd_avx512.h"
+
+namespace frugal::kernels {
+
+const KernelTable& avx512vnni_kernel_table() {
+  static const KernelTable table = make_kernel_table<SimdAvx512<true>>(Isa::kAvx512Vnni);
+  return table;
+}
+
+}  // namespace frugal::kernels

@@ -1,0 +1,715 @@
+// The matmul kernels written once over a SIMD policy `S` (lanes, the u8 x s8 dot step, loads,
+// transposes) and compiled once per ISA by matmul_avx2.cpp, matmul_avx512.cpp and
+// matmul_avx512vnni.cpp. Everything here has internal linkage (unnamed namespace) so each ISA's
+// translation unit keeps its own copy: no inline function compiled with AVX-512 flags can be
+// picked by the linker for the AVX2 build.
+//
+// Integer path (llama.cpp's scheme: weights stay in their GGML blocks, activations are quantized
+// to 8 bits per block, products are exact int32 sums per block, scaled in float):
+//   y[t][r] = sum over sub-blocks b of  dw[r][b] * dx[t][b] * sum_i c[r][i] * q[t][i]  +  mw[r][b] * sx[t][b]
+// where c are the weight codes as unsigned bytes (the stored code, Q8_0 shifted by +128), dw the
+// weight scale, and mw the per-sub-block term that absorbs the code offset (-8*dw for Q4_0,
+// -32*d*sc for Q6_K, ...) or the stored minimum (Q4_1 m, -dmin*m for Q4_K). sx = dx * sum(q) comes
+// with the quantized activations, so the offset costs one FMA per sub-block instead of a
+// subtraction per weight.
+//
+// A tile of S::kLanes rows is decoded once into codes interleaved as [step][row][4 bytes] (a
+// 4-byte step of every row in one vector), then multiplied with every token: one vector load of
+// weights serves up to S::kMaxTokens tokens whose 4 codes are broadcast (vpdpbusd with an
+// embedded broadcast on AVX512-VNNI; maddubs+madd otherwise). The result lanes are rows, so each
+// token's outputs are one contiguous store.
+#pragma once
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/matmul_kernels.h"
+#include "tensor/quant_blocks.h"
+
+namespace frugal::kernels {
+namespace {
+
+using namespace frugal::quant;
+
+inline float half_bits_to_float(uint16_t h) { return _cvtsh_ss(h); }
+
+// ---------------------------------------------------------------------------------------------
+// Weight block decoders: natural-order codes (unsigned bytes) plus per-sub-block dw and mw,
+// written with a stride so they land directly in the tile's [sub-block][row] arrays.
+// Layouts: ggml-common.h block_* structs (mirrored in tensor/quant_blocks.h).
+
+inline void store_nibbles16(const uint8_t* qs, uint8_t* codes) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i m4 = _mm_set1_epi8(0x0f);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes), _mm_and_si128(q, m4));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + 16), _mm_and_si128(_mm_srli_epi16(q, 4), m4));
+}
+
+// Bit j of `bits` (j < 32) as 0x10 in byte j: the fifth bit of Q5_0/Q5_1 codes.
+inline __m256i expand_bits_0x10(uint32_t bits) {
+  const __m256i shuffle = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                           3, 3, 3, 3, 3, 3, 3);
+  const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ull));
+  __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int32_t>(bits)), shuffle);
+  v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+inline __m256i nibbles32(const uint8_t* qs) {
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(q), _mm_srli_epi16(q, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+
+inline void store32(uint8_t* dst, __m256i v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), v); }
+inline __m256i load32(const uint8_t* src) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)); }
+
+// The 8 six-bit scales and mins of a Q4_K/Q5_K block (get_scale_min_k4 in ggml-quants.c).
+inline void k4_scales_mins(const uint8_t* s, uint8_t sc[8], uint8_t m[8]) {
+  for (int j = 0; j < 4; ++j) {
+    sc[j] = s[j] & 63;
+    m[j] = s[j + 4] & 63;
+    sc[j + 4] = static_cast<uint8_t>((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
+    m[j + 4] = static_cast<uint8_t>((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+  }
+}
+
+// The 16 signed six-bit scales of a Q3_K block (dequantize_row_q3_K in ggml-quants.c).
+inline void q3k_scales(const uint8_t* packed, int sc[16]) {
+  for (int i = 0; i < 16; ++i) {
+    const int low = i < 8 ? (packed[i] & 0x0f) : (packed[i - 8] >> 4);
+    const int high = (packed[8 + i % 4] >> (2 * (i / 4))) & 3;
+    sc[i] = (low | (high << 4)) - 32;
+  }
+}
+
+// Each decoder: kBlockElems elements per GGML block, kSub elements per scale, kMaxCode the largest
+// code (bounds the int16 accumulation depth of the maddubs path), kSigned for codes that are
+// signed bytes (Q8_0 without VNNI: multiplied with the sign trick instead of an offset).
+struct DecodeQ4_0 {
+  static constexpr int kBlockElems = 32, kSub = 32, kMaxCode = 15;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kS32;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int) {
+    const auto* b = reinterpret_cast<const BlockQ4_0*>(p);
+    store_nibbles16(b->qs, codes);
+    const float d = half_bits_to_float(b->d);
+    dw[0] = d;
+    mw[0] = -8.0f * d;  // codes are q + 8
+  }
+};
+
+struct DecodeQ4_1 {
+  static constexpr int kBlockElems = 32, kSub = 32, kMaxCode = 15;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kH32;  // block_q8_1.s, as ggml
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int) {
+    const auto* b = reinterpret_cast<const BlockQ4_1*>(p);
+    store_nibbles16(b->qs, codes);
+    dw[0] = half_bits_to_float(b->d);
+    mw[0] = half_bits_to_float(b->m);
+  }
+};
+
+struct DecodeQ5_0 {
+  static constexpr int kBlockElems = 32, kSub = 32, kMaxCode = 31;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kS32;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int) {
+    const auto* b = reinterpret_cast<const BlockQ5_0*>(p);
+    uint32_t qh;
+    std::memcpy(&qh, b->qh, 4);
+    store32(codes, _mm256_or_si256(nibbles32(b->qs), expand_bits_0x10(qh)));
+    const float d = half_bits_to_float(b->d);
+    dw[0] = d;
+    mw[0] = -16.0f * d;
+  }
+};
+
+struct DecodeQ5_1 {
+  static constexpr int kBlockElems = 32, kSub = 32, kMaxCode = 31;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kH32;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int) {
+    const auto* b = reinterpret_cast<const BlockQ5_1*>(p);
+    uint32_t qh;
+    std::memcpy(&qh, b->qh, 4);
+    store32(codes, _mm256_or_si256(nibbles32(b->qs), expand_bits_0x10(qh)));
+    dw[0] = half_bits_to_float(b->d);
+    mw[0] = half_bits_to_float(b->m);
+  }
+};
+
+// Q8_0 with vpdpbusd: codes q + 128 (flip the sign bit) and the offset goes into mw.
+struct DecodeQ8_0Offset {
+  static constexpr int kBlockElems = 32, kSub = 32, kMaxCode = 255;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kS32;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int) {
+    const auto* b = reinterpret_cast<const BlockQ8_0*>(p);
+    store32(codes, _mm256_xor_si256(load32(reinterpret_cast<const uint8_t*>(b->qs)), _mm256_set1_epi8(-128)));
+    const float d = half_bits_to_float(b->d);
+    dw[0] = d;
+    mw[0] = -128.0f * d;
+  }
+};
+
+// Q8_0 with maddubs: 255 * 127 * 2 overflows int16, so codes stay signed (sign trick, no offset).
+struct DecodeQ8_0Signed {
+  static constexpr int kBlockElems = 32, kSub = 32, kMaxCode = 127;
+  static constexpr bool kSigned = true;
+  static constexpr ActivationArray kS = ActivationArray::kS32;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int) {
+    const auto* b = reinterpret_cast<const BlockQ8_0*>(p);
+    store32(codes, load32(reinterpret_cast<const uint8_t*>(b->qs)));
+    dw[0] = half_bits_to_float(b->d);
+    mw[0] = 0.0f;
+  }
+};
+
+// Q2_K: element 128h + 32k + l is bits 2k..2k+1 of qs[32h + l]; 16-element sub-blocks with
+// scale d * (scales[i] & 15) and minimum -dmin * (scales[i] >> 4).
+struct DecodeQ2_K {
+  static constexpr int kBlockElems = 256, kSub = 16, kMaxCode = 3;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kS16;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int stride) {
+    const auto* b = reinterpret_cast<const BlockQ2_K*>(p);
+    const float d = half_bits_to_float(b->d), dmin = half_bits_to_float(b->dmin);
+    for (int i = 0; i < 16; ++i) {
+      dw[i * stride] = d * static_cast<float>(b->scales[i] & 0x0f);
+      mw[i * stride] = -dmin * static_cast<float>(b->scales[i] >> 4);
+    }
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = load32(b->qs + 32 * h);
+      store32(codes + 128 * h + 0, _mm256_and_si256(q, m3));
+      store32(codes + 128 * h + 32, _mm256_and_si256(_mm256_srli_epi16(q, 2), m3));
+      store32(codes + 128 * h + 64, _mm256_and_si256(_mm256_srli_epi16(q, 4), m3));
+      store32(codes + 128 * h + 96, _mm256_and_si256(_mm256_srli_epi16(q, 6), m3));
+    }
+  }
+};
+
+// Q3_K: the 2 low bits as Q2_K; the third bit of element 128h + 32k + l is bit 4h + k of
+// hmask[l] (a clear bit subtracts 4). Codes low | high << 2 in [0, 7] carry an offset of 4.
+struct DecodeQ3_K {
+  static constexpr int kBlockElems = 256, kSub = 16, kMaxCode = 7;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kS16;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int stride) {
+    const auto* b = reinterpret_cast<const BlockQ3_K*>(p);
+    const float d = half_bits_to_float(b->d);
+    int sc[16];
+    q3k_scales(b->scales, sc);
+    for (int i = 0; i < 16; ++i) {
+      dw[i * stride] = d * static_cast<float>(sc[i]);
+      mw[i * stride] = -4.0f * d * static_cast<float>(sc[i]);
+    }
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i hmask = load32(b->hmask);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i q = load32(b->qs + 32 * h);
+      for (int k = 0; k < 4; ++k) {
+        const __m256i low = _mm256_and_si256(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * k)), m3);
+        const __m256i bit = _mm256_set1_epi8(static_cast<char>(1 << (4 * h + k)));
+        const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), bit), _mm256_set1_epi8(4));
+        store32(codes + 128 * h + 32 * k, _mm256_or_si256(low, high));
+      }
+    }
+  }
+};
+
+// Q4_K / Q5_K: element 64g + l (l < 32) is the low nibble of qs[32g + l], element 64g + 32 + l
+// the high one; 32-element sub-blocks with scale d * sc and minimum -dmin * m. Q5_K adds bit
+// 2g (2g + 1) of qh[l] as the fifth bit.
+template <bool kFive>
+struct DecodeQ45_K {
+  static constexpr int kBlockElems = 256, kSub = 32, kMaxCode = kFive ? 31 : 15;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kS32;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int stride) {
+    uint16_t d_bits, dmin_bits;
+    const uint8_t *scales, *qs, *qh = nullptr;
+    if constexpr (kFive) {
+      const auto* b = reinterpret_cast<const BlockQ5_K*>(p);
+      d_bits = b->d, dmin_bits = b->dmin, scales = b->scales, qs = b->qs, qh = b->qh;
+    } else {
+      const auto* b = reinterpret_cast<const BlockQ4_K*>(p);
+      d_bits = b->d, dmin_bits = b->dmin, scales = b->scales, qs = b->qs;
+    }
+    const float d = half_bits_to_float(d_bits), dmin = half_bits_to_float(dmin_bits);
+    uint8_t sc[8], m[8];
+    k4_scales_mins(scales, sc, m);
+    for (int j = 0; j < 8; ++j) {
+      dw[j * stride] = d * static_cast<float>(sc[j]);
+      mw[j * stride] = -dmin * static_cast<float>(m[j]);
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i high = kFive ? load32(qh) : _mm256_setzero_si256();
+    const __m256i one = _mm256_set1_epi8(1);
+    for (int g = 0; g < 4; ++g) {
+      const __m256i q = load32(qs + 32 * g);
+      __m256i lo = _mm256_and_si256(q, m4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+      if constexpr (kFive) {
+        // `high` is qh shifted right by 2g: bit 0 of each byte is bit 2g of qh[l], bit 1 is 2g+1.
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(high, one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, 1), one), 4));
+        high = _mm256_srli_epi16(high, 2);
+      }
+      store32(codes + 64 * g, lo);
+      store32(codes + 64 * g + 32, hi);
+    }
+  }
+};
+
+// Q6_K: element 128h + 32k + l has its low 4 bits in the low (k < 2) or high nibble of
+// ql[64h + 32(k & 1) + l] and its high 2 bits in bits 2k..2k+1 of qh[32h + l]; codes in [0, 63]
+// carry an offset of 32; 16-element sub-blocks with signed 8-bit scales.
+struct DecodeQ6_K {
+  static constexpr int kBlockElems = 256, kSub = 16, kMaxCode = 63;
+  static constexpr bool kSigned = false;
+  static constexpr ActivationArray kS = ActivationArray::kS16;
+  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int stride) {
+    const auto* b = reinterpret_cast<const BlockQ6_K*>(p);
+    const float d = half_bits_to_float(b->d);
+    for (int i = 0; i < 16; ++i) {
+      dw[i * stride] = d * static_cast<float>(b->scales[i]);
+      mw[i * stride] = -32.0f * d * static_cast<float>(b->scales[i]);
+    }
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i ql0 = load32(b->ql + 64 * h), ql1 = load32(b->ql + 64 * h + 32);
+      const __m256i qh = load32(b->qh + 32 * h);
+      // High 2 bits moved to bits 4..5 of each byte (16-bit shifts never carry across bytes here).
+      const __m256i h0 = _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30);
+      const __m256i h1 = _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30);
+      const __m256i h2 = _mm256_and_si256(qh, m30);
+      const __m256i h3 = _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30);
+      store32(codes + 128 * h + 0, _mm256_or_si256(_mm256_and_si256(ql0, m4), h0));
+      store32(codes + 128 * h + 32, _mm256_or_si256(_mm256_and_si256(ql1, m4), h1));
+      store32(codes + 128 * h + 64, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), h2));
+      store32(codes + 128 * h + 96, _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), h3));
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Tiles: S::kLanes rows decoded into [32-element group][8 steps][kLanes rows][4 bytes] codes and
+// [sub-block][kLanes] scale arrays, inside the calling thread's scratch.
+
+struct TileBuffers {
+  uint8_t* codes;
+  float* dw;
+  float* mw;
+  uint8_t* temp;  // kLanes decoded blocks, row-major
+};
+
+template <class S>
+size_t tile_scratch_bytes(int64_t cols) {
+  const size_t lanes = S::kLanes;
+  const size_t codes = lanes * cols;
+  const size_t arrays = 2 * (cols / 16) * lanes * sizeof(float);
+  const size_t temp = lanes * 256;
+  return codes + arrays + temp + 256;
+}
+
+template <class S>
+TileBuffers tile_buffers(uint8_t* scratch, int64_t cols) {
+  TileBuffers t;
+  t.codes = scratch;
+  t.dw = reinterpret_cast<float*>(scratch + S::kLanes * cols);
+  t.mw = t.dw + (cols / 16) * S::kLanes;
+  t.temp = reinterpret_cast<uint8_t*>(t.mw + (cols / 16) * S::kLanes);
+  return t;
+}
+
+template <class S, class D>
+void build_tile(const WeightMatrix& w, int64_t r0, int nr, const TileBuffers& tb) {
+  constexpr int L = S::kLanes, E = D::kBlockElems, G = E / 32, kSubs = E / D::kSub;
+  const int64_t n_blocks = w.cols / E;
+  const size_t block_bytes = w.traits->block_bytes;
+  for (int lane = nr; lane < L; ++lane) std::memset(tb.temp + lane * E, 0, E);
+  const uint8_t* rows[L];
+  for (int lane = 0; lane < nr; ++lane) rows[lane] = w.row(r0 + lane);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    float* dw = tb.dw + b * kSubs * L;
+    float* mw = tb.mw + b * kSubs * L;
+    for (int lane = 0; lane < nr; ++lane) D::decode(rows[lane] + b * block_bytes, tb.temp + lane * E, dw + lane, mw + lane, L);
+    for (int lane = nr; lane < L; ++lane) {
+      for (int s = 0; s < kSubs; ++s) dw[s * L + lane] = mw[s * L + lane] = 0.0f;
+    }
+    for (int g = 0; g < G; ++g) S::transpose_codes(tb.temp + g * 32, E, tb.codes + (b * G + g) * 8 * L * 4);
+  }
+}
+
+// int16 accumulation depth of the maddubs path: each maddubs lane holds at most
+// 2 * kMaxCode * 127, and `depth` of them must stay below 32767.
+constexpr int maddubs_depth(int max_code, int steps) {
+  int depth = 1;
+  while (depth * 2 <= steps && 2 * depth * 2 * max_code * 127 <= 32767) depth *= 2;
+  return depth;
+}
+
+// T tokens (lanes t0.. of one activation group) times the tile. `xc` points at the group's codes
+// plus 4 * t0, `xd`/`xs` at its arrays plus t0.
+template <class S, class D, int T>
+void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* xc, const float* xd, const float* xs,
+                       float* y, int64_t y_stride, int nr) {
+  using VI = typename S::VI;
+  using VF = typename S::VF;
+  constexpr int L = S::kLanes;
+  constexpr int kSteps = D::kSub / 4;
+  constexpr int kDepth = maddubs_depth(D::kMaxCode, kSteps);
+  VF acc[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = S::zerof();
+  const uint8_t* wp = tb.codes;
+  const float* dwp = tb.dw;
+  const float* mwp = tb.mw;
+  const int64_t n_subs = n_groups32 * (32 / D::kSub);
+  for (int64_t sub = 0; sub < n_subs; ++sub) {
+    VI isum[T];
+    if constexpr (S::kVnni) {
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) isum[t] = S::zero();
+#pragma GCC unroll 8
+      for (int j = 0; j < kSteps; ++j) {
+        const VI wv = S::load(wp + j * L * 4);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) isum[t] = S::dpbusd(isum[t], wv, xc + j * 32 + t * 4);
+      }
+    } else if constexpr (D::kSigned) {
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) isum[t] = S::zero();
+#pragma GCC unroll 8
+      for (int j = 0; j < kSteps; ++j) {
+        const VI wv = S::load(wp + j * L * 4);
+        const VI wabs = S::abs8(wv);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const VI xv = S::sign8(S::bcast32(xc + j * 32 + t * 4), wv);
+          isum[t] = S::add32(isum[t], S::madd_ones(S::maddubs(wabs, xv)));
+        }
+      }
+    } else {
+      VI i16[T];
+#pragma GCC unroll 8
+      for (int j = 0; j < kSteps; ++j) {
+        const VI wv = S::load(wp + j * L * 4);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) {
+          const VI p = S::maddubs(wv, S::bcast32(xc + j * 32 + t * 4));
+          i16[t] = (j % kDepth == 0) ? p : S::add16(i16[t], p);
+          if (j % kDepth == kDepth - 1) {
+            isum[t] = (j == kDepth - 1) ? S::madd_ones(i16[t]) : S::add32(isum[t], S::madd_ones(i16[t]));
+          }
+        }
+      }
+    }
+    const VF dw = S::loadf(dwp), mw = S::loadf(mwp);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      acc[t] = S::fmadd(S::cvt(isum[t]), S::mul_bcast(dw, xd + sub * kTokenGroup + t), acc[t]);
+      acc[t] = S::fmadd_bcast(mw, xs + sub * kTokenGroup + t, acc[t]);
+    }
+    wp += kSteps * L * 4;
+    xc += kSteps * kTokenGroup * 4;
+    dwp += L;
+    mwp += L;
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) S::storef(y + t * y_stride, acc[t], nr);
+}
+
+template <class S, class D>
+void tokens_dispatch(int count, const TileBuffers& tb, int64_t n_groups32, const int8_t* xc, const float* xd,
+                     const float* xs, float* y, int64_t y_stride, int nr) {
+  switch (count) {
+#define FRUGAL_TOKENS_CASE(n)                                                          \
+  case n:                                                                              \
+    if constexpr (n <= S::kMaxTokens) {                                                \
+      tile_times_tokens<S, D, n>(tb, n_groups32, xc, xd, xs, y, y_stride, nr);         \
+    }                                                                                  \
+    return;
+    FRUGAL_TOKENS_CASE(1)
+    FRUGAL_TOKENS_CASE(2)
+    FRUGAL_TOKENS_CASE(3)
+    FRUGAL_TOKENS_CASE(4)
+    FRUGAL_TOKENS_CASE(5)
+    FRUGAL_TOKENS_CASE(6)
+    FRUGAL_TOKENS_CASE(7)
+    FRUGAL_TOKENS_CASE(8)
+#undef FRUGAL_TOKENS_CASE
+  }
+}
+
+template <class S, class D>
+void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
+                int64_t y_stride, uint8_t* scratch) {
+  constexpr int L = S::kLanes;
+  constexpr ActivationArray kD = D::kSub == 16 ? ActivationArray::kD16 : ActivationArray::kD32;
+  const TileBuffers tb = tile_buffers<S>(scratch, w.cols);
+  const int64_t n_groups32 = w.cols / 32;
+  const int64_t n_groups = (a.n_tokens + kTokenGroup - 1) / kTokenGroup;
+  for (int64_t rt = r0; rt < r1; rt += L) {
+    const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
+    build_tile<S, D>(w, rt, nr, tb);
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int in_group = static_cast<int>(std::min<int64_t>(kTokenGroup, a.n_tokens - g * kTokenGroup));
+      const int8_t* codes = a.codes(g);
+      const float* xd = a.array(g, kD);
+      const float* xs = a.array(g, D::kS);
+      for (int t0 = 0; t0 < in_group; t0 += S::kMaxTokens) {
+        const int count = std::min(S::kMaxTokens, in_group - t0);
+        tokens_dispatch<S, D>(count, tb, n_groups32, codes + 4 * t0, xd + t0, xs + t0,
+                              y + (g * kTokenGroup + t0) * y_stride + rt, y_stride, nr);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float weights (F32/F16/BF16) with float activations: kFloatRows rows x kFloatTokens tokens of
+// dot products along the columns, converting F16 with vcvtph2ps and BF16 by a 16-bit shift.
+
+struct LoadF32 {
+  template <class S>
+  static typename S::VF load(const uint8_t* row, int64_t k) { return S::loadf(reinterpret_cast<const float*>(row) + k); }
+  static float scalar(const uint8_t* row, int64_t k) { return reinterpret_cast<const float*>(row)[k]; }
+};
+struct LoadF16 {
+  template <class S>
+  static typename S::VF load(const uint8_t* row, int64_t k) { return S::load_f16(reinterpret_cast<const uint16_t*>(row) + k); }
+  static float scalar(const uint8_t* row, int64_t k) { return half_bits_to_float(reinterpret_cast<const uint16_t*>(row)[k]); }
+};
+struct LoadBF16 {
+  template <class S>
+  static typename S::VF load(const uint8_t* row, int64_t k) { return S::load_bf16(reinterpret_cast<const uint16_t*>(row) + k); }
+  static float scalar(const uint8_t* row, int64_t k) {
+    const uint32_t bits = static_cast<uint32_t>(reinterpret_cast<const uint16_t*>(row)[k]) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  }
+};
+
+template <class S, class Load, int R, int T>
+void float_block(const WeightMatrix& w, int64_t r, const float* x, int64_t x_stride, float* y, int64_t y_stride) {
+  using VF = typename S::VF;
+  constexpr int L = S::kLanes;
+  const int64_t k_vec = w.cols / L * L;
+  const uint8_t* rows[R];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) rows[i] = w.row(r + i);
+  VF acc[R][T];
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) acc[i][t] = S::zerof();
+  for (int64_t k = 0; k < k_vec; k += L) {
+    VF wv[R];
+#pragma GCC unroll 8
+    for (int i = 0; i < R; ++i) wv[i] = Load::template load<S>(rows[i], k);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const VF xv = S::loadf(x + t * x_stride + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) acc[i][t] = S::fmadd(wv[i], xv, acc[i][t]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < R; ++i) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      float sum = S::hsum(acc[i][t]);
+      for (int64_t k = k_vec; k < w.cols; ++k) sum += Load::scalar(rows[i], k) * x[t * x_stride + k];
+      y[t * y_stride + r + i] = sum;
+    }
+  }
+}
+
+template <class S, class Load>
+void float_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, int64_t x_stride, int64_t n_tokens,
+                float* y, int64_t y_stride) {
+  constexpr int R = S::kFloatRows, T = S::kFloatTokens;
+  // Token chunks keep the activations a row block meets in L2.
+  constexpr int64_t kTokenChunk = 64;
+  for (int64_t tc = 0; tc < n_tokens; tc += kTokenChunk) {
+    const int64_t tend = std::min(n_tokens, tc + kTokenChunk);
+    int64_t r = r0;
+    for (; r + R <= r1; r += R) {
+      int64_t t = tc;
+      for (; t + T <= tend; t += T) {
+        float_block<S, Load, R, T>(w, r, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
+      }
+      for (; t < tend; ++t) float_block<S, Load, R, 1>(w, r, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
+    }
+    for (; r < r1; ++r) {
+      for (int64_t t = tc; t < tend; ++t) {
+        float_block<S, Load, 1, 1>(w, r, x + t * x_stride, x_stride, y + t * y_stride, y_stride);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantizers (AVX2; bit-identical to quantize_activations_reference).
+
+inline float hmax8(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+inline int hsum8_epi32(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+// Packs 4 vectors of 8 int32 codes in [-127, 127] into 32 bytes in element order.
+inline __m256i pack_codes(__m256i q0, __m256i q1, __m256i q2, __m256i q3) {
+  const __m256i p01 = _mm256_packs_epi32(q0, q1), p23 = _mm256_packs_epi32(q2, q3);
+  const __m256i bytes = _mm256_packs_epi16(p01, p23);
+  return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Writes 32 codes (columns k0..k0+31) of token `lane` into a group's interleaved code array.
+inline void scatter_codes(int8_t* group_codes, int64_t k0, int lane, __m256i codes) {
+  alignas(32) int32_t words[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(words), codes);
+  int32_t* dst = reinterpret_cast<int32_t*>(group_codes) + (k0 / 4) * kTokenGroup + lane;
+  for (int j = 0; j < 8; ++j) dst[j * kTokenGroup] = words[j];
+}
+
+inline void quantize_token_block32(const float* x, int64_t cols, int lane, int8_t* codes, float* d32, float* s32,
+                                   float* h32) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t b = 0; b < cols / 32; ++b) {
+    const float* xb = x + b * 32;
+    const __m256 v0 = _mm256_loadu_ps(xb), v1 = _mm256_loadu_ps(xb + 8), v2 = _mm256_loadu_ps(xb + 16),
+                 v3 = _mm256_loadu_ps(xb + 24);
+    const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(v0, abs_mask), _mm256_and_ps(v1, abs_mask)),
+                                   _mm256_max_ps(_mm256_and_ps(v2, abs_mask), _mm256_and_ps(v3, abs_mask)));
+    const float amax = hmax8(m);
+    const float d = amax / 127.0f;
+    const __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+    const __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id)),
+                  q2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+    const int sum = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
+    scatter_codes(codes, b * 32, lane, pack_codes(q0, q1, q2, q3));
+    const float d_half = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
+    d32[b * kTokenGroup + lane] = d_half;
+    s32[b * kTokenGroup + lane] = d_half * static_cast<float>(sum);
+    h32[b * kTokenGroup + lane] = _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT));
+  }
+}
+
+inline void quantize_token_q8k(const float* x, int64_t cols, int lane, int8_t* codes, float* d32, float* s32,
+                               float* d16, float* s16) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int64_t b = 0; b < cols / 256; ++b) {
+    const float* xb = x + b * 256;
+    __m256 m = _mm256_setzero_ps();
+    for (int i = 0; i < 256; i += 8) m = _mm256_max_ps(m, _mm256_and_ps(_mm256_loadu_ps(xb + i), abs_mask));
+    const float amax = hmax8(m);
+    // The first element of largest magnitude keeps its sign (quantize_row_q8_K_ref).
+    float max = 0.0f;
+    if (amax != 0.0f) {
+      const __m256 target = _mm256_set1_ps(amax);
+      for (int i = 0; i < 256; i += 8) {
+        const __m256 v = _mm256_loadu_ps(xb + i);
+        const int hits = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_and_ps(v, abs_mask), target, _CMP_EQ_OQ));
+        if (hits) {
+          max = xb[i + __builtin_ctz(static_cast<unsigned>(hits))];
+          break;
+        }
+      }
+    }
+    const float iscale = amax != 0.0f ? -127.0f / max : 0.0f;
+    const float d = amax != 0.0f ? 1.0f / iscale : 0.0f;
+    const __m256 vs = _mm256_set1_ps(iscale);
+    const __m256i limit = _mm256_set1_epi32(127);
+    for (int c = 0; c < 8; ++c) {  // 32 columns at a time
+      __m256i q[4];
+      for (int i = 0; i < 4; ++i) {
+        q[i] = _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + 32 * c + 8 * i), vs)), limit);
+      }
+      const int sum_a = hsum8_epi32(_mm256_add_epi32(q[0], q[1]));
+      const int sum_b = hsum8_epi32(_mm256_add_epi32(q[2], q[3]));
+      scatter_codes(codes, b * 256 + 32 * c, lane, pack_codes(q[0], q[1], q[2], q[3]));
+      const int64_t i16 = b * 16 + 2 * c, i32 = b * 8 + c;
+      d16[i16 * kTokenGroup + lane] = d;
+      d16[(i16 + 1) * kTokenGroup + lane] = d;
+      s16[i16 * kTokenGroup + lane] = d * static_cast<float>(sum_a);
+      s16[(i16 + 1) * kTokenGroup + lane] = d * static_cast<float>(sum_b);
+      d32[i32 * kTokenGroup + lane] = d;
+      s32[i32 * kTokenGroup + lane] = d * static_cast<float>(sum_a + sum_b);
+    }
+  }
+}
+
+inline void zero_lane(const QuantizedActivations& out, int64_t group, int lane) {
+  int32_t* words = reinterpret_cast<int32_t*>(out.codes(group));
+  for (int64_t k4 = 0; k4 < out.cols / 4; ++k4) words[k4 * kTokenGroup + lane] = 0;
+  float* arrays = out.array(group, ActivationArray::kD32);
+  const int64_t n = (reinterpret_cast<float*>(out.data + (group + 1) * out.group_bytes) - arrays) / kTokenGroup;
+  for (int64_t i = 0; i < n; ++i) arrays[i * kTokenGroup + lane] = 0.0f;
+}
+
+void quantize_simd(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
+                   const QuantizedActivations& out) {
+  for (int64_t g = group_begin; g < group_end; ++g) {
+    int8_t* codes = out.codes(g);
+    for (int lane = 0; lane < kTokenGroup; ++lane) {
+      const int64_t t = g * kTokenGroup + lane;
+      if (t >= out.n_tokens) {
+        zero_lane(out, g, lane);
+      } else if (out.format == ActivationFormat::kQ8Block32) {
+        quantize_token_block32(x + t * x_stride, out.cols, lane, codes, out.array(g, ActivationArray::kD32),
+                               out.array(g, ActivationArray::kS32), out.array(g, ActivationArray::kH32));
+      } else {
+        quantize_token_q8k(x + t * x_stride, out.cols, lane, codes, out.array(g, ActivationArray::kD32),
+                           out.array(g, ActivationArray::kS32), out.array(g, ActivationArray::kD16),
+                           out.array(g, ActivationArray::kS16));
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+template <class S>
+KernelTable make_kernel_table(Isa isa) {
+  KernelTable t{};
+  t.isa = isa;
+  t.row_tile = S::kLanes;
+  t.quantize = quantize_simd;
+  t.quant_rows[kKernelQ4_0] = quant_rows<S, DecodeQ4_0>;
+  t.quant_rows[kKernelQ4_1] = quant_rows<S, DecodeQ4_1>;
+  t.quant_rows[kKernelQ5_0] = quant_rows<S, DecodeQ5_0>;
+  t.quant_rows[kKernelQ5_1] = quant_rows<S, DecodeQ5_1>;
+  if constexpr (S::kVnni) {
+    t.quant_rows[kKernelQ8_0] = quant_rows<S, DecodeQ8_0Offset>;
+  } else {
+    t.quant_rows[kKernelQ8_0] = quant_rows<S, DecodeQ8_0Signed>;
+  }
+  t.quant_rows[kKernelQ2_K] = quant_rows<S, DecodeQ2_K>;
+  t.quant_rows[kKernelQ3_K] = quant_rows<S, DecodeQ3_K>;
+  t.quant_rows[kKernelQ4_K] = quant_rows<S, DecodeQ45_K<false>>;
+  t.quant_rows[kKernelQ5_K] = quant_rows<S, DecodeQ45_K<true>>;
+  t.quant_rows[kKernelQ6_K] = quant_rows<S, DecodeQ6_K>;
+  t.float_rows[kKernelF32] = float_rows<S, LoadF32>;
+  t.float_rows[kKernelF16] = float_rows<S, LoadF16>;
+  t.float_rows[kKernelBF16] = float_rows<S, LoadBF16>;
+  t.scratch_bytes = tile_scratch_bytes<S>;
+  return t;
+}
+
+}  // namespace
+}  // namespace frugal::kernels

@@ -1,0 +1,114 @@
+// frugal quantize on tiny random models: written files reload and hold exactly the in-memory
+// encoding; metadata survives; bad combinations fail cleanly and leave no file behind.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "compress/quantize_model.h"
+#include "support/test_support.h"
+
+namespace frugal {
+namespace {
+
+using testing::run_command;
+using testing::shell_quote;
+
+class Quantize : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(Quantize, WrittenFileMatchesInMemoryEncoding) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = dir + "/tiny.gguf", out = dir + "/out.gguf";
+  testing::TinyModelOptions o;
+  o.n_embd = 256;  // K-quant rows need 256 elements
+  o.n_ff = 512;
+  o.n_head = 4;
+  o.n_head_kv = 2;
+  ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
+  QuantizeOptions options;
+  options.format = GetParam();
+  options.embedding_format = "q8_0";
+  auto report = quantize_model(in, out, options, nullptr);
+  ASSERT_TRUE(report.is_ok()) << report.status().message();
+  EXPECT_GT(report->tensors_quantized, 0);
+
+  auto original = GgufFile::open(in);
+  auto written = GgufFile::open(out);
+  ASSERT_TRUE(original.is_ok() && written.is_ok());
+  const DType target = parse_format(GetParam()).value();
+  ASSERT_EQ((*written)->tensors().size(), (*original)->tensors().size());
+  for (const auto& t : (*original)->tensors()) {
+    const GgufTensorInfo* w = (*written)->find_tensor(t.name);
+    ASSERT_NE(w, nullptr) << t.name;
+    EXPECT_EQ(w->dims, t.dims);
+    if (t.dims.size() == 1) {
+      EXPECT_EQ(std::vector<uint8_t>(w->data, w->data + w->bytes), std::vector<uint8_t>(t.data, t.data + t.bytes)) << t.name;
+      continue;
+    }
+    const DType expected_type = t.name == "token_embd.weight" ? DType::Q8_0 : target;
+    ASSERT_EQ(w->type_id, static_cast<uint32_t>(expected_type)) << t.name;
+    const TypeTraits& to = type_traits(expected_type);
+    const int64_t cols = t.dims[0], rows = t.dims[1];
+    std::vector<float> row(cols);
+    std::vector<uint8_t> expected(row_bytes(to, cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      t.traits->dequantize_row(t.data + r * row_bytes(*t.traits, cols), row.data(), cols);
+      to.quantize_row(row.data(), expected.data(), cols);
+      ASSERT_EQ(0, std::memcmp(expected.data(), w->data + r * row_bytes(to, cols), expected.size())) << t.name << " row " << r;
+    }
+  }
+  for (const auto& [key, value] : (*original)->metadata()) {
+    const GgufValue* copy = (*written)->find(key);
+    ASSERT_NE(copy, nullptr) << key;
+    EXPECT_EQ(copy->to_display_string(), value.to_display_string()) << key;
+  }
+  // The quantized model runs.
+  auto model = Model::load(out);
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  TransformerOptions to;
+  to.n_ctx = 16;
+  Transformer transformer(model.value(), to);
+  const int32_t tokens[] = {5, 6, 7};
+  ASSERT_TRUE(transformer.evaluate(tokens, 3).is_ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, Quantize, ::testing::Values("q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q6_k", "q4_k", "q3_k", "q2_k"));
+
+TEST(QuantizeBadInput, FailsCleanlyWithoutOutput) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = dir + "/tiny.gguf", out = dir + "/out.gguf";
+  ASSERT_TRUE(testing::write_tiny_model(in, {}).is_ok());
+  const std::string frugal = shell_quote(testing::frugal_binary()) + " quantize -m " + shell_quote(in) + " -o " + shell_quote(out);
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {" --format q9_9", "unknown format 'q9_9'"},
+      {" --bits 3 --group 128", "no storage layout for 3-bit"},
+      {" --bits 9", "--bits must be between 2 and 8"},
+      {" --group 0", "--group must be a positive size"},
+      {" --method magic", "method 'magic' is not available"},
+  };
+  for (const auto& c : cases) {
+    const auto r = run_command(frugal + c.args);
+    EXPECT_EQ(r.exit_code, 1) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_FALSE(testing::file_exists(out)) << c.args;
+  }
+  const auto missing = run_command(shell_quote(testing::frugal_binary()) + " quantize -m " + shell_quote(dir + "/none.gguf") +
+                                   " -o " + shell_quote(out) + " --format q8_0");
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_FALSE(testing::file_exists(out));
+  const auto same = run_command(shell_quote(testing::frugal_binary()) + " quantize -m " + shell_quote(in) + " -o " + shell_quote(in) + " --format q8_0");
+  EXPECT_EQ(same.exit_code, 1);
+  // K-quants on 64-wide rows fall back to a 32-element type, as llama-quantize does.
+  const auto fallback = run_command(frugal + " --format q4_k");
+  EXPECT_EQ(fallback.exit_code, 0) << fallback.err;
+  EXPECT_NE(fallback.err.find("fell back"), std::string::npos) << fallback.err;
+  auto f = GgufFile::open(out);
+  ASSERT_TRUE(f.is_ok());
+  EXPECT_EQ((*f)->find_tensor("blk.0.attn_q.weight")->type_id, static_cast<uint32_t>(DType::Q5_0));
+}
+
+}  // namespace
+}  // namespace frugal
