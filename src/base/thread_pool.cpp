@@ -30,15 +30,17 @@ void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
     // Spin for a short while: between the matmuls of one token the next job comes within
-    // microseconds, and a futex wake-up would cost more than the work.
-    int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && spins < 20000) {
-      FRUGAL_PAUSE();
-      ++spins;
+    // microseconds, and a futex wake-up would cost more than the work. Then yield (so a busy
+    // machine can run the thread we are waiting for), then sleep.
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == seen && spins < 4096; ++spins) FRUGAL_PAUSE();
+    for (int yields = 0; generation_.load(std::memory_order_acquire) == seen && yields < 256; ++yields) {
+      std::this_thread::yield();
     }
     if (generation_.load(std::memory_order_acquire) == seen) {
       std::unique_lock<std::mutex> lock(mutex_);
+      sleeping_.fetch_add(1);
       wake_.wait(lock, [&] { return generation_.load() != seen; });
+      sleeping_.fetch_sub(1);
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_.load()) return;
@@ -54,13 +56,19 @@ void ThreadPool::run(FunctionRef<void(int, int)> fn) {
   }
   job_ = &fn;
   pending_.store(n_threads_ - 1, std::memory_order_release);
+  bool any_sleeping;
   {
+    // Workers register as sleeping under this mutex before they wait, so reading the count
+    // here cannot miss one; spinning workers need no (costly) notify.
     std::lock_guard<std::mutex> lock(mutex_);
     generation_.fetch_add(1, std::memory_order_acq_rel);
+    any_sleeping = sleeping_.load(std::memory_order_relaxed) > 0;
   }
-  wake_.notify_all();
+  if (any_sleeping) wake_.notify_all();
   fn(0, n_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) FRUGAL_PAUSE();
+  for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins < 4096) FRUGAL_PAUSE(); else std::this_thread::yield();
+  }
 }
 
 void ThreadPool::parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
