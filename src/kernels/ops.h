@@ -20,6 +20,9 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t
 // gate[i] = silu(gate[i]) * up[i]  (SwiGLU, Shazeer 2020).
 void swiglu(float* gate, const float* up, int64_t n);
 
+// gate[i] = gelu(gate[i]) * up[i] with GELU's tanh approximation (GeGLU, Shazeer 2020; Gemma).
+void geglu(float* gate, const float* up, int64_t n);
+
 // In-place softmax of n values.
 void softmax(float* x, int64_t n);
 

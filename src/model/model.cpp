@@ -79,6 +79,14 @@ Status Model::bind_weights() {
     LayerWeights& l = layers_[i];
     FRUGAL_ASSIGN_OR_RETURN(l.attn_norm, read_vector(f, p + "attn_norm.weight", c.n_embd));
     FRUGAL_ASSIGN_OR_RETURN(l.ffn_norm, read_vector(f, p + "ffn_norm.weight", c.n_embd));
+    if (c.qk_norm) {
+      FRUGAL_ASSIGN_OR_RETURN(l.q_norm, read_vector(f, p + "attn_q_norm.weight", c.head_dim));
+      FRUGAL_ASSIGN_OR_RETURN(l.k_norm, read_vector(f, p + "attn_k_norm.weight", c.head_dim));
+    }
+    if (c.post_norms) {
+      FRUGAL_ASSIGN_OR_RETURN(l.post_attn_norm, read_vector(f, p + "post_attention_norm.weight", c.n_embd));
+      FRUGAL_ASSIGN_OR_RETURN(l.post_ffn_norm, read_vector(f, p + "post_ffw_norm.weight", c.n_embd));
+    }
     FRUGAL_ASSIGN_OR_RETURN(l.wq, bind_matrix(f, p + "attn_q.weight", c.n_embd, c.q_dim()));
     FRUGAL_ASSIGN_OR_RETURN(l.wk, bind_matrix(f, p + "attn_k.weight", c.n_embd, c.kv_dim()));
     FRUGAL_ASSIGN_OR_RETURN(l.wv, bind_matrix(f, p + "attn_v.weight", c.n_embd, c.kv_dim()));

@@ -17,6 +17,8 @@ namespace frugal {
 struct LayerWeights {
   std::vector<float> attn_norm;
   std::vector<float> ffn_norm;
+  std::vector<float> q_norm, k_norm;             // per-head, when config.qk_norm
+  std::vector<float> post_attn_norm, post_ffn_norm;  // when config.post_norms
   WeightMatrix wq, wk, wv, wo;
   WeightMatrix w_gate, w_up, w_down;
 };

@@ -2,11 +2,12 @@
 #include "model/model_config.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace frugal {
 
 const std::vector<std::string>& supported_architectures() {
-  static const std::vector<std::string> names = {"llama"};
+  static const std::vector<std::string> names = {"llama", "gemma3"};
   return names;
 }
 
@@ -51,8 +52,29 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
   } else if (scaling != "none" && !scaling.empty()) {
     return Status::error("unsupported rope scaling '" + scaling + "'");
   }
-  // Llama-family GGUF files store Q/K permuted for the adjacent-pair rotation (ggml "norm" mode).
+  // Llama-family GGUF files store Q/K permuted for the adjacent-pair rotation (ggml "norm" mode);
+  // Gemma keeps the original half-split rotation (ggml "neox" mode).
   c.rope_style = RopeStyle::kNormal;
+  c.layer_is_windowed.assign(c.n_layer, false);
+  if (c.architecture == "gemma3") {
+    c.rope_style = RopeStyle::kNeox;
+    c.embedding_scale = std::sqrt(static_cast<float>(c.n_embd));
+    c.ffn_activation = Activation::kGeluTanh;
+    c.qk_norm = true;
+    c.post_norms = true;
+    // Queries are scaled by 1/sqrt(query_pre_attn_scalar), which is the head size for every
+    // Gemma 3 size but the 27B (62 layers), where it is n_embd / n_head.
+    c.attention_scale = 1.0f / std::sqrt(static_cast<float>(c.n_layer == 62 ? c.n_embd / c.n_head : c.head_dim));
+    c.sliding_window = file.get_int_or(a + "attention.sliding_window", 0);
+    if (c.sliding_window < 0) return Status::error("invalid attention.sliding_window");
+    c.rope_base_windowed = static_cast<float>(file.get_float_or(a + "rope.freq_base_swa", 10000.0));
+    // Five local (sliding-window) layers, then one global layer, repeating.
+    const int64_t pattern = file.get_int_or(a + "attention.sliding_window_pattern", 6);
+    for (int64_t i = 0; i < c.n_layer && c.sliding_window > 0; ++i) {
+      c.layer_is_windowed[i] = pattern <= 0 || i % pattern < pattern - 1;
+    }
+    c.final_logit_softcap = static_cast<float>(file.get_float_or(a + "final_logit_softcapping", 0.0));
+  }
   if (const GgufValue* tokens = file.find("tokenizer.ggml.tokens")) c.n_vocab = static_cast<int64_t>(tokens->array_size);
   c.n_vocab = file.get_int_or(a + "vocab_size", c.n_vocab);
   return c;

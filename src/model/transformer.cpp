@@ -1,5 +1,8 @@
 // Transformer::forward_batch — pre-norm decoder blocks (Touvron et al. 2023, "LLaMA"):
 //   h = x + Wo·Attn(RoPE(Wq·n1(x)), RoPE(Wk·n1(x)), Wv·n1(x));  y = h + Wd·(silu(Wg·n2(h)) ⊙ Wu·n2(h))
+// with the Gemma 3 variations switched on by the config: scaled embeddings, per-head q/k norms,
+// post-attention/post-FFN norms, GELU gating, and local sliding-window layers with their own
+// RoPE base (Gemma Team 2025, arXiv:2503.19786).
 #include "model/transformer.h"
 
 #include <algorithm>
@@ -19,8 +22,10 @@ Transformer::Transformer(std::shared_ptr<const Model> model, const TransformerOp
   const ModelConfig& c = model_->config();
   const int64_t b = options_.n_batch;
   inv_freq_.resize(c.rope_dim / 2);
+  inv_freq_windowed_.resize(c.rope_dim / 2);
   for (int64_t i = 0; i < c.rope_dim / 2; ++i) {
     inv_freq_[i] = static_cast<float>(c.rope_freq_scale * std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.rope_dim));
+    inv_freq_windowed_[i] = static_cast<float>(std::pow(static_cast<double>(c.rope_base_windowed), -2.0 * i / c.rope_dim));
   }
   residual_.resize(b * c.n_embd);
   normed_.resize(b * std::max(c.n_embd, c.q_dim()));
@@ -77,14 +82,20 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
 
   pool_.parallel_for(n, 8, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      embedding.traits->dequantize_row(embedding.row(tokens[t]), residual_.data() + t * embd, embd);
+      float* x = residual_.data() + t * embd;
+      embedding.traits->dequantize_row(embedding.row(tokens[t]), x, embd);
+      if (c.embedding_scale != 1.0f) {
+        for (int64_t i = 0; i < embd; ++i) x[i] *= c.embedding_scale;
+      }
     }
   });
 
-  const float attention_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float attention_scale = c.attention_scale > 0 ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t group = c.n_head / c.n_head_kv;
   for (int64_t layer = 0; layer < c.n_layer; ++layer) {
     const LayerWeights& w = model_->layers()[layer];
+    const bool windowed = c.layer_is_windowed[layer];
+    const float* inv_freq = windowed ? inv_freq_windowed_.data() : inv_freq_.data();
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) rms_norm(residual_.data() + t * embd, w.attn_norm.data(), c.rms_eps, embd, normed_.data() + t * embd);
     });
@@ -92,18 +103,24 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
     matmul_shared_input(qkv, normed_.data(), embd, n, ws, ws_bytes, pool_);
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        rope(q_.data() + t * qd, c.n_head, hd, c.rope_dim, pos0 + t, inv_freq_.data(), c.rope_style);
-        rope(k_.data() + t * kvd, c.n_head_kv, hd, c.rope_dim, pos0 + t, inv_freq_.data(), c.rope_style);
+        if (c.qk_norm) {
+          for (int64_t h = 0; h < c.n_head; ++h) rms_norm(q_.data() + t * qd + h * hd, w.q_norm.data(), c.rms_eps, hd, q_.data() + t * qd + h * hd);
+          for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm(k_.data() + t * kvd + h * hd, w.k_norm.data(), c.rms_eps, hd, k_.data() + t * kvd + h * hd);
+        }
+        rope(q_.data() + t * qd, c.n_head, hd, c.rope_dim, pos0 + t, inv_freq, c.rope_style);
+        rope(k_.data() + t * kvd, c.n_head_kv, hd, c.rope_dim, pos0 + t, inv_freq, c.rope_style);
         KvCache::store(k_.data() + t * kvd, kvd, cache_.key_row(layer, pos0 + t));
         KvCache::store(v_.data() + t * kvd, kvd, cache_.value_row(layer, pos0 + t));
       }
     });
-    // Causal attention: token t sees cache positions [0, pos0 + t]; one task per (token, head).
+    // Causal attention: token t sees cache positions [0, pos0 + t] (a windowed layer only the last
+    // sliding_window of them); one task per (token, head).
     pool_.parallel_for(n * c.n_head, 4, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t t = task / c.n_head, h = task % c.n_head, kv_head = h / group;
+        const int64_t first = windowed ? std::max<int64_t>(0, pos0 + t - c.sliding_window + 1) : 0;
         attend_one_head(q_.data() + t * qd + h * hd, cache_.key_row(layer, 0) + kv_head * hd,
-                        cache_.value_row(layer, 0) + kv_head * hd, kvd, 0, pos0 + t, hd, attention_scale,
+                        cache_.value_row(layer, 0) + kv_head * hd, kvd, first, pos0 + t, hd, attention_scale,
                         attn_.data() + t * qd + h * hd);
       }
     });
@@ -111,21 +128,29 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         float* x = residual_.data() + t * embd;
-        const float* o = normed_.data() + t * embd;
+        float* o = normed_.data() + t * embd;
+        if (c.post_norms) rms_norm(o, w.post_attn_norm.data(), c.rms_eps, embd, o);
         for (int64_t i = 0; i < embd; ++i) x[i] += o[i];
-        rms_norm(x, w.ffn_norm.data(), c.rms_eps, embd, normed_.data() + t * embd);
+        rms_norm(x, w.ffn_norm.data(), c.rms_eps, embd, o);
       }
     });
     const MatmulTarget gate_up[] = {{&w.w_gate, gate_.data(), ff}, {&w.w_up, up_.data(), ff}};
     matmul_shared_input(gate_up, normed_.data(), embd, n, ws, ws_bytes, pool_);
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t t = begin; t < end; ++t) swiglu(gate_.data() + t * ff, up_.data() + t * ff, ff);
+      for (int64_t t = begin; t < end; ++t) {
+        if (c.ffn_activation == Activation::kGeluTanh) {
+          geglu(gate_.data() + t * ff, up_.data() + t * ff, ff);
+        } else {
+          swiglu(gate_.data() + t * ff, up_.data() + t * ff, ff);
+        }
+      }
     });
     matmul(w.w_down, gate_.data(), ff, n, normed_.data(), embd, ws, ws_bytes, pool_);
     pool_.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         float* x = residual_.data() + t * embd;
-        const float* o = normed_.data() + t * embd;
+        float* o = normed_.data() + t * embd;
+        if (c.post_norms) rms_norm(o, w.post_ffn_norm.data(), c.rms_eps, embd, o);
         for (int64_t i = 0; i < embd; ++i) x[i] += o[i];
       }
     });
@@ -138,6 +163,10 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
     rms_norm(residual_.data() + t * embd, model_->output_norm().data(), c.rms_eps, embd, normed_.data() + (t - first) * embd);
   }
   matmul(model_->output(), normed_.data(), embd, rows, logits_.data(), c.n_vocab, ws, ws_bytes, pool_);
+  if (c.final_logit_softcap > 0) {
+    const float cap = c.final_logit_softcap;
+    for (int64_t i = 0; i < rows * c.n_vocab; ++i) logits_[i] = cap * std::tanh(logits_[i] / cap);
+  }
   position_ += n;
 }
 

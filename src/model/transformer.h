@@ -54,7 +54,7 @@ class Transformer {
   int64_t last_count_ = 0;
   bool last_all_ = false;
 
-  std::vector<float> inv_freq_;
+  std::vector<float> inv_freq_, inv_freq_windowed_;
   std::vector<float> residual_, normed_, q_, k_, v_, attn_, gate_, up_, logits_, matmul_workspace_;
 };
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "support/logits_parity.h"
 #include "support/test_support.h"
 #include "support/tokenizer_parity.h"
 
@@ -44,6 +45,36 @@ TEST(Gemma3, KQuantTensorsDecodeToFiniteValues) {
     ++decoded;
   }
   EXPECT_EQ(decoded, static_cast<int>((*file)->tensors().size()));
+}
+
+TEST(Gemma3, LogitsMatchLlamaCpp) {
+  ASSERT_TRUE(testing::file_exists(testing::peer_tool("llama-logits")));
+  auto model = Model::load(gemma_path());
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  EXPECT_EQ(model.value()->config().architecture, "gemma3");
+  const std::vector<std::string> prompts = {
+      "The capital of France is",
+      "<start_of_turn>user\nName three colours.<end_of_turn>\n<start_of_turn>model\n",
+      "In 1905, Albert Einstein published four papers that changed physics. The first explained the photoelectric effect, "
+      "the second Brownian motion",
+  };
+  for (const auto& prompt : prompts) {
+    const auto c = testing::compare_last_logits_with_llama(model.value(), prompt);
+    // Bounds from the measured noise floor: llama.cpp's flash-attention and plain paths differ
+    // on these prompts by max |dlogit| up to 0.98 and KL up to 0.006 over Gemma's 262k tokens.
+    EXPECT_LT(c.max_abs_difference, 1.5) << prompt;
+    EXPECT_LT(c.kl, 0.02) << prompt;
+    EXPECT_EQ(c.our_top, c.peer_top) << prompt;
+  }
+}
+
+TEST(Gemma3, SlidingWindowLayersFollowTheFivePlusOnePattern) {
+  auto file = GgufFile::open(gemma_path());
+  ASSERT_TRUE(file.is_ok());
+  auto config = read_model_config(**file);
+  ASSERT_TRUE(config.is_ok()) << config.status().message();
+  EXPECT_EQ(config->sliding_window, 512);
+  for (int64_t i = 0; i < config->n_layer; ++i) EXPECT_EQ(config->layer_is_windowed[i], i % 6 != 5) << i;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <regex>
 #include <sstream>
 
+#include "support/logits_parity.h"
 #include "support/test_support.h"
 #include "support/tokenizer_parity.h"
 
@@ -74,59 +75,20 @@ TEST_F(SmolLm2, LogitsMatchLlamaCpp) {
       "In 1905, Albert Einstein published four papers that changed physics. The first explained the photoelectric effect, "
       "the second Brownian motion, the third special relativity, and the fourth",
   };
-  TransformerOptions options;
-  options.n_ctx = 512;
-  options.n_threads = 2;
-  Transformer transformer(model_, options);
-  const int64_t vocab = model_->config().n_vocab;
-  double worst_overall = 0;
+  double worst = 0;
   for (const auto& prompt : prompts) {
-    const auto ids = model_->tokenizer().encode(prompt, true, true);
-    std::string list;
-    for (size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
-    const auto r = run_command(shell_quote(peer_tool("llama-logits")) + " " + shell_quote(real_model_path()) + " " + list);
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    std::vector<float> peer;
-    std::istringstream in(r.out);
-    for (float v; in >> v;) peer.push_back(v);
-    ASSERT_EQ(static_cast<int64_t>(peer.size()), vocab);
-
-    transformer.truncate(0);
-    ASSERT_TRUE(transformer.evaluate(ids.data(), static_cast<int64_t>(ids.size())).is_ok());
-    const float* ours = transformer.last_logits();
-    double worst = 0, mean_shift = 0;
-    int64_t ours_best = 0, peer_best = 0;
-    for (int64_t v = 0; v < vocab; ++v) {
-      worst = std::max(worst, static_cast<double>(std::fabs(ours[v] - peer[v])));
-      mean_shift += (ours[v] - peer[v]) / static_cast<double>(vocab);
-      if (ours[v] > ours[ours_best]) ours_best = v;
-      if (peer[v] > peer[peer_best]) peer_best = v;
-    }
-    // KL(peer || ours) of the next-token distributions, computed in double.
-    auto log_softmax = [vocab](const float* logits) {
-      double max = logits[0], sum = 0;
-      for (int64_t v = 1; v < vocab; ++v) max = std::max(max, static_cast<double>(logits[v]));
-      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(logits[v] - max);
-      std::vector<double> out(vocab);
-      for (int64_t v = 0; v < vocab; ++v) out[v] = logits[v] - max - std::log(sum);
-      return out;
-    };
-    const auto lp_peer = log_softmax(peer.data()), lp_ours = log_softmax(ours);
-    double kl = 0;
-    for (int64_t v = 0; v < vocab; ++v) kl += std::exp(lp_peer[v]) * (lp_peer[v] - lp_ours[v]);
+    const auto c = testing::compare_last_logits_with_llama(model_, prompt);
     // Tolerance: this small model is sensitive to rounding. llama.cpp's own two attention paths
     // (flash attention on, its default here, accumulating in half precision; and off) differ on
     // the last prompt by max |dlogit| 0.77 and KL 0.006, and rounding activations to 8 bits moves
     // logits by up to 0.63. Stated bounds: max |logit difference| < 1.0, KL < 0.02 nats, and the
     // same top token.
-    EXPECT_LT(worst, 1.0) << prompt;
-    EXPECT_LT(kl, 0.02) << prompt;
-    EXPECT_EQ(ours_best, peer_best) << prompt;
-    std::printf("%-40.40s max |dlogit| %.4f (mean shift %+.4f), KL %.6f\n", prompt.c_str(), worst, mean_shift, kl);
-    worst_overall = std::max(worst_overall, worst);
+    EXPECT_LT(c.max_abs_difference, 1.0) << prompt;
+    EXPECT_LT(c.kl, 0.02) << prompt;
+    EXPECT_EQ(c.our_top, c.peer_top) << prompt;
+    worst = std::max(worst, c.max_abs_difference);
   }
-  RecordProperty("max_abs_logit_difference", std::to_string(worst_overall));
-  std::printf("largest |logit difference| vs llama.cpp over %zu prompts: %.4f\n", prompts.size(), worst_overall);
+  std::printf("largest |logit difference| vs llama.cpp over %zu prompts: %.4f\n", prompts.size(), worst);
 }
 
 double final_estimate(const std::string& output) {

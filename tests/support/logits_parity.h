@@ -1,0 +1,22 @@
+// Last-position logits of frugal against llama.cpp's (tests/peer/llama_logits.cpp) on one prompt.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "frugal/frugal.h"
+
+namespace frugal::testing {
+
+struct LogitComparison {
+  double max_abs_difference = 0;  // after removing the mean shift (the softmax ignores a shift)
+  double mean_shift = 0;          // mean of (ours - peer)
+  double kl = 0;          // KL(peer || ours) of the next-token distributions, nats
+  int64_t our_top = -1, peer_top = -1;
+};
+
+// Tokenizes `prompt` with frugal (special tokens parsed), runs both engines, compares; failures to
+// run the peer are reported through GoogleTest and give a default-constructed result.
+LogitComparison compare_last_logits_with_llama(const std::shared_ptr<const Model>& model, const std::string& prompt);
+
+}  // namespace frugal::testing
