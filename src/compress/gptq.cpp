@@ -90,6 +90,43 @@ double dot_double(const double* a, const double* b, int64_t n) {
   return sum;
 }
 
+// out[4r + q] = a_r . b_q over n elements (r < 2, q < 4): a 2 x 4 register tile, so each loaded
+// vector feeds several products and the factorization runs from cache rather than memory.
+void dot2x4(const double* a0, const double* a1, const double* b0, const double* b1, const double* b2,
+            const double* b3, int64_t n, double out[8]) {
+  int64_t t = 0;
+  for (int k = 0; k < 8; ++k) out[k] = 0.0;
+#if defined(__AVX2__) && defined(__FMA__)
+  __m256d s[8];
+  for (auto& v : s) v = _mm256_setzero_pd();
+  for (; t + 4 <= n; t += 4) {
+    const __m256d x0 = _mm256_loadu_pd(a0 + t), x1 = _mm256_loadu_pd(a1 + t);
+    const __m256d y0 = _mm256_loadu_pd(b0 + t), y1 = _mm256_loadu_pd(b1 + t);
+    const __m256d y2 = _mm256_loadu_pd(b2 + t), y3 = _mm256_loadu_pd(b3 + t);
+    s[0] = _mm256_fmadd_pd(x0, y0, s[0]);
+    s[1] = _mm256_fmadd_pd(x0, y1, s[1]);
+    s[2] = _mm256_fmadd_pd(x0, y2, s[2]);
+    s[3] = _mm256_fmadd_pd(x0, y3, s[3]);
+    s[4] = _mm256_fmadd_pd(x1, y0, s[4]);
+    s[5] = _mm256_fmadd_pd(x1, y1, s[5]);
+    s[6] = _mm256_fmadd_pd(x1, y2, s[6]);
+    s[7] = _mm256_fmadd_pd(x1, y3, s[7]);
+  }
+  for (int k = 0; k < 8; ++k) {
+    alignas(32) double lanes[4];
+    _mm256_store_pd(lanes, s[k]);
+    out[k] = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
+  }
+#endif
+  const double* b[4] = {b0, b1, b2, b3};
+  for (; t < n; ++t) {
+    for (int q = 0; q < 4; ++q) {
+      out[q] += a0[t] * b[q][t];
+      out[4 + q] += a1[t] * b[q][t];
+    }
+  }
+}
+
 // y[0..n) -= a * x[0..n)
 inline void axpy_sub(float* y, float a, const float* x, int64_t n) {
   for (int64_t j = 0; j < n; ++j) y[j] -= a * x[j];
@@ -183,19 +220,45 @@ std::vector<double> HessianAccumulator::hessian() const {
 
 bool factor_upper_cholesky(double* a, int64_t n) {
   // Cholesky started from the last row ("UL"): A = V V^T with V upper triangular. Column j of V
-  // needs the rows' tails k > j only, which are finished, so each entry is one contiguous dot:
+  // needs only the rows' tails k > j, which are finished, so each entry is one contiguous dot:
   //   V_jj = sqrt(A_jj - |V_j,(j+1:)|^2),  V_ij = (A_ij - V_i,(j+1:) . V_j,(j+1:)) / V_jj  (i < j).
   // Then (V^-1)^T V^-1 = A^-1 with V^-1 upper: V^-1 is the upper Cholesky factor of A^-1 that
   // GPTQ reads its updates from, obtained without forming A^-1.
-  for (int64_t j = n - 1; j >= 0; --j) {
-    const double* vj = a + j * n + j + 1;
-    const double pivot = a[j * n + j] - dot_double(vj, vj, n - j - 1);
-    if (!(pivot > 0.0)) return false;
-    const double vjj = std::sqrt(pivot);
-    a[j * n + j] = vjj;
-    const double inv = 1.0 / vjj;
-    for (int64_t i = 0; i < j; ++i) {
-      a[i * n + j] = (a[i * n + j] - dot_double(a + i * n + j + 1, vj, n - j - 1)) * inv;
+  // Blocked by kBlock columns (right to left): first the whole finished tail k >= j1 is
+  // subtracted from the block's columns with 2 x 4 tiles, then the block is factored with its
+  // in-block tails only; the dots then stream each row once per block instead of once per column.
+  constexpr int64_t kBlock = 64;
+  for (int64_t j1 = n, j0; j1 > 0; j1 = j0) {
+    j0 = std::max<int64_t>(0, j1 - kBlock);
+    const int64_t tail = n - j1;
+    if (tail > 0) {
+      // Rows i >= j of the block's columns land in the lower triangle, which is never read and
+      // is cleared at the end.
+      for (int64_t i = 0; i < j1; i += 2) {
+        const double* r0 = a + i * n + j1;
+        const double* r1 = a + std::min(i + 1, j1 - 1) * n + j1;
+        for (int64_t j = j0; j < j1; j += 4) {
+          const double* c[4];
+          for (int q = 0; q < 4; ++q) c[q] = a + std::min(j + q, j1 - 1) * n + j1;
+          double d[8];
+          dot2x4(r0, r1, c[0], c[1], c[2], c[3], tail, d);
+          for (int r = 0; r < 2 && i + r < j1; ++r) {
+            for (int q = 0; q < 4 && j + q < j1; ++q) a[(i + r) * n + j + q] -= d[4 * r + q];
+          }
+        }
+      }
+    }
+    for (int64_t j = j1 - 1; j >= j0; --j) {
+      const double* vj = a + j * n + j + 1;
+      const int64_t len = j1 - j - 1;
+      const double pivot = a[j * n + j] - dot_double(vj, vj, len);
+      if (!(pivot > 0.0)) return false;
+      const double vjj = std::sqrt(pivot);
+      a[j * n + j] = vjj;
+      const double inv = 1.0 / vjj;
+      for (int64_t i = 0; i < j; ++i) {
+        a[i * n + j] = (a[i * n + j] - dot_double(a + i * n + j + 1, vj, len)) * inv;
+      }
     }
   }
   for (int64_t i = 1; i < n; ++i) std::fill(a + i * n, a + i * n + i, 0.0);
@@ -203,21 +266,58 @@ bool factor_upper_cholesky(double* a, int64_t n) {
 }
 
 void invert_upper_triangular(double* v, int64_t n) {
-  // Row i of U = V^-1 solves V_ii U_i = e_i - sum_{k>i} V_ik U_k; rows below i are already U and
-  // row i of V is read into a temporary before it is overwritten.
-  std::vector<double> vrow(static_cast<size_t>(n)), urow(static_cast<size_t>(n));
-  for (int64_t i = n - 1; i >= 0; --i) {
-    std::copy(v + i * n + i, v + (i + 1) * n, vrow.begin() + i);
-    std::fill(urow.begin() + i, urow.end(), 0.0);
-    urow[static_cast<size_t>(i)] = 1.0;
-    for (int64_t k = i + 1; k < n; ++k) {
-      const double vik = vrow[static_cast<size_t>(k)];
-      if (vik == 0.0) continue;
-      const double* uk = v + k * n;
-      for (int64_t j = k; j < n; ++j) urow[static_cast<size_t>(j)] -= vik * uk[j];
+  // Column j of U = V^-1 by back substitution, U_jj = 1 / V_jj and for i < j
+  //   U_ij = -(V_i,(i+1:j+1) . U_(i+1:j+1),j) / V_ii,
+  // kept transposed in the free lower triangle (row j holds column j of U, contiguous), so both
+  // operands of every dot are contiguous. kGroup columns advance together so each row of V is
+  // read from memory once per group, and rows go in pairs (i, i-1) through 2 x 4 tiles: row i-1
+  // shares row i's range and adds its one extra term V_(i-1),i U_ij once U_ij is known. The
+  // diagonal of V is kept aside because U_jj takes its place.
+  constexpr int64_t kGroup = 16;
+  std::vector<double> diag(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) diag[static_cast<size_t>(i)] = v[i * n + i];
+  auto ut = [&](int64_t j, int64_t i) -> double& { return v[j * n + i]; };  // U_ij, i <= j
+  for (int64_t j0 = 0; j0 < n; j0 += kGroup) {
+    const int64_t count = std::min(kGroup, n - j0);
+    // Rows inside the group: each column on its own (short dots).
+    for (int64_t q = 0; q < count; ++q) {
+      const int64_t j = j0 + q;
+      ut(j, j) = 1.0 / diag[static_cast<size_t>(j)];
+      for (int64_t i = j - 1; i >= j0; --i) {
+        ut(j, i) = -dot_double(v + i * n + i + 1, &ut(j, i + 1), j - i) / diag[static_cast<size_t>(i)];
+      }
     }
-    const double inv = 1.0 / vrow[static_cast<size_t>(i)];
-    for (int64_t j = i; j < n; ++j) v[i * n + j] = urow[static_cast<size_t>(j)] * inv;
+    // Rows above the group, two at a time; the shared range is (i, j0].
+    for (int64_t i = j0 - 1; i >= 0; i -= 2) {
+      const bool pair = i >= 1;
+      const double* v0 = v + i * n + i + 1;
+      const double* v1 = pair ? v + (i - 1) * n + i + 1 : v0;
+      const int64_t common = j0 - i;
+      for (int64_t q0 = 0; q0 < count; q0 += 4) {
+        const double* c[4];
+        for (int64_t q = 0; q < 4; ++q) c[q] = &ut(j0 + std::min(q0 + q, count - 1), i + 1);
+        double d[8];
+        dot2x4(v0, v1, c[0], c[1], c[2], c[3], common, d);
+        for (int64_t q = 0; q < 4 && q0 + q < count; ++q) {
+          const int64_t j = j0 + q0 + q;
+          double s0 = d[q], s1 = d[4 + q];
+          for (int64_t k = j0 + 1; k <= j; ++k) {
+            s0 += v[i * n + k] * ut(j, k);
+            if (pair) s1 += v[(i - 1) * n + k] * ut(j, k);
+          }
+          const double uij = -s0 / diag[static_cast<size_t>(i)];
+          ut(j, i) = uij;
+          if (pair) ut(j, i - 1) = -(s1 + v[(i - 1) * n + i] * uij) / diag[static_cast<size_t>(i - 1)];
+        }
+      }
+    }
+  }
+  // Move U from the lower triangle (transposed) to the upper one.
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = i + 1; j < n; ++j) {
+      v[i * n + j] = v[j * n + i];
+      v[j * n + i] = 0.0;
+    }
   }
 }
 

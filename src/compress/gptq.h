@@ -98,7 +98,8 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
 // A = V V^T with V upper triangular, in place (upper triangle = V, lower triangle zeroed).
 // Returns false when a pivot is not positive.
 bool factor_upper_cholesky(double* a, int64_t n);
-// Replaces an upper triangular matrix (row-major, nonzero diagonal) by its inverse, in place.
+// Replaces an upper triangular matrix (row-major, nonzero diagonal, zero lower triangle) by its
+// inverse, in place.
 void invert_upper_triangular(double* v, int64_t n);
 
 }  // namespace frugal::compress

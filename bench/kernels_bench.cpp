@@ -1,0 +1,113 @@
+// Microbenchmarks of the matmul kernels at SmolLM2-135M's shapes (576x576, 576->1536, 1536->576,
+// 576->49152): decode (1 token, weights streamed from memory as in a real forward pass) and
+// prefill (512 tokens), per weight type and thread count, reporting weight GB/s and GFLOP/s.
+// The ISA is the active one (FRUGAL_ISA=scalar|avx2|avx512|avx512vnni forces a lower one).
+#include <benchmark/benchmark.h>
+
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu_features.h"
+#include "kernels/matmul.h"
+
+namespace frugal {
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t cols;  // input width
+  int64_t rows;  // output width
+};
+
+constexpr Shape kShapes[] = {
+    {"576x576", 576, 576},
+    {"576to1536", 576, 1536},
+    {"1536to576", 1536, 576},
+    {"576to49152", 576, 49152},
+};
+
+constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
+                            DType::Q6_K, DType::F16,  DType::BF16, DType::F32};
+
+// Decode reads each weight once per token from memory: cycling through enough copies that they
+// do not fit in the last-level cache gives the same streaming behaviour.
+constexpr size_t kStreamBytes = size_t{96} << 20;
+
+struct Fixture {
+  std::vector<std::vector<uint8_t>> copies;
+  std::vector<WeightMatrix> weights;
+  std::vector<float> x, y;
+  std::vector<uint8_t> workspace;
+  std::unique_ptr<ThreadPool> pool;
+};
+
+Fixture make_fixture(DType type, const Shape& shape, int64_t n_tokens, int threads, bool stream) {
+  const TypeTraits& t = type_traits(type);
+  Fixture f;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  const size_t rb = row_bytes(t, shape.cols);
+  std::vector<uint8_t> stored(rb * shape.rows);
+  std::vector<float> row(shape.cols);
+  for (int64_t r = 0; r < shape.rows; ++r) {
+    for (auto& v : row) v = normal(rng);
+    t.quantize_row(row.data(), stored.data() + r * rb, shape.cols);
+  }
+  const size_t n_copies = stream ? std::max<size_t>(1, kStreamBytes / stored.size() + 1) : 1;
+  for (size_t i = 0; i < n_copies; ++i) f.copies.push_back(stored);
+  for (auto& c : f.copies) f.weights.push_back(WeightMatrix{&t, c.data(), shape.rows, shape.cols, rb});
+  f.x.resize(n_tokens * shape.cols);
+  for (auto& v : f.x) v = normal(rng);
+  f.y.resize(n_tokens * shape.rows);
+  f.workspace.resize(matmul_workspace_bytes(shape.cols, n_tokens, threads));
+  f.pool = std::make_unique<ThreadPool>(threads);
+  return f;
+}
+
+void run_matmul(benchmark::State& state, DType type, Shape shape, int64_t n_tokens) {
+  const int threads = static_cast<int>(state.range(0));
+  const bool stream = n_tokens == 1;
+  Fixture f = make_fixture(type, shape, n_tokens, threads, stream);
+  size_t i = 0;
+  for (auto _ : state) {
+    const WeightMatrix& w = f.weights[i++ % f.weights.size()];
+    matmul(w, f.x.data(), shape.cols, n_tokens, f.y.data(), shape.rows, f.workspace.data(), f.workspace.size(),
+           *f.pool);
+    benchmark::DoNotOptimize(f.y.data());
+  }
+  const double bytes = static_cast<double>(f.weights[0].row_bytes * shape.rows);
+  const double flops = 2.0 * static_cast<double>(shape.rows * shape.cols) * static_cast<double>(n_tokens);
+  state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(active_isa_name());
+}
+
+void register_all() {
+  for (DType type : kTypes) {
+    const TypeTraits& t = type_traits(type);
+    for (const Shape& shape : kShapes) {
+      if (shape.cols % t.block_size != 0) continue;  // K-quants need columns in multiples of 256
+      for (const auto& [mode, tokens] : {std::pair{"decode", int64_t{1}}, std::pair{"prefill512", int64_t{512}}}) {
+        const std::string name = std::string("matmul/") + t.name + "/" + shape.name + "/" + mode;
+        auto* b = benchmark::RegisterBenchmark(name.c_str(), run_matmul, type, shape, tokens);
+        b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
+        if (tokens > 1 && shape.rows > 4096) b->MinTime(1.0);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace frugal
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  benchmark::AddCustomContext("frugal_isa", frugal::active_isa_name());
+  frugal::register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
