@@ -70,9 +70,11 @@ bool is_two_level(const FormatSpec& s) {
 // even, clamped (clamping before rounding equals rounding before clamping for integer bounds and
 // keeps huge quotients out of the int conversion). std::rint rounds like lrintf in the default
 // rounding mode but compiles to one instruction (it never sets errno); the clamp is written out
-// for the same reason.
+// for the same reason; it also maps NaN to the low end, so a non-finite weight still gets a
+// valid code.
 inline float clamp_round(float t, float lo, float hi) {
-  t = t < lo ? lo : (t > hi ? hi : t);
+  t = t >= lo ? t : lo;
+  t = t <= hi ? t : hi;
   return std::rint(t);
 }
 
@@ -93,6 +95,10 @@ double grid_error(const AffineGrid& g, const float* x, const float* w, int64_t n
   }
   return e;
 }
+
+// Room for one encoded block of any supported type (Q6_K's 210 bytes is the largest).
+constexpr size_t kMaxBlockBytes = 256;
+static_assert(sizeof(quant::BlockQ6_K) <= kMaxBlockBytes && sizeof(quant::BlockQ5_K) <= kMaxBlockBytes);
 
 // A stack buffer of ones for blocks quantized without importance.
 const float* block_ones() {
@@ -453,7 +459,7 @@ BlockGrid fit_block_grid(DType type, const float* x, const float* importance, Gr
   const float* w = importance != nullptr ? importance : block_ones();
   // The min/max grid is read back from the traits' own round-to-nearest encoder, so kMinMax is
   // exactly frugal's RTN and the search can only improve on it.
-  alignas(16) uint8_t rtn[sizeof(quant::BlockQ6_K) + sizeof(quant::BlockQ8_K)];
+  alignas(16) uint8_t rtn[kMaxBlockBytes];
   type_traits(type).quantize_row(x, rtn, s.block);
   const BlockGrid minmax = read_block_grid(type, rtn);
   if (fit == GridFit::kMinMax) return minmax;
@@ -762,7 +768,7 @@ void quantize_row_weighted(DType type, const float* x, const float* importance, 
   const TypeTraits& t = type_traits(type);
   FRUGAL_CHECK(n % s.block == 0);
   uint8_t* dst = static_cast<uint8_t*>(out);
-  alignas(16) uint8_t rtn[sizeof(quant::BlockQ6_K) + sizeof(quant::BlockQ8_K)];
+  alignas(16) uint8_t rtn[kMaxBlockBytes];
   int8_t q[kQK_K];
   float mine[kQK_K], theirs[kQK_K];
   for (int64_t b = 0; b < n / s.block; ++b) {

@@ -57,8 +57,9 @@ struct GptqResult {
   QuantizedMatrix quantized;  // encoded rows (formats) or codes + grids (generic), and values
   int64_t dead_columns = 0;   // columns whose diag(H) was 0: their weights were set to 0
   double damp = 0.0;          // dampening actually added to the diagonal
-  // GPTQ's own objective, sum over rows of (w - q)^T H (w - q) / 2 restricted to each column's
-  // error as it was quantized (the "Losses" of the reference implementation), summed.
+  // GPTQ's own estimate of the added loss (the reference implementation's "Losses"): the sum
+  // over all entries of (w - q)^2 / (2 U_ii^2), w the error-updated weight when it was quantized
+  // and U the Cholesky factor of H^-1, in units of H (e.g. 2 X^T X / N).
   double proxy_loss = 0.0;
 };
 

@@ -118,3 +118,44 @@ TEST_F(SmolLm2, PerplexityWithinOnePercentOfLlamaPerplexity) {
 
 }  // namespace
 }  // namespace frugal
+
+namespace frugal {
+namespace {
+
+TEST_F(SmolLm2, HellaswagAccuracyEqualsLlamaPerplexity) {
+  require_peer("llama-perplexity");
+  // The first 50 tasks, so both tools score the same set (llama.cpp shuffles the order only).
+  auto raw = read_text_file(testing::data_path("hellaswag-val.txt.bz2"));
+  ASSERT_TRUE(raw.is_ok()) << raw.status().message();
+  std::string subset;
+  size_t pos = 0;
+  for (int line = 0; line < 50 * 6; ++line) {
+    const size_t end = raw->find('\n', pos);
+    subset += raw->substr(pos, end - pos + 1);
+    pos = end + 1;
+  }
+  const std::string path = testing::temp_dir() + "/hellaswag50.txt";
+  std::ofstream(path, std::ios::binary) << subset;
+  auto tasks = parse_hellaswag(subset);
+  ASSERT_TRUE(tasks.is_ok());
+  TransformerOptions options;
+  options.n_ctx = 512;
+  options.all_logits = true;
+  Transformer transformer(model_, options);
+  auto ours = hellaswag_accuracy(transformer, *tasks, -1, nullptr);
+  ASSERT_TRUE(ours.is_ok()) << ours.status().message();
+
+  const auto peer = run_command(shell_quote(peer_tool("llama-perplexity")) + " -m " + shell_quote(real_model_path()) + " -f " +
+                                shell_quote(path) + " --hellaswag --hellaswag-tasks 50 -t 2");
+  ASSERT_EQ(peer.exit_code, 0) << peer.err;
+  std::smatch m;
+  const std::string all = peer.out + peer.err;
+  ASSERT_TRUE(std::regex_search(all, m, std::regex("\\n50\\s+([0-9.]+)%"))) << all.substr(all.size() > 2000 ? all.size() - 2000 : 0);
+  const double peer_accuracy = std::stod(m[1]);
+  std::printf("HellaSwag, first 50 tasks: frugal %.2f%%, llama.cpp %.2f%%\n", ours->accuracy_pct(), peer_accuracy);
+  // Both pick the ending with the best mean log-likelihood; rounding may flip at most one close call.
+  EXPECT_LE(std::fabs(ours->accuracy_pct() - peer_accuracy), 2.0 + 1e-9);
+}
+
+}  // namespace
+}  // namespace frugal
