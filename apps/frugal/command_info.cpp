@@ -42,6 +42,13 @@ int command_info(const std::vector<std::string>& argv) {
   std::printf("rope:            base %g, %lld dims, frequency scale %g\n", c.rope_base,
               static_cast<long long>(c.rope_dim), c.rope_freq_scale);
   std::printf("rms eps:         %g\n", c.rms_eps);
+  if (c.sliding_window > 0) {
+    int64_t windowed = 0;
+    for (bool w : c.layer_is_windowed) windowed += w;
+    std::printf("attention:       sliding window of %lld on %lld of %lld layers (their RoPE base %g)\n",
+                static_cast<long long>(c.sliding_window), static_cast<long long>(windowed),
+                static_cast<long long>(c.n_layer), c.rope_base_windowed);
+  }
   std::printf("context (train): %lld\n", static_cast<long long>(c.n_ctx_train));
   std::printf("output head:     %s\n", m.tied_output() ? "tied to token embedding" : "separate");
   const VocabData& v = m.tokenizer().vocab();

@@ -326,24 +326,62 @@ TileBuffers tile_buffers(uint8_t* scratch, int64_t cols) {
   return t;
 }
 
+// Optional fast path of a type on an ISA: the 8 step vectors and the dw/mw vectors of block b of
+// a full tile, loaded and transposed in registers straight from the weight rows (no temporary
+// buffer). Specialised in matmul_simd_avx512.h; `kAvailable` false means "use the decoder".
+template <class S, class D>
+struct FastTile {
+  static constexpr bool kAvailable = false;
+};
+
+// Prefetches the next slice of the rows after the tile: the tile reads block b of every row in
+// turn, 16 streams a row apart, which the hardware prefetchers follow poorly; decode is bound by
+// memory latency. The next tile's rows (contiguous after this one) arrive one tile ahead.
+class NextTilePrefetch {
+ public:
+  NextTilePrefetch(const WeightMatrix& w, int64_t r0, int lanes, int64_t n_blocks)
+      : next_(w.row(r0) + lanes * w.row_bytes),
+        end_(w.data + w.rows * w.row_bytes),
+        slice_((static_cast<int64_t>(lanes * w.row_bytes) / n_blocks + 63) / 64 * 64) {}
+  void step() {
+    for (int64_t offset = 0; offset < slice_ && next_ < end_; offset += 64, next_ += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(next_), _MM_HINT_T0);
+    }
+  }
+
+ private:
+  const uint8_t* next_;
+  const uint8_t* end_;
+  int64_t slice_;
+};
+
 template <class S, class D>
 void build_tile(const WeightMatrix& w, int64_t r0, int nr, const TileBuffers& tb) {
   constexpr int L = S::kLanes, E = D::kBlockElems, G = E / 32, kSubs = E / D::kSub;
   const int64_t n_blocks = w.cols / E;
+  if constexpr (FastTile<S, D>::kAvailable) {
+    if (nr == L) {
+      const FastTile<S, D> loader(w, r0);
+      NextTilePrefetch prefetch(w, r0, L, n_blocks);
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        prefetch.step();
+        typename S::VI steps[8];
+        typename S::VF dw, mw;
+        loader.load(b, steps, dw, mw);
+        for (int j = 0; j < 8; ++j) S::store(tb.codes + (b * 8 + j) * L * 4, steps[j]);
+        S::storef(tb.dw + b * L, dw, L);
+        S::storef(tb.mw + b * L, mw, L);
+      }
+      return;
+    }
+  }
   const size_t block_bytes = w.traits->block_bytes;
   for (int lane = nr; lane < L; ++lane) std::memset(tb.temp + lane * E, 0, E);
   const uint8_t* rows[L];
   for (int lane = 0; lane < nr; ++lane) rows[lane] = w.row(r0 + lane);
-  // The tile reads block b of every row in turn, 16 streams a row apart, which the hardware
-  // prefetchers follow poorly; decode is bound by memory latency. The next tile's rows (they
-  // follow contiguously) are prefetched a slice per block, one tile ahead.
-  const uint8_t* next = w.row(r0) + L * w.row_bytes;
-  const uint8_t* next_end = w.data + w.rows * w.row_bytes;
-  const int64_t slice = (static_cast<int64_t>(L * w.row_bytes) / n_blocks + 63) / 64 * 64;
+  NextTilePrefetch prefetch(w, r0, L, n_blocks);
   for (int64_t b = 0; b < n_blocks; ++b) {
-    for (int64_t offset = 0; offset < slice && next < next_end; offset += 64, next += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(next), _MM_HINT_T0);
-    }
+    prefetch.step();
     float* dw = tb.dw + b * kSubs * L;
     float* mw = tb.mw + b * kSubs * L;
     for (int lane = 0; lane < nr; ++lane) D::decode(rows[lane] + b * block_bytes, tb.temp + lane * E, dw + lane, mw + lane, L);
@@ -433,6 +471,64 @@ void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* 
   for (int t = 0; t < T; ++t) S::storef(y + t * y_stride, acc[t], nr);
 }
 
+// Integer dot of one sub-block (kSub / 4 steps in registers) with one token's codes.
+template <class S, class D>
+typename S::VI dot_steps_one_token(const typename S::VI* w, const int8_t* xc) {
+  using VI = typename S::VI;
+  constexpr int kSteps = D::kSub / 4;
+  constexpr int kDepth = maddubs_depth(D::kMaxCode, kSteps);
+  if constexpr (S::kVnni) {
+    // Two chains, so consecutive vpdpbusd do not wait on each other's result.
+    VI even = S::zero(), odd = S::zero();
+#pragma GCC unroll 8
+    for (int j = 0; j < kSteps; j += 2) {
+      even = S::dpbusd(even, w[j], xc + j * 32);
+      odd = S::dpbusd(odd, w[j + 1], xc + (j + 1) * 32);
+    }
+    return S::add32(even, odd);
+  } else if constexpr (D::kSigned) {
+    VI sum = S::zero();
+#pragma GCC unroll 8
+    for (int j = 0; j < kSteps; ++j) {
+      const VI xv = S::sign8(S::bcast32(xc + j * 32), w[j]);
+      sum = S::add32(sum, S::madd_ones(S::maddubs(S::abs8(w[j]), xv)));
+    }
+    return sum;
+  } else {
+    VI sum = S::zero(), i16 = S::zero();
+#pragma GCC unroll 8
+    for (int j = 0; j < kSteps; ++j) {
+      const VI p = S::maddubs(w[j], S::bcast32(xc + j * 32));
+      i16 = (j % kDepth == 0) ? p : S::add16(i16, p);
+      if (j % kDepth == kDepth - 1) sum = (j == kDepth - 1) ? S::madd_ones(i16) : S::add32(sum, S::madd_ones(i16));
+    }
+    return sum;
+  }
+}
+
+// Decode (one token) on a full tile of a type with a FastTile loader: blocks go from the weight
+// rows into registers and straight into the dot products; nothing is stored but the outputs.
+template <class S, class D>
+void decode_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const float* xd, const float* xs, float* y) {
+  using VI = typename S::VI;
+  using VF = typename S::VF;
+  constexpr int L = S::kLanes;
+  const int64_t n_blocks = w.cols / 32;
+  const FastTile<S, D> loader(w, r0);
+  NextTilePrefetch prefetch(w, r0, L, n_blocks);
+  VF acc = S::zerof();
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    prefetch.step();
+    VI steps[8];
+    VF dw, mw;
+    loader.load(b, steps, dw, mw);
+    const VI isum = dot_steps_one_token<S, D>(steps, xc + b * 8 * kTokenGroup * 4);
+    acc = S::fmadd(S::cvt(isum), S::mul_bcast(dw, xd + b * kTokenGroup), acc);
+    acc = S::fmadd_bcast(mw, xs + b * kTokenGroup, acc);
+  }
+  S::storef(y, acc, L);
+}
+
 template <class S, class D>
 void tokens_dispatch(int count, const TileBuffers& tb, int64_t n_groups32, const int8_t* xc, const float* xd,
                      const float* xs, float* y, int64_t y_stride, int nr) {
@@ -465,6 +561,12 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
   const int64_t n_groups = (a.n_tokens + kTokenGroup - 1) / kTokenGroup;
   for (int64_t rt = r0; rt < r1; rt += L) {
     const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
+    if constexpr (FastTile<S, D>::kAvailable) {
+      if (a.n_tokens == 1 && nr == L) {
+        decode_tile<S, D>(w, rt, a.codes(0), a.array(0, kD), a.array(0, D::kS), y + rt);
+        continue;
+      }
+    }
     build_tile<S, D>(w, rt, nr, tb);
     for (int64_t g = 0; g < n_groups; ++g) {
       const int in_group = static_cast<int>(std::min<int64_t>(kTokenGroup, a.n_tokens - g * kTokenGroup));

@@ -56,9 +56,15 @@ struct SimdAvx512 {
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
   }
   static float hsum(VF v) { return _mm512_reduce_add_ps(v); }
+  static void store(uint8_t* p, VI v) { _mm512_store_si512(p, v); }
   // 16 rows of 32 codes -> 8 steps of [16 rows][4 bytes]. Rows i and i+8 share a register, so an
   // 8x8 transpose of 32-bit words inside each 256-bit half does both row sets at once.
   static void transpose_codes(const uint8_t* rows, int64_t stride, uint8_t* out) {
+    VI steps[8];
+    rows_to_steps(rows, stride, steps);
+    for (int j = 0; j < 8; ++j) store(out + j * 64, steps[j]);
+  }
+  static void rows_to_steps(const uint8_t* rows, int64_t stride, VI o[8]) {
     __m512i r[8];
     for (int i = 0; i < 8; ++i) {
       const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + i * stride));
@@ -76,16 +82,114 @@ struct SimdAvx512 {
     // u0 = [w0 rows 0-3 | w4 rows 0-3 | w0 rows 8-11 | w4 rows 8-11], u4 the same for rows 4-7/12-15.
     const __m512i first = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
     const __m512i second = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-    __m512i* o = reinterpret_cast<__m512i*>(out);
-    _mm512_store_si512(o + 0, _mm512_permutex2var_epi64(u0, first, u4));
-    _mm512_store_si512(o + 1, _mm512_permutex2var_epi64(u1, first, u5));
-    _mm512_store_si512(o + 2, _mm512_permutex2var_epi64(u2, first, u6));
-    _mm512_store_si512(o + 3, _mm512_permutex2var_epi64(u3, first, u7));
-    _mm512_store_si512(o + 4, _mm512_permutex2var_epi64(u0, second, u4));
-    _mm512_store_si512(o + 5, _mm512_permutex2var_epi64(u1, second, u5));
-    _mm512_store_si512(o + 6, _mm512_permutex2var_epi64(u2, second, u6));
-    _mm512_store_si512(o + 7, _mm512_permutex2var_epi64(u3, second, u7));
+    o[0] = _mm512_permutex2var_epi64(u0, first, u4);
+    o[1] = _mm512_permutex2var_epi64(u1, first, u5);
+    o[2] = _mm512_permutex2var_epi64(u2, first, u6);
+    o[3] = _mm512_permutex2var_epi64(u3, first, u7);
+    o[4] = _mm512_permutex2var_epi64(u0, second, u4);
+    o[5] = _mm512_permutex2var_epi64(u1, second, u5);
+    o[6] = _mm512_permutex2var_epi64(u2, second, u6);
+    o[7] = _mm512_permutex2var_epi64(u3, second, u7);
   }
+};
+
+// Row offsets of a 16-row tile as gather indices (row_bytes * 15 fits easily in 32 bits).
+inline __m512i row_offsets(size_t row_bytes) {
+  return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                            _mm512_set1_epi32(static_cast<int32_t>(row_bytes)));
+}
+
+// The fp16 in the low (kHigh false) or high half of each gathered 32-bit word, as floats.
+template <bool kHigh>
+inline __m512 halves_to_float(__m512i words) {
+  if constexpr (kHigh) words = _mm512_srli_epi32(words, 16);
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
+}
+
+// Q4_0 / Q4_1 blocks of a full 16-row tile: each row's 16 nibble bytes (4 words) go into 4
+// registers of 4 rows, vpermt2d + vshufi64x2 transpose them to word j of every row, and the low
+// nibbles give steps 0-3 (element i < 16 is the low nibble of qs[i]), the high ones steps 4-7.
+// The block header (d, or d and m, the first 32-bit word) comes with one gather.
+template <bool kVnni, int kQsOffset, bool kHasMin>
+class NibbleTile {
+ public:
+  static constexpr bool kAvailable = true;
+  NibbleTile(const WeightMatrix& w, int64_t r0)
+      : base_(w.row(r0)), row_bytes_(w.row_bytes), block_bytes_(w.traits->block_bytes), offsets_(row_offsets(w.row_bytes)) {}
+  void load(int64_t b, __m512i steps[8], __m512& dw, __m512& mw) const {
+    const uint8_t* p = base_ + b * block_bytes_;
+    __m512i a[4];
+    for (int k = 0; k < 4; ++k) {
+      const uint8_t* q = p + 4 * k * row_bytes_ + kQsOffset;
+      __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + row_bytes_)), 1);
+      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 2 * row_bytes_)), 2);
+      a[k] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 3 * row_bytes_)), 3);
+    }
+    // a[k] word 4l + j is word j of row 4k + l. Words 0 and 1 (2 and 3) of rows 0-7 (8-15):
+    const __m512i pick01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+    const __m512i pick23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+    const __m512i lo01 = _mm512_permutex2var_epi32(a[0], pick01, a[1]), hi01 = _mm512_permutex2var_epi32(a[2], pick01, a[3]);
+    const __m512i lo23 = _mm512_permutex2var_epi32(a[0], pick23, a[1]), hi23 = _mm512_permutex2var_epi32(a[2], pick23, a[3]);
+    const __m512i z[4] = {_mm512_shuffle_i64x2(lo01, hi01, 0x44), _mm512_shuffle_i64x2(lo01, hi01, 0xee),
+                          _mm512_shuffle_i64x2(lo23, hi23, 0x44), _mm512_shuffle_i64x2(lo23, hi23, 0xee)};
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    for (int j = 0; j < 4; ++j) {
+      steps[j] = _mm512_and_si512(z[j], m4);
+      steps[j + 4] = _mm512_and_si512(_mm512_srli_epi16(z[j], 4), m4);
+    }
+    const __m512i header = _mm512_i32gather_epi32(offsets_, p, 1);
+    dw = halves_to_float<false>(header);
+    mw = kHasMin ? halves_to_float<true>(header) : _mm512_mul_ps(dw, _mm512_set1_ps(-8.0f));
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_, block_bytes_;
+  __m512i offsets_;
+};
+
+// Q8_0 blocks of a full 16-row tile: the 32 code bytes of each row (at +2) transposed in
+// registers; with VNNI the codes are shifted to unsigned (+128, offset folded into mw).
+template <bool kVnni>
+class Q8Tile {
+ public:
+  static constexpr bool kAvailable = true;
+  Q8Tile(const WeightMatrix& w, int64_t r0)
+      : base_(w.row(r0)), row_bytes_(w.row_bytes), block_bytes_(w.traits->block_bytes), offsets_(row_offsets(w.row_bytes)) {}
+  void load(int64_t b, __m512i steps[8], __m512& dw, __m512& mw) const {
+    const uint8_t* p = base_ + b * block_bytes_;
+    SimdAvx512<kVnni>::rows_to_steps(p + 2, static_cast<int64_t>(row_bytes_), steps);
+    dw = halves_to_float<false>(_mm512_i32gather_epi32(offsets_, p, 1));
+    if constexpr (kVnni) {
+      for (int j = 0; j < 8; ++j) steps[j] = _mm512_xor_si512(steps[j], _mm512_set1_epi8(-128));
+      mw = _mm512_mul_ps(dw, _mm512_set1_ps(-128.0f));
+    } else {
+      mw = _mm512_setzero_ps();
+    }
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_, block_bytes_;
+  __m512i offsets_;
+};
+
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ4_0> : NibbleTile<V, 2, false> {
+  using NibbleTile<V, 2, false>::NibbleTile;
+};
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ4_1> : NibbleTile<V, 4, true> {
+  using NibbleTile<V, 4, true>::NibbleTile;
+};
+template <>
+struct FastTile<SimdAvx512<true>, DecodeQ8_0Offset> : Q8Tile<true> {
+  using Q8Tile<true>::Q8Tile;
+};
+template <>
+struct FastTile<SimdAvx512<false>, DecodeQ8_0Signed> : Q8Tile<false> {
+  using Q8Tile<false>::Q8Tile;
 };
 
 }  // namespace
