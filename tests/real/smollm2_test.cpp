@@ -66,6 +66,20 @@ TEST_F(SmolLm2, GreedyContinuationIsRightAndStable) {
   EXPECT_NE(first.err.find("tokens/s"), std::string::npos);
 }
 
+TEST_F(SmolLm2, ChatHoldsAMultiTurnConversation) {
+  // Two user turns on stdin; the second only makes sense with the first in the context.
+  const std::string command = "printf 'What is the capital of France?\\nAnd of Germany?\\n' | " +
+                              shell_quote(testing::frugal_binary()) + " run -m " + shell_quote(real_model_path()) +
+                              " --chat -n 24 --temp 0 -t 2";
+  const std::string dir = testing::temp_dir();
+  const int status = std::system((command + " > " + dir + "/out 2> " + dir + "/err").c_str());
+  ASSERT_EQ(status, 0);
+  std::ifstream in(dir + "/out");
+  const std::string out((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_NE(out.find("Paris"), std::string::npos) << out;
+  EXPECT_NE(out.find("Berlin"), std::string::npos) << out;
+}
+
 TEST_F(SmolLm2, LogitsMatchLlamaCpp) {
   require_peer("llama-logits");
   const std::vector<std::string> prompts = {
