@@ -127,9 +127,12 @@ void dot2x4(const double* a0, const double* a1, const double* b0, const double* 
   }
 }
 
-// y[0..n) -= a * x[0..n)
+// y[0..n) -= a * x[0..n), each element with one fused multiply-add. GPTQ's updates are
+// written this way everywhere (the eager in-batch update, the lazy batch update and the pending
+// updates a mid-batch group fit reconstructs), so lazy batching gives bit-identical weights
+// whatever the block size and however the compiler contracts expressions.
 inline void axpy_sub(float* y, float a, const float* x, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) y[j] -= a * x[j];
+  for (int64_t j = 0; j < n; ++j) y[j] = std::fma(-a, x[j], y[j]);
 }
 
 // Per-row grids of the matrix being quantized: one fitted group (format block or generic group)
@@ -435,7 +438,7 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
       FRUGAL_CHECK(p >= i);  // a group is fitted before any of its columns is quantized
       float v = w[static_cast<size_t>(r * c + p)];
       if (p >= i2) {
-        for (int64_t k = i1; k < i; ++k) v -= err[static_cast<size_t>(r * bs + (k - i1))] * u[k * c + p];
+        for (int64_t k = i1; k < i; ++k) v = std::fma(-err[static_cast<size_t>(r * bs + (k - i1))], u[k * c + p], v);
       }
       current[static_cast<size_t>(oc - begin)] = v;
     }

@@ -35,12 +35,12 @@ void quantize_token_q8_block32(const float* x, int64_t cols, int lane, const Qua
     for (int i = 0; i < 32; ++i) {
       const int q = round_even(xb[i] * id);
       const int64_t k = b * 32 + i;
-      codes[((k / 4) * kTokenGroup + lane) * 4 + k % 4] = static_cast<int8_t>(q);
+      codes[((k / 4) * out.lanes + lane) * 4 + k % 4] = static_cast<int8_t>(q);
       sum += q;
     }
-    d32[b * kTokenGroup + lane] = d_half;
-    s32[b * kTokenGroup + lane] = d_half * static_cast<float>(sum);
-    h32[b * kTokenGroup + lane] = fp16_to_float(float_to_fp16(d * static_cast<float>(sum)));
+    d32[b * out.lanes + lane] = d_half;
+    s32[b * out.lanes + lane] = d_half * static_cast<float>(sum);
+    h32[b * out.lanes + lane] = fp16_to_float(float_to_fp16(d * static_cast<float>(sum)));
   }
 }
 
@@ -66,16 +66,16 @@ void quantize_token_q8k(const float* x, int64_t cols, int lane, const QuantizedA
       int q = round_even(iscale * xb[i]);
       if (q > 127) q = 127;
       const int64_t k = b * 256 + i;
-      codes[((k / 4) * kTokenGroup + lane) * 4 + k % 4] = static_cast<int8_t>(q);
+      codes[((k / 4) * out.lanes + lane) * 4 + k % 4] = static_cast<int8_t>(q);
       sums[i / 16] += q;
     }
     for (int j = 0; j < 16; ++j) {
-      d16[(b * 16 + j) * kTokenGroup + lane] = d;
-      s16[(b * 16 + j) * kTokenGroup + lane] = d * static_cast<float>(sums[j]);
+      d16[(b * 16 + j) * out.lanes + lane] = d;
+      s16[(b * 16 + j) * out.lanes + lane] = d * static_cast<float>(sums[j]);
     }
     for (int j = 0; j < 8; ++j) {
-      d32[(b * 8 + j) * kTokenGroup + lane] = d;
-      s32[(b * 8 + j) * kTokenGroup + lane] = d * static_cast<float>(sums[2 * j] + sums[2 * j + 1]);
+      d32[(b * 8 + j) * out.lanes + lane] = d;
+      s32[(b * 8 + j) * out.lanes + lane] = d * static_cast<float>(sums[2 * j] + sums[2 * j + 1]);
     }
   }
 }
@@ -83,10 +83,10 @@ void quantize_token_q8k(const float* x, int64_t cols, int lane, const QuantizedA
 // Zeroes lane `lane` of a group (codes and arrays), for the padding tokens of the last group.
 void zero_lane(const QuantizedActivations& out, int64_t group, int lane) {
   int8_t* codes = out.codes(group);
-  for (int64_t k4 = 0; k4 < out.cols / 4; ++k4) std::memset(codes + (k4 * kTokenGroup + lane) * 4, 0, 4);
+  for (int64_t k4 = 0; k4 < out.cols / 4; ++k4) std::memset(codes + (k4 * out.lanes + lane) * 4, 0, 4);
   float* arrays = out.array(group, ActivationArray::kD32);
-  const int64_t n = (reinterpret_cast<float*>(out.data + (group + 1) * out.group_bytes) - arrays) / kTokenGroup;
-  for (int64_t i = 0; i < n; ++i) arrays[i * kTokenGroup + lane] = 0.0f;
+  const int64_t n = (reinterpret_cast<float*>(out.data + (group + 1) * out.group_bytes) - arrays) / out.lanes;
+  for (int64_t i = 0; i < n; ++i) arrays[i * out.lanes + lane] = 0.0f;
 }
 
 }  // namespace
@@ -110,23 +110,24 @@ ActivationFormat activation_format_for(DType weight_type) {
   }
 }
 
-size_t activation_group_bytes(ActivationFormat format, int64_t cols) {
+size_t activation_group_bytes(ActivationFormat format, int64_t cols, int lanes) {
   if (format == ActivationFormat::kNone) return 0;
-  const size_t codes = static_cast<size_t>(cols) * kTokenGroup;
+  const size_t codes = static_cast<size_t>(cols) * lanes;
   size_t arrays = 0;
   if (format == ActivationFormat::kQ8Block32) arrays = 3 * static_cast<size_t>(cols / 32);
   if (format == ActivationFormat::kQ8K) arrays = 2 * static_cast<size_t>(cols / 32) + 2 * static_cast<size_t>(cols / 16);
-  return round_up_64(codes + arrays * kTokenGroup * sizeof(float));
+  return round_up_64(codes + arrays * lanes * sizeof(float));
 }
 
 size_t activation_bytes(ActivationFormat format, int64_t cols, int64_t n_tokens) {
-  const int64_t groups = (n_tokens + kTokenGroup - 1) / kTokenGroup;
-  return static_cast<size_t>(groups) * activation_group_bytes(format, cols);
+  const int lanes = group_lanes(n_tokens);
+  const int64_t groups = (n_tokens + lanes - 1) / lanes;
+  return static_cast<size_t>(groups) * activation_group_bytes(format, cols, lanes);
 }
 
 float* QuantizedActivations::array(int64_t group, ActivationArray which) const {
-  float* base = reinterpret_cast<float*>(data + group * group_bytes + static_cast<size_t>(cols) * kTokenGroup);
-  const int64_t n32 = cols / 32 * kTokenGroup, n16 = cols / 16 * kTokenGroup;
+  float* base = reinterpret_cast<float*>(data + group * group_bytes + static_cast<size_t>(cols) * lanes);
+  const int64_t n32 = cols / 32 * lanes, n16 = cols / 16 * lanes;
   switch (which) {
     case ActivationArray::kD32: return base;
     case ActivationArray::kS32: return base + n32;
@@ -144,16 +145,17 @@ QuantizedActivations make_activation_view(ActivationFormat format, int64_t cols,
   a.format = format;
   a.cols = cols;
   a.n_tokens = n_tokens;
+  a.lanes = group_lanes(n_tokens);
   a.data = static_cast<uint8_t*>(data);
-  a.group_bytes = activation_group_bytes(format, cols);
+  a.group_bytes = activation_group_bytes(format, cols, a.lanes);
   return a;
 }
 
 void quantize_activations_reference(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
                                     const QuantizedActivations& out) {
   for (int64_t g = group_begin; g < group_end; ++g) {
-    for (int lane = 0; lane < kTokenGroup; ++lane) {
-      const int64_t t = g * kTokenGroup + lane;
+    for (int lane = 0; lane < out.lanes; ++lane) {
+      const int64_t t = g * out.lanes + lane;
       if (t >= out.n_tokens) {
         zero_lane(out, g, lane);
       } else if (out.format == ActivationFormat::kQ8Block32) {

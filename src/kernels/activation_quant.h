@@ -11,8 +11,10 @@
 namespace frugal::kernels {
 
 // Tokens per group: the integer kernels broadcast one token's 4 codes at a time and these 8
-// tokens' codes for the same 4 columns sit in one 32-byte line.
+// tokens' codes for the same 4 columns sit in one 32-byte line. A single token (decode) is stored
+// with groups of 1, so its codes are contiguous and take no more cache than they need.
 inline constexpr int kTokenGroup = 8;
+inline int group_lanes(int64_t n_tokens) { return n_tokens == 1 ? 1 : kTokenGroup; }
 
 enum class ActivationFormat {
   kNone,       // float activations (F32/F16/BF16 weights, and types without an integer kernel)
@@ -30,10 +32,10 @@ enum class ActivationArray { kD32, kS32, kH32, kD16, kS16 };
 // Which format the integer kernels of a weight type read (kNone: float path).
 ActivationFormat activation_format_for(DType weight_type);
 
-// Bytes of one group of kTokenGroup tokens with `cols` columns (a multiple of 64, so groups stay
-// cache-line aligned). Layout: codes [cols/4][kTokenGroup][4] int8, then the format's arrays.
-size_t activation_group_bytes(ActivationFormat format, int64_t cols);
-// Bytes for n_tokens tokens (whole groups).
+// Bytes of one group of `lanes` tokens with `cols` columns (a multiple of 64, so groups stay
+// cache-line aligned). Layout: codes [cols/4][lanes][4] int8, then the format's arrays.
+size_t activation_group_bytes(ActivationFormat format, int64_t cols, int lanes);
+// Bytes for n_tokens tokens (whole groups of group_lanes(n_tokens)).
 size_t activation_bytes(ActivationFormat format, int64_t cols, int64_t n_tokens);
 
 // A view of quantized activations (group g at data + g * group_bytes).
@@ -41,21 +43,21 @@ struct QuantizedActivations {
   ActivationFormat format = ActivationFormat::kNone;
   int64_t cols = 0;
   int64_t n_tokens = 0;
+  int lanes = kTokenGroup;  // tokens per group
   uint8_t* data = nullptr;
   size_t group_bytes = 0;
 
+  int64_t n_groups() const { return (n_tokens + lanes - 1) / lanes; }
   int8_t* codes(int64_t group) const { return reinterpret_cast<int8_t*>(data + group * group_bytes); }
   float* array(int64_t group, ActivationArray which) const;
   // Code of token t, column k; scale arrays of token t (for scalar code and tests).
-  int8_t code(int64_t t, int64_t k) const {
-    return codes(t / kTokenGroup)[((k / 4) * kTokenGroup + t % kTokenGroup) * 4 + k % 4];
-  }
+  int8_t code(int64_t t, int64_t k) const { return codes(t / lanes)[((k / 4) * lanes + t % lanes) * 4 + k % 4]; }
   float value(int64_t t, ActivationArray which, int64_t sub) const {
-    return array(t / kTokenGroup, which)[sub * kTokenGroup + t % kTokenGroup];
+    return array(t / lanes, which)[sub * lanes + t % lanes];
   }
 };
 
-// Formats `data` as a view for n_tokens tokens of `cols` columns.
+// Formats `data` as a view for n_tokens tokens of `cols` columns (groups of group_lanes(n_tokens)).
 QuantizedActivations make_activation_view(ActivationFormat format, int64_t cols, int64_t n_tokens, void* data);
 
 // Scalar reference quantizer: quantizes tokens of the whole groups [group_begin, group_end) from x

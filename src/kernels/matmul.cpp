@@ -206,7 +206,8 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
   }
 
   const bool private_quant = n_tokens <= kPrivateTokens;
-  const int64_t n_groups = (n_tokens + kernels::kTokenGroup - 1) / kernels::kTokenGroup;
+  const int lanes = kernels::group_lanes(n_tokens);
+  const int64_t n_groups = (n_tokens + lanes - 1) / lanes;
   std::atomic<int64_t> next_chunk{0};
   std::atomic<int> arrived{0};
 

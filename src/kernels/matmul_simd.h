@@ -400,9 +400,9 @@ constexpr int maddubs_depth(int max_code, int steps) {
   return depth;
 }
 
-// T tokens (lanes t0.. of one activation group) times the tile. `xc` points at the group's codes
-// plus 4 * t0, `xd`/`xs` at its arrays plus t0.
-template <class S, class D, int T>
+// T tokens (lanes t0.. of one activation group of kG lanes) times the tile. `xc` points at the
+// group's codes plus 4 * t0, `xd`/`xs` at its arrays plus t0.
+template <class S, class D, int T, int kG>
 void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* xc, const float* xd, const float* xs,
                        float* y, int64_t y_stride, int nr) {
   using VI = typename S::VI;
@@ -426,7 +426,7 @@ void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* 
       for (int j = 0; j < kSteps; ++j) {
         const VI wv = S::load(wp + j * L * 4);
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) isum[t] = S::dpbusd(isum[t], wv, xc + j * 32 + t * 4);
+        for (int t = 0; t < T; ++t) isum[t] = S::dpbusd(isum[t], wv, xc + j * 4 * kG + t * 4);
       }
     } else if constexpr (D::kSigned) {
 #pragma GCC unroll 8
@@ -437,7 +437,7 @@ void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* 
         const VI wabs = S::abs8(wv);
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          const VI xv = S::sign8(S::bcast32(xc + j * 32 + t * 4), wv);
+          const VI xv = S::sign8(S::bcast32(xc + j * 4 * kG + t * 4), wv);
           isum[t] = S::add32(isum[t], S::madd_ones(S::maddubs(wabs, xv)));
         }
       }
@@ -448,7 +448,7 @@ void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* 
         const VI wv = S::load(wp + j * L * 4);
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t) {
-          const VI p = S::maddubs(wv, S::bcast32(xc + j * 32 + t * 4));
+          const VI p = S::maddubs(wv, S::bcast32(xc + j * 4 * kG + t * 4));
           i16[t] = (j % kDepth == 0) ? p : S::add16(i16[t], p);
           if (j % kDepth == kDepth - 1) {
             isum[t] = (j == kDepth - 1) ? S::madd_ones(i16[t]) : S::add32(isum[t], S::madd_ones(i16[t]));
@@ -459,11 +459,11 @@ void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* 
     const VF dw = S::loadf(dwp), mw = S::loadf(mwp);
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
-      acc[t] = S::fmadd(S::cvt(isum[t]), S::mul_bcast(dw, xd + sub * kTokenGroup + t), acc[t]);
-      acc[t] = S::fmadd_bcast(mw, xs + sub * kTokenGroup + t, acc[t]);
+      acc[t] = S::fmadd(S::cvt(isum[t]), S::mul_bcast(dw, xd + sub * kG + t), acc[t]);
+      acc[t] = S::fmadd_bcast(mw, xs + sub * kG + t, acc[t]);
     }
     wp += kSteps * L * 4;
-    xc += kSteps * kTokenGroup * 4;
+    xc += kSteps * kG * 4;
     dwp += L;
     mwp += L;
   }
@@ -472,7 +472,7 @@ void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* 
 }
 
 // Integer dot of one sub-block (kSub / 4 steps in registers) with one token's codes.
-template <class S, class D>
+template <class S, class D, int kG>
 typename S::VI dot_steps_one_token(const typename S::VI* w, const int8_t* xc) {
   using VI = typename S::VI;
   constexpr int kSteps = D::kSub / 4;
@@ -482,15 +482,15 @@ typename S::VI dot_steps_one_token(const typename S::VI* w, const int8_t* xc) {
     VI even = S::zero(), odd = S::zero();
 #pragma GCC unroll 8
     for (int j = 0; j < kSteps; j += 2) {
-      even = S::dpbusd(even, w[j], xc + j * 32);
-      odd = S::dpbusd(odd, w[j + 1], xc + (j + 1) * 32);
+      even = S::dpbusd(even, w[j], xc + j * 4 * kG);
+      odd = S::dpbusd(odd, w[j + 1], xc + (j + 1) * 4 * kG);
     }
     return S::add32(even, odd);
   } else if constexpr (D::kSigned) {
     VI sum = S::zero();
 #pragma GCC unroll 8
     for (int j = 0; j < kSteps; ++j) {
-      const VI xv = S::sign8(S::bcast32(xc + j * 32), w[j]);
+      const VI xv = S::sign8(S::bcast32(xc + j * 4 * kG), w[j]);
       sum = S::add32(sum, S::madd_ones(S::maddubs(S::abs8(w[j]), xv)));
     }
     return sum;
@@ -498,7 +498,7 @@ typename S::VI dot_steps_one_token(const typename S::VI* w, const int8_t* xc) {
     VI sum = S::zero(), i16 = S::zero();
 #pragma GCC unroll 8
     for (int j = 0; j < kSteps; ++j) {
-      const VI p = S::maddubs(w[j], S::bcast32(xc + j * 32));
+      const VI p = S::maddubs(w[j], S::bcast32(xc + j * 4 * kG));
       i16 = (j % kDepth == 0) ? p : S::add16(i16, p);
       if (j % kDepth == kDepth - 1) sum = (j == kDepth - 1) ? S::madd_ones(i16) : S::add32(sum, S::madd_ones(i16));
     }
@@ -506,8 +506,9 @@ typename S::VI dot_steps_one_token(const typename S::VI* w, const int8_t* xc) {
   }
 }
 
-// Decode (one token) on a full tile of a type with a FastTile loader: blocks go from the weight
-// rows into registers and straight into the dot products; nothing is stored but the outputs.
+// Decode (one token, activation groups of 1) on a full tile of a type with a FastTile loader:
+// blocks go from the weight rows into registers and straight into the dot products; nothing is
+// stored but the outputs.
 template <class S, class D>
 void decode_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const float* xd, const float* xs, float* y) {
   using VI = typename S::VI;
@@ -522,22 +523,26 @@ void decode_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const floa
     VI steps[8];
     VF dw, mw;
     loader.load(b, steps, dw, mw);
-    const VI isum = dot_steps_one_token<S, D>(steps, xc + b * 8 * kTokenGroup * 4);
-    acc = S::fmadd(S::cvt(isum), S::mul_bcast(dw, xd + b * kTokenGroup), acc);
-    acc = S::fmadd_bcast(mw, xs + b * kTokenGroup, acc);
+    const VI isum = dot_steps_one_token<S, D, 1>(steps, xc + b * 32);
+    acc = S::fmadd(S::cvt(isum), S::mul_bcast(dw, xd + b), acc);
+    acc = S::fmadd_bcast(mw, xs + b, acc);
   }
   S::storef(y, acc, L);
 }
 
 template <class S, class D>
-void tokens_dispatch(int count, const TileBuffers& tb, int64_t n_groups32, const int8_t* xc, const float* xd,
-                     const float* xs, float* y, int64_t y_stride, int nr) {
+void tokens_dispatch(int count, int lanes, const TileBuffers& tb, int64_t n_groups32, const int8_t* xc,
+                     const float* xd, const float* xs, float* y, int64_t y_stride, int nr) {
+  if (lanes == 1) {  // a single token
+    tile_times_tokens<S, D, 1, 1>(tb, n_groups32, xc, xd, xs, y, y_stride, nr);
+    return;
+  }
   switch (count) {
-#define FRUGAL_TOKENS_CASE(n)                                                          \
-  case n:                                                                              \
-    if constexpr (n <= S::kMaxTokens) {                                                \
-      tile_times_tokens<S, D, n>(tb, n_groups32, xc, xd, xs, y, y_stride, nr);         \
-    }                                                                                  \
+#define FRUGAL_TOKENS_CASE(n)                                                                  \
+  case n:                                                                                      \
+    if constexpr (n <= S::kMaxTokens) {                                                        \
+      tile_times_tokens<S, D, n, kTokenGroup>(tb, n_groups32, xc, xd, xs, y, y_stride, nr);    \
+    }                                                                                          \
     return;
     FRUGAL_TOKENS_CASE(1)
     FRUGAL_TOKENS_CASE(2)
@@ -558,7 +563,7 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
   constexpr ActivationArray kD = D::kSub == 16 ? ActivationArray::kD16 : ActivationArray::kD32;
   const TileBuffers tb = tile_buffers<S>(scratch, w.cols);
   const int64_t n_groups32 = w.cols / 32;
-  const int64_t n_groups = (a.n_tokens + kTokenGroup - 1) / kTokenGroup;
+  const int64_t n_groups = a.n_groups();
   for (int64_t rt = r0; rt < r1; rt += L) {
     const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
     if constexpr (FastTile<S, D>::kAvailable) {
@@ -569,14 +574,14 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
     }
     build_tile<S, D>(w, rt, nr, tb);
     for (int64_t g = 0; g < n_groups; ++g) {
-      const int in_group = static_cast<int>(std::min<int64_t>(kTokenGroup, a.n_tokens - g * kTokenGroup));
+      const int in_group = static_cast<int>(std::min<int64_t>(a.lanes, a.n_tokens - g * a.lanes));
       const int8_t* codes = a.codes(g);
       const float* xd = a.array(g, kD);
       const float* xs = a.array(g, D::kS);
       for (int t0 = 0; t0 < in_group; t0 += S::kMaxTokens) {
         const int count = std::min(S::kMaxTokens, in_group - t0);
-        tokens_dispatch<S, D>(count, tb, n_groups32, codes + 4 * t0, xd + t0, xs + t0,
-                              y + (g * kTokenGroup + t0) * y_stride + rt, y_stride, nr);
+        tokens_dispatch<S, D>(count, a.lanes, tb, n_groups32, codes + 4 * t0, xd + t0, xs + t0,
+                              y + (g * a.lanes + t0) * y_stride + rt, y_stride, nr);
       }
     }
   }
@@ -691,15 +696,19 @@ inline __m256i pack_codes(__m256i q0, __m256i q1, __m256i q2, __m256i q3) {
 }
 
 // Writes 32 codes (columns k0..k0+31) of token `lane` into a group's interleaved code array.
-inline void scatter_codes(int8_t* group_codes, int64_t k0, int lane, __m256i codes) {
+inline void scatter_codes(int8_t* group_codes, int lanes, int64_t k0, int lane, __m256i codes) {
+  if (lanes == 1) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(group_codes + k0), codes);
+    return;
+  }
   alignas(32) int32_t words[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(words), codes);
-  int32_t* dst = reinterpret_cast<int32_t*>(group_codes) + (k0 / 4) * kTokenGroup + lane;
-  for (int j = 0; j < 8; ++j) dst[j * kTokenGroup] = words[j];
+  int32_t* dst = reinterpret_cast<int32_t*>(group_codes) + (k0 / 4) * lanes + lane;
+  for (int j = 0; j < 8; ++j) dst[j * lanes] = words[j];
 }
 
-inline void quantize_token_block32(const float* x, int64_t cols, int lane, int8_t* codes, float* d32, float* s32,
-                                   float* h32) {
+inline void quantize_token_block32(const float* x, int64_t cols, int lanes, int lane, int8_t* codes, float* d32,
+                                   float* s32, float* h32) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   for (int64_t b = 0; b < cols / 32; ++b) {
     const float* xb = x + b * 32;
@@ -713,16 +722,16 @@ inline void quantize_token_block32(const float* x, int64_t cols, int lane, int8_
     const __m256i q0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), q1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id)),
                   q2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), q3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
     const int sum = hsum8_epi32(_mm256_add_epi32(_mm256_add_epi32(q0, q1), _mm256_add_epi32(q2, q3)));
-    scatter_codes(codes, b * 32, lane, pack_codes(q0, q1, q2, q3));
+    scatter_codes(codes, lanes, b * 32, lane, pack_codes(q0, q1, q2, q3));
     const float d_half = _cvtsh_ss(_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT));
-    d32[b * kTokenGroup + lane] = d_half;
-    s32[b * kTokenGroup + lane] = d_half * static_cast<float>(sum);
-    h32[b * kTokenGroup + lane] = _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT));
+    d32[b * lanes + lane] = d_half;
+    s32[b * lanes + lane] = d_half * static_cast<float>(sum);
+    h32[b * lanes + lane] = _cvtsh_ss(_cvtss_sh(d * static_cast<float>(sum), _MM_FROUND_TO_NEAREST_INT));
   }
 }
 
-inline void quantize_token_q8k(const float* x, int64_t cols, int lane, int8_t* codes, float* d32, float* s32,
-                               float* d16, float* s16) {
+inline void quantize_token_q8k(const float* x, int64_t cols, int lanes, int lane, int8_t* codes, float* d32,
+                               float* s32, float* d16, float* s16) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   for (int64_t b = 0; b < cols / 256; ++b) {
     const float* xb = x + b * 256;
@@ -753,39 +762,39 @@ inline void quantize_token_q8k(const float* x, int64_t cols, int lane, int8_t* c
       }
       const int sum_a = hsum8_epi32(_mm256_add_epi32(q[0], q[1]));
       const int sum_b = hsum8_epi32(_mm256_add_epi32(q[2], q[3]));
-      scatter_codes(codes, b * 256 + 32 * c, lane, pack_codes(q[0], q[1], q[2], q[3]));
+      scatter_codes(codes, lanes, b * 256 + 32 * c, lane, pack_codes(q[0], q[1], q[2], q[3]));
       const int64_t i16 = b * 16 + 2 * c, i32 = b * 8 + c;
-      d16[i16 * kTokenGroup + lane] = d;
-      d16[(i16 + 1) * kTokenGroup + lane] = d;
-      s16[i16 * kTokenGroup + lane] = d * static_cast<float>(sum_a);
-      s16[(i16 + 1) * kTokenGroup + lane] = d * static_cast<float>(sum_b);
-      d32[i32 * kTokenGroup + lane] = d;
-      s32[i32 * kTokenGroup + lane] = d * static_cast<float>(sum_a + sum_b);
+      d16[i16 * lanes + lane] = d;
+      d16[(i16 + 1) * lanes + lane] = d;
+      s16[i16 * lanes + lane] = d * static_cast<float>(sum_a);
+      s16[(i16 + 1) * lanes + lane] = d * static_cast<float>(sum_b);
+      d32[i32 * lanes + lane] = d;
+      s32[i32 * lanes + lane] = d * static_cast<float>(sum_a + sum_b);
     }
   }
 }
 
 inline void zero_lane(const QuantizedActivations& out, int64_t group, int lane) {
   int32_t* words = reinterpret_cast<int32_t*>(out.codes(group));
-  for (int64_t k4 = 0; k4 < out.cols / 4; ++k4) words[k4 * kTokenGroup + lane] = 0;
+  for (int64_t k4 = 0; k4 < out.cols / 4; ++k4) words[k4 * out.lanes + lane] = 0;
   float* arrays = out.array(group, ActivationArray::kD32);
-  const int64_t n = (reinterpret_cast<float*>(out.data + (group + 1) * out.group_bytes) - arrays) / kTokenGroup;
-  for (int64_t i = 0; i < n; ++i) arrays[i * kTokenGroup + lane] = 0.0f;
+  const int64_t n = (reinterpret_cast<float*>(out.data + (group + 1) * out.group_bytes) - arrays) / out.lanes;
+  for (int64_t i = 0; i < n; ++i) arrays[i * out.lanes + lane] = 0.0f;
 }
 
 void quantize_simd(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
                    const QuantizedActivations& out) {
   for (int64_t g = group_begin; g < group_end; ++g) {
     int8_t* codes = out.codes(g);
-    for (int lane = 0; lane < kTokenGroup; ++lane) {
-      const int64_t t = g * kTokenGroup + lane;
+    for (int lane = 0; lane < out.lanes; ++lane) {
+      const int64_t t = g * out.lanes + lane;
       if (t >= out.n_tokens) {
         zero_lane(out, g, lane);
       } else if (out.format == ActivationFormat::kQ8Block32) {
-        quantize_token_block32(x + t * x_stride, out.cols, lane, codes, out.array(g, ActivationArray::kD32),
+        quantize_token_block32(x + t * x_stride, out.cols, out.lanes, lane, codes, out.array(g, ActivationArray::kD32),
                                out.array(g, ActivationArray::kS32), out.array(g, ActivationArray::kH32));
       } else {
-        quantize_token_q8k(x + t * x_stride, out.cols, lane, codes, out.array(g, ActivationArray::kD32),
+        quantize_token_q8k(x + t * x_stride, out.cols, out.lanes, lane, codes, out.array(g, ActivationArray::kD32),
                            out.array(g, ActivationArray::kS32), out.array(g, ActivationArray::kD16),
                            out.array(g, ActivationArray::kS16));
       }
