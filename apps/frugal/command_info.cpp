@@ -56,6 +56,8 @@ int command_info(const std::vector<std::string>& argv) {
               v.model == "gpt2" ? "byte-level BPE" : "SentencePiece BPE", v.model.c_str(), v.pre.c_str(),
               m.tokenizer().vocab_size(), v.merges.size(), v.bos_id, v.eos_id, v.eot_id, v.add_bos ? "yes" : "no");
   std::printf("chat template:   %s\n", chat_format_name(m.chat_format()));
+  std::printf("kernels:         %s (best on this CPU: %s; FRUGAL_ISA forces a lower one)\n", active_isa_name(),
+              isa_name(best_supported_isa()));
 
   std::map<std::string, std::pair<int, int64_t>> by_type;
   for (const auto& t : f.tensors()) {
@@ -86,8 +88,4 @@ int command_info(const std::vector<std::string>& argv) {
   return 0;
 }
 
-}  // namespace frugal::cli
-
-namespace frugal::cli {
-const char* active_isa_name() { return "avx2"; }
 }  // namespace frugal::cli

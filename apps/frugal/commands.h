@@ -14,9 +14,6 @@ int command_bench(const std::vector<std::string>& argv);
 int command_eval(const std::vector<std::string>& argv);
 int command_quantize(const std::vector<std::string>& argv);
 
-// Name of the instruction set the kernels run on (see kernels/cpu_features).
-const char* active_isa_name();
-
 // Prints "frugal: error: MESSAGE" on one line and returns the failure exit code.
 int fail(const std::string& message);
 

@@ -11,6 +11,7 @@
 #include "model/model.h"
 #include "model/transformer.h"
 #include "io/text_file.h"
+#include "kernels/cpu_features.h"
 #include "runtime/benchmark.h"
 #include "runtime/evaluation.h"
 #include "runtime/perplexity.h"

@@ -402,9 +402,22 @@ constexpr int maddubs_depth(int max_code, int steps) {
 
 // T tokens (lanes t0.. of one activation group of kG lanes) times the tile. `xc` points at the
 // group's codes plus 4 * t0, `xd`/`xs` at its arrays plus t0.
-template <class S, class D, int T, int kG>
-void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* xc, const float* xd, const float* xs,
-                       float* y, int64_t y_stride, int nr) {
+// Columns per pass over a tile in prefill: a 16-row tile of 512 columns (8 KB of codes) and one
+// token group's codes for them (4 KB) stay in L1; inputs wider than 768 (1536) are done in passes
+// whose partial sums accumulate in y.
+constexpr int64_t kColumnChunk = 512;
+
+// The part of a tile and of the activations that one pass covers.
+struct TilePass {
+  const uint8_t* codes;
+  const float* dw;
+  const float* mw;
+  int64_t n_subs;  // sub-blocks in the pass
+};
+
+template <class S, class D, int T, int kG, bool kAccumulate>
+void tile_times_tokens(const TilePass& tb, const int8_t* xc, const float* xd, const float* xs, float* y,
+                       int64_t y_stride, int nr) {
   using VI = typename S::VI;
   using VF = typename S::VF;
   constexpr int L = S::kLanes;
@@ -416,7 +429,7 @@ void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* 
   const uint8_t* wp = tb.codes;
   const float* dwp = tb.dw;
   const float* mwp = tb.mw;
-  const int64_t n_subs = n_groups32 * (32 / D::kSub);
+  const int64_t n_subs = tb.n_subs;
   for (int64_t sub = 0; sub < n_subs; ++sub) {
     VI isum[T];
     if constexpr (S::kVnni) {
@@ -468,7 +481,13 @@ void tile_times_tokens(const TileBuffers& tb, int64_t n_groups32, const int8_t* 
     mwp += L;
   }
 #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) S::storef(y + t * y_stride, acc[t], nr);
+  for (int t = 0; t < T; ++t) {
+    if constexpr (kAccumulate) {
+      S::addstoref(y + t * y_stride, acc[t], nr);
+    } else {
+      S::storef(y + t * y_stride, acc[t], nr);
+    }
+  }
 }
 
 // Integer dot of one sub-block (kSub / 4 steps in registers) with one token's codes.
@@ -530,19 +549,19 @@ void decode_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const floa
   S::storef(y, acc, L);
 }
 
-template <class S, class D>
-void tokens_dispatch(int count, int lanes, const TileBuffers& tb, int64_t n_groups32, const int8_t* xc,
-                     const float* xd, const float* xs, float* y, int64_t y_stride, int nr) {
+template <class S, class D, bool kAccumulate>
+void tokens_dispatch(int count, int lanes, const TilePass& tb, const int8_t* xc, const float* xd, const float* xs,
+                     float* y, int64_t y_stride, int nr) {
   if (lanes == 1) {  // a single token
-    tile_times_tokens<S, D, 1, 1>(tb, n_groups32, xc, xd, xs, y, y_stride, nr);
+    tile_times_tokens<S, D, 1, 1, kAccumulate>(tb, xc, xd, xs, y, y_stride, nr);
     return;
   }
   switch (count) {
-#define FRUGAL_TOKENS_CASE(n)                                                                  \
-  case n:                                                                                      \
-    if constexpr (n <= S::kMaxTokens) {                                                        \
-      tile_times_tokens<S, D, n, kTokenGroup>(tb, n_groups32, xc, xd, xs, y, y_stride, nr);    \
-    }                                                                                          \
+#define FRUGAL_TOKENS_CASE(n)                                                                    \
+  case n:                                                                                        \
+    if constexpr (n <= S::kMaxTokens) {                                                          \
+      tile_times_tokens<S, D, n, kTokenGroup, kAccumulate>(tb, xc, xd, xs, y, y_stride, nr);     \
+    }                                                                                            \
     return;
     FRUGAL_TOKENS_CASE(1)
     FRUGAL_TOKENS_CASE(2)
@@ -562,8 +581,8 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
   constexpr int L = S::kLanes;
   constexpr ActivationArray kD = D::kSub == 16 ? ActivationArray::kD16 : ActivationArray::kD32;
   const TileBuffers tb = tile_buffers<S>(scratch, w.cols);
-  const int64_t n_groups32 = w.cols / 32;
   const int64_t n_groups = a.n_groups();
+  const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 ? w.cols : kColumnChunk;
   for (int64_t rt = r0; rt < r1; rt += L) {
     const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
     if constexpr (FastTile<S, D>::kAvailable) {
@@ -573,15 +592,24 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
       }
     }
     build_tile<S, D>(w, rt, nr, tb);
-    for (int64_t g = 0; g < n_groups; ++g) {
-      const int in_group = static_cast<int>(std::min<int64_t>(a.lanes, a.n_tokens - g * a.lanes));
-      const int8_t* codes = a.codes(g);
-      const float* xd = a.array(g, kD);
-      const float* xs = a.array(g, D::kS);
-      for (int t0 = 0; t0 < in_group; t0 += S::kMaxTokens) {
-        const int count = std::min(S::kMaxTokens, in_group - t0);
-        tokens_dispatch<S, D>(count, a.lanes, tb, n_groups32, codes + 4 * t0, xd + t0, xs + t0,
-                              y + (g * a.lanes + t0) * y_stride + rt, y_stride, nr);
+    for (int64_t c0 = 0; c0 < w.cols; c0 += chunk) {
+      const int64_t cols = std::min(chunk, w.cols - c0);
+      const int64_t sub0 = c0 / D::kSub;
+      const TilePass pass{tb.codes + c0 * L, tb.dw + sub0 * L, tb.mw + sub0 * L, cols / D::kSub};
+      for (int64_t g = 0; g < n_groups; ++g) {
+        const int in_group = static_cast<int>(std::min<int64_t>(a.lanes, a.n_tokens - g * a.lanes));
+        const int8_t* codes = a.codes(g) + c0 * a.lanes;
+        const float* xd = a.array(g, kD) + sub0 * a.lanes;
+        const float* xs = a.array(g, D::kS) + sub0 * a.lanes;
+        for (int t0 = 0; t0 < in_group; t0 += S::kMaxTokens) {
+          const int count = std::min(S::kMaxTokens, in_group - t0);
+          float* yt = y + (g * a.lanes + t0) * y_stride + rt;
+          if (c0 == 0) {
+            tokens_dispatch<S, D, false>(count, a.lanes, pass, codes + 4 * t0, xd + t0, xs + t0, yt, y_stride, nr);
+          } else {
+            tokens_dispatch<S, D, true>(count, a.lanes, pass, codes + 4 * t0, xd + t0, xs + t0, yt, y_stride, nr);
+          }
+        }
       }
     }
   }

@@ -50,6 +50,10 @@ struct SimdAvx512 {
       _mm512_mask_storeu_ps(y, static_cast<__mmask16>((1u << n) - 1), v);
     }
   }
+  static void addstoref(float* y, VF v, int n) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1);
+    _mm512_mask_storeu_ps(y, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), v));
+  }
   static VF load_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static VF load_bf16(const uint16_t* p) {
     const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
