@@ -23,8 +23,9 @@ commands:
               [--hellaswag N] [--hellaswag-file F] [--sst2 N] [--sst2-file F]
                                      PPL, KL divergence and same-top-token % against BASE;
                                      zero-shot HellaSwag and SST-2 accuracy
-  quantize    [-m MODEL] -o OUT.gguf [--method rtn] [--bits B] [--group G] [--symmetric]
-              [--format TYPE] [--embedding-format TYPE]
+  quantize    [-m MODEL] -o OUT.gguf [--method rtn|gptq] [--bits B] [--group G] [--symmetric]
+              [--format TYPE] [--embedding-format TYPE] [--calib FILE] [--calib-tokens N]
+              [--act-order] [-t THREADS]
                                      post-training quantization into a new GGUF file
   bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout

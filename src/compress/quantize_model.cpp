@@ -10,27 +10,11 @@
 #include "base/timer.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "io/text_file.h"
+#include "compress/calibrated_quantize.h"
 
 namespace frugal {
 namespace {
-
-// K-quant types need rows that are multiples of 256; like llama-quantize, such tensors fall back
-// to the nearest 32-element type of at least the same precision.
-DType fallback_for(DType t) {
-  switch (t) {
-    case DType::Q2_K:
-    case DType::Q3_K:
-      return DType::Q4_0;
-    case DType::Q4_K:
-      return DType::Q5_0;
-    case DType::Q5_K:
-      return DType::Q5_1;
-    case DType::Q6_K:
-      return DType::Q8_0;
-    default:
-      return t;
-  }
-}
 
 // LLAMA_FTYPE id for a uniform model of type t (general.file_type).
 int64_t file_type_for(DType t) {
@@ -76,8 +60,8 @@ Result<DType> parse_format(const std::string& name) {
 }
 
 Result<DType> resolve_format(const QuantizeOptions& o) {
-  if (o.method != "rtn") {
-    return Status::error("method '" + o.method + "' is not available yet (available: rtn)");
+  if (o.method != "rtn" && o.method != "gptq") {
+    return Status::error("method '" + o.method + "' is not available yet (available: rtn, gptq)");
   }
   if (!o.format.empty()) return parse_format(o.format);
   // bits/group/symmetry mapped onto the llama.cpp layout that stores exactly that grid.
@@ -111,6 +95,23 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
 
   Timer timer;
   QuantizeReport report;
+  // Calibrated methods choose the quantized values of the block matrices; the rest is RTN.
+  std::map<std::string, EncodedTensor> calibrated;
+  if (options.method == "gptq") {
+    if (options.calibration_path.empty()) return Status::error("gptq needs calibration text (--calib FILE)");
+    FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(options.calibration_path));
+    if (text.empty()) return Status::error("calibration file '" + options.calibration_path + "' is empty");
+    FRUGAL_ASSIGN_OR_RETURN(auto model, Model::load(input));
+    std::vector<int32_t> tokens = model->tokenizer().encode(text, true, false);
+    CalibratedOptions calibrated_options;
+    calibrated_options.chunk = std::min<int64_t>(512, options.calibration_tokens);
+    calibrated_options.n_threads = options.n_threads;
+    calibrated_options.gptq.act_order = options.act_order;
+    if (static_cast<int64_t>(tokens.size()) > options.calibration_tokens) tokens.resize(options.calibration_tokens);
+    FRUGAL_ASSIGN_OR_RETURN(calibrated, gptq_quantize_model(*model, tokens, target, calibrated_options, [&](int64_t done, int64_t total) {
+                              if (on_tensor) on_tensor(done, total, "layer " + std::to_string(done));
+                            }));
+  }
   GgufWriter writer(file->alignment());
   for (const auto& [key, value] : file->metadata()) writer.set_value(key, value);
   if (const int64_t ftype = file_type_for(target); ftype >= 0) writer.set_uint32("general.file_type", static_cast<uint32_t>(ftype));
@@ -135,12 +136,21 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
     }
     const int64_t cols = t.dims[0], rows = t.element_count() / cols;
     if (cols % type_traits(type).block_size != 0) {
-      type = fallback_for(type);
+      // K-quants need rows that are multiples of 256; like llama-quantize, such tensors fall
+      // back to the nearest 32-element type of at least the same precision.
+      type = storage_type_for(type, cols);
       ++report.fallbacks;
       if (cols % type_traits(type).block_size != 0) {
         return Status::error("tensor '" + t.name + "' has rows of " + std::to_string(cols) + " elements, not a multiple of the " +
                              type_traits(type).name + " block size");
       }
+    }
+    if (auto it = calibrated.find(t.name); it != calibrated.end()) {
+      report.bytes_out += it->second.bytes.size();
+      writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
+      ++report.tensors_quantized;
+      if (on_tensor) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), t.name);
+      continue;
     }
     const TypeTraits& to = type_traits(type);
     const TypeTraits& from = *t.traits;

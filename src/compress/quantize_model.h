@@ -19,6 +19,12 @@ struct QuantizeOptions {
   bool symmetric = false;
   std::string format;       // llama.cpp type name ("q4_k", "q8_0", …); empty = chosen from bits/group
   std::string embedding_format;  // type for token_embd (tied output head); empty = keep as stored
+  // Calibrated methods (gptq): calibration text (any file; never the evaluation text) and how
+  // many of its tokens to use.
+  std::string calibration_path;
+  int64_t calibration_tokens = 4096;
+  bool act_order = false;
+  int n_threads = 2;
 };
 
 struct QuantizeReport {

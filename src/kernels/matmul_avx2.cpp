@@ -63,9 +63,15 @@ struct SimdAvx2 {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
   }
+  static void store(uint8_t* p, VI v) { _mm256_store_si256(reinterpret_cast<__m256i*>(p), v); }
   // 8 rows of 32 codes (`stride` bytes apart) -> 8 steps of [row][4 bytes]: an 8x8 transpose of
   // 32-bit words.
   static void transpose_codes(const uint8_t* rows, int64_t stride, uint8_t* out) {
+    VI steps[8];
+    rows_to_steps(rows, stride, steps);
+    for (int j = 0; j < 8; ++j) store(out + j * 32, steps[j]);
+  }
+  static void rows_to_steps(const uint8_t* rows, int64_t stride, VI o[8]) {
     __m256i r[8];
     for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows + i * stride));
     const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
@@ -76,16 +82,98 @@ struct SimdAvx2 {
     const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
     const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
     const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
-    __m256i* o = reinterpret_cast<__m256i*>(out);
-    _mm256_store_si256(o + 0, _mm256_permute2x128_si256(u0, u4, 0x20));
-    _mm256_store_si256(o + 1, _mm256_permute2x128_si256(u1, u5, 0x20));
-    _mm256_store_si256(o + 2, _mm256_permute2x128_si256(u2, u6, 0x20));
-    _mm256_store_si256(o + 3, _mm256_permute2x128_si256(u3, u7, 0x20));
-    _mm256_store_si256(o + 4, _mm256_permute2x128_si256(u0, u4, 0x31));
-    _mm256_store_si256(o + 5, _mm256_permute2x128_si256(u1, u5, 0x31));
-    _mm256_store_si256(o + 6, _mm256_permute2x128_si256(u2, u6, 0x31));
-    _mm256_store_si256(o + 7, _mm256_permute2x128_si256(u3, u7, 0x31));
+    o[0] = _mm256_permute2x128_si256(u0, u4, 0x20);
+    o[1] = _mm256_permute2x128_si256(u1, u5, 0x20);
+    o[2] = _mm256_permute2x128_si256(u2, u6, 0x20);
+    o[3] = _mm256_permute2x128_si256(u3, u7, 0x20);
+    o[4] = _mm256_permute2x128_si256(u0, u4, 0x31);
+    o[5] = _mm256_permute2x128_si256(u1, u5, 0x31);
+    o[6] = _mm256_permute2x128_si256(u2, u6, 0x31);
+    o[7] = _mm256_permute2x128_si256(u3, u7, 0x31);
   }
+};
+
+// Row offsets of an 8-row tile as gather indices.
+inline __m256i row_offsets(size_t row_bytes) {
+  return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int32_t>(row_bytes)));
+}
+
+// The fp16 in the low (kHigh false) or high half of each gathered 32-bit word, as floats.
+template <bool kHigh>
+inline __m256 halves_to_float(__m256i words) {
+  words = kHigh ? _mm256_srli_epi32(words, 16) : _mm256_and_si256(words, _mm256_set1_epi32(0xffff));
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(words, words), 0x08);
+  return _mm256_cvtph_ps(_mm256_castsi256_si128(packed));
+}
+
+// Q4_0 / Q4_1 blocks of a full 8-row tile, in registers: rows i and i+4 share a register, a 4x4
+// transpose of 32-bit words per 128-bit lane gives word j of all 8 rows, and the low (high)
+// nibbles of word j are step j (j + 4). The block header comes with one gather.
+template <int kQsOffset, bool kHasMin>
+class NibbleTileAvx2 {
+ public:
+  static constexpr bool kAvailable = true;
+  NibbleTileAvx2(const WeightMatrix& w, int64_t r0)
+      : base_(w.row(r0)), row_bytes_(w.row_bytes), block_bytes_(w.traits->block_bytes), offsets_(row_offsets(w.row_bytes)) {}
+  void load(int64_t b, __m256i steps[8], __m256& dw, __m256& mw) const {
+    const uint8_t* p = base_ + b * block_bytes_ + kQsOffset;
+    __m256i r[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i * row_bytes_));
+      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (i + 4) * row_bytes_));
+      r[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    const __m256i z[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2), _mm256_unpacklo_epi64(t1, t3),
+                          _mm256_unpackhi_epi64(t1, t3)};
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int j = 0; j < 4; ++j) {
+      steps[j] = _mm256_and_si256(z[j], m4);
+      steps[j + 4] = _mm256_and_si256(_mm256_srli_epi16(z[j], 4), m4);
+    }
+    const __m256i header = _mm256_i32gather_epi32(reinterpret_cast<const int*>(p - kQsOffset), offsets_, 1);
+    dw = halves_to_float<false>(header);
+    mw = kHasMin ? halves_to_float<true>(header) : _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_, block_bytes_;
+  __m256i offsets_;
+};
+
+// Q8_0 blocks of a full 8-row tile: the 32 code bytes of each row transposed in registers (signed
+// codes, multiplied with the sign trick).
+class Q8TileAvx2 {
+ public:
+  static constexpr bool kAvailable = true;
+  Q8TileAvx2(const WeightMatrix& w, int64_t r0)
+      : base_(w.row(r0)), row_bytes_(w.row_bytes), block_bytes_(w.traits->block_bytes), offsets_(row_offsets(w.row_bytes)) {}
+  void load(int64_t b, __m256i steps[8], __m256& dw, __m256& mw) const {
+    const uint8_t* p = base_ + b * block_bytes_;
+    SimdAvx2::rows_to_steps(p + 2, static_cast<int64_t>(row_bytes_), steps);
+    dw = halves_to_float<false>(_mm256_i32gather_epi32(reinterpret_cast<const int*>(p), offsets_, 1));
+    mw = _mm256_setzero_ps();
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_, block_bytes_;
+  __m256i offsets_;
+};
+
+template <>
+struct FastTile<SimdAvx2, DecodeQ4_0> : NibbleTileAvx2<2, false> {
+  using NibbleTileAvx2<2, false>::NibbleTileAvx2;
+};
+template <>
+struct FastTile<SimdAvx2, DecodeQ4_1> : NibbleTileAvx2<4, true> {
+  using NibbleTileAvx2<4, true>::NibbleTileAvx2;
+};
+template <>
+struct FastTile<SimdAvx2, DecodeQ8_0Signed> : Q8TileAvx2 {
+  using Q8TileAvx2::Q8TileAvx2;
 };
 
 }  // namespace

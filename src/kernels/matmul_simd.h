@@ -342,10 +342,17 @@ class NextTilePrefetch {
   NextTilePrefetch(const WeightMatrix& w, int64_t r0, int lanes, int64_t n_blocks)
       : next_(w.row(r0) + lanes * w.row_bytes),
         end_(w.data + w.rows * w.row_bytes),
-        slice_((static_cast<int64_t>(lanes * w.row_bytes) / n_blocks + 63) / 64 * 64) {}
+        slice_((static_cast<int64_t>(lanes * w.row_bytes) / n_blocks + 63) / 64 * 64),
+        to_l1_(lanes * w.row_bytes <= 12 * 1024) {}
   void step() {
-    for (int64_t offset = 0; offset < slice_ && next_ < end_; offset += 64, next_ += 64) {
-      _mm_prefetch(reinterpret_cast<const char*>(next_), _MM_HINT_T0);
+    if (to_l1_) {
+      for (int64_t offset = 0; offset < slice_ && next_ < end_; offset += 64, next_ += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(next_), _MM_HINT_T0);
+      }
+    } else {
+      for (int64_t offset = 0; offset < slice_ && next_ < end_; offset += 64, next_ += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(next_), _MM_HINT_T1);
+      }
     }
   }
 
@@ -353,6 +360,9 @@ class NextTilePrefetch {
   const uint8_t* next_;
   const uint8_t* end_;
   int64_t slice_;
+  // Two tiles of long rows (1536 columns) do not fit in L1 next to the activations: those are
+  // prefetched to L2 only.
+  bool to_l1_;
 };
 
 template <class S, class D>
@@ -582,7 +592,7 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
   constexpr ActivationArray kD = D::kSub == 16 ? ActivationArray::kD16 : ActivationArray::kD32;
   const TileBuffers tb = tile_buffers<S>(scratch, w.cols);
   const int64_t n_groups = a.n_groups();
-  const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 ? w.cols : kColumnChunk;
+  const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 || a.n_tokens == 1 ? w.cols : kColumnChunk;
   for (int64_t rt = r0; rt < r1; rt += L) {
     const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
     if constexpr (FastTile<S, D>::kAvailable) {

@@ -1,0 +1,186 @@
+// gptq_quantize_model: a float re-implementation of one decoder block over many calibration
+// sequences at once (the same graph as model/transformer.cpp, without a KV cache), with a Hessian
+// H = 2XᵀX collected at the input of each group of matrices just before they are quantized.
+#include "compress/calibrated_quantize.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/thread_pool.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace frugal {
+namespace {
+
+using compress::GptqHessian;
+using compress::HessianAccumulator;
+using compress::QuantTarget;
+
+std::vector<float> dequantize_matrix(const WeightMatrix& w) {
+  std::vector<float> out(static_cast<size_t>(w.rows * w.cols));
+  for (int64_t r = 0; r < w.rows; ++r) w.traits->dequantize_row(w.row(r), out.data() + r * w.cols, w.cols);
+  return out;
+}
+
+WeightMatrix float_view(const std::vector<float>& values, int64_t rows, int64_t cols) {
+  WeightMatrix m;
+  m.traits = &type_traits(DType::F32);
+  m.data = reinterpret_cast<const uint8_t*>(values.data());
+  m.rows = rows;
+  m.cols = cols;
+  m.row_bytes = static_cast<size_t>(cols) * sizeof(float);
+  return m;
+}
+
+// One matrix being quantized: its GGUF name, float weights (replaced by the quantized values).
+struct Working {
+  std::string name;
+  std::vector<float> values;
+  int64_t rows = 0, cols = 0;
+};
+
+}  // namespace
+
+DType storage_type_for(DType target, int64_t cols) {
+  if (cols % type_traits(target).block_size == 0) return target;
+  switch (target) {
+    case DType::Q2_K:
+    case DType::Q3_K:
+      return DType::Q4_0;
+    case DType::Q4_K:
+      return DType::Q5_0;
+    case DType::Q5_K:
+      return DType::Q5_1;
+    case DType::Q6_K:
+      return DType::Q8_0;
+    default:
+      return target;
+  }
+}
+
+Result<std::map<std::string, EncodedTensor>> gptq_quantize_model(const Model& model, const std::vector<int32_t>& calibration,
+                                                                 DType target, const CalibratedOptions& options,
+                                                                 const std::function<void(int64_t, int64_t)>& on_layer) {
+  const ModelConfig& c = model.config();
+  const int64_t chunk = options.chunk;
+  const int64_t n_seq = static_cast<int64_t>(calibration.size()) / chunk;
+  if (n_seq < 1) {
+    return Status::error("calibration text has " + std::to_string(calibration.size()) + " tokens; at least " +
+                         std::to_string(chunk) + " are needed");
+  }
+  const int64_t n = n_seq * chunk;
+  const int64_t embd = c.n_embd, qd = c.q_dim(), kvd = c.kv_dim(), ff = c.n_ff, hd = c.head_dim;
+  ThreadPool pool(options.n_threads);
+  const int64_t widest = std::max({embd, qd, ff});
+  std::vector<uint8_t> workspace(matmul_workspace_bytes(widest, chunk, pool.size()));
+
+  // Hidden states of all calibration tokens; they flow through the quantized blocks.
+  std::vector<float> x(static_cast<size_t>(n * embd)), a(static_cast<size_t>(n * std::max(embd, qd)));
+  std::vector<float> q(static_cast<size_t>(n * qd)), k(static_cast<size_t>(n * kvd)), v(static_cast<size_t>(n * kvd));
+  std::vector<float> o(static_cast<size_t>(n * qd)), g(static_cast<size_t>(n * ff)), u(static_cast<size_t>(n * ff));
+  const WeightMatrix& embedding = model.token_embedding();
+  for (int64_t t = 0; t < n; ++t) {
+    embedding.traits->dequantize_row(embedding.row(calibration[t]), x.data() + t * embd, embd);
+    for (int64_t i = 0; i < embd; ++i) x[t * embd + i] *= c.embedding_scale;
+  }
+  std::vector<float> inv_freq(c.rope_dim / 2), inv_freq_windowed(c.rope_dim / 2);
+  for (int64_t i = 0; i < c.rope_dim / 2; ++i) {
+    inv_freq[i] = static_cast<float>(c.rope_freq_scale * std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.rope_dim));
+    inv_freq_windowed[i] = static_cast<float>(std::pow(static_cast<double>(c.rope_base_windowed), -2.0 * i / c.rope_dim));
+  }
+
+  std::map<std::string, EncodedTensor> out;
+  // y = x W^T over all tokens, in batches of one sequence (bounded workspace).
+  auto multiply = [&](const Working& w, const float* in, float* result) {
+    const WeightMatrix view = float_view(w.values, w.rows, w.cols);
+    for (int64_t s = 0; s < n_seq; ++s) {
+      matmul(view, in + s * chunk * w.cols, w.cols, chunk, result + s * chunk * w.rows, w.rows, workspace.data(),
+             workspace.size(), pool);
+    }
+  };
+  // GPTQ on one group of matrices sharing the input `in` (n rows of `cols`).
+  auto quantize_group = [&](std::vector<Working*> group, const float* in, int64_t cols) -> Status {
+    HessianAccumulator accumulator(cols);
+    accumulator.add(in, n);
+    const std::vector<double> hessian = accumulator.hessian();
+    FRUGAL_ASSIGN_OR_RETURN(GptqHessian prepared, compress::gptq_prepare(hessian.data(), cols, options.gptq));
+    for (Working* w : group) {
+      const DType type = storage_type_for(target, w->cols);
+      auto result = compress::gptq_quantize(w->values.data(), w->rows, w->cols, prepared, QuantTarget::format(type), options.gptq);
+      if (!result) return Status::error("GPTQ on '" + w->name + "': " + result.status().message());
+      w->values = std::move(result->quantized.values);
+      out[w->name] = EncodedTensor{type, std::move(result->quantized.data)};
+    }
+    return Status::ok();
+  };
+
+  const float attention_scale = c.attention_scale > 0 ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t kv_group = c.n_head / c.n_head_kv;
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+    const LayerWeights& lw = model.layers()[layer];
+    const std::string p = "blk." + std::to_string(layer) + ".";
+    Working wq{p + "attn_q.weight", dequantize_matrix(lw.wq), lw.wq.rows, lw.wq.cols};
+    Working wk{p + "attn_k.weight", dequantize_matrix(lw.wk), lw.wk.rows, lw.wk.cols};
+    Working wv{p + "attn_v.weight", dequantize_matrix(lw.wv), lw.wv.rows, lw.wv.cols};
+    Working wo{p + "attn_output.weight", dequantize_matrix(lw.wo), lw.wo.rows, lw.wo.cols};
+    Working wg{p + "ffn_gate.weight", dequantize_matrix(lw.w_gate), lw.w_gate.rows, lw.w_gate.cols};
+    Working wu{p + "ffn_up.weight", dequantize_matrix(lw.w_up), lw.w_up.rows, lw.w_up.cols};
+    Working wd{p + "ffn_down.weight", dequantize_matrix(lw.w_down), lw.w_down.rows, lw.w_down.cols};
+
+    for (int64_t t = 0; t < n; ++t) rms_norm(x.data() + t * embd, lw.attn_norm.data(), c.rms_eps, embd, a.data() + t * embd);
+    FRUGAL_RETURN_IF_ERROR(quantize_group({&wq, &wk, &wv}, a.data(), embd));
+    multiply(wq, a.data(), q.data());
+    multiply(wk, a.data(), k.data());
+    multiply(wv, a.data(), v.data());
+    const bool windowed = c.layer_is_windowed[layer];
+    const float* freq = windowed ? inv_freq_windowed.data() : inv_freq.data();
+    for (int64_t t = 0; t < n; ++t) {
+      if (c.qk_norm) {
+        for (int64_t h = 0; h < c.n_head; ++h) rms_norm(q.data() + t * qd + h * hd, lw.q_norm.data(), c.rms_eps, hd, q.data() + t * qd + h * hd);
+        for (int64_t h = 0; h < c.n_head_kv; ++h) rms_norm(k.data() + t * kvd + h * hd, lw.k_norm.data(), c.rms_eps, hd, k.data() + t * kvd + h * hd);
+      }
+      rope(q.data() + t * qd, c.n_head, hd, c.rope_dim, t % chunk, freq, c.rope_style);
+      rope(k.data() + t * kvd, c.n_head_kv, hd, c.rope_dim, t % chunk, freq, c.rope_style);
+    }
+    // Causal attention inside each calibration sequence.
+    pool.parallel_for(n * c.n_head, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t t = task / c.n_head, h = task % c.n_head, kv_head = h / kv_group;
+        const int64_t start = t - t % chunk, pos = t % chunk;
+        const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+        attend_one_head(q.data() + t * qd + h * hd, k.data() + start * kvd + kv_head * hd, v.data() + start * kvd + kv_head * hd,
+                        kvd, first, pos, hd, attention_scale, o.data() + t * qd + h * hd);
+      }
+    });
+    FRUGAL_RETURN_IF_ERROR(quantize_group({&wo}, o.data(), qd));
+    multiply(wo, o.data(), a.data());
+    for (int64_t t = 0; t < n; ++t) {
+      float* row = a.data() + t * embd;
+      if (c.post_norms) rms_norm(row, lw.post_attn_norm.data(), c.rms_eps, embd, row);
+      for (int64_t i = 0; i < embd; ++i) x[t * embd + i] += row[i];
+      rms_norm(x.data() + t * embd, lw.ffn_norm.data(), c.rms_eps, embd, row);
+    }
+    FRUGAL_RETURN_IF_ERROR(quantize_group({&wg, &wu}, a.data(), embd));
+    multiply(wg, a.data(), g.data());
+    multiply(wu, a.data(), u.data());
+    for (int64_t t = 0; t < n; ++t) {
+      if (c.ffn_activation == Activation::kGeluTanh) {
+        geglu(g.data() + t * ff, u.data() + t * ff, ff);
+      } else {
+        swiglu(g.data() + t * ff, u.data() + t * ff, ff);
+      }
+    }
+    FRUGAL_RETURN_IF_ERROR(quantize_group({&wd}, g.data(), ff));
+    multiply(wd, g.data(), a.data());
+    for (int64_t t = 0; t < n; ++t) {
+      float* row = a.data() + t * embd;
+      if (c.post_norms) rms_norm(row, lw.post_ffn_norm.data(), c.rms_eps, embd, row);
+      for (int64_t i = 0; i < embd; ++i) x[t * embd + i] += row[i];
+    }
+    if (on_layer) on_layer(layer + 1, c.n_layer);
+  }
+  return out;
+}
+
+}  // namespace frugal
