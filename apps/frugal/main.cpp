@@ -23,7 +23,7 @@ commands:
               [--hellaswag N] [--hellaswag-file F] [--sst2 N] [--sst2-file F]
                                      PPL, KL divergence and same-top-token % against BASE;
                                      zero-shot HellaSwag and SST-2 accuracy
-  quantize    [-m MODEL] -o OUT.gguf [--method rtn|gptq] [--bits B] [--group G] [--symmetric]
+  quantize    [-m MODEL] -o OUT.gguf [--method rtn|gptq|awq] [--bits B] [--group G] [--symmetric]
               [--format TYPE] [--embedding-format TYPE] [--calib FILE] [--calib-tokens N]
               [--act-order] [-t THREADS]
                                      post-training quantization into a new GGUF file

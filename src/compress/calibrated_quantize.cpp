@@ -1,10 +1,11 @@
-// gptq_quantize_model: a float re-implementation of one decoder block over many calibration
+// calibrated_quantize_model: a float re-implementation of one decoder block over many calibration
 // sequences at once (the same graph as model/transformer.cpp, without a KV cache), with a Hessian
 // H = 2XᵀX collected at the input of each group of matrices just before they are quantized.
 #include "compress/calibrated_quantize.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "base/thread_pool.h"
 #include "kernels/matmul.h"
@@ -59,7 +60,7 @@ DType storage_type_for(DType target, int64_t cols) {
   }
 }
 
-Result<std::map<std::string, EncodedTensor>> gptq_quantize_model(const Model& model, const std::vector<int32_t>& calibration,
+Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Model& model, const std::vector<int32_t>& calibration,
                                                                  DType target, const CalibratedOptions& options,
                                                                  const std::function<void(int64_t, int64_t)>& on_layer) {
   const ModelConfig& c = model.config();
@@ -114,6 +115,38 @@ Result<std::map<std::string, EncodedTensor>> gptq_quantize_model(const Model& mo
     }
     return Status::ok();
   };
+  // AWQ on a group sharing `in`: returns the scales; the group's values become Q(W·s) (to be used
+  // with inputs divided by s) and their encodings are stored.
+  auto awq_group = [&](std::vector<Working*> group, const float* in, int64_t cols) -> Result<std::vector<float>> {
+    std::vector<compress::AwqWeight> weights;
+    for (Working* w : group) weights.push_back({w->values.data(), w->rows});
+    const DType type = storage_type_for(target, cols);
+    auto result = compress::awq_quantize(weights, cols, in, n, QuantTarget::format(type), options.awq);
+    if (!result) return Status::error("AWQ on '" + group[0]->name + "': " + result.status().message());
+    for (size_t i = 0; i < group.size(); ++i) {
+      group[i]->values = std::move(result->quantized[i].values);
+      out[group[i]->name] = EncodedTensor{type, std::move(result->quantized[i].data)};
+    }
+    return std::move(result->scales);
+  };
+  // Activation-weighted round-to-nearest (importance = mean square of each input column).
+  auto weighted_rtn = [&](Working& w, const float* in) {
+    std::vector<float> importance(w.cols, 0.0f);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t i = 0; i < w.cols; ++i) importance[i] += in[t * w.cols + i] * in[t * w.cols + i];
+    }
+    const DType type = storage_type_for(target, w.cols);
+    auto q = compress::quantize_matrix(QuantTarget::format(type), w.values.data(), w.rows, w.cols, importance.data(),
+                                       compress::GridFit::kSearch);
+    w.values = std::move(q.values);
+    out[w.name] = EncodedTensor{type, std::move(q.data)};
+  };
+  auto store_norm = [&](const std::string& name, const std::vector<float>& values) {
+    std::vector<uint8_t> bytes(values.size() * sizeof(float));
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    out[name] = EncodedTensor{DType::F32, std::move(bytes)};
+  };
+  const bool awq = options.method == CalibratedMethod::kAwq;
 
   const float attention_scale = c.attention_scale > 0 ? c.attention_scale : 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t kv_group = c.n_head / c.n_head_kv;
@@ -128,8 +161,18 @@ Result<std::map<std::string, EncodedTensor>> gptq_quantize_model(const Model& mo
     Working wu{p + "ffn_up.weight", dequantize_matrix(lw.w_up), lw.w_up.rows, lw.w_up.cols};
     Working wd{p + "ffn_down.weight", dequantize_matrix(lw.w_down), lw.w_down.rows, lw.w_down.cols};
 
-    for (int64_t t = 0; t < n; ++t) rms_norm(x.data() + t * embd, lw.attn_norm.data(), c.rms_eps, embd, a.data() + t * embd);
-    FRUGAL_RETURN_IF_ERROR(quantize_group({&wq, &wk, &wv}, a.data(), embd));
+    std::vector<float> attn_norm = lw.attn_norm, ffn_norm = lw.ffn_norm;
+    for (int64_t t = 0; t < n; ++t) rms_norm(x.data() + t * embd, attn_norm.data(), c.rms_eps, embd, a.data() + t * embd);
+    if (awq) {
+      FRUGAL_ASSIGN_OR_RETURN(std::vector<float> scales, awq_group({&wq, &wk, &wv}, a.data(), embd));
+      for (int64_t i = 0; i < embd; ++i) attn_norm[i] /= scales[i];  // the norm now emits x / s
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t i = 0; i < embd; ++i) a[t * embd + i] /= scales[i];
+      }
+      store_norm(p + "attn_norm.weight", attn_norm);
+    } else {
+      FRUGAL_RETURN_IF_ERROR(quantize_group({&wq, &wk, &wv}, a.data(), embd));
+    }
     multiply(wq, a.data(), q.data());
     multiply(wk, a.data(), k.data());
     multiply(wv, a.data(), v.data());
@@ -153,25 +196,49 @@ Result<std::map<std::string, EncodedTensor>> gptq_quantize_model(const Model& mo
                         kvd, first, pos, hd, attention_scale, o.data() + t * qd + h * hd);
       }
     });
-    FRUGAL_RETURN_IF_ERROR(quantize_group({&wo}, o.data(), qd));
+    if (awq) {
+      weighted_rtn(wo, o.data());
+    } else {
+      FRUGAL_RETURN_IF_ERROR(quantize_group({&wo}, o.data(), qd));
+    }
     multiply(wo, o.data(), a.data());
     for (int64_t t = 0; t < n; ++t) {
       float* row = a.data() + t * embd;
       if (c.post_norms) rms_norm(row, lw.post_attn_norm.data(), c.rms_eps, embd, row);
       for (int64_t i = 0; i < embd; ++i) x[t * embd + i] += row[i];
-      rms_norm(x.data() + t * embd, lw.ffn_norm.data(), c.rms_eps, embd, row);
+      rms_norm(x.data() + t * embd, ffn_norm.data(), c.rms_eps, embd, row);
     }
-    FRUGAL_RETURN_IF_ERROR(quantize_group({&wg, &wu}, a.data(), embd));
-    multiply(wg, a.data(), g.data());
-    multiply(wu, a.data(), u.data());
-    for (int64_t t = 0; t < n; ++t) {
-      if (c.ffn_activation == Activation::kGeluTanh) {
-        geglu(g.data() + t * ff, u.data() + t * ff, ff);
-      } else {
-        swiglu(g.data() + t * ff, u.data() + t * ff, ff);
+    auto gated = [&]() {  // g = act(a Wg^T) * (a Wu^T)
+      multiply(wg, a.data(), g.data());
+      multiply(wu, a.data(), u.data());
+      for (int64_t t = 0; t < n; ++t) {
+        if (c.ffn_activation == Activation::kGeluTanh) {
+          geglu(g.data() + t * ff, u.data() + t * ff, ff);
+        } else {
+          swiglu(g.data() + t * ff, u.data() + t * ff, ff);
+        }
       }
+    };
+    if (awq) {
+      // down's scales are searched on the float FFN and folded into up's rows before gate and
+      // up are quantized (the down input is act(gate) * up, linear in up).
+      gated();
+      FRUGAL_ASSIGN_OR_RETURN(std::vector<float> down_scales, awq_group({&wd}, g.data(), ff));
+      for (int64_t r = 0; r < ff; ++r) {
+        for (int64_t i = 0; i < embd; ++i) wu.values[r * embd + i] /= down_scales[r];
+      }
+      FRUGAL_ASSIGN_OR_RETURN(std::vector<float> scales, awq_group({&wg, &wu}, a.data(), embd));
+      for (int64_t i = 0; i < embd; ++i) ffn_norm[i] /= scales[i];
+      for (int64_t t = 0; t < n; ++t) {
+        for (int64_t i = 0; i < embd; ++i) a[t * embd + i] /= scales[i];
+      }
+      store_norm(p + "ffn_norm.weight", ffn_norm);
+      gated();
+    } else {
+      FRUGAL_RETURN_IF_ERROR(quantize_group({&wg, &wu}, a.data(), embd));
+      gated();
+      FRUGAL_RETURN_IF_ERROR(quantize_group({&wd}, g.data(), ff));
     }
-    FRUGAL_RETURN_IF_ERROR(quantize_group({&wd}, g.data(), ff));
     multiply(wd, g.data(), a.data());
     for (int64_t t = 0; t < n; ++t) {
       float* row = a.data() + t * embd;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "compress/awq.h"
 #include "compress/gptq.h"
 #include "model/model.h"
 
@@ -21,20 +22,33 @@ struct EncodedTensor {
   std::vector<uint8_t> bytes;
 };
 
+enum class CalibratedMethod {
+  kGptq,  // GPTQ on every matrix
+  // AWQ (Lin et al. 2023, arXiv:2306.00978): per-input-channel scales searched on the layer's
+  // activations and folded into the preceding RMSNorm (Q, K, V; gate, up) or into the up
+  // projection's rows (down), then a clipping search. The attention output projection has no
+  // foldable predecessor under grouped-query attention and gets an activation-weighted
+  // round-to-nearest fit instead.
+  kAwq,
+};
+
 struct CalibratedOptions {
+  CalibratedMethod method = CalibratedMethod::kGptq;
   int64_t chunk = 512;  // tokens per calibration sequence (attention stays within a sequence)
   int n_threads = 2;
   compress::GptqOptions gptq;
+  compress::AwqOptions awq;
 };
 
 // Type each matrix is stored in: `target`, or llama-quantize's 32-element fallback when the row
 // length is not a multiple of the target's block (K-quants on 576-wide rows).
 DType storage_type_for(DType target, int64_t cols);
 
-// GPTQ-quantizes every attention and FFN matrix of `model` into `target` (per-tensor fallback as
-// above) on `calibration` tokens (a multiple of options.chunk is used). `on_layer(done, total)`
-// reports progress. Returns the encoded tensors by GGUF name.
-Result<std::map<std::string, EncodedTensor>> gptq_quantize_model(const Model& model, const std::vector<int32_t>& calibration,
+// Quantizes every attention and FFN matrix of `model` into `target` (per-tensor fallback as above)
+// with GPTQ or AWQ on `calibration` tokens (a multiple of options.chunk is used). `on_layer(done,
+// total)` reports progress. Returns the encoded tensors by GGUF name (AWQ also returns the
+// RMSNorm weights it rescaled, as F32).
+Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Model& model, const std::vector<int32_t>& calibration,
                                                                  DType target, const CalibratedOptions& options,
                                                                  const std::function<void(int64_t, int64_t)>& on_layer);
 

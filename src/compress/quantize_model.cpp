@@ -60,8 +60,8 @@ Result<DType> parse_format(const std::string& name) {
 }
 
 Result<DType> resolve_format(const QuantizeOptions& o) {
-  if (o.method != "rtn" && o.method != "gptq") {
-    return Status::error("method '" + o.method + "' is not available yet (available: rtn, gptq)");
+  if (o.method != "rtn" && o.method != "gptq" && o.method != "awq") {
+    return Status::error("method '" + o.method + "' is not available yet (available: rtn, gptq, awq)");
   }
   if (!o.format.empty()) return parse_format(o.format);
   // bits/group/symmetry mapped onto the llama.cpp layout that stores exactly that grid.
@@ -97,8 +97,8 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   QuantizeReport report;
   // Calibrated methods choose the quantized values of the block matrices; the rest is RTN.
   std::map<std::string, EncodedTensor> calibrated;
-  if (options.method == "gptq") {
-    if (options.calibration_path.empty()) return Status::error("gptq needs calibration text (--calib FILE)");
+  if (options.method == "gptq" || options.method == "awq") {
+    if (options.calibration_path.empty()) return Status::error(options.method + " needs calibration text (--calib FILE)");
     FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(options.calibration_path));
     if (text.empty()) return Status::error("calibration file '" + options.calibration_path + "' is empty");
     FRUGAL_ASSIGN_OR_RETURN(auto model, Model::load(input));
@@ -107,8 +107,9 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
     calibrated_options.chunk = std::min<int64_t>(512, options.calibration_tokens);
     calibrated_options.n_threads = options.n_threads;
     calibrated_options.gptq.act_order = options.act_order;
+    calibrated_options.method = options.method == "awq" ? CalibratedMethod::kAwq : CalibratedMethod::kGptq;
     if (static_cast<int64_t>(tokens.size()) > options.calibration_tokens) tokens.resize(options.calibration_tokens);
-    FRUGAL_ASSIGN_OR_RETURN(calibrated, gptq_quantize_model(*model, tokens, target, calibrated_options, [&](int64_t done, int64_t total) {
+    FRUGAL_ASSIGN_OR_RETURN(calibrated, calibrated_quantize_model(*model, tokens, target, calibrated_options, [&](int64_t done, int64_t total) {
                               if (on_tensor) on_tensor(done, total, "layer " + std::to_string(done));
                             }));
   }
@@ -127,6 +128,13 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
     report.bytes_in += t.bytes;
     const bool is_embedding = t.name == "token_embd.weight";
     DType type = is_embedding ? embedding_target : target;
+    if (auto it = calibrated.find(t.name); it != calibrated.end() && t.dims.size() == 1) {
+      report.bytes_out += it->second.bytes.size();  // a norm rescaled by AWQ
+      writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
+      ++report.tensors_kept;
+      if (on_tensor) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), t.name);
+      continue;
+    }
     if (!is_quantizable_weight(t) || (is_embedding && keep_embedding)) {
       writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
       report.bytes_out += t.bytes;

@@ -164,16 +164,16 @@ class Q8TileAvx2 {
 };
 
 template <>
-struct FastTile<SimdAvx2, DecodeQ4_0> : NibbleTileAvx2<2, false> {
-  using NibbleTileAvx2<2, false>::NibbleTileAvx2;
+struct FastTile<SimdAvx2, DecodeQ4_0> : OneSubBlock<NibbleTileAvx2<2, false>, __m256i, __m256> {
+  using OneSubBlock::OneSubBlock;
 };
 template <>
-struct FastTile<SimdAvx2, DecodeQ4_1> : NibbleTileAvx2<4, true> {
-  using NibbleTileAvx2<4, true>::NibbleTileAvx2;
+struct FastTile<SimdAvx2, DecodeQ4_1> : OneSubBlock<NibbleTileAvx2<4, true>, __m256i, __m256> {
+  using OneSubBlock::OneSubBlock;
 };
 template <>
-struct FastTile<SimdAvx2, DecodeQ8_0Signed> : Q8TileAvx2 {
-  using Q8TileAvx2::Q8TileAvx2;
+struct FastTile<SimdAvx2, DecodeQ8_0Signed> : OneSubBlock<Q8TileAvx2, __m256i, __m256> {
+  using OneSubBlock::OneSubBlock;
 };
 
 }  // namespace

@@ -326,12 +326,27 @@ TileBuffers tile_buffers(uint8_t* scratch, int64_t cols) {
   return t;
 }
 
-// Optional fast path of a type on an ISA: the 8 step vectors and the dw/mw vectors of block b of
-// a full tile, loaded and transposed in registers straight from the weight rows (no temporary
-// buffer). Specialised in matmul_simd_avx512.h; `kAvailable` false means "use the decoder".
+// Optional fast path of a type on an ISA: for GGML block b of a full tile, for_each_sub(b, fn)
+// calls fn(sub_block_in_block, steps, dw, mw) with the sub-block's kSub/4 step vectors and its
+// scale vectors, loaded and transposed in registers straight from the weight rows (no temporary
+// buffer). Specialised in matmul_simd_avx512.h and matmul_avx2.cpp; `kAvailable` false means
+// "use the decoder".
 template <class S, class D>
 struct FastTile {
   static constexpr bool kAvailable = false;
+};
+
+// for_each_sub of loaders whose blocks are one 32-element sub-block, from their load().
+template <class Loader, class VI, class VF>
+struct OneSubBlock : Loader {
+  using Loader::Loader;
+  template <class Fn>
+  void for_each_sub(int64_t b, Fn&& fn) const {
+    VI steps[8];
+    VF dw, mw;
+    this->load(b, steps, dw, mw);
+    fn(0, steps, dw, mw);
+  }
 };
 
 // Prefetches the next slice of the rows after the tile: the tile reads block b of every row in
@@ -375,12 +390,12 @@ void build_tile(const WeightMatrix& w, int64_t r0, int nr, const TileBuffers& tb
       NextTilePrefetch prefetch(w, r0, L, n_blocks);
       for (int64_t b = 0; b < n_blocks; ++b) {
         prefetch.step();
-        typename S::VI steps[8];
-        typename S::VF dw, mw;
-        loader.load(b, steps, dw, mw);
-        for (int j = 0; j < 8; ++j) S::store(tb.codes + (b * 8 + j) * L * 4, steps[j]);
-        S::storef(tb.dw + b * L, dw, L);
-        S::storef(tb.mw + b * L, mw, L);
+        loader.for_each_sub(b, [&](int s, const typename S::VI* steps, typename S::VF dw, typename S::VF mw) {
+          const int64_t sub = b * kSubs + s;
+          for (int j = 0; j < D::kSub / 4; ++j) S::store(tb.codes + (sub * (D::kSub / 4) + j) * L * 4, steps[j]);
+          S::storef(tb.dw + sub * L, dw, L);
+          S::storef(tb.mw + sub * L, mw, L);
+        });
       }
       return;
     }
@@ -543,18 +558,19 @@ void decode_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const floa
   using VI = typename S::VI;
   using VF = typename S::VF;
   constexpr int L = S::kLanes;
-  const int64_t n_blocks = w.cols / 32;
+  constexpr int kSubs = D::kBlockElems / D::kSub;
+  const int64_t n_blocks = w.cols / D::kBlockElems;
   const FastTile<S, D> loader(w, r0);
   NextTilePrefetch prefetch(w, r0, L, n_blocks);
   VF acc = S::zerof();
   for (int64_t b = 0; b < n_blocks; ++b) {
     prefetch.step();
-    VI steps[8];
-    VF dw, mw;
-    loader.load(b, steps, dw, mw);
-    const VI isum = dot_steps_one_token<S, D, 1>(steps, xc + b * 32);
-    acc = S::fmadd(S::cvt(isum), S::mul_bcast(dw, xd + b), acc);
-    acc = S::fmadd_bcast(mw, xs + b, acc);
+    loader.for_each_sub(b, [&](int s, const VI* steps, VF dw, VF mw) {
+      const int64_t sub = b * kSubs + s;
+      const VI isum = dot_steps_one_token<S, D, 1>(steps, xc + sub * D::kSub);
+      acc = S::fmadd(S::cvt(isum), S::mul_bcast(dw, xd + sub), acc);
+      acc = S::fmadd_bcast(mw, xs + sub, acc);
+    });
   }
   S::storef(y, acc, L);
 }

@@ -4,6 +4,7 @@
 
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstring>
 
 #include "kernels/matmul_simd.h"
@@ -110,6 +111,28 @@ inline __m512 halves_to_float(__m512i words) {
   return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
 }
 
+// 16 bytes of 16 rows (`row_bytes` apart) -> z[j] = 32-bit word j of every row: the rows go
+// into 4 registers of 4 rows, then vpermt2d + vshufi64x2 transpose them.
+inline void rows16_words4(const uint8_t* p, size_t row_bytes, __m512i z[4]) {
+  __m512i a[4];
+  for (int k = 0; k < 4; ++k) {
+    const uint8_t* q = p + 4 * k * row_bytes;
+    __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + row_bytes)), 1);
+    v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 2 * row_bytes)), 2);
+    a[k] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 3 * row_bytes)), 3);
+  }
+  // a[k] word 4l + j is word j of row 4k + l. Words 0 and 1 (2 and 3) of rows 0-7 (8-15):
+  const __m512i pick01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+  const __m512i pick23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
+  const __m512i lo01 = _mm512_permutex2var_epi32(a[0], pick01, a[1]), hi01 = _mm512_permutex2var_epi32(a[2], pick01, a[3]);
+  const __m512i lo23 = _mm512_permutex2var_epi32(a[0], pick23, a[1]), hi23 = _mm512_permutex2var_epi32(a[2], pick23, a[3]);
+  z[0] = _mm512_shuffle_i64x2(lo01, hi01, 0x44);
+  z[1] = _mm512_shuffle_i64x2(lo01, hi01, 0xee);
+  z[2] = _mm512_shuffle_i64x2(lo23, hi23, 0x44);
+  z[3] = _mm512_shuffle_i64x2(lo23, hi23, 0xee);
+}
+
 // Q4_0 / Q4_1 blocks of a full 16-row tile: each row's 16 nibble bytes (4 words) go into 4
 // registers of 4 rows, vpermt2d + vshufi64x2 transpose them to word j of every row, and the low
 // nibbles give steps 0-3 (element i < 16 is the low nibble of qs[i]), the high ones steps 4-7.
@@ -122,21 +145,8 @@ class NibbleTile {
       : base_(w.row(r0)), row_bytes_(w.row_bytes), block_bytes_(w.traits->block_bytes), offsets_(row_offsets(w.row_bytes)) {}
   void load(int64_t b, __m512i steps[8], __m512& dw, __m512& mw) const {
     const uint8_t* p = base_ + b * block_bytes_;
-    __m512i a[4];
-    for (int k = 0; k < 4; ++k) {
-      const uint8_t* q = p + 4 * k * row_bytes_ + kQsOffset;
-      __m512i v = _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q)));
-      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + row_bytes_)), 1);
-      v = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 2 * row_bytes_)), 2);
-      a[k] = _mm512_inserti32x4(v, _mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 3 * row_bytes_)), 3);
-    }
-    // a[k] word 4l + j is word j of row 4k + l. Words 0 and 1 (2 and 3) of rows 0-7 (8-15):
-    const __m512i pick01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
-    const __m512i pick23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30, 3, 7, 11, 15, 19, 23, 27, 31);
-    const __m512i lo01 = _mm512_permutex2var_epi32(a[0], pick01, a[1]), hi01 = _mm512_permutex2var_epi32(a[2], pick01, a[3]);
-    const __m512i lo23 = _mm512_permutex2var_epi32(a[0], pick23, a[1]), hi23 = _mm512_permutex2var_epi32(a[2], pick23, a[3]);
-    const __m512i z[4] = {_mm512_shuffle_i64x2(lo01, hi01, 0x44), _mm512_shuffle_i64x2(lo01, hi01, 0xee),
-                          _mm512_shuffle_i64x2(lo23, hi23, 0x44), _mm512_shuffle_i64x2(lo23, hi23, 0xee)};
+    __m512i z[4];
+    rows16_words4(p + kQsOffset, row_bytes_, z);
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int j = 0; j < 4; ++j) {
       steps[j] = _mm512_and_si512(z[j], m4);
@@ -179,21 +189,137 @@ class Q8Tile {
   __m512i offsets_;
 };
 
+// Q4_K super-blocks of a full 16-row tile: the 16-byte headers (d, dmin, 12 bytes of packed
+// 6-bit scales and mins) are transposed to 4 words per row and unpacked lane-wise (the packing
+// of get_scale_min_k4 in ggml-quants.c); each 32-byte chunk of nibbles gives sub-block 2g (low
+// nibbles) and 2g + 1 (high nibbles).
+template <bool kVnni>
+class Q4KTile {
+ public:
+  static constexpr bool kAvailable = true;
+  Q4KTile(const WeightMatrix& w, int64_t r0) : base_(w.row(r0)), row_bytes_(w.row_bytes) {}
+  template <class Fn>
+  void for_each_sub(int64_t b, Fn&& fn) const {
+    const uint8_t* p = base_ + b * sizeof(BlockQ4_K);
+    __m512i h[4];  // d | dmin << 16, then scale bytes 0-3, 4-7, 8-11
+    rows16_words4(p, row_bytes_, h);
+    const __m512 d = halves_to_float<false>(h[0]);
+    const __m512 neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), halves_to_float<true>(h[0]));
+    const __m512i m6 = _mm512_set1_epi32(63), m4 = _mm512_set1_epi32(15), m3 = _mm512_set1_epi32(3);
+    const __m512i nibble = _mm512_set1_epi8(0x0f);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      __m512i z[8];
+      SimdAvx512<kVnni>::rows_to_steps(p + 16 + 32 * g, static_cast<int64_t>(row_bytes_), z);
+#pragma GCC unroll 2
+      for (int half = 0; half < 2; ++half) {
+        const int j = 2 * g + half;
+        __m512i sc, m;
+        if (j < 4) {
+          sc = _mm512_and_si512(_mm512_srli_epi32(h[1], 8 * j), m6);
+          m = _mm512_and_si512(_mm512_srli_epi32(h[2], 8 * j), m6);
+        } else {
+          const int s = 8 * (j - 4);
+          sc = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(h[3], s), m4),
+                               _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h[1], s + 6), m3), 4));
+          m = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(h[3], s + 4), m4),
+                              _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(h[2], s + 6), m3), 4));
+        }
+        __m512i steps[8];
+        for (int k = 0; k < 8; ++k) {
+          steps[k] = half == 0 ? _mm512_and_si512(z[k], nibble) : _mm512_and_si512(_mm512_srli_epi16(z[k], 4), nibble);
+        }
+        fn(j, steps, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)), _mm512_mul_ps(neg_dmin, _mm512_cvtepi32_ps(m)));
+      }
+    }
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_;
+};
+
+// Q6_K super-blocks of a full 16-row tile: ql and qh chunks are transposed in registers and
+// combined into codes q + 32 (low 4 bits from a nibble of ql, high 2 from qh, layout of
+// dequantize_row_q6_K in ggml-quants.c); 16-element sub-blocks with signed 8-bit scales.
+template <bool kVnni>
+class Q6KTile {
+ public:
+  static constexpr bool kAvailable = true;
+  Q6KTile(const WeightMatrix& w, int64_t r0)
+      : base_(w.row(r0)), row_bytes_(w.row_bytes), offsets_(row_offsets(w.row_bytes)) {}
+  template <class Fn>
+  void for_each_sub(int64_t b, Fn&& fn) const {
+    using Simd = SimdAvx512<kVnni>;
+    const uint8_t* p = base_ + b * sizeof(BlockQ6_K);
+    __m512i sc4[4];  // scale bytes 4i..4i+3 of every row
+    rows16_words4(p + offsetof(BlockQ6_K, scales), row_bytes_, sc4);
+    // d is the high half of the word ending the block (no read past the block).
+    const __m512 d = halves_to_float<true>(_mm512_i32gather_epi32(offsets_, p + offsetof(BlockQ6_K, d) - 2, 1));
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      __m512i qh[8];
+      Simd::rows_to_steps(p + offsetof(BlockQ6_K, qh) + 32 * h, static_cast<int64_t>(row_bytes_), qh);
+#pragma GCC unroll 2
+      for (int kk = 0; kk < 2; ++kk) {
+        __m512i ql[8];
+        Simd::rows_to_steps(p + 64 * h + 32 * kk, static_cast<int64_t>(row_bytes_), ql);
+#pragma GCC unroll 2
+        for (int hi = 0; hi < 2; ++hi) {
+          const int k = kk + 2 * hi;  // element group 128h + 32k
+          __m512i codes[8];
+          for (int j = 0; j < 8; ++j) {
+            const __m512i low = hi ? _mm512_and_si512(_mm512_srli_epi16(ql[j], 4), m4) : _mm512_and_si512(ql[j], m4);
+            __m512i high;  // bits 2k..2k+1 of qh moved to bits 4..5 (16-bit shifts never carry across bytes here)
+            if (k == 0) high = _mm512_slli_epi16(qh[j], 4);
+            else if (k == 1) high = _mm512_slli_epi16(qh[j], 2);
+            else if (k == 2) high = qh[j];
+            else high = _mm512_srli_epi16(qh[j], 2);
+            codes[j] = _mm512_or_si512(low, _mm512_and_si512(high, m30));
+          }
+#pragma GCC unroll 2
+          for (int part = 0; part < 2; ++part) {
+            const int i = 8 * h + 2 * k + part;  // sub-block of steps 4 * part .. 4 * part + 3
+            const int e = i % 4;
+            const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sc4[i / 4], 24 - 8 * e), 24);
+            const __m512 dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+            fn(i, codes + 4 * part, dw, _mm512_mul_ps(dw, _mm512_set1_ps(-32.0f)));
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_;
+  __m512i offsets_;
+};
+
 template <bool V>
-struct FastTile<SimdAvx512<V>, DecodeQ4_0> : NibbleTile<V, 2, false> {
-  using NibbleTile<V, 2, false>::NibbleTile;
+struct FastTile<SimdAvx512<V>, DecodeQ4_0> : OneSubBlock<NibbleTile<V, 2, false>, __m512i, __m512> {
+  using OneSubBlock<NibbleTile<V, 2, false>, __m512i, __m512>::OneSubBlock;
 };
 template <bool V>
-struct FastTile<SimdAvx512<V>, DecodeQ4_1> : NibbleTile<V, 4, true> {
-  using NibbleTile<V, 4, true>::NibbleTile;
+struct FastTile<SimdAvx512<V>, DecodeQ4_1> : OneSubBlock<NibbleTile<V, 4, true>, __m512i, __m512> {
+  using OneSubBlock<NibbleTile<V, 4, true>, __m512i, __m512>::OneSubBlock;
 };
 template <>
-struct FastTile<SimdAvx512<true>, DecodeQ8_0Offset> : Q8Tile<true> {
-  using Q8Tile<true>::Q8Tile;
+struct FastTile<SimdAvx512<true>, DecodeQ8_0Offset> : OneSubBlock<Q8Tile<true>, __m512i, __m512> {
+  using OneSubBlock::OneSubBlock;
 };
 template <>
-struct FastTile<SimdAvx512<false>, DecodeQ8_0Signed> : Q8Tile<false> {
-  using Q8Tile<false>::Q8Tile;
+struct FastTile<SimdAvx512<false>, DecodeQ8_0Signed> : OneSubBlock<Q8Tile<false>, __m512i, __m512> {
+  using OneSubBlock::OneSubBlock;
+};
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ45_K<false>> : Q4KTile<V> {
+  using Q4KTile<V>::Q4KTile;
+};
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ6_K> : Q6KTile<V> {
+  using Q6KTile<V>::Q6KTile;
 };
 
 }  // namespace

@@ -117,7 +117,9 @@ TEST(QuantizeBadInput, FailsCleanlyWithoutOutput) {
 namespace frugal {
 namespace {
 
-TEST(QuantizeGptq, CalibratedModelReloadsAndBeatsRtnOnTheCalibrationText) {
+class QuantizeCalibrated : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(QuantizeCalibrated, ReloadsAndBeatsRtnOnTheCalibrationText) {
   const std::string dir = testing::temp_dir();
   const std::string in = dir + "/tiny.gguf";
   testing::TinyModelOptions o;
@@ -128,7 +130,7 @@ TEST(QuantizeGptq, CalibratedModelReloadsAndBeatsRtnOnTheCalibrationText) {
   for (int i = 0; i < 200; ++i) text += "the theater on the sea, in the storm; the sailor sang. ";
   std::ofstream(dir + "/calib.txt") << text;
   QuantizeOptions options;
-  options.method = "gptq";
+  options.method = GetParam();
   options.format = "q4_0";
   options.calibration_path = dir + "/calib.txt";
   options.calibration_tokens = 1024;
@@ -153,9 +155,11 @@ TEST(QuantizeGptq, CalibratedModelReloadsAndBeatsRtnOnTheCalibrationText) {
   auto with_gptq = compare_distributions(gptq_t, base_t, tokens, 128, 4, nullptr);
   auto with_rtn = compare_distributions(rtn_t, base_t, tokens, 128, 4, nullptr);
   ASSERT_TRUE(with_gptq.is_ok() && with_rtn.is_ok());
-  std::printf("tiny model, q4_0: KLD gptq %.6f vs rtn %.6f\n", with_gptq->kld_mean, with_rtn->kld_mean);
+  std::printf("tiny model, q4_0: KLD %s %.6f vs rtn %.6f\n", GetParam(), with_gptq->kld_mean, with_rtn->kld_mean);
   EXPECT_LT(with_gptq->kld_mean, with_rtn->kld_mean);
 }
+
+INSTANTIATE_TEST_SUITE_P(Methods, QuantizeCalibrated, ::testing::Values("gptq", "awq"));
 
 TEST(QuantizeGptq, MissingOrEmptyCalibrationFails) {
   const std::string dir = testing::temp_dir();
