@@ -7,17 +7,24 @@
 // Integer path (llama.cpp's scheme: weights stay in their GGML blocks, activations are quantized
 // to 8 bits per block, products are exact int32 sums per block, scaled in float):
 //   y[t][r] = sum over sub-blocks b of  dw[r][b] * dx[t][b] * sum_i c[r][i] * q[t][i]  +  mw[r][b] * sx[t][b]
-// where c are the weight codes as unsigned bytes (the stored code, Q8_0 shifted by +128), dw the
-// weight scale, and mw the per-sub-block term that absorbs the code offset (-8*dw for Q4_0,
-// -32*d*sc for Q6_K, ...) or the stored minimum (Q4_1 m, -dmin*m for Q4_K). sx = dx * sum(q) comes
+// where c are the weight codes as unsigned bytes (the stored code; Q8_0 is shifted by +128 for
+// vpdpbusd, or kept signed for the maddubs sign trick), dw the weight scale, and mw the
+// per-sub-block term that absorbs the code offset (-8*dw for Q4_0, -32*d*sc for Q6_K, ...) or
+// the stored minimum (Q4_1 m, -dmin*m for Q4_K). sx = dx * sum(q) comes
 // with the quantized activations, so the offset costs one FMA per sub-block instead of a
 // subtraction per weight.
 //
-// A tile of S::kLanes rows is decoded once into codes interleaved as [step][row][4 bytes] (a
-// 4-byte step of every row in one vector), then multiplied with every token: one vector load of
-// weights serves up to S::kMaxTokens tokens whose 4 codes are broadcast (vpdpbusd with an
+// Prefill: a tile of S::kLanes rows is decoded once into codes interleaved as [step][row][4 bytes]
+// (a 4-byte step of every row in one vector), then multiplied with every token: one vector load
+// of weights serves up to S::kMaxTokens tokens whose 4 codes are broadcast (vpdpbusd with an
 // embedded broadcast on AVX512-VNNI; maddubs+madd otherwise). The result lanes are rows, so each
-// token's outputs are one contiguous store.
+// token's outputs are one contiguous store. Inputs wider than 768 columns go in 512-column
+// passes so the tile and the activations stay in L1.
+//
+// Decode (one token) is bound by memory bandwidth: for the common types a FastTile loader moves
+// each block of a full tile from the weight rows into step registers with an in-register
+// transpose (no temporary buffer) and feeds them straight into the dot products, while the next
+// tile is prefetched. Other types decode through a small buffer and a transpose.
 #pragma once
 
 #include <immintrin.h>
