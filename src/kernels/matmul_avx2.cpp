@@ -164,15 +164,15 @@ class Q8TileAvx2 {
 };
 
 template <>
-struct FastTile<SimdAvx2, DecodeQ4_0> : OneSubBlock<NibbleTileAvx2<2, false>, __m256i, __m256> {
+struct FastTile<SimdAvx2, DecodeQ4_0> : OneSubBlock<NibbleTileAvx2<2, false>, SimdAvx2> {
   using OneSubBlock::OneSubBlock;
 };
 template <>
-struct FastTile<SimdAvx2, DecodeQ4_1> : OneSubBlock<NibbleTileAvx2<4, true>, __m256i, __m256> {
+struct FastTile<SimdAvx2, DecodeQ4_1> : OneSubBlock<NibbleTileAvx2<4, true>, SimdAvx2> {
   using OneSubBlock::OneSubBlock;
 };
 template <>
-struct FastTile<SimdAvx2, DecodeQ8_0Signed> : OneSubBlock<Q8TileAvx2, __m256i, __m256> {
+struct FastTile<SimdAvx2, DecodeQ8_0Signed> : OneSubBlock<Q8TileAvx2, SimdAvx2> {
   using OneSubBlock::OneSubBlock;
 };
 

@@ -344,13 +344,13 @@ struct FastTile {
 };
 
 // for_each_sub of loaders whose blocks are one 32-element sub-block, from their load().
-template <class Loader, class VI, class VF>
+template <class Loader, class S>
 struct OneSubBlock : Loader {
   using Loader::Loader;
   template <class Fn>
   void for_each_sub(int64_t b, Fn&& fn) const {
-    VI steps[8];
-    VF dw, mw;
+    typename S::VI steps[8];
+    typename S::VF dw, mw;
     this->load(b, steps, dw, mw);
     fn(0, steps, dw, mw);
   }

@@ -298,19 +298,19 @@ class Q6KTile {
 };
 
 template <bool V>
-struct FastTile<SimdAvx512<V>, DecodeQ4_0> : OneSubBlock<NibbleTile<V, 2, false>, __m512i, __m512> {
-  using OneSubBlock<NibbleTile<V, 2, false>, __m512i, __m512>::OneSubBlock;
+struct FastTile<SimdAvx512<V>, DecodeQ4_0> : OneSubBlock<NibbleTile<V, 2, false>, SimdAvx512<V>> {
+  using OneSubBlock<NibbleTile<V, 2, false>, SimdAvx512<V>>::OneSubBlock;
 };
 template <bool V>
-struct FastTile<SimdAvx512<V>, DecodeQ4_1> : OneSubBlock<NibbleTile<V, 4, true>, __m512i, __m512> {
-  using OneSubBlock<NibbleTile<V, 4, true>, __m512i, __m512>::OneSubBlock;
+struct FastTile<SimdAvx512<V>, DecodeQ4_1> : OneSubBlock<NibbleTile<V, 4, true>, SimdAvx512<V>> {
+  using OneSubBlock<NibbleTile<V, 4, true>, SimdAvx512<V>>::OneSubBlock;
 };
 template <>
-struct FastTile<SimdAvx512<true>, DecodeQ8_0Offset> : OneSubBlock<Q8Tile<true>, __m512i, __m512> {
+struct FastTile<SimdAvx512<true>, DecodeQ8_0Offset> : OneSubBlock<Q8Tile<true>, SimdAvx512<true>> {
   using OneSubBlock::OneSubBlock;
 };
 template <>
-struct FastTile<SimdAvx512<false>, DecodeQ8_0Signed> : OneSubBlock<Q8Tile<false>, __m512i, __m512> {
+struct FastTile<SimdAvx512<false>, DecodeQ8_0Signed> : OneSubBlock<Q8Tile<false>, SimdAvx512<false>> {
   using OneSubBlock::OneSubBlock;
 };
 template <bool V>
