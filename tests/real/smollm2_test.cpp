@@ -92,13 +92,12 @@ TEST_F(SmolLm2, LogitsMatchLlamaCpp) {
   double worst = 0;
   for (const auto& prompt : prompts) {
     const auto c = testing::compare_last_logits_with_llama(model_, prompt);
-    // Tolerance: this small model is sensitive to rounding. llama.cpp's own two attention paths
-    // (flash attention on, its default here, accumulating in half precision; and off) differ on
-    // the last prompt by max |dlogit| 0.77 and KL 0.006, and rounding activations to 8 bits moves
-    // logits by up to 0.63. Stated bounds: max |logit difference| < 1.0, KL < 0.02 nats, and the
-    // same top token.
-    EXPECT_LT(c.max_abs_difference, 1.0) << prompt;
-    EXPECT_LT(c.kl, 0.02) << prompt;
+    // Tolerance from the rounding noise floor measured on the same prompt: frugal must be as
+    // close to llama.cpp as llama.cpp's own two attention paths (flash attention, accumulating in
+    // half precision, and plain) are to each other, within a factor of 2, with small absolute
+    // floors (KL 0.01 nats, |dlogit| 1.0), and pick the same top token.
+    EXPECT_LT(c.kl, std::max(0.01, 2.0 * c.peer_noise_kl)) << prompt;
+    EXPECT_LT(c.max_abs_difference, std::max(1.0, 2.0 * c.peer_noise_max_abs_difference)) << prompt;
     EXPECT_EQ(c.our_top, c.peer_top) << prompt;
     worst = std::max(worst, c.max_abs_difference);
   }

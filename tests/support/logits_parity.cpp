@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <tuple>
 
 #include "support/test_support.h"
 
@@ -20,6 +21,28 @@ std::vector<double> log_softmax(const float* logits, int64_t n) {
   return out;
 }
 
+
+// Logits from the peer tool; `flash_attention` selects llama.cpp's attention path.
+std::vector<float> peer_logits(const std::string& model_path, const std::string& ids, bool flash_attention) {
+  const auto r = run_command(std::string(flash_attention ? "" : "FRUGAL_PEER_FLASH_ATTN=0 ") + shell_quote(peer_tool("llama-logits")) +
+                             " " + shell_quote(model_path) + " " + ids);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::vector<float> out;
+  std::istringstream in(r.out);
+  for (float v; in >> v;) out.push_back(v);
+  return out;
+}
+
+// (KL(reference || other), max |difference - mean difference|).
+std::pair<double, double> divergence(const float* reference, const float* other, int64_t vocab) {
+  double shift = 0, max = 0, kl = 0;
+  for (int64_t v = 0; v < vocab; ++v) shift += (other[v] - reference[v]) / static_cast<double>(vocab);
+  for (int64_t v = 0; v < vocab; ++v) max = std::max(max, std::fabs(other[v] - reference[v] - shift));
+  const auto lp_ref = log_softmax(reference, vocab), lp_other = log_softmax(other, vocab);
+  for (int64_t v = 0; v < vocab; ++v) kl += std::exp(lp_ref[v]) * (lp_ref[v] - lp_other[v]);
+  return {kl, max};
+}
+
 }  // namespace
 
 LogitComparison compare_last_logits_with_llama(const std::shared_ptr<const Model>& model, const std::string& prompt) {
@@ -27,14 +50,13 @@ LogitComparison compare_last_logits_with_llama(const std::shared_ptr<const Model
   const auto ids = model->tokenizer().encode(prompt, true, true);
   std::string list;
   for (size_t i = 0; i < ids.size(); ++i) list += (i ? "," : "") + std::to_string(ids[i]);
-  const auto r = run_command(shell_quote(peer_tool("llama-logits")) + " " + shell_quote(model->file().path()) + " " + list);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  std::vector<float> peer;
-  std::istringstream in(r.out);
-  for (float v; in >> v;) peer.push_back(v);
   const int64_t vocab = model->config().n_vocab;
+  const std::vector<float> peer = peer_logits(model->file().path(), list, true);
+  const std::vector<float> peer_plain = peer_logits(model->file().path(), list, false);
   EXPECT_EQ(static_cast<int64_t>(peer.size()), vocab);
-  if (r.exit_code != 0 || static_cast<int64_t>(peer.size()) != vocab) return c;
+  EXPECT_EQ(static_cast<int64_t>(peer_plain.size()), vocab);
+  if (static_cast<int64_t>(peer.size()) != vocab || static_cast<int64_t>(peer_plain.size()) != vocab) return c;
+  std::tie(c.peer_noise_kl, c.peer_noise_max_abs_difference) = divergence(peer.data(), peer_plain.data(), vocab);
 
   TransformerOptions options;
   options.n_ctx = std::max<int64_t>(64, static_cast<int64_t>(ids.size()) + 1);
@@ -50,13 +72,11 @@ LogitComparison compare_last_logits_with_llama(const std::shared_ptr<const Model
     if (ours[v] > ours[c.our_top]) c.our_top = v;
     if (peer[v] > peer[c.peer_top]) c.peer_top = v;
   }
-  for (int64_t v = 0; v < vocab; ++v) {
-    c.max_abs_difference = std::max(c.max_abs_difference, std::fabs(ours[v] - peer[v] - c.mean_shift));
-  }
-  const auto lp_peer = log_softmax(peer.data(), vocab), lp_ours = log_softmax(ours, vocab);
-  for (int64_t v = 0; v < vocab; ++v) c.kl += std::exp(lp_peer[v]) * (lp_peer[v] - lp_ours[v]);
-  std::printf("%-48.48s max |dlogit| %.4f (mean shift %+.4f), KL %.6f, top %lld/%lld\n", prompt.c_str(), c.max_abs_difference,
-              c.mean_shift, c.kl, static_cast<long long>(c.our_top), static_cast<long long>(c.peer_top));
+  std::tie(c.kl, c.max_abs_difference) = divergence(peer.data(), ours, vocab);
+  std::printf("%-40.40s frugal vs llama.cpp: max |dlogit| %.4f (shift %+.4f), KL %.6f, top %lld/%lld | llama.cpp fa vs "
+              "no-fa: max %.4f, KL %.6f\n",
+              prompt.c_str(), c.max_abs_difference, c.mean_shift, c.kl, static_cast<long long>(c.our_top),
+              static_cast<long long>(c.peer_top), c.peer_noise_max_abs_difference, c.peer_noise_kl);
   return c;
 }
 

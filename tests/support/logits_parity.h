@@ -13,6 +13,10 @@ struct LogitComparison {
   double mean_shift = 0;          // mean of (ours - peer)
   double kl = 0;          // KL(peer || ours) of the next-token distributions, nats
   int64_t our_top = -1, peer_top = -1;
+  // llama.cpp against itself: its default path (flash attention, half-precision accumulation)
+  // vs its plain attention path, on the same prompt. The rounding noise floor for this prompt.
+  double peer_noise_kl = 0;
+  double peer_noise_max_abs_difference = 0;
 };
 
 // Tokenizes `prompt` with frugal (special tokens parsed), runs both engines, compares; failures to
