@@ -85,11 +85,8 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     embedding.traits->dequantize_row(embedding.row(calibration[t]), x.data() + t * embd, embd);
     for (int64_t i = 0; i < embd; ++i) x[t * embd + i] *= c.embedding_scale;
   }
-  std::vector<float> inv_freq(c.rope_dim / 2), inv_freq_windowed(c.rope_dim / 2);
-  for (int64_t i = 0; i < c.rope_dim / 2; ++i) {
-    inv_freq[i] = static_cast<float>(c.rope_freq_scale * std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.rope_dim));
-    inv_freq_windowed[i] = static_cast<float>(std::pow(static_cast<double>(c.rope_base_windowed), -2.0 * i / c.rope_dim));
-  }
+  const std::vector<float> inv_freq = rope_inverse_frequencies(c, false);
+  const std::vector<float> inv_freq_windowed = rope_inverse_frequencies(c, true);
 
   std::map<std::string, EncodedTensor> out;
   // y = x W^T over all tokens, in batches of one sequence (bounded workspace).

@@ -11,6 +11,16 @@ const std::vector<std::string>& supported_architectures() {
   return names;
 }
 
+std::vector<float> rope_inverse_frequencies(const ModelConfig& c, bool windowed) {
+  const double base = windowed ? c.rope_base_windowed : c.rope_base;
+  const double scale = windowed ? 1.0 : c.rope_freq_scale;
+  std::vector<float> out(c.rope_dim / 2);
+  for (int64_t i = 0; i < c.rope_dim / 2; ++i) {
+    out[i] = static_cast<float>(scale * std::pow(base, -2.0 * static_cast<double>(i) / static_cast<double>(c.rope_dim)));
+  }
+  return out;
+}
+
 Result<ModelConfig> read_model_config(const GgufFile& file) {
   ModelConfig c;
   FRUGAL_ASSIGN_OR_RETURN(c.architecture, file.get_string("general.architecture"));

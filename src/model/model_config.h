@@ -51,4 +51,8 @@ const std::vector<std::string>& supported_architectures();
 
 Result<ModelConfig> read_model_config(const GgufFile& file);
 
+// RoPE inverse frequencies freq_scale * base^(-2i/rope_dim), i < rope_dim/2, for global layers or
+// (windowed) for sliding-window layers, which use their own base and no frequency scaling.
+std::vector<float> rope_inverse_frequencies(const ModelConfig& config, bool windowed);
+
 }  // namespace frugal

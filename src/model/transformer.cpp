@@ -21,12 +21,8 @@ Transformer::Transformer(std::shared_ptr<const Model> model, const TransformerOp
       cache_(model_->config().n_layer, options.n_ctx, model_->config().kv_dim()) {
   const ModelConfig& c = model_->config();
   const int64_t b = options_.n_batch;
-  inv_freq_.resize(c.rope_dim / 2);
-  inv_freq_windowed_.resize(c.rope_dim / 2);
-  for (int64_t i = 0; i < c.rope_dim / 2; ++i) {
-    inv_freq_[i] = static_cast<float>(c.rope_freq_scale * std::pow(static_cast<double>(c.rope_base), -2.0 * i / c.rope_dim));
-    inv_freq_windowed_[i] = static_cast<float>(std::pow(static_cast<double>(c.rope_base_windowed), -2.0 * i / c.rope_dim));
-  }
+  inv_freq_ = rope_inverse_frequencies(c, false);
+  inv_freq_windowed_ = rope_inverse_frequencies(c, true);
   residual_.resize(b * c.n_embd);
   normed_.resize(b * std::max(c.n_embd, c.q_dim()));
   q_.resize(b * c.q_dim());
