@@ -1,6 +1,8 @@
 // Scalar/AVX2 implementations of the per-row transformer operations (see ops.h).
 #include "kernels/ops.h"
 
+#include "kernels/vector_math.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -24,6 +26,21 @@ inline float dot8(const float* a, const T* b, int64_t n) {
   return _mm_cvtss_f32(s);
 }
 
+// Dot products of q with 8 keys (rows `stride` apart) in one vector: 8 accumulators, then one
+// transposing reduction instead of a horizontal sum per key.
+template <typename T>
+inline __m256 dot_8_keys(const float* q, const T* k, int64_t stride, int64_t n) {
+  __m256 a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + i);
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(qv, load8(k + j * stride + i), a[j]);
+  }
+  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
 // out = out * c + p * v over n (multiple of 8) elements.
 template <typename T>
 inline void scale_add8(float* out, float c, float p, const T* v, int64_t n) {
@@ -45,21 +62,34 @@ void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t f
   std::fill(out, out + head_dim, 0.0f);
   for (int64_t j0 = first; j0 <= last; j0 += kTile) {
     const int64_t n = std::min(kTile, last - j0 + 1);
-    float tile_max = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < n; ++j) {
-      scores[j] = dot8(q, k + (j0 + j) * kv_stride, head_dim) * scale;
-      tile_max = std::max(tile_max, scores[j]);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_keys(q, k + (j0 + j) * kv_stride, kv_stride, head_dim), _mm256_set1_ps(scale)));
     }
+    for (; j < n; ++j) scores[j] = dot8(q, k + (j0 + j) * kv_stride, head_dim) * scale;
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (j = 0; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
     float correction = 1.0f;
     if (tile_max > running_max) {
       correction = std::exp(running_max - tile_max);
       running_sum *= correction;
       running_max = tile_max;
     }
-    for (int64_t j = 0; j < n; ++j) {
-      const float p = std::exp(scores[j] - running_max);
-      running_sum += p;
-      scale_add8(out, j == 0 ? correction : 1.0f, p, v + (j0 + j) * kv_stride, head_dim);
+    // Probabilities of the whole tile at once; the padding up to a multiple of 8 gives 0.
+    const int64_t padded = (n + 7) / 8 * 8;
+    for (j = n; j < padded; ++j) scores[j] = -std::numeric_limits<float>::infinity();
+    const __m256 vmax = _mm256_set1_ps(running_max);
+    __m256 vsum = _mm256_setzero_ps();
+    for (j = 0; j < padded; j += 8) {
+      const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vmax));
+      _mm256_storeu_ps(scores + j, p);
+      vsum = _mm256_add_ps(vsum, p);
+    }
+    alignas(32) float sums[8];
+    _mm256_store_ps(sums, vsum);
+    for (float x : sums) running_sum += x;
+    for (j = 0; j < n; ++j) {
+      scale_add8(out, j == 0 ? correction : 1.0f, scores[j], v + (j0 + j) * kv_stride, head_dim);
     }
   }
   const float inv = 1.0f / running_sum;
@@ -105,7 +135,14 @@ void rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t
 }
 
 void swiglu(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
+  int64_t i = 0;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];
   }
