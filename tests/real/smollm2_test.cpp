@@ -89,19 +89,7 @@ TEST_F(SmolLm2, LogitsMatchLlamaCpp) {
       "In 1905, Albert Einstein published four papers that changed physics. The first explained the photoelectric effect, "
       "the second Brownian motion, the third special relativity, and the fourth",
   };
-  double worst = 0;
-  for (const auto& prompt : prompts) {
-    const auto c = testing::compare_last_logits_with_llama(model_, prompt);
-    // Tolerance from the rounding noise floor measured on the same prompt: frugal must be as
-    // close to llama.cpp as llama.cpp's own two attention paths (flash attention, accumulating in
-    // half precision, and plain) are to each other, within a factor of 2, with small absolute
-    // floors (KL 0.01 nats, |dlogit| 1.0), and pick the same top token.
-    EXPECT_LT(c.kl, std::max(0.01, 2.0 * c.peer_noise_kl)) << prompt;
-    EXPECT_LT(c.max_abs_difference, std::max(1.0, 2.0 * c.peer_noise_max_abs_difference)) << prompt;
-    EXPECT_EQ(c.our_top, c.peer_top) << prompt;
-    worst = std::max(worst, c.max_abs_difference);
-  }
-  std::printf("largest |logit difference| vs llama.cpp over %zu prompts: %.4f\n", prompts.size(), worst);
+  testing::expect_logits_match_llama(model_, prompts);
 }
 
 double final_estimate(const std::string& output) {

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "frugal/frugal.h"
 
@@ -22,5 +23,10 @@ struct LogitComparison {
 // Tokenizes `prompt` with frugal (special tokens parsed), runs both engines, compares; failures to
 // run the peer are reported through GoogleTest and give a default-constructed result.
 LogitComparison compare_last_logits_with_llama(const std::shared_ptr<const Model>& model, const std::string& prompt);
+
+// Compares every prompt and checks: frugal is as close to llama.cpp as llama.cpp's own two
+// attention paths are to each other on these prompts (the model's rounding noise floor), within a
+// factor of 2 (floors: KL 0.01 nats, |dlogit| 1.0), and both pick the same top token.
+void expect_logits_match_llama(const std::shared_ptr<const Model>& model, const std::vector<std::string>& prompts);
 
 }  // namespace frugal::testing
