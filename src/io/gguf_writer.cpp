@@ -21,7 +21,7 @@ void append_string(std::vector<uint8_t>& out, const std::string& s) {
   out.insert(out.end(), s.begin(), s.end());
 }
 
-void append_typed_scalar(std::vector<uint8_t>& out, GgufType type, const GgufValue& v, double number) {
+void append_typed_scalar(std::vector<uint8_t>& out, GgufType type, double number) {
   switch (type) {
     case GgufType::kUint8: append<uint8_t>(out, static_cast<uint8_t>(number)); break;
     case GgufType::kInt8: append<int8_t>(out, static_cast<int8_t>(number)); break;
@@ -126,14 +126,14 @@ void GgufWriter::set_value(const std::string& key, const GgufValue& value) {
       append<uint64_t>(e, 0);  // nested arrays are not kept by the reader
     } else {
       append<uint64_t>(e, value.numbers.size());
-      for (double n : value.numbers) append_typed_scalar(e, value.element_type, value, n);
+      for (double n : value.numbers) append_typed_scalar(e, value.element_type, n);
     }
   } else if (value.type == GgufType::kUint64) {
     append<uint64_t>(e, value.uint_value);
   } else if (value.type == GgufType::kInt64) {
     append<int64_t>(e, value.int_value);
   } else {
-    append_typed_scalar(e, value.type, value, value.as_double());
+    append_typed_scalar(e, value.type, value.as_double());
   }
   put(key, std::move(e));
 }

@@ -54,7 +54,6 @@ Status Transformer::evaluate(const int32_t* tokens, int64_t n) {
     forward_batch(tokens + start, count, options_.all_logits);
   }
   last_count_ = options_.all_logits ? n : 1;
-  last_all_ = options_.all_logits;
   return Status::ok();
 }
 

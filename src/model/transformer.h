@@ -52,7 +52,6 @@ class Transformer {
   KvCache cache_;
   int64_t position_ = 0;
   int64_t last_count_ = 0;
-  bool last_all_ = false;
 
   std::vector<float> inv_freq_, inv_freq_windowed_;
   std::vector<float> residual_, normed_, q_, k_, v_, attn_, gate_, up_, logits_, matmul_workspace_;
