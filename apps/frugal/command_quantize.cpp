@@ -22,12 +22,14 @@ std::string calibration_default() {
 int command_quantize(const std::vector<std::string>& argv) {
   auto args = Args::parse(argv,
                           {"-m", "-o", "--method", "--bits", "--group", "--format", "--embedding-format", "--calib",
-                           "--calib-tokens", "-t"},
-                          {"--symmetric", "--act-order"}, {{"--model", "-m"}, {"--output", "-o"}, {"--threads", "-t"}});
+                           "--calib-tokens", "-t", "--types-from", "--alpha", "--threshold"},
+                          {"--symmetric", "--act-order", "--group-fallback"}, {{"--model", "-m"}, {"--output", "-o"}, {"--threads", "-t"}});
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
   if (!args->has("-o")) return fail("quantize needs an output file: -o OUT.gguf");
-  auto bits = args->get_int("--bits", 4, 2, 8);
+  const std::string method = args->get("--method", "rtn");
+  const bool int8_method = method == "smoothquant" || method == "w8a8" || method == "llm-int8";
+  auto bits = args->get_int("--bits", int8_method ? 8 : 4, 2, 8);
   auto group = args->get_int("--group", 32, -1, 1 << 20);
   auto calib_tokens = args->get_int("--calib-tokens", 4096, 64, 1 << 24);
   auto n_threads = args->get_int("-t", default_threads(), 1, 512);
@@ -36,7 +38,15 @@ int command_quantize(const std::vector<std::string>& argv) {
   }
   if (*group == 0 || *group < -1) return fail("--group must be a positive size or -1 (per channel)");
   QuantizeOptions options;
-  options.method = args->get("--method", "rtn");
+  options.method = method;
+  options.group_fallback = args->has("--group-fallback");
+  options.types_from = args->get("--types-from");
+  auto alpha = args->get_float("--alpha", 0.5, 0.0, 1.0);
+  auto threshold = args->get_float("--threshold", 6.0, 1e-6, 1e9);
+  if (!alpha) return fail(alpha.status().message());
+  if (!threshold) return fail(threshold.status().message());
+  options.smooth_alpha = static_cast<float>(*alpha);
+  options.outlier_threshold = static_cast<float>(*threshold);
   options.bits = static_cast<int>(*bits);
   options.group = *group;
   options.symmetric = args->has("--symmetric");
@@ -47,8 +57,8 @@ int command_quantize(const std::vector<std::string>& argv) {
   options.calibration_tokens = *calib_tokens;
   options.act_order = args->has("--act-order");
   options.n_threads = static_cast<int>(*n_threads);
-  auto format = resolve_format(options);
-  if (!format) return fail(format.status().message());
+  auto plan = QuantizePlan::make(options);
+  if (!plan) return fail(plan.status().message());
 
   // Progress comes in phases (calibrated layers, then tensors written): one bar per phase.
   std::unique_ptr<ProgressBar> progress;
@@ -64,8 +74,8 @@ int command_quantize(const std::vector<std::string>& argv) {
   });
   if (progress) progress->finish();
   if (!report) return fail(report.status().message());
-  std::fprintf(stderr, "quantized %lld tensors to %s (%lld fell back to a 32-element type), kept %lld; %.2f MiB -> %.2f MiB, %.3f bits per weight\n",
-               static_cast<long long>(report->tensors_quantized), type_traits(*format).name,
+  std::fprintf(stderr, "quantized %lld tensors to %s (%lld fell back to a smaller block or group), kept %lld; %.2f MiB -> %.2f MiB, %.3f bits per weight\n",
+               static_cast<long long>(report->tensors_quantized), plan->description().c_str(),
                static_cast<long long>(report->fallbacks), static_cast<long long>(report->tensors_kept),
                report->bytes_in / 1048576.0, report->bytes_out / 1048576.0, report->bits_per_weight);
   std::fprintf(stderr, "elapsed: %.2f s\n", report->seconds);

@@ -20,6 +20,7 @@ namespace frugal {
 struct EncodedTensor {
   DType type;
   std::vector<uint8_t> bytes;
+  std::vector<int64_t> dims;  // empty: the dims of the source tensor of the same name
 };
 
 enum class CalibratedMethod {
@@ -30,6 +31,13 @@ enum class CalibratedMethod {
   // foldable predecessor under grouped-query attention and gets an activation-weighted
   // round-to-nearest fit instead.
   kAwq,
+  // W8A8 (see compress/w8a8.h): SmoothQuant folds per-channel smoothing factors into the RMSNorms
+  // (Q, K, V; gate, up) and up's rows (down); kW8A8 is the same int8 layout without smoothing (the
+  // baseline SmoothQuant is measured against); kLlmInt8 keeps outlier input columns in 16-bit.
+  // All store vector-wise int8 weights and mark the file for per-token int8 activations.
+  kSmoothQuant,
+  kW8A8,
+  kLlmInt8,
 };
 
 struct CalibratedOptions {
@@ -38,18 +46,26 @@ struct CalibratedOptions {
   int n_threads = 2;
   compress::GptqOptions gptq;
   compress::AwqOptions awq;
+  float smooth_alpha = 0.5f;        // SmoothQuant's migration strength
+  float outlier_threshold = 6.0f;   // LLM.int8(): |x| at which an input column is an outlier
+  // GPTQ/AWQ: what each matrix (GGUF name, row length) is quantized to.
+  std::function<compress::QuantTarget(const std::string& name, int64_t cols)> target_for;
 };
+
+// The stored type and bytes of a quantized matrix (a GGML format, or a frugal generic group type).
+EncodedTensor encode_quantized(const compress::QuantizedMatrix& m);
 
 // Type each matrix is stored in: `target`, or llama-quantize's 32-element fallback when the row
 // length is not a multiple of the target's block (K-quants on 576-wide rows).
 DType storage_type_for(DType target, int64_t cols);
 
-// Quantizes every attention and FFN matrix of `model` into `target` (per-tensor fallback as above)
-// with GPTQ or AWQ on `calibration` tokens (a multiple of options.chunk is used). `on_layer(done,
-// total)` reports progress. Returns the encoded tensors by GGUF name (AWQ also returns the
-// RMSNorm weights it rescaled, as F32).
+// Quantizes every attention and FFN matrix of `model` with options.method on `calibration` tokens
+// (a multiple of options.chunk is used). `on_layer(done, total)` reports progress. Returns the
+// encoded tensors by GGUF name; AWQ and SmoothQuant also return the RMSNorm weights they rescaled
+// (F32), LLM.int8() the outlier tensors NAME.outlier_columns (F32 indices) and
+// NAME.outlier_weight (F16, rows x n) of matrix NAME.weight.
 Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Model& model, const std::vector<int32_t>& calibration,
-                                                                 DType target, const CalibratedOptions& options,
+                                                                 const CalibratedOptions& options,
                                                                  const std::function<void(int64_t, int64_t)>& on_layer);
 
 }  // namespace frugal

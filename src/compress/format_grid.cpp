@@ -10,6 +10,7 @@
 
 #include "base/check.h"
 #include "tensor/fp16.h"
+#include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
 
 namespace frugal::compress {
@@ -804,16 +805,8 @@ AffineGrid fit_generic_grid(const GenericGridSpec& spec, const float* x, const f
                             int64_t n, GridFit fit) {
   FRUGAL_CHECK(spec.bits >= 2 && spec.bits <= 8 && n > 0);
   const int qmin = spec.qmin(), qmax = spec.qmax();
-  AffineGrid minmax{0.0f, 0.0f, qmin, qmax};
-  if (spec.symmetric) {
-    const float m = quant::signed_absmax(x, static_cast<int>(n));
-    minmax.scale = m / static_cast<float>(qmin);
-  } else {
-    float lo, hi;
-    quant::min_max(x, static_cast<int>(n), &lo, &hi);
-    minmax.scale = (hi - lo) / static_cast<float>(qmax);
-    minmax.offset = lo;
-  }
+  const GenericGroupParams p = generic_group_minmax(x, n, spec.bits, spec.symmetric);
+  const AffineGrid minmax{fp16_to_float(p.scale), spec.symmetric ? 0.0f : fp16_to_float(p.offset), qmin, qmax};
   if (fit == GridFit::kMinMax) return minmax;
   std::vector<float> ones;
   const float* w = importance;
@@ -821,8 +814,9 @@ AffineGrid fit_generic_grid(const GenericGridSpec& spec, const float* x, const f
     ones.assign(static_cast<size_t>(n), 1.0f);
     w = ones.data();
   }
+  // The stored layout keeps fp16 parameters, so the float fit is judged after rounding.
   const FloatFit f = spec.symmetric ? fit_symmetric(x, w, n, qmin, qmax) : fit_affine(x, w, n, qmax, false);
-  const AffineGrid searched{f.scale, f.offset, qmin, qmax};
+  const AffineGrid searched{fp16_to_float(float_to_fp16(f.scale)), fp16_to_float(float_to_fp16(f.offset)), qmin, qmax};
   return grid_error(searched, x, w, n) < grid_error(minmax, x, w, n) ? searched : minmax;
 }
 
@@ -840,6 +834,61 @@ void quantize_row_generic(const GenericGridSpec& spec, const float* x, const flo
       if (values != nullptr) values[i] = grid.value(q);
     }
   }
+}
+
+std::optional<DType> generic_storage_type(const GenericGridSpec& spec, int64_t cols) {
+  if (cols <= 0) return std::nullopt;
+  if (spec.group_size > 0 && spec.group_size < cols) {
+    if (cols % spec.group_size != 0) return std::nullopt;
+    return generic_group_type(spec.bits, spec.group_size, spec.symmetric);
+  }
+  for (int64_t group : {256, 128, 64, 32}) {
+    if (cols % group == 0) return generic_group_type(spec.bits, group, spec.symmetric);
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+// The fp16 bits of a grid parameter, which must be an fp16 value (checked).
+uint16_t exact_fp16(float v) {
+  const uint16_t h = float_to_fp16(v);
+  FRUGAL_CHECK(fp16_to_float(h) == v || (std::isnan(v) && std::isnan(fp16_to_float(h))));
+  return h;
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_generic_matrix(const QuantizedMatrix& m) {
+  FRUGAL_CHECK(!m.target.is_format);
+  const GenericGridSpec& spec = m.target.generic;
+  const std::optional<DType> type = generic_storage_type(spec, m.cols);
+  FRUGAL_CHECK(type.has_value());
+  const GenericGroupFormat format = *generic_group_format(*type);
+  const TypeTraits& traits = type_traits(*type);
+  const int64_t blocks = m.cols / format.group;
+  const int64_t grid_length = spec.group_length(m.cols);  // format.group, or cols per channel
+  const int64_t grids_per_row = spec.group_count(m.cols);
+  FRUGAL_CHECK(m.codes.size() == static_cast<size_t>(m.rows * m.cols) &&
+               m.grids.size() == static_cast<size_t>(m.rows * grids_per_row));
+  std::vector<uint8_t> out(row_bytes(traits, m.cols) * static_cast<size_t>(m.rows));
+  for (int64_t r = 0; r < m.rows; ++r) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const AffineGrid& grid = m.grids[static_cast<size_t>(r * grids_per_row + b * format.group / grid_length)];
+      FRUGAL_CHECK(grid.qmin == format.qmin() && grid.qmax == format.qmax());
+      GenericGroupParams params;
+      params.scale = exact_fp16(grid.scale);
+      if (format.symmetric) {
+        FRUGAL_CHECK(grid.offset == 0.0f);
+      } else {
+        params.offset = exact_fp16(grid.offset);
+      }
+      const size_t block = static_cast<size_t>(r * blocks + b);
+      encode_generic_group_block(format, params, m.codes.data() + r * m.cols + b * format.group,
+                                 out.data() + block * traits.block_bytes);
+    }
+  }
+  return out;
 }
 
 // ---- Targets --------------------------------------------------------------------------------------
@@ -924,6 +973,10 @@ QuantizedMatrix quantize_matrix(const QuantTarget& target, const float* w, int64
     for (int64_t r = 0; r < rows; ++r) {
       quantize_row_generic(target.generic, w + r * cols, importance, cols, fit, m.codes.data() + r * cols,
                            m.grids.data() + r * groups, m.values.data() + r * cols);
+    }
+    if (const std::optional<DType> type = generic_storage_type(target.generic, cols)) {
+      m.row_bytes = row_bytes(type_traits(*type), cols);
+      m.data = encode_generic_matrix(m);
     }
   }
   return m;

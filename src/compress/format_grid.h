@@ -6,11 +6,14 @@
 // (rounded) parameters: fp16 d and m of Q4_0..Q8_0, or fp16 d/dmin times the 4/6/8-bit sub-block
 // codes of the K-quants (ggml-common.h block layouts, see tensor/quant_blocks.h). So a GPTQ- or
 // AWQ-style quantizer can pick codes on the grid and type_traits(t).dequantize_row gives back
-// exactly the values it chose.
+// exactly the values it chose. The same holds for the generic group grids: their scales and
+// offsets are fp16 values, and the layouts that store them are frugal's generic group types
+// (tensor/generic_group.h).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -103,9 +106,10 @@ double weighted_squared_error(const float* a, const float* b, const float* impor
 
 // ---- frugal's generic group grids -------------------------------------------------------------
 
-// Groups of `group_size` consecutive elements of a row share a float scale and offset. Symmetric
-// grids have offset 0 and codes in [-2^(bits-1), 2^(bits-1) - 1] (the scale's sign picks the side
-// that gets the extra negative level); asymmetric grids have codes in [0, 2^bits - 1].
+// Groups of `group_size` consecutive elements of a row share a scale and offset, both values an
+// fp16 can hold (what the stored layouts keep). Symmetric grids have offset 0 and codes in
+// [-2^(bits-1), 2^(bits-1) - 1] (the scale's sign picks the side that gets the extra negative
+// level); asymmetric grids have codes in [0, 2^bits - 1].
 struct GenericGridSpec {
   int bits = 4;              // 2..8
   int64_t group_size = 128;  // <= 0 or >= row length: one group per row (per channel)
@@ -118,13 +122,23 @@ struct GenericGridSpec {
   int64_t group_count(int64_t n) const { return (n + group_length(n) - 1) / group_length(n); }
 };
 
-// Fits one group's grid to x (n values, importance as above).
+// Fits one group's grid to x (n values, importance as above). kMinMax is the grid of the generic
+// group types' quantize_row (generic_group_minmax); kSearch rounds the searched scale and offset to
+// fp16 and keeps it only if it beats kMinMax after rounding.
 AffineGrid fit_generic_grid(const GenericGridSpec& spec, const float* x, const float* importance,
                             int64_t n, GridFit fit = GridFit::kSearch);
 
 // Quantizes a row of n values: codes (n), grids (group_count(n)) and, if not null, values (n).
 void quantize_row_generic(const GenericGridSpec& spec, const float* x, const float* importance,
                           int64_t n, GridFit fit, int16_t* codes, AffineGrid* grids, float* values);
+
+// The frugal generic group type that stores `spec` for rows of `cols` elements, or nullopt when
+// none can: bits outside 2..8, or a group size other than 32/64/128/256 or not dividing cols.
+// A per-channel spec (group_size <= 0 or >= cols) is stored in the largest of 256, 128, 64, 32
+// dividing cols with the row's one grid repeated in every block, which costs one extra fp16 scale
+// (and offset) per block over a true per-channel layout (e.g. 0.125 bits per weight for g256
+// asymmetric).
+std::optional<DType> generic_storage_type(const GenericGridSpec& spec, int64_t cols);
 
 // ---- Targets and quantized matrices (shared by GPTQ and AWQ) ----------------------------------
 
@@ -148,16 +162,23 @@ struct QuantTarget {
 // row length not a multiple of the block size), or returns ok.
 Status check_target(const QuantTarget& target, int64_t cols);
 
-// A quantized row-major matrix.
+// A quantized row-major matrix. `data` holds the encoded rows for formats and for generic targets
+// that have a storage type (generic_storage_type); for other generic targets it stays empty and
+// the codes and grids are the result.
 struct QuantizedMatrix {
   QuantTarget target;
   int64_t rows = 0, cols = 0;
-  size_t row_bytes = 0;             // formats: bytes per encoded row
-  std::vector<uint8_t> data;        // formats: rows * row_bytes, as a GGUF tensor stores them
+  size_t row_bytes = 0;             // bytes per encoded row (0 when `data` is empty)
+  std::vector<uint8_t> data;        // rows * row_bytes, as a GGUF tensor of the type stores them
   std::vector<int16_t> codes;       // generic: rows * cols codes
   std::vector<AffineGrid> grids;    // generic: rows * group_count(cols) grids
   std::vector<float> values;        // rows * cols dequantized values (what the layer computes with)
 };
+
+// The rows of a generic-target matrix encoded in its generic_storage_type (which must exist,
+// checked), rows * row_bytes bytes. Checks that every grid is fp16-exact and every code in range,
+// so dequantize_row of the result gives exactly m.values.
+std::vector<uint8_t> encode_generic_matrix(const QuantizedMatrix& m);
 
 // Round-to-nearest quantization of every row with the given fit (kMinMax on a format = the
 // traits quantize_row; kSearch = quantize_row_weighted). `importance` has cols values or is null.

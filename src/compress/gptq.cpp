@@ -540,6 +540,10 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
             m.grids[static_cast<size_t>(r * book.subs_per_row + oc / book.sub)].value(m.codes[static_cast<size_t>(r * c + oc)]);
       }
     }
+    if (const std::optional<DType> type = generic_storage_type(target.generic, c)) {
+      m.row_bytes = row_bytes(type_traits(*type), c);
+      m.data = encode_generic_matrix(m);
+    }
   }
   return result;
 }

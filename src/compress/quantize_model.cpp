@@ -12,6 +12,7 @@
 #include "io/gguf_writer.h"
 #include "io/text_file.h"
 #include "compress/calibrated_quantize.h"
+#include "compress/w8a8.h"
 
 namespace frugal {
 namespace {
@@ -59,45 +60,120 @@ Result<DType> parse_format(const std::string& name) {
   return Status::error("unknown format '" + name + "' (choose one of: " + list + ")");
 }
 
-Result<DType> resolve_format(const QuantizeOptions& o) {
-  if (o.method != "rtn" && o.method != "gptq" && o.method != "awq") {
-    return Status::error("method '" + o.method + "' is not available yet (available: rtn, gptq, awq)");
+Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
+  static const std::vector<std::string> methods = {"rtn", "gptq", "awq", "smoothquant", "w8a8", "llm-int8"};
+  if (std::find(methods.begin(), methods.end(), o.method) == methods.end()) {
+    return Status::error("unknown method '" + o.method + "' (choose one of: rtn, gptq, awq, smoothquant, w8a8, llm-int8)");
   }
-  if (!o.format.empty()) return parse_format(o.format);
+  QuantizePlan plan;
+  plan.options_ = o;
+  plan.int8_method_ = o.method == "smoothquant" || o.method == "w8a8" || o.method == "llm-int8";
+  if (plan.int8_method_) {
+    if (o.bits != 8) return Status::error(o.method + " stores 8-bit weights; --bits " + std::to_string(o.bits) + " is not supported");
+    if (!o.format.empty() && o.format != "q8_0" && o.format != "Q8_0") {
+      return Status::error(o.method + " stores int8 rows in q8_0 blocks; --format " + o.format + " is not supported");
+    }
+    if (!o.types_from.empty()) return Status::error("--types-from works with rtn, gptq and awq, not " + o.method);
+    if (!(o.smooth_alpha >= 0.0f && o.smooth_alpha <= 1.0f)) return Status::error("--alpha must be in [0, 1]");
+    if (!(o.outlier_threshold > 0.0f)) return Status::error("--threshold must be positive");
+    plan.format_ = DType::Q8_0;
+    plan.description_ = "int8 per-channel (q8_0 blocks) x int8 per-token activations";
+    if (o.method == "llm-int8") plan.description_ += ", outlier columns in fp16";
+    return plan;
+  }
+  if (!o.types_from.empty()) {
+    if (!o.format.empty()) return Status::error("--types-from and --format exclude each other");
+    FRUGAL_ASSIGN_OR_RETURN(auto reference, GgufFile::open(o.types_from));
+    for (const GgufTensorInfo& t : reference->tensors()) plan.reference_types_[t.name] = t.traits->type;
+    plan.description_ = "tensor types of " + o.types_from;
+    return plan;
+  }
+  if (!o.format.empty()) {
+    FRUGAL_ASSIGN_OR_RETURN(const DType type, parse_format(o.format));
+    if (!compress::format_grid_supported(type) && o.method != "rtn") {
+      return Status::error(o.method + " cannot target " + type_traits(type).name + " (a quantized llama.cpp type is needed)");
+    }
+    plan.format_ = type;
+    plan.description_ = type_traits(type).name;
+    return plan;
+  }
+  if (o.bits < 2 || o.bits > 8) return Status::error("--bits must be 2 to 8");
   // bits/group/symmetry mapped onto the llama.cpp layout that stores exactly that grid.
-  if (o.group == 32) {
-    if (o.bits == 8 && o.symmetric) return DType::Q8_0;
-    if (o.bits == 8) return Status::error("8-bit asymmetric groups of 32 have no llama.cpp layout; use --symmetric (q8_0)");
-    if (o.bits == 5) return o.symmetric ? DType::Q5_0 : DType::Q5_1;
-    if (o.bits == 4) return o.symmetric ? DType::Q4_0 : DType::Q4_1;
+  std::optional<DType> llama;
+  if (o.group == 32 && o.bits == 8 && o.symmetric) llama = DType::Q8_0;
+  if (o.group == 32 && o.bits == 5) llama = o.symmetric ? DType::Q5_0 : DType::Q5_1;
+  if (o.group == 32 && o.bits == 4) llama = o.symmetric ? DType::Q4_0 : DType::Q4_1;
+  if (llama) {
+    plan.format_ = llama;
+    plan.description_ = type_traits(*llama).name;
+    return plan;
   }
-  if (o.group == 16 && o.bits == 6 && o.symmetric) return DType::Q6_K;
-  if (o.group == 16 && o.bits == 3 && o.symmetric) return DType::Q3_K;
-  if (o.group == 16 && o.bits == 2 && !o.symmetric) return DType::Q2_K;
-  if (o.group == 32 && !o.symmetric && (o.bits == 4 || o.bits == 5)) return o.bits == 4 ? DType::Q4_K : DType::Q5_K;
-  return Status::error("no storage layout for " + std::to_string(o.bits) + "-bit " + (o.symmetric ? "symmetric" : "asymmetric") +
-                       " groups of " + std::to_string(o.group) +
-                       " yet; llama.cpp layouts: 8/32 symmetric (q8_0), 5 or 4/32 (q5_0/q5_1, q4_0/q4_1), 6/16 symmetric "
-                       "(q6_k), 3/16 symmetric (q3_k), 2/16 asymmetric (q2_k), or pass --format");
+  if (o.group != -1 && o.group != 32 && o.group != 64 && o.group != 128 && o.group != 256) {
+    return Status::error("--group must be 32, 64, 128, 256 or -1 (one scale per output channel), got " + std::to_string(o.group));
+  }
+  plan.generic_ = compress::GenericGridSpec{o.bits, o.group, o.symmetric};
+  plan.per_channel_int8_ = o.group == -1 && o.bits == 8 && o.symmetric && o.method == "rtn";
+  plan.description_ = plan.per_channel_int8_ ? std::string("int8 per-channel (q8_0 blocks)")
+                                             : compress::QuantTarget::generic_grid(o.bits, o.group, o.symmetric).name();
+  return plan;
+}
+
+Result<compress::QuantTarget> QuantizePlan::target_for(const std::string& name, int64_t cols) const {
+  using compress::QuantTarget;
+  if (!reference_types_.empty()) {
+    auto it = reference_types_.find(name);
+    if (it == reference_types_.end()) return Status::error("tensor '" + name + "' is missing from " + options_.types_from);
+    if (!compress::format_grid_supported(it->second) && options_.method != "rtn") {
+      return Status::error(options_.types_from + " stores '" + name + "' as " + type_traits(it->second).name + ", which " +
+                           options_.method + " cannot target");
+    }
+    return QuantTarget::format(it->second);
+  }
+  if (format_) return QuantTarget::format(storage_type_for(*format_, cols));
+  compress::GenericGridSpec spec = generic_;
+  if (spec.group_size > 0 && cols % spec.group_size != 0) {
+    if (!options_.group_fallback) {
+      return Status::error("--group " + std::to_string(spec.group_size) + " does not divide the row length " + std::to_string(cols) +
+                           " of '" + name + "' (pass --group-fallback to use the largest of 256/128/64/32 that divides it)");
+    }
+    int64_t g = spec.group_size;
+    while (g > 32 && cols % g != 0) g /= 2;
+    if (cols % g != 0) return Status::error("no group of 32 or more divides the row length " + std::to_string(cols) + " of '" + name + "'");
+    spec.group_size = g;
+  }
+  const QuantTarget target = QuantTarget::generic_grid(spec.bits, spec.group_size, spec.symmetric);
+  FRUGAL_RETURN_IF_ERROR(compress::check_target(target, cols));
+  return target;
 }
 
 Result<QuantizeReport> quantize_model(const std::string& input, const std::string& output, const QuantizeOptions& options,
                                       const std::function<void(int64_t, int64_t, const std::string&)>& on_tensor) {
-  FRUGAL_ASSIGN_OR_RETURN(const DType target, resolve_format(options));
-  DType embedding_target = target;
-  bool keep_embedding = options.embedding_format.empty();
+  FRUGAL_ASSIGN_OR_RETURN(const QuantizePlan plan, QuantizePlan::make(options));
+  DType embedding_type = DType::F32;
+  const bool keep_embedding = options.embedding_format.empty();
   if (!keep_embedding) {
-    FRUGAL_ASSIGN_OR_RETURN(embedding_target, parse_format(options.embedding_format));
+    FRUGAL_ASSIGN_OR_RETURN(embedding_type, parse_format(options.embedding_format));
   }
   if (input == output) return Status::error("output must differ from the input file");
   FRUGAL_ASSIGN_OR_RETURN(auto file, GgufFile::open(input));
   if (file->find("general.architecture") == nullptr) return Status::error("'" + input + "' has no general.architecture");
-
+  const auto& tensors = file->tensors();
+  // Every target is resolved before any work, so a bad group or layout fails fast.
   Timer timer;
   QuantizeReport report;
+  std::map<std::string, compress::QuantTarget> targets;
+  for (const GgufTensorInfo& t : tensors) {
+    if (!is_quantizable_weight(t) || t.name == "token_embd.weight") continue;
+    FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, plan.target_for(t.name, t.dims[0]));
+    const bool format_fell_back = plan.uniform_format() && target.is_format && target.type != *plan.uniform_format();
+    const bool group_fell_back = !target.is_format && target.generic.group_size != options.group;
+    if (format_fell_back || group_fell_back) ++report.fallbacks;
+    targets.emplace(t.name, target);
+  }
+
   // Calibrated methods choose the quantized values of the block matrices; the rest is RTN.
   std::map<std::string, EncodedTensor> calibrated;
-  if (options.method == "gptq" || options.method == "awq") {
+  if (options.method != "rtn") {
     if (options.calibration_path.empty()) return Status::error(options.method + " needs calibration text (--calib FILE)");
     FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(options.calibration_path));
     if (text.empty()) return Status::error("calibration file '" + options.calibration_path + "' is empty");
@@ -107,71 +183,92 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
     calibrated_options.chunk = std::min<int64_t>(512, options.calibration_tokens);
     calibrated_options.n_threads = options.n_threads;
     calibrated_options.gptq.act_order = options.act_order;
-    calibrated_options.method = options.method == "awq" ? CalibratedMethod::kAwq : CalibratedMethod::kGptq;
+    calibrated_options.smooth_alpha = options.smooth_alpha;
+    calibrated_options.outlier_threshold = options.outlier_threshold;
+    calibrated_options.method = options.method == "awq"           ? CalibratedMethod::kAwq
+                                : options.method == "gptq"        ? CalibratedMethod::kGptq
+                                : options.method == "smoothquant" ? CalibratedMethod::kSmoothQuant
+                                : options.method == "w8a8"        ? CalibratedMethod::kW8A8
+                                                                  : CalibratedMethod::kLlmInt8;
+    calibrated_options.target_for = [&](const std::string& name, int64_t) { return targets.at(name); };
     if (static_cast<int64_t>(tokens.size()) > options.calibration_tokens) tokens.resize(options.calibration_tokens);
-    FRUGAL_ASSIGN_OR_RETURN(calibrated, calibrated_quantize_model(*model, tokens, target, calibrated_options, [&](int64_t done, int64_t total) {
+    FRUGAL_ASSIGN_OR_RETURN(calibrated, calibrated_quantize_model(*model, tokens, calibrated_options, [&](int64_t done, int64_t total) {
                               if (on_tensor) on_tensor(done, total, "layer " + std::to_string(done));
                             }));
   }
   GgufWriter writer(file->alignment());
   for (const auto& [key, value] : file->metadata()) writer.set_value(key, value);
-  if (const int64_t ftype = file_type_for(target); ftype >= 0) writer.set_uint32("general.file_type", static_cast<uint32_t>(ftype));
+  if (!options.types_from.empty()) {
+    FRUGAL_ASSIGN_OR_RETURN(auto reference, GgufFile::open(options.types_from));
+    if (const GgufValue* v = reference->find("general.file_type")) writer.set_value("general.file_type", *v);
+  } else if (plan.uniform_format()) {
+    if (const int64_t ftype = file_type_for(*plan.uniform_format()); ftype >= 0) {
+      writer.set_uint32("general.file_type", static_cast<uint32_t>(ftype));
+    }
+  }
   writer.set_string("frugal.quantize.method", options.method);
-  writer.set_string("frugal.quantize.format", type_traits(target).name);
+  writer.set_string("frugal.quantize.format", plan.description());
+  if (plan.int8_method()) writer.set_string("frugal.activation_quant", "per_token");
 
-  const auto& tensors = file->tensors();
   int64_t params = 0;
-  std::vector<float> row;
+  std::vector<float> values;
+  auto done_one = [&](size_t i) {
+    if (on_tensor) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), tensors[i].name);
+  };
   for (size_t i = 0; i < tensors.size(); ++i) {
     const GgufTensorInfo& t = tensors[i];
     params += t.element_count();
     report.bytes_in += t.bytes;
-    const bool is_embedding = t.name == "token_embd.weight";
-    DType type = is_embedding ? embedding_target : target;
-    if (auto it = calibrated.find(t.name); it != calibrated.end() && t.dims.size() == 1) {
-      report.bytes_out += it->second.bytes.size();  // a norm rescaled by AWQ
+    if (auto it = calibrated.find(t.name); it != calibrated.end()) {
+      // A calibrated matrix, or a norm rescaled by AWQ/SmoothQuant.
+      report.bytes_out += it->second.bytes.size();
+      ++(t.dims.size() == 1 ? report.tensors_kept : report.tensors_quantized);
       writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
-      ++report.tensors_kept;
-      if (on_tensor) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), t.name);
+      calibrated.erase(it);
+      done_one(i);
       continue;
     }
+    const bool is_embedding = t.name == "token_embd.weight";
     if (!is_quantizable_weight(t) || (is_embedding && keep_embedding)) {
       writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
       report.bytes_out += t.bytes;
       ++report.tensors_kept;
-      if (on_tensor) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), t.name);
+      done_one(i);
       continue;
     }
     const int64_t cols = t.dims[0], rows = t.element_count() / cols;
-    if (cols % type_traits(type).block_size != 0) {
-      // K-quants need rows that are multiples of 256; like llama-quantize, such tensors fall
-      // back to the nearest 32-element type of at least the same precision.
-      type = storage_type_for(type, cols);
-      ++report.fallbacks;
-      if (cols % type_traits(type).block_size != 0) {
-        return Status::error("tensor '" + t.name + "' has rows of " + std::to_string(cols) + " elements, not a multiple of the " +
-                             type_traits(type).name + " block size");
-      }
-    }
-    if (auto it = calibrated.find(t.name); it != calibrated.end()) {
-      report.bytes_out += it->second.bytes.size();
-      writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
-      ++report.tensors_quantized;
-      if (on_tensor) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), t.name);
-      continue;
-    }
-    const TypeTraits& to = type_traits(type);
+    values.resize(static_cast<size_t>(rows * cols));
     const TypeTraits& from = *t.traits;
-    std::vector<uint8_t> encoded(static_cast<size_t>(rows) * row_bytes(to, cols));
-    row.resize(cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      from.dequantize_row(t.data + static_cast<size_t>(r) * row_bytes(from, cols), row.data(), cols);
-      to.quantize_row(row.data(), encoded.data() + static_cast<size_t>(r) * row_bytes(to, cols), cols);
+    for (int64_t r = 0; r < rows; ++r) from.dequantize_row(t.data + static_cast<size_t>(r) * row_bytes(from, cols), values.data() + r * cols, cols);
+    EncodedTensor encoded;
+    const compress::QuantTarget target =
+        is_embedding ? compress::QuantTarget::format(storage_type_for(embedding_type, cols)) : targets.at(t.name);
+    if (!is_embedding && plan.per_channel_int8()) {
+      encoded = EncodedTensor{DType::Q8_0, compress::quantize_int8_per_channel(values.data(), rows, cols).q8_0, {}};
+    } else if (target.is_format) {
+      // Formats go through the traits' own encoder (also F16/F32 from --types-from).
+      const TypeTraits& to = type_traits(target.type);
+      if (cols % to.block_size != 0) {
+        return Status::error("tensor '" + t.name + "' has rows of " + std::to_string(cols) + " elements, not a multiple of the " +
+                             to.name + " block size");
+      }
+      encoded.type = target.type;
+      encoded.bytes.resize(static_cast<size_t>(rows) * row_bytes(to, cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        to.quantize_row(values.data() + r * cols, encoded.bytes.data() + static_cast<size_t>(r) * row_bytes(to, cols), cols);
+      }
+    } else {
+      encoded = encode_quantized(compress::quantize_matrix(target, values.data(), rows, cols, nullptr, compress::GridFit::kMinMax));
     }
-    report.bytes_out += encoded.size();
-    writer.add_tensor(t.name, type, t.dims, std::move(encoded));
+    report.bytes_out += encoded.bytes.size();
+    writer.add_tensor(t.name, encoded.type, t.dims, std::move(encoded.bytes));
     ++report.tensors_quantized;
-    if (on_tensor) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), t.name);
+    done_one(i);
+  }
+  // Tensors the method added (LLM.int8() outlier parts).
+  for (auto& [name, tensor] : calibrated) {
+    report.bytes_out += tensor.bytes.size();
+    writer.add_tensor(name, tensor.type, tensor.dims, std::move(tensor.bytes));
   }
   FRUGAL_RETURN_IF_ERROR(writer.write(output));
   report.bits_per_weight = 8.0 * static_cast<double>(report.bytes_out) / static_cast<double>(params);

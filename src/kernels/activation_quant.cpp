@@ -167,4 +167,53 @@ void quantize_activations_reference(const float* x, int64_t x_stride, int64_t gr
   }
 }
 
+void quantize_activations_per_token(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
+                                    const int32_t* skip, int64_t n_skip, const QuantizedActivations& out) {
+  FRUGAL_CHECK(out.format == ActivationFormat::kQ8Block32);
+  const int64_t cols = out.cols;
+  for (int64_t g = group_begin; g < group_end; ++g) {
+    int8_t* codes = out.codes(g);
+    float* d32 = out.array(g, ActivationArray::kD32);
+    float* s32 = out.array(g, ActivationArray::kS32);
+    float* h32 = out.array(g, ActivationArray::kH32);
+    for (int lane = 0; lane < out.lanes; ++lane) {
+      const int64_t t = g * out.lanes + lane;
+      if (t >= out.n_tokens) {
+        zero_lane(out, g, lane);
+        continue;
+      }
+      const float* xt = x + t * x_stride;
+      // `skip` is sorted ascending (checked by the model loader): walk it alongside the columns.
+      float amax = 0.0f;
+      for (int64_t k = 0, next = 0; k < cols; ++k) {
+        if (next < n_skip && skip[next] == k) {
+          ++next;
+        } else {
+          amax = std::fmax(amax, std::fabs(xt[k]));
+        }
+      }
+      const float d = amax / 127.0f;
+      const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+      const float d_half = fp16_to_float(float_to_fp16(d));
+      int64_t next = 0;
+      for (int64_t b = 0; b < cols / 32; ++b) {
+        int sum = 0;
+        for (int i = 0; i < 32; ++i) {
+          const int64_t k = b * 32 + i;
+          int q = round_even(xt[k] * id);
+          if (next < n_skip && skip[next] == k) {
+            ++next;
+            q = 0;
+          }
+          codes[((k / 4) * out.lanes + lane) * 4 + k % 4] = static_cast<int8_t>(q);
+          sum += q;
+        }
+        d32[b * out.lanes + lane] = d_half;
+        s32[b * out.lanes + lane] = d_half * static_cast<float>(sum);
+        h32[b * out.lanes + lane] = fp16_to_float(float_to_fp16(d * static_cast<float>(sum)));
+      }
+    }
+  }
+}
+
 }  // namespace frugal::kernels

@@ -65,4 +65,12 @@ QuantizedActivations make_activation_view(ActivationFormat format, int64_t cols,
 void quantize_activations_reference(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
                                     const QuantizedActivations& out);
 
+// W8A8 quantizer (Q8Block32 layout only): each token gets one scale d = amax/127 (fp16-rounded as
+// Q8_0 does) over all its columns, written into every 32-element block, so block-wise integer
+// kernels compute the per-token product exactly. Columns listed in `skip` (LLM.int8() outlier
+// columns, handled in float) are quantized as zeros and do not count towards amax. Same lane
+// padding as quantize_activations_reference.
+void quantize_activations_per_token(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
+                                    const int32_t* skip, int64_t n_skip, const QuantizedActivations& out);
+
 }  // namespace frugal::kernels

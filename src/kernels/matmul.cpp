@@ -12,6 +12,7 @@
 
 #include "base/check.h"
 #include "kernels/matmul_kernels.h"
+#include "tensor/fp16.h"
 
 namespace frugal {
 
@@ -117,6 +118,29 @@ void fallback_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x
   }
 }
 
+// LLM.int8()'s 16-bit part: y[t][r] += sum_j x[t][outlier_columns[j]] * outlier_weights[r][j] for
+// rows [r0, r1) (the int8 part left these input columns out).
+void add_outlier_products(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, int64_t x_stride,
+                          int64_t n_tokens, float* y, int64_t y_stride) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint16_t* wr = w.outlier_weights + r * w.n_outliers;
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const float* xt = x + t * x_stride;
+      float sum = 0.0f;
+      for (int64_t j = 0; j < w.n_outliers; ++j) sum += xt[w.outlier_columns[j]] * fp16_to_float(wr[j]);
+      y[t * y_stride + r] += sum;
+    }
+  }
+}
+
+// Targets sharing one quantized input must agree on how it is quantized (per block or per
+// token, and which columns are left to the 16-bit part).
+bool same_input_quantization(const WeightMatrix& a, const WeightMatrix& b) {
+  if (a.per_token_input != b.per_token_input || a.n_outliers != b.n_outliers) return false;
+  return a.outlier_columns == b.outlier_columns ||
+         std::equal(a.outlier_columns, a.outlier_columns + a.n_outliers, b.outlier_columns);
+}
+
 enum class Path { kQuantized, kFloat, kFallback };
 
 struct TargetPlan {
@@ -158,13 +182,32 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
                          void* workspace, size_t workspace_bytes, ThreadPool& pool) {
   if (n_tokens <= 0 || targets.empty()) return;
   FRUGAL_CHECK(targets.size() <= static_cast<size_t>(kMaxTargets));
+  for (const MatmulTarget& t : targets) {
+    if (!same_input_quantization(*t.weight, *targets[0].weight)) {
+      for (const MatmulTarget& one : targets) {
+        matmul_shared_input(std::span<const MatmulTarget>(&one, 1), x, x_stride, n_tokens, workspace, workspace_bytes, pool);
+      }
+      return;
+    }
+  }
   const int64_t cols = targets[0].weight->cols;
+
   const int n_threads = pool.size();
   const Layout layout = make_layout(cols, n_tokens, n_threads);
   FRUGAL_CHECK(workspace != nullptr && workspace_bytes >= layout.total);
   uint8_t* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(workspace) + 63) & ~uintptr_t{63});
 
   const KernelTable& table = kernels::kernel_table(active_isa());
+  // W8A8 / LLM.int8(): one activation scale per token (weight.per_token_input).
+  const WeightMatrix& first = *targets[0].weight;
+  const bool per_token = first.per_token_input;
+  auto quantize_block32 = [&](int64_t g0, int64_t g1, const QuantizedActivations& out) {
+    if (per_token) {
+      kernels::quantize_activations_per_token(x, x_stride, g0, g1, first.outlier_columns, first.n_outliers, out);
+    } else {
+      table.quantize(x, x_stride, g0, g1, out);
+    }
+  };
   const int n_targets = static_cast<int>(targets.size());
   TargetPlan plans[kMaxTargets];
   bool need_block32 = false, need_q8k = false;
@@ -175,6 +218,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     TargetPlan& p = plans[i];
     const int index = kernels::kernel_type_index(w.traits->type);
     p.format = kernels::activation_format_for(w.traits->type);
+    FRUGAL_CHECK(!per_token || p.format == ActivationFormat::kQ8Block32);
     if (index >= 0 && table.quant_rows[index] != nullptr) {
       p.path = Path::kQuantized;
       p.quant_rows = table.quant_rows[index];
@@ -218,7 +262,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
       uint8_t* area_k = base + layout.private_q8k + layout.private_stride * thread;
       if (need_block32) {
         block32 = kernels::make_activation_view(ActivationFormat::kQ8Block32, cols, n_tokens, area);
-        table.quantize(x, x_stride, 0, n_groups, block32);
+        quantize_block32(0, n_groups, block32);
       }
       if (need_q8k) {
         q8k = kernels::make_activation_view(ActivationFormat::kQ8K, cols, n_tokens, area_k);
@@ -228,7 +272,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
       const int64_t g0 = n_groups * thread / threads, g1 = n_groups * (thread + 1) / threads;
       if (need_block32) {
         block32 = kernels::make_activation_view(ActivationFormat::kQ8Block32, cols, n_tokens, base + layout.shared_block32);
-        table.quantize(x, x_stride, g0, g1, block32);
+        quantize_block32(g0, g1, block32);
       }
       if (need_q8k) {
         q8k = kernels::make_activation_view(ActivationFormat::kQ8K, cols, n_tokens, base + layout.shared_q8k);
@@ -259,6 +303,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
           fallback_rows(w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride, reinterpret_cast<float*>(scratch));
           break;
       }
+      if (w.n_outliers > 0) add_outlier_products(w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride);
     }
   });
 }

@@ -43,7 +43,50 @@ Result<std::vector<float>> read_vector(const GgufFile& file, const std::string& 
   return out;
 }
 
+// Key naming how the block matrices' inputs are quantized at run time (written by frugal quantize
+// --method smoothquant|w8a8|llm-int8): "per_block" (default, as llama.cpp) or "per_token".
+constexpr const char* kActivationQuantKey = "frugal.activation_quant";
+
 }  // namespace
+
+Status Model::bind_w8a8(const std::string& name, WeightMatrix& m) {
+  m.per_token_input = true;
+  if (m.traits->type != DType::Q8_0 && m.traits->type != DType::Q4_0 && m.traits->type != DType::Q4_1 &&
+      m.traits->type != DType::Q5_0 && m.traits->type != DType::Q5_1) {
+    return Status::error("tensor '" + name + "' is " + m.traits->name +
+                         ", but per-token activation quantization needs a 32-element block type (q8_0, q4_0, …)");
+  }
+  // LLM.int8() outlier part: NAME.outlier_columns (F32 column indices) and NAME.outlier_weight
+  // (F16, rows x n) next to NAME.weight.
+  const std::string stem = name.substr(0, name.size() - std::string(".weight").size());
+  const GgufTensorInfo* columns = file_->find_tensor(stem + ".outlier_columns");
+  const GgufTensorInfo* weights = file_->find_tensor(stem + ".outlier_weight");
+  if (columns == nullptr && weights == nullptr) return Status::ok();
+  if (columns == nullptr || weights == nullptr) {
+    return Status::error("tensor '" + name + "' has only one of .outlier_columns and .outlier_weight");
+  }
+  const int64_t n = columns->element_count();
+  if (columns->traits->type != DType::F32 || columns->dims.size() != 1 || weights->traits->type != DType::F16 ||
+      weights->dims.size() != 2 || weights->dims[0] != n || weights->dims[1] != m.rows) {
+    return Status::error("outlier tensors of '" + name + "' must be F32 [n] and F16 [n, " + std::to_string(m.rows) + "]");
+  }
+  std::vector<float> values(n);
+  columns->traits->dequantize_row(columns->data, values.data(), n);
+  std::vector<int32_t> indices(n);
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = values[j];
+    if (!(v >= 0.0f && v < static_cast<float>(m.cols)) || v != static_cast<float>(static_cast<int32_t>(v)) ||
+        (j > 0 && static_cast<int32_t>(v) <= indices[j - 1])) {
+      return Status::error("'" + stem + ".outlier_columns' must hold increasing column indices below " + std::to_string(m.cols));
+    }
+    indices[j] = static_cast<int32_t>(v);
+  }
+  outlier_columns_.push_back(std::move(indices));
+  m.outlier_columns = outlier_columns_.back().data();
+  m.outlier_weights = reinterpret_cast<const uint16_t*>(weights->data);
+  m.n_outliers = n;
+  return Status::ok();
+}
 
 Result<std::shared_ptr<Model>> Model::load(const std::string& path) {
   std::shared_ptr<Model> model(new Model());
@@ -94,6 +137,19 @@ Status Model::bind_weights() {
     FRUGAL_ASSIGN_OR_RETURN(l.w_gate, bind_matrix(f, p + "ffn_gate.weight", c.n_embd, c.n_ff));
     FRUGAL_ASSIGN_OR_RETURN(l.w_up, bind_matrix(f, p + "ffn_up.weight", c.n_embd, c.n_ff));
     FRUGAL_ASSIGN_OR_RETURN(l.w_down, bind_matrix(f, p + "ffn_down.weight", c.n_ff, c.n_embd));
+  }
+  const std::string activation_quant = f.get_string_or(kActivationQuantKey, "per_block");
+  if (activation_quant == "per_token") {
+    for (int64_t i = 0; i < c.n_layer; ++i) {
+      const std::string p = "blk." + std::to_string(i) + ".";
+      LayerWeights& l = layers_[i];
+      const std::pair<const char*, WeightMatrix*> matrices[] = {
+          {"attn_q.weight", &l.wq},   {"attn_k.weight", &l.wk},   {"attn_v.weight", &l.wv},     {"attn_output.weight", &l.wo},
+          {"ffn_gate.weight", &l.w_gate}, {"ffn_up.weight", &l.w_up}, {"ffn_down.weight", &l.w_down}};
+      for (const auto& [name, matrix] : matrices) FRUGAL_RETURN_IF_ERROR(bind_w8a8(p + name, *matrix));
+    }
+  } else if (activation_quant != "per_block") {
+    return Status::error(std::string(kActivationQuantKey) + " is '" + activation_quant + "'; expected per_block or per_token");
   }
   return Status::ok();
 }

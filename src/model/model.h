@@ -45,6 +45,8 @@ class Model {
  private:
   Model() = default;
   Status bind_weights();
+  // Marks a block matrix for per-token int8 inputs and binds its LLM.int8() outlier tensors.
+  Status bind_w8a8(const std::string& name, WeightMatrix& m);
 
   std::unique_ptr<GgufFile> file_;
   ModelConfig config_;
@@ -55,6 +57,8 @@ class Model {
   bool tied_output_ = false;
   std::vector<float> output_norm_;
   std::vector<LayerWeights> layers_;
+  // Column indices of the LLM.int8() outlier parts (the matrices point into these buffers).
+  std::vector<std::vector<int32_t>> outlier_columns_;
 };
 
 }  // namespace frugal

@@ -1,5 +1,6 @@
-// The weight-format traits table (one entry per supported GGML type), GGML type names, and the
-// row functions of the unquantized element types F32, F16 and BF16.
+// The weight-format traits table (one entry per supported GGML type, then frugal's generic group
+// types from tensor/generic_group.cpp), GGML type names, and the row functions of the unquantized
+// element types F32, F16 and BF16.
 #include "tensor/dtype.h"
 
 #include <array>
@@ -7,6 +8,7 @@
 
 #include "base/check.h"
 #include "tensor/fp16.h"
+#include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
 
 namespace frugal {
@@ -147,7 +149,7 @@ const TypeTraits* find_type_traits(uint32_t ggml_type_id) {
   for (const TypeTraits& t : kTraits) {
     if (static_cast<uint32_t>(t.type) == ggml_type_id) return &t;
   }
-  return nullptr;
+  return find_generic_group_traits(ggml_type_id);
 }
 
 const TypeTraits& type_traits(DType type) {
@@ -160,6 +162,7 @@ std::string_view ggml_type_name(uint32_t ggml_type_id) {
   constexpr uint32_t known = sizeof(kGgmlNames) / sizeof(kGgmlNames[0]);
   if (ggml_type_id < known) return kGgmlNames[ggml_type_id];
   if (ggml_type_id < kNumberedNames) return numbered_names()[ggml_type_id].data();
+  if (const TypeTraits* generic = find_generic_group_traits(ggml_type_id)) return generic->name;
   return "unknown type";
 }
 

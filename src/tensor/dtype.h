@@ -1,7 +1,9 @@
 // Weight and activation element types, and the one traits table that defines each stored format
 // (block layout, dequantize, reference quantize, dot product against float activations).
 // Type ids and block layouts follow the GGUF/GGML specification (ggml docs/gguf.md, ggml-common.h
-// block structs), so files written by frugal load in llama.cpp and vice versa.
+// block structs), so files written by frugal load in llama.cpp and vice versa. Layouts GGML lacks
+// (e.g. 3-bit with groups of 128) are frugal's own types, with ids outside GGML's range
+// (tensor/generic_group.h); only frugal runs those.
 #pragma once
 
 #include <cstddef>
@@ -10,7 +12,8 @@
 
 namespace frugal {
 
-// Numeric ids are the GGML type ids stored in GGUF tensor infos.
+// Numeric ids are the GGML type ids stored in GGUF tensor infos. frugal's generic group types are
+// further values of this type, made by generic_group_type (tensor/generic_group.h).
 enum class DType : uint32_t {
   F32 = 0,
   F16 = 1,
@@ -42,11 +45,13 @@ struct TypeTraits {
   float (*dot_f32)(const void* row, const float* x, int64_t n);
 };
 
-// The traits for a GGML type id, or nullptr when frugal does not support that type.
+// The traits for a GGML or frugal generic group type id, or nullptr when frugal does not support
+// that type.
 const TypeTraits* find_type_traits(uint32_t ggml_type_id);
 // The traits for a supported type (checked).
 const TypeTraits& type_traits(DType type);
-// Name for any GGML id, including ones frugal does not support ("type 23" for unknown ids).
+// Name for any GGML id, including ones frugal does not support ("type 23" for unknown ids), and for
+// frugal's generic group ids ("fq3_g128").
 std::string_view ggml_type_name(uint32_t ggml_type_id);
 
 // Bytes used by a row of n elements; n must be a multiple of the block size.

@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "compress/quantize_model.h"
+#include "tensor/generic_group.h"
 #include "support/test_support.h"
 
 namespace frugal {
@@ -85,10 +86,16 @@ TEST(QuantizeBadInput, FailsCleanlyWithoutOutput) {
   };
   const std::vector<Case> cases = {
       {" --format q9_9", "unknown format 'q9_9'"},
-      {" --bits 3 --group 128", "no storage layout for 3-bit"},
+      {" --bits 3 --group 128", "--group 128 does not divide the row length 64"},
+      {" --bits 3 --group 48", "--group must be 32, 64, 128, 256 or -1"},
       {" --bits 9", "--bits must be between 2 and 8"},
       {" --group 0", "--group must be a positive size"},
-      {" --method magic", "method 'magic' is not available"},
+      {" --method magic", "unknown method 'magic'"},
+      {" --method smoothquant --bits 4", "smoothquant stores 8-bit weights"},
+      {" --method llm-int8 --format q4_0", "stores int8 rows in q8_0 blocks"},
+      {" --method w8a8 --alpha 2", "--alpha"},
+      {" --types-from " + shell_quote(dir + "/none.gguf"), "none.gguf"},
+      {" --types-from " + shell_quote(in) + " --format q4_0", "exclude each other"},
   };
   for (const auto& c : cases) {
     const auto r = run_command(frugal + c.args);
@@ -160,6 +167,128 @@ TEST_P(QuantizeCalibrated, ReloadsAndBeatsRtnOnTheCalibrationText) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, QuantizeCalibrated, ::testing::Values("gptq", "awq"));
+
+// Generic group layouts (frugal's own types): the written rows decode to exactly what
+// round-to-nearest chose in memory, --types-from copies a layout, and the model runs.
+TEST(QuantizeGeneric, WrittenFileDecodesToTheInMemoryGrid) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = dir + "/tiny.gguf", out = dir + "/g.gguf";
+  testing::TinyModelOptions o;
+  o.n_embd = 128;
+  o.n_ff = 192;  // 192 is not a multiple of 128: down's rows fall back to groups of 64
+  ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
+  QuantizeOptions options;
+  options.bits = 3;
+  options.group = 128;
+  EXPECT_FALSE(quantize_model(in, out, options, nullptr).is_ok());
+  EXPECT_FALSE(testing::file_exists(out));
+  options.group_fallback = true;
+  auto report = quantize_model(in, out, options, nullptr);
+  ASSERT_TRUE(report.is_ok()) << report.status().message();
+  EXPECT_EQ(report->fallbacks, 2);  // ffn_down of both layers
+  auto original = GgufFile::open(in);
+  auto written = GgufFile::open(out);
+  ASSERT_TRUE(original.is_ok() && written.is_ok());
+  for (const auto& t : (*original)->tensors()) {
+    if (t.dims.size() != 2 || t.name == "token_embd.weight") continue;
+    const GgufTensorInfo* w = (*written)->find_tensor(t.name);
+    ASSERT_NE(w, nullptr);
+    const int64_t cols = t.dims[0], rows = t.dims[1], group = cols % 128 == 0 ? 128 : 64;
+    ASSERT_EQ(w->type_id, static_cast<uint32_t>(*generic_group_type(3, group, false))) << t.name;
+    std::vector<float> values(rows * cols), decoded(cols);
+    for (int64_t r = 0; r < rows; ++r) t.traits->dequantize_row(t.data + r * row_bytes(*t.traits, cols), values.data() + r * cols, cols);
+    const auto expected = compress::quantize_matrix(compress::QuantTarget::generic_grid(3, group, false), values.data(), rows, cols,
+                                                    nullptr, compress::GridFit::kMinMax);
+    for (int64_t r = 0; r < rows; ++r) {
+      w->traits->dequantize_row(w->data + r * row_bytes(*w->traits, cols), decoded.data(), cols);
+      for (int64_t k = 0; k < cols; ++k) ASSERT_EQ(decoded[k], expected.values[r * cols + k]) << t.name << " " << r << "," << k;
+    }
+  }
+  auto model = Model::load(out);
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  Transformer transformer(model.value(), TransformerOptions{.n_ctx = 16});
+  const int32_t tokens[] = {5, 6, 7};
+  ASSERT_TRUE(transformer.evaluate(tokens, 3).is_ok());
+
+  // --types-from reproduces the generic layout tensor by tensor with another method.
+  QuantizeOptions copy;
+  copy.types_from = out;
+  ASSERT_TRUE(quantize_model(in, dir + "/copy.gguf", copy, nullptr).is_ok());
+  auto copied = GgufFile::open(dir + "/copy.gguf");
+  ASSERT_TRUE(copied.is_ok());
+  for (const auto& t : (*written)->tensors()) EXPECT_EQ((*copied)->find_tensor(t.name)->type_id, t.type_id) << t.name;
+}
+
+// SmoothQuant, plain W8A8 and LLM.int8(): q8_0 rows with one scale each, the per-token flag,
+// LLM.int8()'s outlier tensors; the files reload, run, and stay close to the base model.
+class QuantizeW8A8 : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(QuantizeW8A8, ReloadsWithPerTokenInputsAndStaysCloseToTheBase) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = dir + "/tiny.gguf", out = dir + "/w8a8.gguf";
+  testing::TinyModelOptions o;
+  o.n_embd = 128;
+  o.n_ff = 256;
+  ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
+  std::string text;
+  for (int i = 0; i < 100; ++i) text += "the theater on the sea, in the storm; the sailor sang. ";
+  std::ofstream(dir + "/calib.txt") << text;
+  QuantizeOptions options;
+  options.method = GetParam();
+  options.bits = 8;
+  options.calibration_path = dir + "/calib.txt";
+  options.calibration_tokens = 512;
+  options.outlier_threshold = 1.5f;  // the tiny model's inputs are small; make some columns outliers
+  auto report = quantize_model(in, out, options, nullptr);
+  ASSERT_TRUE(report.is_ok()) << report.status().message();
+  auto written = GgufFile::open(out);
+  ASSERT_TRUE(written.is_ok());
+  EXPECT_EQ((*written)->get_string_or("frugal.activation_quant", ""), "per_token");
+  auto base = Model::load(in);
+  auto model = Model::load(out);
+  ASSERT_TRUE(base.is_ok() && model.is_ok()) << model.status().message();
+  const LayerWeights& layer = model.value()->layers()[0];
+  EXPECT_TRUE(layer.wq.per_token_input && layer.w_down.per_token_input);
+  EXPECT_FALSE(model.value()->output().per_token_input);
+  ASSERT_EQ(layer.wq.traits->type, DType::Q8_0);
+  // Vector-wise: every block of a row has the row's scale.
+  const auto* blocks = reinterpret_cast<const uint16_t*>(layer.wq.row(3));
+  for (int64_t b = 1; b < layer.wq.cols / 32; ++b) EXPECT_EQ(blocks[b * 17], blocks[0]);
+  const bool llm_int8 = std::string(GetParam()) == "llm-int8";
+  EXPECT_EQ(layer.wq.n_outliers > 0, llm_int8);
+  if (llm_int8) EXPECT_EQ(layer.wq.n_outliers, layer.wk.n_outliers);  // one input, one outlier set
+  if (std::string(GetParam()) == "smoothquant") {
+    // The smoothing went into the norm: the stored weights times the norm ratio are the original
+    // weights up to int8 rounding.
+    const LayerWeights& original = base.value()->layers()[0];
+    std::vector<float> before(layer.wq.cols), after(layer.wq.cols);
+    for (int64_t r = 0; r < layer.wq.rows; ++r) {
+      original.wq.traits->dequantize_row(original.wq.row(r), before.data(), layer.wq.cols);
+      layer.wq.traits->dequantize_row(layer.wq.row(r), after.data(), layer.wq.cols);
+      float amax = 0;
+      for (int64_t j = 0; j < layer.wq.cols; ++j) amax = std::max(amax, std::fabs(after[j]));
+      for (int64_t j = 0; j < layer.wq.cols; ++j) {
+        const float s = original.attn_norm[j] / layer.attn_norm[j];
+        ASSERT_NEAR(after[j] / s, before[j], 0.6f * amax / 127.0f / s) << r << "," << j;
+      }
+    }
+  }
+  std::string more;
+  for (int i = 0; i < 4; ++i) more += "a quiet harbour, the ships at rest; the gulls are crying over the pier. ";
+  const auto tokens = base.value()->tokenizer().encode(more, true, false);
+  TransformerOptions t;
+  t.n_ctx = 128;
+  t.n_batch = 128;
+  t.all_logits = true;
+  Transformer base_t(base.value(), t), model_t(model.value(), t);
+  auto divergence = compare_distributions(model_t, base_t, tokens, 64, 2, nullptr);
+  ASSERT_TRUE(divergence.is_ok()) << divergence.status().message();
+  std::printf("tiny model, %s: KLD %.6f, same top %.1f%%\n", GetParam(), divergence->kld_mean, divergence->same_top_pct);
+  EXPECT_LT(divergence->kld_mean, 0.01);
+}
+
+INSTANTIATE_TEST_SUITE_P(Methods, QuantizeW8A8, ::testing::Values("smoothquant", "w8a8", "llm-int8"),
+                         [](const auto& info) { return std::string(info.param) == "llm-int8" ? std::string("llm_int8") : std::string(info.param); });
 
 TEST(QuantizeGptq, MissingOrEmptyCalibrationFails) {
   const std::string dir = testing::temp_dir();
