@@ -75,6 +75,8 @@ class QuantizePlan {
   // rtn --bits 8 --group -1 --symmetric: int8 rows with one scale, in q8_0 blocks (llama.cpp
   // loads them; frugal's int8 kernels run them).
   bool per_channel_int8() const { return per_channel_int8_; }
+  // Group of the generic grid (before fallbacks).
+  int64_t generic_group() const { return generic_.group_size; }
 
  private:
   QuantizeOptions options_;
