@@ -10,6 +10,7 @@ bin="$build/bin"
 tools=(llama-tokenize llama-perplexity llama-bench llama-quantize llama-imatrix llama-simple)
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -x "$bin/llama-perplexity" ] && [ -x "$bin/llama-tokenize" ] && [ -x "$bin/llama-bench" ] &&
+   [ -x "$bin/llama-quantize" ] && [ -x "$bin/llama-imatrix" ] &&
    [ -x "$bin/llama-logits" ] && [ "$bin/llama-logits" -nt "$repo/tests/peer/llama_logits.cpp" ]; then
   echo "$bin"; exit 0
 fi

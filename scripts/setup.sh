@@ -20,6 +20,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# matplotlib draws the benchmark plots (bench/compare_quant.py); the build and tests do not need it.
+python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install --quiet --break-system-packages matplotlib >&2 ||
+  echo "setup: matplotlib could not be installed; bench plots will be skipped" >&2
+
 bash scripts/fetch_model.sh >&2
 
 build_dir="${FRUGAL_BUILD_DIR:-build}"
