@@ -11,20 +11,17 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/matmul_kernels.h"
+#include "support/isa_scope.h"
 #include "tensor/fp16.h"
 
 namespace frugal {
 namespace {
 
+using testing::supported_isas;
+
 using kernels::ActivationArray;
 using kernels::ActivationFormat;
 using kernels::QuantizedActivations;
-
-std::vector<Isa> supported_isas() {
-  std::vector<Isa> out;
-  for (int i = 0; i <= static_cast<int>(best_supported_isa()); ++i) out.push_back(static_cast<Isa>(i));
-  return out;
-}
 
 // Offsets of the fp16 scale fields of each block (ggml-common.h block_* structs).
 std::vector<size_t> half_fields(DType type) {

@@ -12,27 +12,15 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/matmul_kernels.h"
+#include "support/isa_scope.h"
 
 namespace frugal {
 namespace {
 
+using testing::supported_isas;
+using testing::ScopedIsa;
+
 using kernels::ActivationFormat;
-
-std::vector<Isa> supported_isas() {
-  std::vector<Isa> out;
-  for (int i = 0; i <= static_cast<int>(best_supported_isa()); ++i) out.push_back(static_cast<Isa>(i));
-  return out;
-}
-
-// Forces an ISA for the scope of a test section.
-class ScopedIsa {
- public:
-  explicit ScopedIsa(Isa isa) : saved_(active_isa()) { set_active_isa(isa); }
-  ~ScopedIsa() { set_active_isa(saved_); }
-
- private:
-  Isa saved_;
-};
 
 std::vector<uint8_t> quantized_normal(const TypeTraits& t, int64_t rows, int64_t cols, std::mt19937& rng) {
   std::normal_distribution<float> normal;

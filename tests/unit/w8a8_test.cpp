@@ -13,28 +13,16 @@
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "support/isa_scope.h"
 #include "support/synthetic_data.h"
 #include "tensor/fp16.h"
 
 namespace frugal {
 namespace {
 
+using testing::supported_isas;
 using compress::Int8Matrix;
-
-std::vector<Isa> supported_isas() {
-  std::vector<Isa> out;
-  for (int i = 0; i <= static_cast<int>(best_supported_isa()); ++i) out.push_back(static_cast<Isa>(i));
-  return out;
-}
-
-class ScopedIsa {
- public:
-  explicit ScopedIsa(Isa isa) : saved_(active_isa()) { set_active_isa(isa); }
-  ~ScopedIsa() { set_active_isa(saved_); }
-
- private:
-  Isa saved_;
-};
+using testing::ScopedIsa;
 
 // y = x W^T through the public matmul, with W an Int8Matrix bound as the model loader binds it.
 std::vector<float> run_int8(const Int8Matrix& m, const std::vector<float>& x, int64_t tokens, ThreadPool& pool) {
