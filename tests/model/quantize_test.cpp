@@ -7,8 +7,9 @@
 #include <fstream>
 
 #include "compress/quantize_model.h"
-#include "tensor/generic_group.h"
+#include "io/gguf_writer.h"
 #include "support/test_support.h"
+#include "tensor/generic_group.h"
 
 namespace frugal {
 namespace {
@@ -285,6 +286,70 @@ TEST_P(QuantizeW8A8, ReloadsWithPerTokenInputsAndStaysCloseToTheBase) {
   ASSERT_TRUE(divergence.is_ok()) << divergence.status().message();
   std::printf("tiny model, %s: KLD %.6f, same top %.1f%%\n", GetParam(), divergence->kld_mean, divergence->same_top_pct);
   EXPECT_LT(divergence->kld_mean, 0.01);
+}
+
+// A W8A8 file whose run-time tensors were tampered with fails to load with a message, never a
+// crash: bad activation mode, outlier indices out of range or unsorted, a missing half.
+TEST(QuantizeW8A8Files, TamperedFilesFailToLoad) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = dir + "/tiny.gguf", out = dir + "/int8.gguf";
+  testing::TinyModelOptions o;
+  o.n_embd = 128;
+  o.n_ff = 256;
+  ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += "the theater on the sea, in the storm; the sailor sang. ";
+  std::ofstream(dir + "/calib.txt") << text;
+  QuantizeOptions options;
+  options.method = "llm-int8";
+  options.bits = 8;
+  options.calibration_path = dir + "/calib.txt";
+  options.calibration_tokens = 256;
+  options.outlier_threshold = 1.5f;
+  ASSERT_TRUE(quantize_model(in, out, options, nullptr).is_ok());
+  auto file = GgufFile::open(out);
+  ASSERT_TRUE(file.is_ok());
+  const std::string columns = "blk.0.attn_q.outlier_columns";
+  ASSERT_NE((*file)->find_tensor(columns), nullptr);
+  // Rewrites the file with `edit` applied to the metadata and tensors.
+  auto rewrite = [&](const std::string& path, const std::string& mode, const std::function<bool(const GgufTensorInfo&, std::vector<uint8_t>&)>& edit) {
+    GgufWriter writer((*file)->alignment());
+    for (const auto& [key, value] : (*file)->metadata()) writer.set_value(key, value);
+    writer.set_string("frugal.activation_quant", mode);
+    for (const auto& t : (*file)->tensors()) {
+      std::vector<uint8_t> bytes(t.data, t.data + t.bytes);
+      if (edit(t, bytes)) writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, std::move(bytes));
+    }
+    ASSERT_TRUE(writer.write(path).is_ok());
+  };
+  auto set_first_column = [&](float value) {
+    return [&, value](const GgufTensorInfo& t, std::vector<uint8_t>& bytes) {
+      if (t.name == columns) std::memcpy(bytes.data(), &value, sizeof(float));
+      return true;
+    };
+  };
+  struct Case {
+    std::string name, mode;
+    std::function<bool(const GgufTensorInfo&, std::vector<uint8_t>&)> edit;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"mode", "per_row", [](const GgufTensorInfo&, std::vector<uint8_t>&) { return true; }, "expected per_block or per_token"},
+      {"range", "per_token", set_first_column(1e6f), "increasing column indices below 128"},
+      {"negative", "per_token", set_first_column(-1.0f), "increasing column indices below 128"},
+      {"fraction", "per_token", set_first_column(0.5f), "increasing column indices below 128"},
+      {"half", "per_token", [](const GgufTensorInfo& t, std::vector<uint8_t>&) { return t.name != "blk.0.attn_q.outlier_weight"; },
+       "only one of .outlier_columns and .outlier_weight"},
+  };
+  for (const auto& c : cases) {
+    const std::string path = dir + "/" + c.name + ".gguf";
+    rewrite(path, c.mode, c.edit);
+    auto model = Model::load(path);
+    ASSERT_FALSE(model.is_ok()) << c.name;
+    EXPECT_NE(model.status().message().find(c.message), std::string::npos) << c.name << ": " << model.status().message();
+  }
+  // The untouched file loads.
+  EXPECT_TRUE(Model::load(out).is_ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Methods, QuantizeW8A8, ::testing::Values("smoothquant", "w8a8", "llm-int8"),
