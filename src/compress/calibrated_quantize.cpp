@@ -45,23 +45,6 @@ struct Working {
 
 }  // namespace
 
-DType storage_type_for(DType target, int64_t cols) {
-  if (cols % type_traits(target).block_size == 0) return target;
-  switch (target) {
-    case DType::Q2_K:
-    case DType::Q3_K:
-      return DType::Q4_0;
-    case DType::Q4_K:
-      return DType::Q5_0;
-    case DType::Q5_K:
-      return DType::Q5_1;
-    case DType::Q6_K:
-      return DType::Q8_0;
-    default:
-      return target;
-  }
-}
-
 EncodedTensor encode_quantized(const compress::QuantizedMatrix& m) {
   if (m.target.is_format) return EncodedTensor{m.target.type, m.data, {}};
   const std::optional<DType> type = compress::generic_storage_type(m.target.generic, m.cols);
@@ -110,6 +93,14 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
              workspace.size(), pool);
     }
   };
+  // Sum over the calibration tokens of x^2 per input column (n rows of `cols`).
+  auto column_square_sums = [&](const float* in, int64_t cols) {
+    std::vector<float> sums(cols, 0.0f);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t j = 0; j < cols; ++j) sums[j] += in[t * cols + j] * in[t * cols + j];
+    }
+    return sums;
+  };
   // GPTQ on one group of matrices sharing the input `in` (n rows of `cols`).
   auto gptq_group = [&](std::vector<Working*> group, const float* in, int64_t cols) -> Status {
     HessianAccumulator accumulator(cols);
@@ -142,10 +133,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
       if (own.name() != target.name()) {
         if (importance.empty()) {
           // E[x^2] / s^2: the weight of a scaled-domain error in the output.
-          importance.assign(cols, 0.0f);
-          for (int64_t t = 0; t < n; ++t) {
-            for (int64_t j = 0; j < cols; ++j) importance[j] += in[t * cols + j] * in[t * cols + j];
-          }
+          importance = column_square_sums(in, cols);
           for (int64_t j = 0; j < cols; ++j) importance[j] /= result->scales[j] * result->scales[j];
         }
         std::vector<float> scaled(w.values);
@@ -160,12 +148,9 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     }
     return std::move(result->scales);
   };
-  // Activation-weighted round-to-nearest (importance = mean square of each input column).
+  // Activation-weighted round-to-nearest (importance = the sum of squares of each input column).
   auto weighted_rtn = [&](Working& w, const float* in) {
-    std::vector<float> importance(w.cols, 0.0f);
-    for (int64_t t = 0; t < n; ++t) {
-      for (int64_t i = 0; i < w.cols; ++i) importance[i] += in[t * w.cols + i] * in[t * w.cols + i];
-    }
+    const std::vector<float> importance = column_square_sums(in, w.cols);
     auto quantized = compress::quantize_matrix(options.target_for(w.name, w.cols), w.values.data(), w.rows, w.cols,
                                                importance.data(), compress::GridFit::kSearch);
     out[w.name] = encode_quantized(quantized);

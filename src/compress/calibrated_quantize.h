@@ -55,10 +55,6 @@ struct CalibratedOptions {
 // The stored type and bytes of a quantized matrix (a GGML format, or a frugal generic group type).
 EncodedTensor encode_quantized(const compress::QuantizedMatrix& m);
 
-// Type each matrix is stored in: `target`, or llama-quantize's 32-element fallback when the row
-// length is not a multiple of the target's block (K-quants on 576-wide rows).
-DType storage_type_for(DType target, int64_t cols);
-
 // Quantizes every attention and FFN matrix of `model` with options.method on `calibration` tokens
 // (a multiple of options.chunk is used). `on_layer(done, total)` reports progress. Returns the
 // encoded tensors by GGUF name; AWQ and SmoothQuant also return the RMSNorm weights they rescaled

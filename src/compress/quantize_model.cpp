@@ -38,6 +38,25 @@ int64_t file_type_for(DType t) {
   }
 }
 
+// Type a matrix with rows of `cols` is stored in: `target`, or llama-quantize's 32-element
+// fallback when the row length is not a multiple of the target's block (K-quants on 576-wide rows).
+DType storage_type_for(DType target, int64_t cols) {
+  if (cols % type_traits(target).block_size == 0) return target;
+  switch (target) {
+    case DType::Q2_K:
+    case DType::Q3_K:
+      return DType::Q4_0;
+    case DType::Q4_K:
+      return DType::Q5_0;
+    case DType::Q5_K:
+      return DType::Q5_1;
+    case DType::Q6_K:
+      return DType::Q8_0;
+    default:
+      return target;
+  }
+}
+
 bool is_quantizable_weight(const GgufTensorInfo& t) {
   // 2-D matrices only: norms and biases stay in float (they are tiny and sensitive).
   return t.dims.size() == 2 && t.name.size() > 7 && t.name.compare(t.name.size() - 7, 7, ".weight") == 0;
@@ -96,6 +115,7 @@ Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
     if (!o.format.empty()) return Status::error("--types-from and --format exclude each other");
     FRUGAL_ASSIGN_OR_RETURN(auto reference, GgufFile::open(o.types_from));
     for (const GgufTensorInfo& t : reference->tensors()) plan.reference_types_[t.name] = t.traits->type;
+    if (const GgufValue* v = reference->find("general.file_type")) plan.reference_file_type_ = *v;
     plan.description_ = "tensor types of " + o.types_from;
     return plan;
   }
@@ -227,9 +247,8 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   }
   GgufWriter writer(file->alignment());
   for (const auto& [key, value] : file->metadata()) writer.set_value(key, value);
-  if (!options.types_from.empty()) {
-    FRUGAL_ASSIGN_OR_RETURN(auto reference, GgufFile::open(options.types_from));
-    if (const GgufValue* v = reference->find("general.file_type")) writer.set_value("general.file_type", *v);
+  if (plan.reference_file_type()) {
+    writer.set_value("general.file_type", *plan.reference_file_type());
   } else if (plan.uniform_format()) {
     if (const int64_t ftype = file_type_for(*plan.uniform_format()); ftype >= 0) {
       writer.set_uint32("general.file_type", static_cast<uint32_t>(ftype));

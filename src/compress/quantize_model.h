@@ -18,6 +18,7 @@
 
 #include "base/status.h"
 #include "compress/format_grid.h"
+#include "io/gguf.h"
 #include "tensor/dtype.h"
 
 namespace frugal {
@@ -75,6 +76,8 @@ class QuantizePlan {
   // rtn --bits 8 --group -1 --symmetric: int8 rows with one scale, in q8_0 blocks (llama.cpp
   // loads them; frugal's int8 kernels run them).
   bool per_channel_int8() const { return per_channel_int8_; }
+  // general.file_type of the --types-from file, if it has one.
+  const std::optional<GgufValue>& reference_file_type() const { return reference_file_type_; }
   // Group of the generic grid (before fallbacks).
   int64_t generic_group() const { return generic_.group_size; }
 
@@ -86,6 +89,7 @@ class QuantizePlan {
   bool per_channel_int8_ = false;
   compress::GenericGridSpec generic_;
   std::map<std::string, DType> reference_types_;  // --types-from
+  std::optional<GgufValue> reference_file_type_;
 };
 
 // `on_tensor(done, total, name)` reports progress.

@@ -19,28 +19,38 @@ size_t round_up_64(size_t n) { return (n + 63) / 64 * 64; }
 // ggml's nearest_int and _mm256_round_ps(_MM_ROUND_NEAREST) do.
 int round_even(float v) { return static_cast<int>(std::nearbyint(v)); }
 
-void quantize_token_q8_block32(const float* x, int64_t cols, int lane, const QuantizedActivations& out, int64_t group) {
+// Writes block b (32 elements at xb) of one token with the scale d = amax/127, the way Q8_0 does.
+// Columns listed in [*skip, skip_end) (sorted; the cursor advances past those in this block) get
+// code 0.
+void store_block32(const float* xb, int64_t b, float amax, int lane, const QuantizedActivations& out, int64_t group,
+                   const int32_t*& skip, const int32_t* skip_end) {
+  const float d = amax / 127.0f;
+  const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+  const float d_half = fp16_to_float(float_to_fp16(d));
   int8_t* codes = out.codes(group);
-  float* d32 = out.array(group, ActivationArray::kD32);
-  float* s32 = out.array(group, ActivationArray::kS32);
-  float* h32 = out.array(group, ActivationArray::kH32);
+  int sum = 0;
+  for (int i = 0; i < 32; ++i) {
+    const int64_t k = b * 32 + i;
+    int q = round_even(xb[i] * id);
+    if (skip != skip_end && *skip == k) {
+      ++skip;
+      q = 0;
+    }
+    codes[((k / 4) * out.lanes + lane) * 4 + k % 4] = static_cast<int8_t>(q);
+    sum += q;
+  }
+  out.array(group, ActivationArray::kD32)[b * out.lanes + lane] = d_half;
+  out.array(group, ActivationArray::kS32)[b * out.lanes + lane] = d_half * static_cast<float>(sum);
+  out.array(group, ActivationArray::kH32)[b * out.lanes + lane] = fp16_to_float(float_to_fp16(d * static_cast<float>(sum)));
+}
+
+void quantize_token_q8_block32(const float* x, int64_t cols, int lane, const QuantizedActivations& out, int64_t group) {
   for (int64_t b = 0; b < cols / 32; ++b) {
     const float* xb = x + b * 32;
     float amax = 0.0f;
     for (int i = 0; i < 32; ++i) amax = std::fmax(amax, std::fabs(xb[i]));
-    const float d = amax / 127.0f;
-    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-    const float d_half = fp16_to_float(float_to_fp16(d));
-    int sum = 0;
-    for (int i = 0; i < 32; ++i) {
-      const int q = round_even(xb[i] * id);
-      const int64_t k = b * 32 + i;
-      codes[((k / 4) * out.lanes + lane) * 4 + k % 4] = static_cast<int8_t>(q);
-      sum += q;
-    }
-    d32[b * out.lanes + lane] = d_half;
-    s32[b * out.lanes + lane] = d_half * static_cast<float>(sum);
-    h32[b * out.lanes + lane] = fp16_to_float(float_to_fp16(d * static_cast<float>(sum)));
+    const int32_t* none = nullptr;
+    store_block32(xb, b, amax, lane, out, group, none, nullptr);
   }
 }
 
@@ -170,12 +180,7 @@ void quantize_activations_reference(const float* x, int64_t x_stride, int64_t gr
 void quantize_activations_per_token(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
                                     const int32_t* skip, int64_t n_skip, const QuantizedActivations& out) {
   FRUGAL_CHECK(out.format == ActivationFormat::kQ8Block32);
-  const int64_t cols = out.cols;
   for (int64_t g = group_begin; g < group_end; ++g) {
-    int8_t* codes = out.codes(g);
-    float* d32 = out.array(g, ActivationArray::kD32);
-    float* s32 = out.array(g, ActivationArray::kS32);
-    float* h32 = out.array(g, ActivationArray::kH32);
     for (int lane = 0; lane < out.lanes; ++lane) {
       const int64_t t = g * out.lanes + lane;
       if (t >= out.n_tokens) {
@@ -185,33 +190,15 @@ void quantize_activations_per_token(const float* x, int64_t x_stride, int64_t gr
       const float* xt = x + t * x_stride;
       // `skip` is sorted ascending (checked by the model loader): walk it alongside the columns.
       float amax = 0.0f;
-      for (int64_t k = 0, next = 0; k < cols; ++k) {
+      for (int64_t k = 0, next = 0; k < out.cols; ++k) {
         if (next < n_skip && skip[next] == k) {
           ++next;
         } else {
           amax = std::fmax(amax, std::fabs(xt[k]));
         }
       }
-      const float d = amax / 127.0f;
-      const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
-      const float d_half = fp16_to_float(float_to_fp16(d));
-      int64_t next = 0;
-      for (int64_t b = 0; b < cols / 32; ++b) {
-        int sum = 0;
-        for (int i = 0; i < 32; ++i) {
-          const int64_t k = b * 32 + i;
-          int q = round_even(xt[k] * id);
-          if (next < n_skip && skip[next] == k) {
-            ++next;
-            q = 0;
-          }
-          codes[((k / 4) * out.lanes + lane) * 4 + k % 4] = static_cast<int8_t>(q);
-          sum += q;
-        }
-        d32[b * out.lanes + lane] = d_half;
-        s32[b * out.lanes + lane] = d_half * static_cast<float>(sum);
-        h32[b * out.lanes + lane] = fp16_to_float(float_to_fp16(d * static_cast<float>(sum)));
-      }
+      const int32_t* cursor = skip;
+      for (int64_t b = 0; b < out.cols / 32; ++b) store_block32(xt + b * 32, b, amax, lane, out, g, cursor, skip + n_skip);
     }
   }
 }

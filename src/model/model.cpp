@@ -3,6 +3,7 @@
 #include "model/model.h"
 
 #include "io/gguf_vocab.h"
+#include "kernels/activation_quant.h"
 
 namespace frugal {
 namespace {
@@ -51,8 +52,7 @@ constexpr const char* kActivationQuantKey = "frugal.activation_quant";
 
 Status Model::bind_w8a8(const std::string& name, WeightMatrix& m) {
   m.per_token_input = true;
-  if (m.traits->type != DType::Q8_0 && m.traits->type != DType::Q4_0 && m.traits->type != DType::Q4_1 &&
-      m.traits->type != DType::Q5_0 && m.traits->type != DType::Q5_1) {
+  if (kernels::activation_format_for(m.traits->type) != kernels::ActivationFormat::kQ8Block32) {
     return Status::error("tensor '" + name + "' is " + m.traits->name +
                          ", but per-token activation quantization needs a 32-element block type (q8_0, q4_0, …)");
   }

@@ -125,6 +125,14 @@ TEST(QuantizeBadInput, FailsCleanlyWithoutOutput) {
 namespace frugal {
 namespace {
 
+// Writes `repeats` copies of a short sentence to `path` as calibration text and returns it.
+std::string write_calibration_text(const std::string& path, int repeats) {
+  std::string text;
+  for (int i = 0; i < repeats; ++i) text += "the theater on the sea, in the storm; the sailor sang. ";
+  std::ofstream(path) << text;
+  return text;
+}
+
 class QuantizeCalibrated : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(QuantizeCalibrated, ReloadsAndBeatsRtnOnTheCalibrationText) {
@@ -134,9 +142,7 @@ TEST_P(QuantizeCalibrated, ReloadsAndBeatsRtnOnTheCalibrationText) {
   o.n_embd = 128;
   o.n_ff = 256;
   ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
-  std::string text;
-  for (int i = 0; i < 200; ++i) text += "the theater on the sea, in the storm; the sailor sang. ";
-  std::ofstream(dir + "/calib.txt") << text;
+  const std::string text = write_calibration_text(dir + "/calib.txt", 200);
   QuantizeOptions options;
   options.method = GetParam();
   options.format = "q4_0";
@@ -231,9 +237,7 @@ TEST_P(QuantizeW8A8, ReloadsWithPerTokenInputsAndStaysCloseToTheBase) {
   o.n_embd = 128;
   o.n_ff = 256;
   ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
-  std::string text;
-  for (int i = 0; i < 100; ++i) text += "the theater on the sea, in the storm; the sailor sang. ";
-  std::ofstream(dir + "/calib.txt") << text;
+  write_calibration_text(dir + "/calib.txt", 100);
   QuantizeOptions options;
   options.method = GetParam();
   options.bits = 8;
@@ -257,7 +261,9 @@ TEST_P(QuantizeW8A8, ReloadsWithPerTokenInputsAndStaysCloseToTheBase) {
   for (int64_t b = 1; b < layer.wq.cols / 32; ++b) EXPECT_EQ(blocks[b * 17], blocks[0]);
   const bool llm_int8 = std::string(GetParam()) == "llm-int8";
   EXPECT_EQ(layer.wq.n_outliers > 0, llm_int8);
-  if (llm_int8) EXPECT_EQ(layer.wq.n_outliers, layer.wk.n_outliers);  // one input, one outlier set
+  if (llm_int8) {
+    EXPECT_EQ(layer.wq.n_outliers, layer.wk.n_outliers);  // one input, one outlier set
+  }
   if (std::string(GetParam()) == "smoothquant") {
     // The smoothing went into the norm: the stored weights times the norm ratio are the original
     // weights up to int8 rounding.
@@ -297,9 +303,7 @@ TEST(QuantizeW8A8Files, TamperedFilesFailToLoad) {
   o.n_embd = 128;
   o.n_ff = 256;
   ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
-  std::string text;
-  for (int i = 0; i < 60; ++i) text += "the theater on the sea, in the storm; the sailor sang. ";
-  std::ofstream(dir + "/calib.txt") << text;
+  write_calibration_text(dir + "/calib.txt", 60);
   QuantizeOptions options;
   options.method = "llm-int8";
   options.bits = 8;
