@@ -33,6 +33,16 @@ def bench_json(cmd):
     return json.loads(out[start:])
 
 
+def peer_build_description(peer_bin):
+    """Which llama.cpp the ratios were measured against (scripts/build_llama_cpp.sh writes it):
+    where AMX works, llama.cpp's AMX path is the bar; where it traps, the plain AVX-512 one."""
+    try:
+        with open(os.path.join(peer_bin, "peer_build.txt")) as f:
+            return f.read().strip()
+    except OSError:
+        return "llama.cpp (build flags unknown: no peer_build.txt)"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", help="GGUF files (default: SmolLM2 Q4_1 and a Q8_0 made from it)")
@@ -46,6 +56,8 @@ def main():
     args = parser.parse_args()
 
     peer_bin = run(["bash", os.path.join(ROOT, "scripts", "build_llama_cpp.sh")]).strip().splitlines()[-1]
+    peer_build = peer_build_description(peer_bin)
+    print(f"compare_llama: peer is {peer_build}", file=sys.stderr)
     models = args.models
     if not models:
         q4_1 = run(["bash", os.path.join(ROOT, "scripts", "fetch_model.sh")]).strip().splitlines()[-1]
@@ -82,9 +94,10 @@ def main():
     lines = [f"# frugal vs llama.cpp speed, {datetime.date.today()}", "",
              f"{args.threads} threads, pp{args.p} / tg{args.n}, {args.r} repetitions per run, {args.rounds} alternating rounds; "
              f"t/s are medians over rounds. Copy bandwidth {bandwidth / 1e9:.1f} GB/s.", "",
+             f"Peer: {peer_build}.", "",
              "| model | test | llama.cpp t/s | frugal t/s | frugal / llama.cpp | frugal decode vs bandwidth bound |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
-    report = {"threads": args.threads, "bandwidth_bytes_per_s": bandwidth, "rows": []}
+    report = {"peer_build": peer_build, "threads": args.threads, "bandwidth_bytes_per_s": bandwidth, "rows": []}
     for model in models:
         for test in (f"pp{args.p}", f"tg{args.n}"):
             llama = statistics.median(samples[(model, "llama.cpp", test)])
