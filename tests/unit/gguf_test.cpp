@@ -154,5 +154,36 @@ TEST(Gguf, RejectsBadVersionAndHugeCounts) {
   EXPECT_FALSE(GgufFile::open(dir + "/long.gguf").is_ok());
 }
 
+// A tensor whose byte size does not fit in 64 bits must be refused, not wrapped around to a small
+// size that passes (or seems to fail only for being short) the bounds check: F32 2^31 x 2^31 is
+// 2^62 elements, 2^64 bytes (wraps to 0); F32 2^32 x (2^30 + 8) wraps to 2^37 bytes.
+TEST(Gguf, RejectsTensorsWhoseByteSizeOverflows) {
+  struct Case {
+    uint32_t type;
+    uint64_t cols, rows;
+  };
+  const std::string dir = testing::temp_dir();
+  for (const Case& c : {Case{0, uint64_t{1} << 31, uint64_t{1} << 31}, Case{0, uint64_t{1} << 32, (uint64_t{1} << 30) + 8}}) {
+    std::string b;
+    put<uint32_t>(b, 0x46554747);
+    put<uint32_t>(b, 3);
+    put<uint64_t>(b, 1);
+    put<uint64_t>(b, 0);
+    put_string(b, "huge.weight");
+    put<uint32_t>(b, 2);
+    put<uint64_t>(b, c.cols);
+    put<uint64_t>(b, c.rows);
+    put<uint32_t>(b, c.type);
+    put<uint64_t>(b, 0);
+    while (b.size() % 32) b += '\0';
+    b.append(64, '\0');
+    const std::string path = dir + "/huge" + std::to_string(c.rows) + ".gguf";
+    std::ofstream(path, std::ios::binary) << b;
+    auto file = GgufFile::open(path);
+    ASSERT_FALSE(file.is_ok()) << c.cols << " x " << c.rows << ": " << (*file)->tensors()[0].bytes << " bytes";
+    EXPECT_NE(file.status().message().find("'huge.weight' is too large"), std::string::npos) << file.status().message();
+  }
+}
+
 }  // namespace
 }  // namespace frugal
