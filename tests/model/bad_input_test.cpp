@@ -214,6 +214,19 @@ TEST_F(BadInput, ModelsTheLoaderRefusesAreRefusedByEveryCommand) {
   }
 }
 
+// Running out of memory (here a 1M-token KV cache under a 150 MB address-space limit) ends with
+// one error line and exit code 1, not std::bad_alloc escaping main (abort, exit 134).
+TEST_F(BadInput, OutOfMemoryIsOneErrorLine) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer needs more address space than the limit leaves";
+#else
+  const auto r = run_command("ulimit -v 150000; timeout 60 " + shell_quote(testing::frugal_binary()) + " run -m " + shell_quote(good_) +
+                             " -p hi -n 2 -c 1048576");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.err, "frugal: error: out of memory\n");
+#endif
+}
+
 TEST_F(BadInput, PromptLongerThanTheContext) {
   std::string prompt;
   for (int i = 0; i < 40; ++i) prompt += "the the ";
