@@ -1,6 +1,8 @@
 // frugal: the command-line front end (thin: parsing and printing; the work is in the libraries).
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -34,9 +36,7 @@ MODEL defaults to $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-Instru
 (scripts/setup.sh fetches it).
 )";
 
-}  // namespace
-
-int main(int argc, char** argv) {
+int run_command(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
@@ -52,4 +52,20 @@ int main(int argc, char** argv) {
   if (command == "eval") return frugal::cli::command_eval(rest);
   if (command == "quantize") return frugal::cli::command_quantize(rest);
   return frugal::cli::fail("unknown command '" + command + "' (see frugal --help)");
+}
+
+}  // namespace
+
+// Errors travel as Status; an exception reaching this point (out of memory, or a library throwing
+// on input nobody checked) still ends with one error line and exit code 1, never an abort.
+int main(int argc, char** argv) {
+  try {
+    return run_command(argc, argv);
+  } catch (const std::bad_alloc&) {
+    return frugal::cli::fail("out of memory");
+  } catch (const std::exception& e) {
+    return frugal::cli::fail(std::string("unexpected failure: ") + e.what());
+  } catch (...) {
+    return frugal::cli::fail("unexpected failure");
+  }
 }

@@ -6,10 +6,13 @@
 #include <utility>
 #include <variant>
 
+#include "base/check.h"
+
 namespace frugal {
 
 // An error with a one-line message that says what was wrong and where; empty message means ok.
-class Status {
+// [[nodiscard]]: a dropped Status is an error nobody hears about.
+class [[nodiscard]] Status {
  public:
   Status() = default;
   static Status ok() { return Status(); }
@@ -28,23 +31,33 @@ class Status {
   bool failed_ = false;
 };
 
-// A value or the Status that explains why there is none.
+// A value or the Status that explains why there is none. Reading the value of a failed Result is
+// a bug, caught by FRUGAL_CHECK (on in release builds) instead of dereferencing an empty optional.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit on purpose
   Result(Status status) : status_(std::move(status)) {}  // NOLINT
   bool is_ok() const { return value_.has_value(); }
   explicit operator bool() const { return is_ok(); }
   const Status& status() const { return status_; }
-  T& value() & { return *value_; }
-  const T& value() const& { return *value_; }
-  T&& value() && { return std::move(*value_); }
-  T* operator->() { return &*value_; }
-  const T* operator->() const { return &*value_; }
-  T& operator*() & { return *value_; }
+  T& value() & { return checked(); }
+  const T& value() const& { return checked(); }
+  T&& value() && { return std::move(checked()); }
+  T* operator->() { return &checked(); }
+  const T* operator->() const { return &checked(); }
+  T& operator*() & { return checked(); }
+  const T& operator*() const& { return checked(); }
 
  private:
+  T& checked() {
+    FRUGAL_CHECK(value_.has_value());
+    return *value_;
+  }
+  const T& checked() const {
+    FRUGAL_CHECK(value_.has_value());
+    return *value_;
+  }
   std::optional<T> value_;
   Status status_;
 };

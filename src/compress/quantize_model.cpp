@@ -13,6 +13,7 @@
 #include "io/text_file.h"
 #include "compress/calibrated_quantize.h"
 #include "compress/w8a8.h"
+#include "model/model.h"
 #include "tensor/generic_group.h"
 
 namespace frugal {
@@ -55,6 +56,29 @@ DType storage_type_for(DType target, int64_t cols) {
     default:
       return target;
   }
+}
+
+// Key naming the run-time activation quantization (model/model.cpp reads it).
+constexpr const char* kActivationQuantKey = "frugal.activation_quant";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Inputs frugal quantize cannot re-encode without changing what the model computes. An LLM.int8()
+// file keeps the outlier columns of its matrices in separate fp16 tensors (the int8 matrices hold
+// zeros there); re-encoding the int8 matrices alone would drop those columns, and the calibrated
+// methods see only the int8 part. Re-quantizing a SmoothQuant or W8A8 file is fine: its q8_0
+// weights are the model (SmoothQuant's smoothing lives in the norms, exactly folded), and only the
+// run-time activation mode changes with the output's method.
+Status check_requantizable(const GgufFile& file, const std::string& path) {
+  for (const GgufTensorInfo& t : file.tensors()) {
+    if (ends_with(t.name, ".outlier_columns") || ends_with(t.name, ".outlier_weight")) {
+      return Status::error("'" + path + "' is an LLM.int8() file (outlier tensor '" + t.name +
+                           "'): re-quantizing it would lose its fp16 outlier columns; quantize the model it was made from instead");
+    }
+  }
+  return Status::ok();
 }
 
 bool is_quantizable_weight(const GgufTensorInfo& t) {
@@ -196,8 +220,12 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
     embedding_type = target.type;
   }
   if (input == output) return Status::error("output must differ from the input file");
-  FRUGAL_ASSIGN_OR_RETURN(auto file, GgufFile::open(input));
-  if (file->find("general.architecture") == nullptr) return Status::error("'" + input + "' has no general.architecture");
+  // The input is opened by the loader `frugal run` uses, so a file it refuses (bad hyper-parameters,
+  // a missing or mis-shaped tensor, a broken vocabulary) is refused here before any work, instead
+  // of being re-encoded into another file nothing can load.
+  FRUGAL_ASSIGN_OR_RETURN(std::shared_ptr<Model> model, Model::load(input));
+  const GgufFile* file = &model->file();
+  FRUGAL_RETURN_IF_ERROR(check_requantizable(*file, input));
   const auto& tensors = file->tensors();
   // Every target is resolved before any work, so a bad group or layout fails fast.
   Timer timer;
@@ -218,7 +246,6 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
     if (options.calibration_path.empty()) return Status::error(options.method + " needs calibration text (--calib FILE)");
     FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(options.calibration_path));
     if (text.empty()) return Status::error("calibration file '" + options.calibration_path + "' is empty");
-    FRUGAL_ASSIGN_OR_RETURN(auto model, Model::load(input));
     std::vector<int32_t> tokens = model->tokenizer().encode(text, true, false);
     CalibratedOptions calibrated_options;
     calibrated_options.chunk = std::min<int64_t>(512, options.calibration_tokens);
@@ -246,17 +273,25 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
                             }));
   }
   GgufWriter writer(file->alignment());
-  for (const auto& [key, value] : file->metadata()) writer.set_value(key, value);
+  // Keys that describe the input's encoding are not copied but set for the output below: a
+  // per-token flag from a W8A8 input would make a q4_K output unloadable, and the input's file
+  // type would misname the output's.
+  for (const auto& [key, value] : file->metadata()) {
+    if (key == "general.file_type" || key == kActivationQuantKey || key.rfind("frugal.quantize.", 0) == 0) continue;
+    writer.set_value(key, value);
+  }
   if (plan.reference_file_type()) {
     writer.set_value("general.file_type", *plan.reference_file_type());
-  } else if (plan.uniform_format()) {
-    if (const int64_t ftype = file_type_for(*plan.uniform_format()); ftype >= 0) {
+  } else if (const std::optional<DType> uniform = plan.per_channel_int8() ? std::optional<DType>(DType::Q8_0) : plan.uniform_format()) {
+    if (const int64_t ftype = file_type_for(*uniform); ftype >= 0) {
       writer.set_uint32("general.file_type", static_cast<uint32_t>(ftype));
     }
   }
+  // Otherwise (frugal's generic group types) there is no LLAMA_FTYPE for the layout: the key is
+  // left out, which is what llama.cpp expects of a file whose type it has to guess.
   writer.set_string("frugal.quantize.method", options.method);
   writer.set_string("frugal.quantize.format", plan.description());
-  if (plan.int8_method()) writer.set_string("frugal.activation_quant", "per_token");
+  if (plan.int8_method()) writer.set_string(kActivationQuantKey, "per_token");
 
   int64_t params = 0;
   std::vector<float> values;

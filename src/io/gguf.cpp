@@ -1,6 +1,7 @@
 // GgufFile: a bounds-checked cursor over the mapped bytes (see gguf.h for the layout).
 #include "io/gguf.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -78,7 +79,8 @@ bool read_scalar(Cursor& c, GgufType type, GgufValue* value) {
     case GgufType::kInt16: { int16_t v; if (!c.read(&v)) return false; value->int_value = v; value->uint_value = static_cast<uint64_t>(v); return true; }
     case GgufType::kUint32: { uint32_t v; if (!c.read(&v)) return false; value->uint_value = v; value->int_value = v; return true; }
     case GgufType::kInt32: { int32_t v; if (!c.read(&v)) return false; value->int_value = v; value->uint_value = static_cast<uint64_t>(v); return true; }
-    case GgufType::kUint64: { uint64_t v; if (!c.read(&v)) return false; value->uint_value = v; value->int_value = static_cast<int64_t>(v); return true; }
+    // Past INT64_MAX the signed view saturates (a 2^64 - 1 must not read as -1).
+    case GgufType::kUint64: { uint64_t v; if (!c.read(&v)) return false; value->uint_value = v; value->int_value = static_cast<int64_t>(std::min<uint64_t>(v, INT64_MAX)); return true; }
     case GgufType::kInt64: { int64_t v; if (!c.read(&v)) return false; value->int_value = v; value->uint_value = static_cast<uint64_t>(v); return true; }
     case GgufType::kFloat32: { float v; if (!c.read(&v)) return false; value->float_value = v; return true; }
     case GgufType::kFloat64: { double v; if (!c.read(&v)) return false; value->float_value = v; return true; }
@@ -158,7 +160,13 @@ double GgufValue::as_double() const {
 }
 
 int64_t GgufValue::as_int() const {
-  if (type == GgufType::kFloat32 || type == GgufType::kFloat64) return static_cast<int64_t>(float_value);
+  if (type == GgufType::kFloat32 || type == GgufType::kFloat64) {
+    // Converting a float outside int64's range is undefined: saturate (NaN reads as the minimum,
+    // which every range check rejects).
+    if (!(float_value >= -9.2e18)) return std::numeric_limits<int64_t>::min();
+    if (float_value > 9.2e18) return std::numeric_limits<int64_t>::max();
+    return static_cast<int64_t>(float_value);
+  }
   return int_value;
 }
 
@@ -278,7 +286,13 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
       return Status::error("'" + p + "' is corrupt: tensor '" + t.name + "' row length " + std::to_string(t.dims[0]) +
                            " is not a multiple of the " + t.traits->name + " block size");
     }
-    t.bytes = static_cast<size_t>(count / t.traits->block_size) * t.traits->block_bytes;
+    // Overflow-safe byte size: F32 2^31 x 2^31 is 2^64 bytes, which would wrap to 0 and pass the
+    // bounds check below.
+    const uint64_t blocks = static_cast<uint64_t>(count / t.traits->block_size);
+    if (t.traits->block_bytes != 0 && blocks > std::numeric_limits<size_t>::max() / t.traits->block_bytes) {
+      return Status::error("'" + p + "' is corrupt: tensor '" + t.name + "' is too large");
+    }
+    t.bytes = static_cast<size_t>(blocks) * t.traits->block_bytes;
     if (file->tensor_index_.count(t.name)) return Status::error("'" + p + "' is corrupt: duplicate tensor '" + t.name + "'");
     file->tensor_index_[t.name] = file->tensors_.size();
     file->tensors_.push_back(std::move(t));

@@ -179,7 +179,8 @@ Status GgufWriter::write(const std::string& path) const {
   std::vector<uint8_t> pad(alignment_, 0);
   for (size_t i = 0; ok && i < tensors_.size(); ++i) {
     const auto& t = tensors_[i];
-    ok = std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size();
+    // An empty tensor writes nothing (fwrite must not be given the null data() of an empty vector).
+    if (!t.bytes.empty()) ok = std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size();
     size_t padding = (alignment_ - t.bytes.size() % alignment_) % alignment_;
     if (ok && padding) ok = std::fwrite(pad.data(), 1, padding, f) == padding;
   }

@@ -141,14 +141,13 @@ void SpecialTokenSplitter::split(std::string_view text, bool parse_special,
   if (cursor < text.size()) out.push_back({-1, cursor, text.size()});
 }
 
-void TokenTextIndex::build(const std::vector<std::string>* texts) {
-  texts_ = texts;
+void TokenTextIndex::build(const std::vector<std::string>& texts) {
   size_t capacity = 16;
-  while (capacity < texts->size() * 2) capacity *= 2;  // load factor <= 1/2
+  while (capacity < texts.size() * 2) capacity *= 2;  // load factor <= 1/2
   slots_.assign(capacity, Slot{0, -1});
   mask_ = capacity - 1;
-  for (size_t id = 0; id < texts->size(); ++id) {
-    const std::string& text = (*texts)[id];
+  for (size_t id = 0; id < texts.size(); ++id) {
+    const std::string& text = texts[id];
     if (text.empty()) continue;
     const size_t hash = std::hash<std::string_view>{}(text);
     for (size_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
@@ -157,7 +156,7 @@ void TokenTextIndex::build(const std::vector<std::string>* texts) {
         s = Slot{static_cast<uint32_t>(hash), static_cast<TokenId>(id)};
         break;
       }
-      if (s.tag == static_cast<uint32_t>(hash) && (*texts)[s.id] == text) {
+      if (s.tag == static_cast<uint32_t>(hash) && texts[s.id] == text) {
         s.id = static_cast<TokenId>(id);
         break;
       }
@@ -165,20 +164,20 @@ void TokenTextIndex::build(const std::vector<std::string>* texts) {
   }
 }
 
-TokenId TokenTextIndex::find(std::string_view text) const {
+TokenId TokenTextIndex::find(std::string_view text, const std::vector<std::string>& texts) const {
   if (slots_.empty()) return -1;
   const size_t hash = std::hash<std::string_view>{}(text);
   for (size_t slot = hash & mask_;; slot = (slot + 1) & mask_) {
     const Slot& s = slots_[slot];
     if (s.id < 0) return -1;
-    if (s.tag == static_cast<uint32_t>(hash) && (*texts_)[s.id] == text) return s.id;
+    if (s.tag == static_cast<uint32_t>(hash) && texts[s.id] == text) return s.id;
   }
 }
 
 std::shared_ptr<const VocabIndex> build_vocab_index(const VocabData& data) {
   auto index = std::make_shared<VocabIndex>();
   const size_t n = data.tokens.size();
-  index->ids.build(&data.tokens);
+  index->ids.build(data.tokens);
   index->types.resize(n, TokenType::kNormal);
   index->end_of_generation.assign(n, 0);
   const bool sentencepiece = data.model == "llama";
@@ -207,6 +206,12 @@ std::shared_ptr<const VocabIndex> build_vocab_index(const VocabData& data) {
   }
   index->specials.build(data.tokens, index->types);
   return index;
+}
+
+int byte_token_value(std::string_view text) {
+  if (!looks_like_byte_token(text)) return -1;
+  auto hex = [](char c) { return c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10; };
+  return hex(text[3]) * 16 + hex(text[4]);
 }
 
 void append_utf8(std::string& out, uint32_t cp) {
@@ -354,6 +359,6 @@ bool Tokenizer::is_end_of_generation(TokenId id) const {
   return id >= 0 && id < vocab_size() && index_->end_of_generation[id] != 0;
 }
 
-TokenId Tokenizer::find_token(std::string_view text) const { return index_->ids.find(text); }
+TokenId Tokenizer::find_token(std::string_view text) const { return index_->ids.find(text, data_.tokens); }
 
 }  // namespace frugal

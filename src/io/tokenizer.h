@@ -52,6 +52,9 @@ class Tokenizer {
   // Checks the data (known model kind, consistent sizes, merges that name real tokens).
   static Result<std::unique_ptr<Tokenizer>> create(VocabData data);
   virtual ~Tokenizer() = default;
+  // An independent copy (it shares only immutable tables that hold no pointers into this object,
+  // so it may outlive the original).
+  virtual std::unique_ptr<Tokenizer> clone() const = 0;
 
   // Text to ids. `add_special` adds BOS/EOS as the metadata asks; `parse_special` turns text
   // like "<|im_start|>" into its control token instead of tokenizing the characters.
@@ -75,6 +78,9 @@ class Tokenizer {
  protected:
   // `data` must already be validated; the index is built from data_ by the constructor.
   explicit Tokenizer(VocabData data);
+  // Copies only through clone() (no slicing); assignment is not needed.
+  Tokenizer(const Tokenizer&) = default;
+  Tokenizer& operator=(const Tokenizer&) = delete;
   VocabData data_;
   std::shared_ptr<const detail::VocabIndex> index_;
 };

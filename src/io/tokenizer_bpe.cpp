@@ -122,8 +122,8 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
           }
         }
         pieces_[id] = std::move(bytes);
-      } else if (type == TokenType::kByte && text.size() == 6 && text.rfind("<0x", 0) == 0) {
-        pieces_[id] = std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
+      } else if (type == TokenType::kByte && byte_token_value(text) >= 0) {
+        pieces_[id] = std::string(1, static_cast<char>(byte_token_value(text)));
       } else if (type == TokenType::kUserDefined || type == TokenType::kControl ||
                  type == TokenType::kUnknown) {
         pieces_[id] = text;
@@ -132,6 +132,8 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
     }
     return Status::ok();
   }
+
+  std::unique_ptr<Tokenizer> clone() const override { return std::make_unique<ByteLevelBpeTokenizer>(*this); }
 
   std::vector<TokenId> encode(std::string_view text, bool add_special,
                               bool parse_special) const override {

@@ -55,13 +55,15 @@ class SpecialTokenSplitter {
 
 // Token text -> id: an open-addressing hash table (linear probing) over the token strings, which
 // it does not copy. Lookups sit in the inner loops of both BPE kinds and of loading, where a
-// node-based std::unordered_map spends most of its time on cache misses.
+// node-based std::unordered_map spends most of its time on cache misses. The index keeps no
+// pointer to the texts: every lookup is given them, so a tokenizer copy that shares the index
+// compares against its own token list, never the (possibly destroyed) original's.
 class TokenTextIndex {
  public:
-  // `texts` must outlive the index and stay unchanged. Of two equal texts the later id wins (as
-  // in llama.cpp); empty texts are not indexed.
-  void build(const std::vector<std::string>* texts);
-  TokenId find(std::string_view text) const;
+  // Of two equal texts the later id wins (as in llama.cpp); empty texts are not indexed.
+  void build(const std::vector<std::string>& texts);
+  // `texts` must be the list the index was built from (or an equal copy).
+  TokenId find(std::string_view text, const std::vector<std::string>& texts) const;
 
  private:
   struct Slot {
@@ -70,7 +72,6 @@ class TokenTextIndex {
   };
   std::vector<Slot> slots_;
   size_t mask_ = 0;
-  const std::vector<std::string>* texts_ = nullptr;
 };
 
 // Lookup tables every tokenizer kind needs; built once, shared read-only.
@@ -93,6 +94,9 @@ inline size_t utf8_sequence_length(uint8_t lead) {
   if (lead < 0xF0) return 3;
   return 4;
 }
+// The byte a "<0xXX>" piece (SentencePiece byte fallback) stands for, or -1 for any other text
+// (a hostile "<0xZZ>" must not reach std::stoi, which throws).
+int byte_token_value(std::string_view text);
 // Appends the UTF-8 encoding of `code_point` (<= 0x10FFFF).
 void append_utf8(std::string& out, uint32_t code_point);
 // Copies `text` with every byte that is not part of a well-formed UTF-8 sequence replaced by

@@ -67,9 +67,8 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
           break;
         }
         case TokenType::kByte:
-          if (text.size() == 6 && text.rfind("<0x", 0) == 0) {
-            pieces_[id] =
-                std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
+          if (byte_token_value(text) >= 0) {
+            pieces_[id] = std::string(1, static_cast<char>(byte_token_value(text)));
           } else {
             pieces_[id] = text;
           }
@@ -85,6 +84,8 @@ class SentencePieceBpeTokenizer final : public Tokenizer {
     }
     return Status::ok();
   }
+
+  std::unique_ptr<Tokenizer> clone() const override { return std::make_unique<SentencePieceBpeTokenizer>(*this); }
 
   std::vector<TokenId> encode(std::string_view text, bool add_special,
                               bool parse_special) const override {

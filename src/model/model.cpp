@@ -100,6 +100,13 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& path) {
   model->tokenizer_ = std::move(tokenizer.value());
   model->chat_format_ = detect_chat_format(*model->file_);
   if (model->config_.n_vocab == 0) model->config_.n_vocab = model->tokenizer_->vocab_size();
+  // Every id the tokenizer can produce indexes the embedding and the output head, so their rows
+  // (n_vocab, checked against both tensors below) must cover the whole vocabulary.
+  if (model->config_.n_vocab < model->tokenizer_->vocab_size()) {
+    return prefix(Status::error("token_embd.weight and output.weight have " + std::to_string(model->config_.n_vocab) +
+                                " rows (" + model->config_.architecture + ".vocab_size) but the tokenizer has " +
+                                std::to_string(model->tokenizer_->vocab_size()) + " tokens"));
+  }
   Status s = model->bind_weights();
   if (!s) return prefix(s);
   return model;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 namespace frugal {
 
@@ -38,15 +39,20 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
   FRUGAL_ASSIGN_OR_RETURN(c.n_ff, file.get_int(a + "feed_forward_length"));
   c.n_head_kv = file.get_int_or(a + "attention.head_count_kv", c.n_head);
   c.n_ctx_train = file.get_int_or(a + "context_length", 2048);
+  // Upper bounds far above any real model keep every product of these (q_dim, kv_dim, matrix
+  // sizes) well inside int64, whatever the file says.
   if (c.n_embd <= 0 || c.n_layer <= 0 || c.n_head <= 0 || c.n_head_kv <= 0 || c.n_ff <= 0 ||
-      c.n_head % c.n_head_kv != 0 || c.n_layer > 4096 || c.n_embd > (1 << 20)) {
+      c.n_head % c.n_head_kv != 0 || c.n_layer > 4096 || c.n_embd > (1 << 20) || c.n_head > 4096 ||
+      c.n_ff > (1 << 22)) {
     return Status::error("invalid hyper-parameters: embedding " + std::to_string(c.n_embd) + ", layers " +
                          std::to_string(c.n_layer) + ", heads " + std::to_string(c.n_head) + "/" +
                          std::to_string(c.n_head_kv));
   }
   c.head_dim = file.get_int_or(a + "attention.key_length", c.n_embd / c.n_head);
-  if (file.get_int_or(a + "attention.value_length", c.head_dim) != c.head_dim || c.head_dim <= 0 || c.head_dim % 8 != 0) {
-    return Status::error("unsupported head size " + std::to_string(c.head_dim) + " (keys and values must match, multiple of 8)");
+  if (file.get_int_or(a + "attention.value_length", c.head_dim) != c.head_dim || c.head_dim <= 0 || c.head_dim % 8 != 0 ||
+      c.head_dim > 4096) {
+    return Status::error("unsupported head size " + std::to_string(c.head_dim) +
+                         " (keys and values must match, multiple of 8, at most 4096)");
   }
   c.rms_eps = static_cast<float>(file.get_float_or(a + "attention.layer_norm_rms_epsilon", 1e-5));
   c.rope_base = static_cast<float>(file.get_float_or(a + "rope.freq_base", 10000.0));
@@ -87,6 +93,7 @@ Result<ModelConfig> read_model_config(const GgufFile& file) {
   }
   if (const GgufValue* tokens = file.find("tokenizer.ggml.tokens")) c.n_vocab = static_cast<int64_t>(tokens->array_size);
   c.n_vocab = file.get_int_or(a + "vocab_size", c.n_vocab);
+  if (c.n_vocab < 0 || c.n_vocab > INT32_MAX) return Status::error("invalid vocabulary size " + std::to_string(c.n_vocab));
   return c;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
 
 #include "io/gguf_writer.h"
 #include "support/test_support.h"
@@ -116,6 +117,114 @@ TEST_F(BadInput, MissingTensor) {
   const std::string stripped = dir_ + "/stripped.gguf";
   ASSERT_TRUE(w.write(stripped).is_ok());
   expect_clean_failure("info " + shell_quote(stripped), "missing tensor 'token_embd.weight'");
+}
+
+// Copies the tiny model at `in` to `out` with its metadata and tensors edited: `edit_kv` may
+// change the writer after the metadata was copied; `edit_tensor` may change a tensor's dims or
+// bytes, or return false to drop it.
+using TensorEdit = std::function<bool(const std::string& name, std::vector<int64_t>& dims, std::vector<uint8_t>& bytes)>;
+void rewrite_model(const std::string& in, const std::string& out, const std::function<void(GgufWriter&)>& edit_kv,
+                   const TensorEdit& edit_tensor) {
+  auto file = GgufFile::open(in);
+  ASSERT_TRUE(file.is_ok()) << file.status().message();
+  GgufWriter w((*file)->alignment());
+  for (const auto& [k, v] : (*file)->metadata()) w.set_value(k, v);
+  if (edit_kv) edit_kv(w);
+  for (const auto& t : (*file)->tensors()) {
+    std::vector<int64_t> dims = t.dims;
+    std::vector<uint8_t> bytes(t.data, t.data + t.bytes);
+    if (edit_tensor && !edit_tensor(t.name, dims, bytes)) continue;
+    w.add_tensor(t.name, static_cast<DType>(t.type_id), dims, std::move(bytes));
+  }
+  ASSERT_TRUE(w.write(out).is_ok());
+}
+
+// An extra F32 tensor of 2^31 x 2^31 elements: 2^64 bytes, which wrapped to 0 and passed the
+// bounds check (and then `frugal quantize` died of std::length_error, exit 134).
+TEST_F(BadInput, TensorWhoseByteSizeOverflows) {
+  const std::string path = dir_ + "/huge.gguf", out = dir_ + "/huge-q.gguf";
+  rewrite_model(good_, path, [](GgufWriter& w) { w.add_tensor("huge.weight", DType::F32, {int64_t{1} << 31, int64_t{1} << 31}, {}); },
+                nullptr);
+  expect_clean_failure("info " + shell_quote(path), "'huge.weight' is too large");
+  expect_clean_failure("quantize -m " + shell_quote(path) + " -o " + shell_quote(out) + " --format q8_0", "'huge.weight' is too large");
+  EXPECT_FALSE(testing::file_exists(out));
+}
+
+// Files that `frugal run` must refuse are refused by every command, `frugal quantize` included
+// (which used to re-encode them into another file nothing could load), with the same message and
+// before any output exists.
+TEST_F(BadInput, ModelsTheLoaderRefusesAreRefusedByEveryCommand) {
+  const int64_t n_vocab = 256 + 8 + 3;  // the tiny model's vocabulary
+  auto keep_tensors = [](const std::string&, std::vector<int64_t>&, std::vector<uint8_t>&) { return true; };
+  GgufValue wide_bos;
+  wide_bos.type = GgufType::kUint64;
+  wide_bos.uint_value = (uint64_t{1} << 32) + 5;  // id 5 once cut to 32 bits
+  wide_bos.int_value = static_cast<int64_t>(wide_bos.uint_value);
+  struct Case {
+    std::string name;
+    std::function<void(GgufWriter&)> edit_kv;
+    TensorEdit edit_tensor;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"heads", [](GgufWriter& w) { w.set_uint32("llama.attention.head_count", 3); }, keep_tensors, "invalid hyper-parameters"},
+      {"huge-head", [](GgufWriter& w) { w.set_uint32("llama.attention.key_length", 1u << 31); }, keep_tensors, "head size"},
+      {"missing", nullptr, [](const std::string& name, std::vector<int64_t>&, std::vector<uint8_t>&) { return name != "blk.1.ffn_up.weight"; },
+       "missing tensor 'blk.1.ffn_up.weight'"},
+      {"shape", nullptr,
+       [](const std::string& name, std::vector<int64_t>& dims, std::vector<uint8_t>& bytes) {
+         if (name == "blk.0.attn_k.weight") {
+           dims[1] /= 2;
+           bytes.resize(bytes.size() / 2);
+         }
+         return true;
+       },
+       "tensor 'blk.0.attn_k.weight' has shape [64, 16], expected [64, 32]"},
+      // The embedding and output head agree with llama.vocab_size, but the tokenizer has more
+      // tokens: ids past row 200 would read past the matrices.
+      {"vocab", [](GgufWriter& w) { w.set_uint32("llama.vocab_size", 200); },
+       [](const std::string& name, std::vector<int64_t>& dims, std::vector<uint8_t>& bytes) {
+         if (name == "token_embd.weight" || name == "output.weight") {
+           dims[1] = 200;
+           bytes.resize(static_cast<size_t>(dims[0]) * 200 * sizeof(float));
+         }
+         return true;
+       },
+       "200 rows"},
+      {"bos", [](GgufWriter& w) { w.set_uint32("tokenizer.ggml.bos_token_id", 5000); }, keep_tensors, "outside the vocabulary"},
+      {"wide-bos", [&](GgufWriter& w) { w.set_value("tokenizer.ggml.bos_token_id", wide_bos); }, keep_tensors, "outside the vocabulary"},
+      {"types", [&](GgufWriter& w) { w.set_string_array("tokenizer.ggml.token_type", std::vector<std::string>(n_vocab, "1")); },
+       keep_tensors, "tokenizer.ggml.token_type must be an array of integers"},
+      {"type-value", [&](GgufWriter& w) { w.set_float32_array("tokenizer.ggml.token_type", std::vector<float>(n_vocab, 1e30f)); },
+       keep_tensors, "tokenizer.ggml.token_type must be an array of integers"},
+      {"scores", [&](GgufWriter& w) { w.set_string_array("tokenizer.ggml.scores", std::vector<std::string>(n_vocab, "0")); },
+       keep_tensors, "tokenizer.ggml.scores must be an array of numbers"},
+      {"merges", [](GgufWriter& w) { w.set_int32_array("tokenizer.ggml.merges", {1, 2, 3}); }, keep_tensors,
+       "tokenizer.ggml.merges must be an array of strings"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = dir_ + "/" + c.name + ".gguf", out = dir_ + "/" + c.name + "-q.gguf";
+    rewrite_model(good_, path, c.edit_kv, c.edit_tensor);
+    expect_clean_failure("run -m " + shell_quote(path) + " -p hi -n 2", c.message);
+    expect_clean_failure("info " + shell_quote(path), c.message);
+    expect_clean_failure("quantize -m " + shell_quote(path) + " -o " + shell_quote(out) + " --format q8_0", c.message);
+    expect_clean_failure("quantize -m " + shell_quote(path) + " -o " + shell_quote(out) + " --bits 3 --group 32", c.message);
+    EXPECT_FALSE(testing::file_exists(out));
+  }
+}
+
+// Running out of memory (here a 1M-token KV cache under a 150 MB address-space limit) ends with
+// one error line and exit code 1, not std::bad_alloc escaping main (abort, exit 134).
+TEST_F(BadInput, OutOfMemoryIsOneErrorLine) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer needs more address space than the limit leaves";
+#else
+  const auto r = run_command("ulimit -v 150000; timeout 60 " + shell_quote(testing::frugal_binary()) + " run -m " + shell_quote(good_) +
+                             " -p hi -n 2 -c 1048576");
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_EQ(r.err, "frugal: error: out of memory\n");
+#endif
 }
 
 TEST_F(BadInput, PromptLongerThanTheContext) {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 
 #include "compress/quantize_model.h"
 #include "io/gguf_writer.h"
@@ -358,6 +359,85 @@ TEST(QuantizeW8A8Files, TamperedFilesFailToLoad) {
 
 INSTANTIATE_TEST_SUITE_P(Methods, QuantizeW8A8, ::testing::Values("smoothquant", "w8a8", "llm-int8"),
                          [](const auto& info) { return std::string(info.param) == "llm-int8" ? std::string("llm_int8") : std::string(info.param); });
+
+// Every chain of two `frugal quantize` runs (any method's output as the next one's input) either
+// works or is refused with a message, and what it writes loads and runs. The keys that describe an
+// encoding (general.file_type, the per-token activation flag) describe the output, not the input:
+// a q4_K file made from a W8A8 file used to keep the per-token flag and fail to load.
+TEST(QuantizeChains, EveryPairOfMethodsWorksOrRefuses) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = dir + "/tiny.gguf";
+  testing::TinyModelOptions o;
+  o.n_embd = 128;
+  o.n_ff = 256;
+  ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
+  write_calibration_text(dir + "/calib.txt", 30);
+  struct Step {
+    const char* name;
+    std::function<void(QuantizeOptions&)> set;
+    int64_t file_type;  // expected general.file_type, -1 = absent
+  };
+  const std::vector<Step> steps = {
+      {"q4_k", [](QuantizeOptions& q) { q.format = "q4_k"; }, 15},
+      {"fq3_g64", [](QuantizeOptions& q) { q.bits = 3; q.group = 64; }, -1},
+      {"int8-per-channel", [](QuantizeOptions& q) { q.bits = 8; q.group = -1; q.symmetric = true; }, 7},
+      {"gptq", [](QuantizeOptions& q) { q.method = "gptq"; q.format = "q4_0"; }, 2},
+      {"awq", [](QuantizeOptions& q) { q.method = "awq"; q.bits = 4; q.group = 64; }, -1},
+      {"smoothquant", [](QuantizeOptions& q) { q.method = "smoothquant"; q.bits = 8; }, 7},
+      {"w8a8", [](QuantizeOptions& q) { q.method = "w8a8"; q.bits = 8; }, 7},
+      {"llm-int8", [](QuantizeOptions& q) { q.method = "llm-int8"; q.bits = 8; q.outlier_threshold = 1.5f; }, 7},
+  };
+  auto options_for = [&](const Step& step) {
+    QuantizeOptions q;
+    q.calibration_path = dir + "/calib.txt";
+    q.calibration_tokens = 128;
+    q.n_threads = 1;
+    step.set(q);
+    return q;
+  };
+  // Checks a written file: it loads and runs, and its encoding keys name `step`'s output.
+  auto check_output = [&](const std::string& path, const Step& step) {
+    auto file = GgufFile::open(path);
+    ASSERT_TRUE(file.is_ok()) << file.status().message();
+    const GgufValue* file_type = (*file)->find("general.file_type");
+    if (step.file_type < 0) {
+      EXPECT_EQ(file_type, nullptr) << path << ": general.file_type " << file_type->to_display_string();
+    } else {
+      ASSERT_NE(file_type, nullptr) << path;
+      EXPECT_EQ(file_type->as_int(), step.file_type) << path;
+    }
+    const bool int8 = std::string(step.name) == "smoothquant" || std::string(step.name) == "w8a8" || std::string(step.name) == "llm-int8";
+    EXPECT_EQ((*file)->get_string_or("frugal.activation_quant", "per_block"), int8 ? "per_token" : "per_block") << path;
+    bool outliers = false;
+    for (const auto& t : (*file)->tensors()) outliers |= t.name.find(".outlier_") != std::string::npos;
+    EXPECT_EQ(outliers, std::string(step.name) == "llm-int8") << path;
+    auto model = Model::load(path);
+    ASSERT_TRUE(model.is_ok()) << model.status().message();
+    Transformer transformer(model.value(), TransformerOptions{.n_ctx = 16});
+    const int32_t tokens[] = {5, 6, 7};
+    EXPECT_TRUE(transformer.evaluate(tokens, 3).is_ok()) << path;
+  };
+  for (const Step& first : steps) {
+    const std::string middle = dir + "/" + first.name + ".gguf";
+    auto report = quantize_model(in, middle, options_for(first), nullptr);
+    ASSERT_TRUE(report.is_ok()) << first.name << ": " << report.status().message();
+    check_output(middle, first);
+    for (const Step& second : steps) {
+      SCOPED_TRACE(std::string(first.name) + " -> " + second.name);
+      const std::string out = dir + "/" + first.name + "-" + second.name + ".gguf";
+      auto again = quantize_model(middle, out, options_for(second), nullptr);
+      if (std::string(first.name) == "llm-int8") {
+        // Its fp16 outlier columns would be lost: refused, and nothing written.
+        ASSERT_FALSE(again.is_ok());
+        EXPECT_NE(again.status().message().find("LLM.int8() file"), std::string::npos) << again.status().message();
+        EXPECT_FALSE(testing::file_exists(out));
+        continue;
+      }
+      ASSERT_TRUE(again.is_ok()) << again.status().message();
+      check_output(out, second);
+    }
+  }
+}
 
 TEST(QuantizeGptq, MissingOrEmptyCalibrationFails) {
   const std::string dir = testing::temp_dir();

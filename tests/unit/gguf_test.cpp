@@ -2,6 +2,8 @@
 // and a hand-assembled file (bytes written by the test itself) parses to the expected values.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 
@@ -152,6 +154,64 @@ TEST(Gguf, RejectsBadVersionAndHugeCounts) {
   put<uint64_t>(long_string, uint64_t{1} << 62);  // key length far past the end
   std::ofstream(dir + "/long.gguf", std::ios::binary) << long_string;
   EXPECT_FALSE(GgufFile::open(dir + "/long.gguf").is_ok());
+}
+
+// A tensor whose byte size does not fit in 64 bits must be refused, not wrapped around to a small
+// size that passes (or seems to fail only for being short) the bounds check: F32 2^31 x 2^31 is
+// 2^62 elements, 2^64 bytes (wraps to 0); F32 2^32 x (2^30 + 8) wraps to 2^37 bytes.
+TEST(Gguf, RejectsTensorsWhoseByteSizeOverflows) {
+  struct Case {
+    uint32_t type;
+    uint64_t cols, rows;
+  };
+  const std::string dir = testing::temp_dir();
+  for (const Case& c : {Case{0, uint64_t{1} << 31, uint64_t{1} << 31}, Case{0, uint64_t{1} << 32, (uint64_t{1} << 30) + 8}}) {
+    std::string b;
+    put<uint32_t>(b, 0x46554747);
+    put<uint32_t>(b, 3);
+    put<uint64_t>(b, 1);
+    put<uint64_t>(b, 0);
+    put_string(b, "huge.weight");
+    put<uint32_t>(b, 2);
+    put<uint64_t>(b, c.cols);
+    put<uint64_t>(b, c.rows);
+    put<uint32_t>(b, c.type);
+    put<uint64_t>(b, 0);
+    while (b.size() % 32) b += '\0';
+    b.append(64, '\0');
+    const std::string path = dir + "/huge" + std::to_string(c.rows) + ".gguf";
+    std::ofstream(path, std::ios::binary) << b;
+    auto file = GgufFile::open(path);
+    ASSERT_FALSE(file.is_ok()) << c.cols << " x " << c.rows << ": " << (*file)->tensors()[0].bytes << " bytes";
+    EXPECT_NE(file.status().message().find("'huge.weight' is too large"), std::string::npos) << file.status().message();
+  }
+}
+
+// Integer views of metadata never wrap: a u64 past INT64_MAX (2^64 - 1 used to read as -1, "no
+// token") and floats outside int64 (undefined to convert) saturate, so range checks reject them.
+TEST(Gguf, IntegerViewsOfMetadataSaturate) {
+  std::string b;
+  put<uint32_t>(b, 0x46554747);
+  put<uint32_t>(b, 3);
+  put<uint64_t>(b, 0);
+  put<uint64_t>(b, 3);
+  put_string(b, "u64.max");
+  put<uint32_t>(b, 10);
+  put<uint64_t>(b, ~uint64_t{0});
+  put_string(b, "f32.huge");
+  put<uint32_t>(b, 6);
+  put<float>(b, -1e30f);
+  put_string(b, "f64.nan");
+  put<uint32_t>(b, 12);
+  put<double>(b, std::nan(""));
+  const std::string path = testing::temp_dir() + "/ints.gguf";
+  std::ofstream(path, std::ios::binary) << b;
+  auto file = GgufFile::open(path);
+  ASSERT_TRUE(file.is_ok()) << file.status().message();
+  EXPECT_EQ((*file)->get_int_or("u64.max", 0), INT64_MAX);
+  EXPECT_EQ((*file)->find("u64.max")->uint_value, ~uint64_t{0});
+  EXPECT_EQ((*file)->get_int_or("f32.huge", 0), INT64_MIN);
+  EXPECT_EQ((*file)->get_int_or("f64.nan", 0), INT64_MIN);
 }
 
 }  // namespace

@@ -495,5 +495,59 @@ TEST(TokenizerCreate, RejectsBadVocabularies) {
   }
 }
 
+// A copy (clone) must own everything it reads: it used to share a lookup table that pointed into
+// the original's token list, so after the original was destroyed the copy read freed memory.
+// Another tokenizer is created right after the original is freed, so that its storage most
+// likely takes the freed place and a copy still reading there gets visibly wrong answers (under
+// AddressSanitizer the read itself is the failure).
+TEST(Tokenizer, CopyOutlivesTheOriginal) {
+  const std::vector<std::string> texts = {"the world'll hello 12", " <|im_start|>hi\n\n<|im_end|>", "abc  héllo wörld"};
+  for (const bool sentencepiece : {false, true}) {
+    SCOPED_TRACE(sentencepiece ? "sentencepiece" : "byte-level");
+    VocabData data = sentencepiece ? make_tiny_spm(true) : make_tiny_bpe("gpt-2").data;
+    auto original = create_or_die(data);
+    ASSERT_NE(original, nullptr);
+    std::vector<std::vector<TokenId>> encoded;
+    std::vector<std::string> decoded;
+    for (const auto& text : texts) {
+      encoded.push_back(original->encode(text, true, true));
+      decoded.push_back(original->decode(encoded.back(), true));
+    }
+    std::unique_ptr<Tokenizer> copy = original->clone();
+    original.reset();
+    VocabData other = data;
+    for (auto& token : other.tokens) token = "~" + token + "~";
+    other.merges.clear();
+    auto replacement = create_or_die(other);
+    ASSERT_NE(replacement, nullptr);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      EXPECT_EQ(copy->encode(texts[i], true, true), encoded[i]) << texts[i];
+      EXPECT_EQ(copy->decode(encoded[i], true), decoded[i]) << texts[i];
+    }
+    for (size_t id = 0; id < data.tokens.size(); ++id) {
+      if (data.tokens[id].empty()) continue;
+      // Of two equal texts the later id wins, so compare texts rather than ids.
+      const TokenId found = copy->find_token(data.tokens[id]);
+      ASSERT_GE(found, 0) << data.tokens[id];
+      EXPECT_EQ(data.tokens[found], data.tokens[id]);
+    }
+  }
+}
+
+// A byte-typed token that is not "<0xXX>" (hostile or broken file) is not a byte piece; it used to
+// reach std::stoi, which threw std::invalid_argument out of Tokenizer::create.
+TEST(Tokenizer, MalformedByteTokenDoesNotThrow) {
+  for (const bool sentencepiece : {false, true}) {
+    VocabData data = sentencepiece ? make_tiny_spm(true) : make_tiny_bpe("gpt-2").data;
+    data.tokens.push_back("<0xZZ>");
+    data.types.push_back(TokenType::kByte);
+    if (!data.scores.empty()) data.scores.push_back(-100.0f);
+    std::unique_ptr<Tokenizer> tok;
+    ASSERT_NO_THROW(tok = create_or_die(data));
+    ASSERT_NE(tok, nullptr);
+    EXPECT_NE(tok->token_to_piece(static_cast<TokenId>(data.tokens.size() - 1)).size(), 1u);
+  }
+}
+
 }  // namespace
 }  // namespace frugal
