@@ -1,0 +1,305 @@
+// Structured pruning (see structured_prune.h): block and FFN-channel selection, and the GGUF
+// surgery that writes the smaller model.
+#include "compress/structured_prune.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+
+#include "base/timer.h"
+#include "compress/format_grid.h"
+#include "io/gguf_writer.h"
+#include "io/text_file.h"
+#include "model/model_config.h"
+#include "tensor/generic_group.h"
+
+namespace frugal {
+namespace compress {
+
+namespace {
+
+Status check_sparsity(double sparsity) {
+  if (!(sparsity > 0.0 && sparsity < 1.0)) {
+    return Status::error("--sparsity must be a fraction between 0 and 1 (exclusive), got " + std::to_string(sparsity));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<int64_t> blocks_to_remove(int64_t n_layer, double sparsity) {
+  FRUGAL_RETURN_IF_ERROR(check_sparsity(sparsity));
+  const int64_t count = std::llround(sparsity * static_cast<double>(n_layer));
+  if (count < 1) {
+    return Status::error("--sparsity " + std::to_string(sparsity) + " of " + std::to_string(n_layer) +
+                         " blocks rounds to no block (one block is " + std::to_string(1.0 / static_cast<double>(n_layer)) + ")");
+  }
+  if (count >= n_layer) {
+    return Status::error("--sparsity " + std::to_string(sparsity) + " would remove all " + std::to_string(n_layer) + " blocks");
+  }
+  return count;
+}
+
+std::vector<int64_t> least_influential_blocks(const std::vector<double>& influence, int64_t count) {
+  std::vector<int64_t> order(influence.size());
+  std::iota(order.begin(), order.end(), 0);
+  // Ties go to the later block: deeper blocks are the redundant ones in both papers.
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+    return influence[a] < influence[b] || (influence[a] == influence[b] && a > b);
+  });
+  order.resize(std::min<size_t>(order.size(), static_cast<size_t>(std::max<int64_t>(count, 0))));
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+Result<int64_t> ffn_width_after(int64_t n_ff, double sparsity) {
+  FRUGAL_RETURN_IF_ERROR(check_sparsity(sparsity));
+  const int64_t keep = std::llround((1.0 - sparsity) * static_cast<double>(n_ff) / 32.0) * 32;
+  if (keep <= 0) {
+    return Status::error("--sparsity " + std::to_string(sparsity) + " leaves no FFN channel of " + std::to_string(n_ff) +
+                         " (widths are kept multiples of 32)");
+  }
+  if (keep >= n_ff) {
+    return Status::error("--sparsity " + std::to_string(sparsity) + " removes no FFN channel of " + std::to_string(n_ff) +
+                         " (widths are kept multiples of 32)");
+  }
+  return keep;
+}
+
+std::vector<double> ffn_channel_scores(const float* gate, const float* up, const float* down, int64_t n_embd, int64_t n_ff,
+                                       const std::vector<double>& input_square_sums, const std::vector<double>& hidden_square_sums) {
+  std::vector<double> input_norm(n_embd), a(n_ff, 0.0), b(n_ff, 0.0), down_square(n_ff, 0.0);
+  for (int64_t j = 0; j < n_embd; ++j) input_norm[j] = std::sqrt(std::max(0.0, input_square_sums[j]));
+  for (int64_t c = 0; c < n_ff; ++c) {
+    double sum = 0;
+    for (int64_t j = 0; j < n_embd; ++j) sum += (std::fabs(gate[c * n_embd + j]) + std::fabs(up[c * n_embd + j])) * input_norm[j];
+    a[c] = sum;
+  }
+  for (int64_t r = 0; r < n_embd; ++r) {
+    for (int64_t c = 0; c < n_ff; ++c) down_square[c] += static_cast<double>(down[r * n_ff + c]) * down[r * n_ff + c];
+  }
+  for (int64_t c = 0; c < n_ff; ++c) b[c] = std::sqrt(down_square[c]) * std::sqrt(std::max(0.0, hidden_square_sums[c]));
+  const double mean_a = std::accumulate(a.begin(), a.end(), 0.0) / static_cast<double>(n_ff);
+  const double mean_b = std::accumulate(b.begin(), b.end(), 0.0) / static_cast<double>(n_ff);
+  std::vector<double> scores(n_ff);
+  for (int64_t c = 0; c < n_ff; ++c) {
+    scores[c] = (mean_a > 0 ? a[c] / mean_a : 0.0) + (mean_b > 0 ? b[c] / mean_b : 0.0);
+  }
+  return scores;
+}
+
+std::vector<int64_t> top_channels(const std::vector<double>& scores, int64_t keep) {
+  std::vector<int64_t> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  keep = std::clamp<int64_t>(keep, 0, static_cast<int64_t>(scores.size()));
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] > scores[b]; });
+  order.resize(static_cast<size_t>(keep));
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+DType type_for_row_length(DType type, int64_t cols) {
+  auto fits = [&](DType t) { return cols % type_traits(t).block_size == 0; };
+  if (fits(type)) return type;
+  if (const auto generic = generic_group_format(type)) {
+    // The largest group of the same bits that divides the row.
+    for (int64_t g = generic->group / 2; g >= 32; g /= 2) {
+      if (cols % g == 0) return *generic_group_type(generic->bits, g, generic->symmetric);
+    }
+  }
+  // llama-quantize's fallbacks for rows that are not a multiple of a 256-element super-block.
+  DType fallback = DType::Q8_0;
+  switch (type) {
+    case DType::Q2_K:
+    case DType::Q3_K: fallback = DType::Q4_0; break;
+    case DType::Q4_K: fallback = DType::Q5_0; break;
+    case DType::Q5_K: fallback = DType::Q5_1; break;
+    default: break;
+  }
+  if (fits(fallback)) return fallback;
+  return fits(DType::Q8_0) ? DType::Q8_0 : DType::F32;
+}
+
+}  // namespace compress
+
+namespace {
+
+constexpr const char* kLayerPrefix = "blk.";
+
+// The block index of a tensor named blk.N.rest, or -1 (and rest untouched) for any other name.
+int64_t block_of(const std::string& name, std::string* rest) {
+  if (name.rfind(kLayerPrefix, 0) != 0) return -1;
+  const size_t start = std::char_traits<char>::length(kLayerPrefix);
+  const size_t dot = name.find('.', start);
+  if (dot == std::string::npos || dot == start) return -1;
+  int64_t index = 0;
+  for (size_t i = start; i < dot; ++i) {
+    if (name[i] < '0' || name[i] > '9' || index > (1 << 20)) return -1;
+    index = index * 10 + (name[i] - '0');
+  }
+  if (rest) *rest = name.substr(dot);
+  return index;
+}
+
+std::string block_name(int64_t index, const std::string& rest) { return kLayerPrefix + std::to_string(index) + rest; }
+
+// A scalar of the same GGUF type as `like` holding `value`.
+GgufValue integer_like(const GgufValue& like, int64_t value) {
+  GgufValue v = like;
+  v.int_value = value;
+  v.uint_value = static_cast<uint64_t>(value);
+  v.float_value = static_cast<double>(value);
+  return v;
+}
+
+std::vector<uint8_t> stored_bytes(const GgufTensorInfo& t) { return std::vector<uint8_t>(t.data, t.data + t.bytes); }
+
+void copy_metadata(const GgufFile& input, GgufWriter& writer, const std::vector<std::pair<std::string, std::string>>& extra) {
+  for (const auto& [key, value] : input.metadata()) writer.set_value(key, value);
+  for (const auto& [key, value] : extra) writer.set_string(key, value);
+}
+
+std::vector<float> dequantize_tensor(const GgufTensorInfo& t, int64_t rows, int64_t cols) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  const size_t stride = row_bytes(*t.traits, cols);
+  for (int64_t r = 0; r < rows; ++r) t.traits->dequantize_row(t.data + r * stride, out.data() + r * cols, cols);
+  return out;
+}
+
+}  // namespace
+
+Status write_without_blocks(const GgufFile& input, const std::vector<int64_t>& removed, const std::string& output,
+                            const std::vector<std::pair<std::string, std::string>>& extra_strings) {
+  FRUGAL_ASSIGN_OR_RETURN(const ModelConfig config, read_model_config(input));
+  const int64_t n_layer = config.n_layer;
+  const bool any_windowed = std::count(config.layer_is_windowed.begin(), config.layer_is_windowed.end(), true) > 0;
+  const bool all_windowed = std::count(config.layer_is_windowed.begin(), config.layer_is_windowed.end(), true) == n_layer;
+  if (any_windowed && !all_windowed) {
+    return Status::error(config.architecture + " picks each block's attention (sliding-window or global) from its index, so removing "
+                         "blocks would change the attention of the blocks after them; layer pruning is not supported for it");
+  }
+  std::vector<int64_t> new_index(n_layer, 0);
+  for (int64_t b : removed) {
+    if (b < 0 || b >= n_layer) return Status::error("block " + std::to_string(b) + " does not exist (the model has " + std::to_string(n_layer) + ")");
+    if (new_index[b] < 0) return Status::error("block " + std::to_string(b) + " is listed twice");
+    new_index[b] = -1;
+  }
+  const int64_t kept = n_layer - static_cast<int64_t>(removed.size());
+  if (kept < 1) return Status::error("cannot remove every block");
+  for (int64_t b = 0, next = 0; b < n_layer; ++b) {
+    if (new_index[b] >= 0) new_index[b] = next++;
+  }
+
+  GgufWriter writer(input.alignment());
+  copy_metadata(input, writer, extra_strings);
+  const std::string arch = config.architecture + ".";
+  for (const auto& [key, value] : input.metadata()) {
+    if (key == arch + "block_count") {
+      writer.set_value(key, integer_like(value, kept));
+    } else if (key.rfind(arch, 0) == 0 && value.type == GgufType::kArray && static_cast<int64_t>(value.array_size) == n_layer) {
+      // A per-block hyper-parameter (llama.cpp reads e.g. head counts per block from arrays).
+      GgufValue sliced = value;
+      sliced.numbers.clear();
+      sliced.strings.clear();
+      for (int64_t b = 0; b < n_layer; ++b) {
+        if (new_index[b] < 0) continue;
+        if (!value.numbers.empty()) sliced.numbers.push_back(value.numbers[b]);
+        if (!value.strings.empty()) sliced.strings.push_back(value.strings[b]);
+      }
+      sliced.array_size = static_cast<uint64_t>(kept);
+      writer.set_value(key, sliced);
+    }
+  }
+  for (const GgufTensorInfo& t : input.tensors()) {
+    std::string rest;
+    const int64_t b = block_of(t.name, &rest);
+    if (b >= n_layer) return Status::error("tensor '" + t.name + "' belongs to a block beyond block_count " + std::to_string(n_layer));
+    if (b >= 0 && new_index[b] < 0) continue;
+    writer.add_tensor(b >= 0 ? block_name(new_index[b], rest) : t.name, static_cast<DType>(t.type_id), t.dims, stored_bytes(t));
+  }
+  return writer.write(output);
+}
+
+Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std::vector<int64_t>>& kept,
+                                   const std::vector<std::vector<double>>& hidden_square_sums, const std::string& output,
+                                   const std::vector<std::pair<std::string, std::string>>& extra_strings) {
+  FRUGAL_ASSIGN_OR_RETURN(const ModelConfig config, read_model_config(input));
+  const int64_t n_layer = config.n_layer, n_ff = config.n_ff, n_embd = config.n_embd;
+  if (static_cast<int64_t>(kept.size()) != n_layer) return Status::error("one list of kept FFN channels per block is needed");
+  if (input.get_string_or("frugal.activation_quant", "per_block") != "per_block") {
+    return Status::error("width pruning of files with per-token activation quantization (smoothquant, w8a8, llm-int8) is not "
+                         "supported: prune first, then quantize");
+  }
+  const int64_t width = kept.empty() ? 0 : static_cast<int64_t>(kept[0].size());
+  for (int64_t l = 0; l < n_layer; ++l) {
+    if (static_cast<int64_t>(kept[l].size()) != width) return Status::error("every block must keep the same number of FFN channels");
+    for (size_t i = 0; i < kept[l].size(); ++i) {
+      if (kept[l][i] < 0 || kept[l][i] >= n_ff || (i > 0 && kept[l][i] <= kept[l][i - 1])) {
+        return Status::error("kept FFN channels of block " + std::to_string(l) + " must be increasing indices below " + std::to_string(n_ff));
+      }
+    }
+  }
+  if (width < 1 || width % 8 != 0) return Status::error("the FFN width must be a positive multiple of 8, got " + std::to_string(width));
+  const std::string arch = config.architecture + ".";
+  const GgufValue* ff_key = input.find(arch + "feed_forward_length");
+  if (ff_key == nullptr || ff_key->type == GgufType::kArray) {
+    return Status::error(arch + "feed_forward_length must be one number for width pruning");
+  }
+
+  GgufWriter writer(input.alignment());
+  copy_metadata(input, writer, extra_strings);
+  writer.set_value(arch + "feed_forward_length", integer_like(*ff_key, width));
+  int64_t requantized = 0;
+  for (const GgufTensorInfo& t : input.tensors()) {
+    std::string rest;
+    const int64_t b = block_of(t.name, &rest);
+    const bool gate_or_up = rest == ".ffn_gate.weight" || rest == ".ffn_up.weight";
+    const bool down = rest == ".ffn_down.weight";
+    if (b < 0 || b >= n_layer || (!gate_or_up && !down)) {
+      writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, stored_bytes(t));
+      continue;
+    }
+    const std::vector<int64_t>& channels = kept[b];
+    if (gate_or_up) {
+      // Rows are whole blocks in every format: the kept rows are copied as stored, bit for bit.
+      if (t.dims.size() != 2 || t.dims[0] != n_embd || t.dims[1] != n_ff) return Status::error("tensor '" + t.name + "' has an unexpected shape");
+      const size_t stride = row_bytes(*t.traits, n_embd);
+      std::vector<uint8_t> bytes;
+      bytes.reserve(stride * channels.size());
+      for (int64_t c : channels) bytes.insert(bytes.end(), t.data + c * stride, t.data + (c + 1) * stride);
+      writer.add_tensor(t.name, static_cast<DType>(t.type_id), {n_embd, width}, std::move(bytes));
+      continue;
+    }
+    if (t.dims.size() != 2 || t.dims[0] != n_ff || t.dims[1] != n_embd) return Status::error("tensor '" + t.name + "' has an unexpected shape");
+    // Down projection: its rows lose the removed channels' columns, so block boundaries move and
+    // the row is re-encoded.
+    const std::vector<float> values = dequantize_tensor(t, n_embd, n_ff);
+    const DType from = static_cast<DType>(t.type_id);
+    const DType to = compress::type_for_row_length(from, width);
+    const TypeTraits& traits = type_traits(to);
+    std::vector<float> importance;
+    if (!hidden_square_sums.empty() && static_cast<int64_t>(hidden_square_sums[b].size()) == n_ff) {
+      for (int64_t c : channels) importance.push_back(static_cast<float>(hidden_square_sums[b][c]));
+    }
+    std::vector<float> row(width);
+    std::vector<uint8_t> bytes(row_bytes(traits, width) * n_embd);
+    for (int64_t r = 0; r < n_embd; ++r) {
+      for (int64_t i = 0; i < width; ++i) row[i] = values[r * n_ff + channels[i]];
+      uint8_t* out = bytes.data() + r * row_bytes(traits, width);
+      // Weighted by E[H_c^2] where the format's grid allows (never worse than round-to-nearest in
+      // that weighted error, the same criterion as llama.cpp's imatrix), else plain encoding.
+      if (compress::format_grid_supported(to) && !importance.empty()) {
+        compress::quantize_row_weighted(to, row.data(), importance.data(), out, width);
+      } else {
+        traits.quantize_row(row.data(), out, width);
+      }
+    }
+    writer.add_tensor(t.name, to, {width, n_embd}, std::move(bytes));
+    ++requantized;
+  }
+  FRUGAL_RETURN_IF_ERROR(writer.write(output));
+  return requantized;
+}
+
+}  // namespace frugal

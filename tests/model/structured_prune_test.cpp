@@ -1,0 +1,203 @@
+// Structured pruning on tiny random models: removing a block that adds nothing, or FFN channels
+// that add nothing, leaves the logits unchanged; the written files hold exactly the kept tensors,
+// renumbered and resized, with every other key kept; impossible requests fail without a file.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "compress/structured_prune.h"
+#include "io/gguf_writer.h"
+#include "support/test_support.h"
+
+namespace frugal {
+namespace {
+
+// Copies `in` to `out`, passing every float matrix through `edit(name, values, rows, cols)`.
+void rewrite_tiny_model(const std::string& in, const std::string& out,
+                        const std::function<void(const std::string&, std::vector<float>&, int64_t, int64_t)>& edit) {
+  auto file = GgufFile::open(in);
+  ASSERT_TRUE(file.is_ok());
+  GgufWriter writer((*file)->alignment());
+  for (const auto& [key, value] : (*file)->metadata()) writer.set_value(key, value);
+  for (const auto& t : (*file)->tensors()) {
+    ASSERT_EQ(t.type_id, static_cast<uint32_t>(DType::F32));
+    std::vector<float> values(t.element_count());
+    std::memcpy(values.data(), t.data, t.bytes);
+    if (t.dims.size() == 2) edit(t.name, values, t.dims[1], t.dims[0]);
+    std::vector<uint8_t> bytes(t.bytes);
+    std::memcpy(bytes.data(), values.data(), t.bytes);
+    writer.add_tensor(t.name, DType::F32, t.dims, std::move(bytes));
+  }
+  ASSERT_TRUE(writer.write(out).is_ok());
+}
+
+std::vector<float> last_logits(const std::string& path, const std::vector<int32_t>& tokens) {
+  auto model = Model::load(path);
+  EXPECT_TRUE(model.is_ok()) << model.status().message();
+  if (!model.is_ok()) return {};
+  TransformerOptions options;
+  options.n_ctx = 64;
+  Transformer transformer(model.value(), options);
+  EXPECT_TRUE(transformer.evaluate(tokens.data(), static_cast<int64_t>(tokens.size())).is_ok());
+  const float* l = transformer.last_logits();
+  return std::vector<float>(l, l + model.value()->config().n_vocab);
+}
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, float tolerance) {
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], tolerance) << "logit " << i;
+}
+
+const std::vector<int32_t> kTokens = {5, 80, 101, 32, 7, 200, 66, 13, 90, 120};
+
+TEST(StructuredPrune, RemovingABlockThatAddsNothingKeepsTheLogits) {
+  const std::string dir = testing::temp_dir();
+  testing::TinyModelOptions o;
+  o.n_layer = 4;
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
+  // Block 1 writes nothing into the residual stream: its output projections are zero.
+  rewrite_tiny_model(dir + "/tiny.gguf", dir + "/identity_block.gguf", [](const std::string& name, std::vector<float>& v, int64_t, int64_t) {
+    if (name == "blk.1.attn_output.weight" || name == "blk.1.ffn_down.weight") std::fill(v.begin(), v.end(), 0.0f);
+  });
+  auto input = GgufFile::open(dir + "/identity_block.gguf");
+  ASSERT_TRUE(input.is_ok());
+  ASSERT_TRUE(write_without_blocks(**input, {1}, dir + "/pruned.gguf", {{"frugal.prune.method", "layers"}}).is_ok());
+
+  auto pruned = GgufFile::open(dir + "/pruned.gguf");
+  ASSERT_TRUE(pruned.is_ok());
+  EXPECT_EQ((*pruned)->get_int("llama.block_count").value(), 3);
+  EXPECT_EQ((*pruned)->get_string_or("frugal.prune.method", ""), "layers");
+  // Old blocks 0, 2, 3 are the new 0, 1, 2, stored bit for bit; nothing of block 3 remains.
+  for (const auto& [from, to] : std::vector<std::pair<int, int>>{{0, 0}, {2, 1}, {3, 2}}) {
+    for (const char* suffix : {"attn_norm.weight", "attn_q.weight", "ffn_down.weight"}) {
+      const auto* a = (*input)->find_tensor("blk." + std::to_string(from) + "." + suffix);
+      const auto* b = (*pruned)->find_tensor("blk." + std::to_string(to) + "." + suffix);
+      ASSERT_TRUE(a && b) << suffix;
+      EXPECT_EQ(a->dims, b->dims);
+      EXPECT_EQ(0, std::memcmp(a->data, b->data, a->bytes)) << suffix;
+    }
+  }
+  EXPECT_EQ((*pruned)->find_tensor("blk.3.attn_q.weight"), nullptr);
+  EXPECT_EQ((*pruned)->tensors().size(), (*input)->tensors().size() - 9);
+  for (const auto& [key, value] : (*input)->metadata()) {
+    if (key == "llama.block_count") continue;
+    const GgufValue* copy = (*pruned)->find(key);
+    ASSERT_NE(copy, nullptr) << key;
+    EXPECT_EQ(copy->to_display_string(), value.to_display_string()) << key;
+  }
+  expect_close(last_logits(dir + "/identity_block.gguf", kTokens), last_logits(dir + "/pruned.gguf", kTokens), 1e-4f);
+  // Removing a block that does add something changes them.
+  ASSERT_TRUE(write_without_blocks(**input, {2}, dir + "/pruned_other.gguf").is_ok());
+  const auto base = last_logits(dir + "/identity_block.gguf", kTokens), other = last_logits(dir + "/pruned_other.gguf", kTokens);
+  double change = 0;
+  for (size_t i = 0; i < base.size(); ++i) change = std::max(change, static_cast<double>(std::fabs(base[i] - other[i])));
+  EXPECT_GT(change, 1e-2);
+}
+
+TEST(StructuredPrune, RemovingFfnChannelsThatAddNothingKeepsTheLogits) {
+  const std::string dir = testing::temp_dir();
+  testing::TinyModelOptions o;
+  o.n_layer = 2;
+  o.n_ff = 96;
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
+  // Per block, a different third of the channels has a zero column in the down projection.
+  std::vector<std::vector<int64_t>> kept(2);
+  for (int64_t c = 0; c < 96; ++c) {
+    if (c % 3 != 0) kept[0].push_back(c);
+    if (c % 3 != 2) kept[1].push_back(c);
+  }
+  rewrite_tiny_model(dir + "/tiny.gguf", dir + "/dead_channels.gguf", [&](const std::string& name, std::vector<float>& v, int64_t rows, int64_t cols) {
+    for (int layer = 0; layer < 2; ++layer) {
+      if (name != "blk." + std::to_string(layer) + ".ffn_down.weight") continue;
+      for (int64_t c = 0; c < cols; ++c) {
+        if (std::binary_search(kept[layer].begin(), kept[layer].end(), c)) continue;
+        for (int64_t r = 0; r < rows; ++r) v[r * cols + c] = 0.0f;
+      }
+    }
+  });
+  auto input = GgufFile::open(dir + "/dead_channels.gguf");
+  ASSERT_TRUE(input.is_ok());
+  auto requantized = write_narrower_ffn(**input, kept, {}, dir + "/narrow.gguf");
+  ASSERT_TRUE(requantized.is_ok()) << requantized.status().message();
+  EXPECT_EQ(*requantized, 2);
+  auto narrow = GgufFile::open(dir + "/narrow.gguf");
+  ASSERT_TRUE(narrow.is_ok());
+  EXPECT_EQ((*narrow)->get_int("llama.feed_forward_length").value(), 64);
+  for (int layer = 0; layer < 2; ++layer) {
+    const std::string p = "blk." + std::to_string(layer) + ".";
+    const auto* gate_in = (*input)->find_tensor(p + "ffn_gate.weight");
+    const auto* gate_out = (*narrow)->find_tensor(p + "ffn_gate.weight");
+    const auto* down_in = (*input)->find_tensor(p + "ffn_down.weight");
+    const auto* down_out = (*narrow)->find_tensor(p + "ffn_down.weight");
+    ASSERT_TRUE(gate_in && gate_out && down_in && down_out);
+    EXPECT_EQ(gate_out->dims, (std::vector<int64_t>{64, 64}));
+    EXPECT_EQ(down_out->dims, (std::vector<int64_t>{64, 64}));
+    const float* gi = reinterpret_cast<const float*>(gate_in->data);
+    const float* go = reinterpret_cast<const float*>(gate_out->data);
+    const float* di = reinterpret_cast<const float*>(down_in->data);
+    const float* dout = reinterpret_cast<const float*>(down_out->data);
+    for (int64_t i = 0; i < 64; ++i) {
+      const int64_t c = kept[layer][i];
+      for (int64_t j = 0; j < 64; ++j) {
+        ASSERT_EQ(go[i * 64 + j], gi[c * 64 + j]);        // row c of gate
+        ASSERT_EQ(dout[j * 64 + i], di[j * 96 + c]);      // column c of down
+      }
+    }
+  }
+  expect_close(last_logits(dir + "/dead_channels.gguf", kTokens), last_logits(dir + "/narrow.gguf", kTokens), 1e-4f);
+}
+
+TEST(StructuredPrune, QuantizedDownProjectionIsReencodedInItsType) {
+  const std::string dir = testing::temp_dir();
+  testing::TinyModelOptions o;
+  o.n_ff = 128;
+  o.weight_type = DType::Q8_0;
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
+  auto input = GgufFile::open(dir + "/tiny.gguf");
+  ASSERT_TRUE(input.is_ok());
+  std::vector<std::vector<int64_t>> kept(2);
+  for (int64_t c = 0; c < 96; ++c) kept[0].push_back(c), kept[1].push_back(c + 32);
+  const std::vector<std::vector<double>> hidden(2, std::vector<double>(128, 1.0));
+  ASSERT_TRUE(write_narrower_ffn(**input, kept, hidden, dir + "/narrow.gguf").is_ok());
+  auto narrow = GgufFile::open(dir + "/narrow.gguf");
+  ASSERT_TRUE(narrow.is_ok());
+  const auto* down_in = (*input)->find_tensor("blk.1.ffn_down.weight");
+  const auto* down_out = (*narrow)->find_tensor("blk.1.ffn_down.weight");
+  ASSERT_TRUE(down_in && down_out);
+  EXPECT_EQ(down_out->type_id, static_cast<uint32_t>(DType::Q8_0));
+  // Kept columns 32..127 are whole q8_0 blocks of the input: re-encoding them is lossless.
+  std::vector<float> a(128), b(96);
+  for (int64_t r = 0; r < 64; ++r) {
+    down_in->traits->dequantize_row(down_in->data + r * row_bytes(*down_in->traits, 128), a.data(), 128);
+    down_out->traits->dequantize_row(down_out->data + r * row_bytes(*down_out->traits, 96), b.data(), 96);
+    for (int64_t i = 0; i < 96; ++i) ASSERT_EQ(b[i], a[i + 32]) << r << "," << i;
+  }
+  auto model = Model::load(dir + "/narrow.gguf");
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  EXPECT_EQ(model.value()->config().n_ff, 96);
+}
+
+TEST(StructuredPrune, BadRequestsFailWithoutAFile) {
+  const std::string dir = testing::temp_dir();
+  testing::TinyModelOptions o;
+  o.n_layer = 2;
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
+  auto input = GgufFile::open(dir + "/tiny.gguf");
+  ASSERT_TRUE(input.is_ok());
+  const std::string out = dir + "/out.gguf";
+  EXPECT_FALSE(write_without_blocks(**input, {0, 1}, out).is_ok());
+  EXPECT_FALSE(write_without_blocks(**input, {2}, out).is_ok());
+  EXPECT_FALSE(write_without_blocks(**input, {0, 0}, out).is_ok());
+  std::vector<std::vector<int64_t>> uneven = {{0, 1, 2, 3, 4, 5, 6, 7}, {0, 1, 2, 3, 4, 5, 6, 8, 9}};
+  EXPECT_FALSE(write_narrower_ffn(**input, uneven, {}, out).is_ok());
+  std::vector<std::vector<int64_t>> unsorted = {{7, 1, 2, 3, 4, 5, 6, 0}, {0, 1, 2, 3, 4, 5, 6, 7}};
+  EXPECT_FALSE(write_narrower_ffn(**input, unsorted, {}, out).is_ok());
+  std::vector<std::vector<int64_t>> beyond = {{0, 1, 2, 3, 4, 5, 6, 96}, {0, 1, 2, 3, 4, 5, 6, 7}};
+  EXPECT_FALSE(write_narrower_ffn(**input, beyond, {}, out).is_ok());
+  EXPECT_FALSE(testing::file_exists(out));
+}
+
+}  // namespace
+}  // namespace frugal
