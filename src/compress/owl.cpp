@@ -1,0 +1,58 @@
+// OWL layer-wise sparsities (see owl.h), following the paper's reference code: outlier ratio
+// = count(score > M * mean) / count per block; ratios min-max scaled to [0, 2*lambda] and centred
+// on the target density.
+#include "compress/owl.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+
+namespace frugal::compress {
+
+void OutlierCounter::add_wanda_scores(const float* w, int64_t rows, int64_t cols, const float* column_norms) {
+  const size_t start = scores_.size();
+  scores_.resize(start + static_cast<size_t>(rows * cols));
+  float* out = scores_.data() + start;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < cols; ++j) out[r * cols + j] = std::fabs(w[r * cols + j]) * column_norms[j];
+  }
+}
+
+double OutlierCounter::ratio(double outlier_multiple) const {
+  if (scores_.empty()) return 0.0;
+  double sum = 0;
+  for (float s : scores_) sum += s;
+  const double threshold = outlier_multiple * sum / static_cast<double>(scores_.size());
+  int64_t above = 0;
+  for (float s : scores_) above += s > threshold ? 1 : 0;
+  return static_cast<double>(above) / static_cast<double>(scores_.size());
+}
+
+Result<std::vector<double>> owl_sparsities(const std::vector<double>& ratios, double target, const OwlOptions& options) {
+  if (!(target > 0.0 && target < 1.0)) return Status::error("OWL needs a sparsity between 0 and 1, got " + std::to_string(target));
+  if (!(options.lambda >= 0.0 && options.lambda < 1.0)) return Status::error("OWL's lambda must be in [0, 1), got " + std::to_string(options.lambda));
+  if (ratios.empty()) return Status::error("OWL needs at least one block");
+  const size_t n = ratios.size();
+  const auto [min_it, max_it] = std::minmax_element(ratios.begin(), ratios.end());
+  const double span = *max_it - *min_it;
+  std::vector<double> density(n);
+  for (size_t l = 0; l < n; ++l) density[l] = span > 0 ? (ratios[l] - *min_it) / span * 2.0 * options.lambda : 0.0;
+  const double mean = std::accumulate(density.begin(), density.end(), 0.0) / static_cast<double>(n);
+  std::vector<double> sparsity(n);
+  for (size_t l = 0; l < n; ++l) sparsity[l] = std::clamp(1.0 - (density[l] - mean + (1.0 - target)), 0.0, 1.0);
+  // Clamping at 0 or 1 moves the mean: spread the difference over the blocks not at a bound.
+  for (size_t round = 0; round < n; ++round) {
+    const double missing = target * static_cast<double>(n) - std::accumulate(sparsity.begin(), sparsity.end(), 0.0);
+    if (std::fabs(missing) < 1e-12) break;
+    size_t free = 0;
+    for (double s : sparsity) free += (missing > 0 ? s < 1.0 : s > 0.0) ? 1 : 0;
+    if (free == 0) break;
+    for (double& s : sparsity) {
+      if (missing > 0 ? s < 1.0 : s > 0.0) s = std::clamp(s + missing / static_cast<double>(free), 0.0, 1.0);
+    }
+  }
+  return sparsity;
+}
+
+}  // namespace frugal::compress
