@@ -9,6 +9,7 @@
 
 #include "base/timer.h"
 #include "io/gguf.h"
+#include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 #include "io/text_file.h"
 #include "compress/calibrated_quantize.h"
@@ -192,7 +193,7 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   if (!options.embedding_format.empty()) {
     FRUGAL_ASSIGN_OR_RETURN(embedding_type, parse_format(options.embedding_format));
   } else if (!options.types_from.empty()) {
-    FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, plan.target_for("token_embd.weight", 0));
+    FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, plan.target_for(names::kTokenEmbedding, 0));
     embedding_type = target.type;
   }
   if (input == output) return Status::error("output must differ from the input file");
@@ -204,7 +205,7 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   QuantizeReport report;
   std::map<std::string, compress::QuantTarget> targets;
   for (const GgufTensorInfo& t : tensors) {
-    if (!is_quantizable_weight(t) || t.name == "token_embd.weight") continue;
+    if (!is_quantizable_weight(t) || t.name == names::kTokenEmbedding) continue;
     FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, plan.target_for(t.name, t.dims[0]));
     const bool format_fell_back = plan.uniform_format() && target.is_format && target.type != *plan.uniform_format();
     const bool group_fell_back = !target.is_format && target.generic.group_size != plan.generic_group();
@@ -254,9 +255,9 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
       writer.set_uint32("general.file_type", static_cast<uint32_t>(ftype));
     }
   }
-  writer.set_string("frugal.quantize.method", options.method);
-  writer.set_string("frugal.quantize.format", plan.description());
-  if (plan.int8_method()) writer.set_string("frugal.activation_quant", "per_token");
+  writer.set_string(names::kQuantizeMethodKey, options.method);
+  writer.set_string(names::kQuantizeFormatKey, plan.description());
+  if (plan.int8_method()) writer.set_string(names::kActivationQuantKey, "per_token");
 
   int64_t params = 0;
   std::vector<float> values;
@@ -276,7 +277,7 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
       done_one(i);
       continue;
     }
-    const bool is_embedding = t.name == "token_embd.weight";
+    const bool is_embedding = t.name == names::kTokenEmbedding;
     if (!is_quantizable_weight(t) || (is_embedding && keep_embedding)) {
       writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
       report.bytes_out += t.bytes;
