@@ -9,6 +9,7 @@
 
 #include "base/timer.h"
 #include "compress/format_grid.h"
+#include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 #include "io/text_file.h"
 #include "model/model_config.h"
@@ -125,25 +126,6 @@ DType type_for_row_length(DType type, int64_t cols) {
 
 namespace {
 
-constexpr const char* kLayerPrefix = "blk.";
-
-// The block index of a tensor named blk.N.rest, or -1 (and rest untouched) for any other name.
-int64_t block_of(const std::string& name, std::string* rest) {
-  if (name.rfind(kLayerPrefix, 0) != 0) return -1;
-  const size_t start = std::char_traits<char>::length(kLayerPrefix);
-  const size_t dot = name.find('.', start);
-  if (dot == std::string::npos || dot == start) return -1;
-  int64_t index = 0;
-  for (size_t i = start; i < dot; ++i) {
-    if (name[i] < '0' || name[i] > '9' || index > (1 << 20)) return -1;
-    index = index * 10 + (name[i] - '0');
-  }
-  if (rest) *rest = name.substr(dot);
-  return index;
-}
-
-std::string block_name(int64_t index, const std::string& rest) { return kLayerPrefix + std::to_string(index) + rest; }
-
 // A scalar of the same GGUF type as `like` holding `value`.
 GgufValue integer_like(const GgufValue& like, int64_t value) {
   GgufValue v = like;
@@ -155,9 +137,9 @@ GgufValue integer_like(const GgufValue& like, int64_t value) {
 
 std::vector<uint8_t> stored_bytes(const GgufTensorInfo& t) { return std::vector<uint8_t>(t.data, t.data + t.bytes); }
 
-void copy_metadata(const GgufFile& input, GgufWriter& writer, const std::vector<std::pair<std::string, std::string>>& extra) {
+void copy_metadata(const GgufFile& input, GgufWriter& writer, const ExtraMetadata& extra) {
   for (const auto& [key, value] : input.metadata()) writer.set_value(key, value);
-  for (const auto& [key, value] : extra) writer.set_string(key, value);
+  if (extra) extra(writer);
 }
 
 std::vector<float> dequantize_tensor(const GgufTensorInfo& t, int64_t rows, int64_t cols) {
@@ -170,7 +152,7 @@ std::vector<float> dequantize_tensor(const GgufTensorInfo& t, int64_t rows, int6
 }  // namespace
 
 Status write_without_blocks(const GgufFile& input, const std::vector<int64_t>& removed, const std::string& output,
-                            const std::vector<std::pair<std::string, std::string>>& extra_strings) {
+                            const ExtraMetadata& extra) {
   FRUGAL_ASSIGN_OR_RETURN(const ModelConfig config, read_model_config(input));
   const int64_t n_layer = config.n_layer;
   const bool any_windowed = std::count(config.layer_is_windowed.begin(), config.layer_is_windowed.end(), true) > 0;
@@ -192,10 +174,10 @@ Status write_without_blocks(const GgufFile& input, const std::vector<int64_t>& r
   }
 
   GgufWriter writer(input.alignment());
-  copy_metadata(input, writer, extra_strings);
+  copy_metadata(input, writer, extra);
   const std::string arch = config.architecture + ".";
   for (const auto& [key, value] : input.metadata()) {
-    if (key == arch + "block_count") {
+    if (key == names::architecture_key(config.architecture, names::kBlockCountSuffix)) {
       writer.set_value(key, integer_like(value, kept));
     } else if (key.rfind(arch, 0) == 0 && value.type == GgufType::kArray && static_cast<int64_t>(value.array_size) == n_layer) {
       // A per-block hyper-parameter (llama.cpp reads e.g. head counts per block from arrays).
@@ -212,22 +194,26 @@ Status write_without_blocks(const GgufFile& input, const std::vector<int64_t>& r
     }
   }
   for (const GgufTensorInfo& t : input.tensors()) {
-    std::string rest;
-    const int64_t b = block_of(t.name, &rest);
+    const auto block = names::parse_block_tensor(t.name);
+    if (!block) {
+      writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, stored_bytes(t));
+      continue;
+    }
+    const auto& [b, rest] = *block;
     if (b >= n_layer) return Status::error("tensor '" + t.name + "' belongs to a block beyond block_count " + std::to_string(n_layer));
-    if (b >= 0 && new_index[b] < 0) continue;
-    writer.add_tensor(b >= 0 ? block_name(new_index[b], rest) : t.name, static_cast<DType>(t.type_id), t.dims, stored_bytes(t));
+    if (new_index[b] < 0) continue;
+    writer.add_tensor(names::block_prefix(new_index[b]) + rest, static_cast<DType>(t.type_id), t.dims, stored_bytes(t));
   }
   return writer.write(output);
 }
 
 Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std::vector<int64_t>>& kept,
                                    const std::vector<std::vector<double>>& hidden_square_sums, const std::string& output,
-                                   const std::vector<std::pair<std::string, std::string>>& extra_strings) {
+                                   const ExtraMetadata& extra) {
   FRUGAL_ASSIGN_OR_RETURN(const ModelConfig config, read_model_config(input));
   const int64_t n_layer = config.n_layer, n_ff = config.n_ff, n_embd = config.n_embd;
   if (static_cast<int64_t>(kept.size()) != n_layer) return Status::error("one list of kept FFN channels per block is needed");
-  if (input.get_string_or("frugal.activation_quant", "per_block") != "per_block") {
+  if (input.get_string_or(names::kActivationQuantKey, "per_block") != "per_block") {
     return Status::error("width pruning of files with per-token activation quantization (smoothquant, w8a8, llm-int8) is not "
                          "supported: prune first, then quantize");
   }
@@ -241,21 +227,19 @@ Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std:
     }
   }
   if (width < 1 || width % 8 != 0) return Status::error("the FFN width must be a positive multiple of 8, got " + std::to_string(width));
-  const std::string arch = config.architecture + ".";
-  const GgufValue* ff_key = input.find(arch + "feed_forward_length");
-  if (ff_key == nullptr || ff_key->type == GgufType::kArray) {
-    return Status::error(arch + "feed_forward_length must be one number for width pruning");
-  }
+  const std::string ff_name = names::architecture_key(config.architecture, names::kFeedForwardLengthSuffix);
+  const GgufValue* ff_key = input.find(ff_name);
+  if (ff_key == nullptr || ff_key->type == GgufType::kArray) return Status::error(ff_name + " must be one number for width pruning");
 
   GgufWriter writer(input.alignment());
-  copy_metadata(input, writer, extra_strings);
-  writer.set_value(arch + "feed_forward_length", integer_like(*ff_key, width));
+  copy_metadata(input, writer, extra);
+  writer.set_value(ff_name, integer_like(*ff_key, width));
   int64_t requantized = 0;
   for (const GgufTensorInfo& t : input.tensors()) {
-    std::string rest;
-    const int64_t b = block_of(t.name, &rest);
-    const bool gate_or_up = rest == ".ffn_gate.weight" || rest == ".ffn_up.weight";
-    const bool down = rest == ".ffn_down.weight";
+    const auto matrix = names::parse_block_matrix(t.name);
+    const int64_t b = matrix ? matrix->first : -1;
+    const bool gate_or_up = matrix && (matrix->second == names::BlockMatrix::kGate || matrix->second == names::BlockMatrix::kUp);
+    const bool down = matrix && matrix->second == names::BlockMatrix::kDown;
     if (b < 0 || b >= n_layer || (!gate_or_up && !down)) {
       writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, stored_bytes(t));
       continue;
@@ -300,6 +284,78 @@ Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std:
   }
   FRUGAL_RETURN_IF_ERROR(writer.write(output));
   return requantized;
+}
+
+Result<StructuredPruneReport> structured_prune_model(const std::string& input, const std::string& output,
+                                                     const StructuredPruneOptions& options,
+                                                     const std::function<void(int64_t, int64_t)>& on_layer) {
+  if (options.method != "layers" && options.method != "width") {
+    return Status::error("unknown structured method '" + options.method + "' (layers or width)");
+  }
+  if (input == output) return Status::error("output must differ from the input file");
+  Timer timer;
+  FRUGAL_ASSIGN_OR_RETURN(auto model, Model::load(input));
+  const ModelConfig& c = model->config();
+  StructuredPruneReport report;
+  // The sparsity is checked against the model before any calibration work.
+  int64_t remove = 0, width = 0;
+  if (options.method == "layers") {
+    FRUGAL_ASSIGN_OR_RETURN(remove, compress::blocks_to_remove(c.n_layer, options.sparsity));
+  } else {
+    FRUGAL_ASSIGN_OR_RETURN(width, compress::ffn_width_after(c.n_ff, options.sparsity));
+  }
+  StructuredStatistics stats;
+  if (!options.calibration_path.empty()) {
+    FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(options.calibration_path));
+    if (text.empty()) return Status::error("calibration file '" + options.calibration_path + "' is empty");
+    std::vector<int32_t> tokens = model->tokenizer().encode(text, true, false);
+    if (static_cast<int64_t>(tokens.size()) > options.calibration_tokens) tokens.resize(options.calibration_tokens);
+    const int64_t chunk = std::min<int64_t>(512, options.calibration_tokens);
+    FRUGAL_ASSIGN_OR_RETURN(stats, collect_structured_statistics(*model, tokens, chunk, options.n_threads, on_layer));
+  } else if (options.method == "layers") {
+    return Status::error("layer pruning needs calibration text (--calib FILE) to measure each block's influence");
+  }
+  const ExtraMetadata extra = [&](GgufWriter& writer) {
+    writer.set_string(names::kPruneMethodKey, options.method);
+    writer.set_float32(names::kPruneSparsityKey, static_cast<float>(options.sparsity));
+  };
+  for (const auto& t : model->file().tensors()) {
+    report.parameters_before += t.element_count();
+    report.bytes_in += t.bytes;
+  }
+  if (options.method == "layers") {
+    report.block_influence = stats.block_influence;
+    report.removed_blocks = compress::least_influential_blocks(stats.block_influence, remove);
+    FRUGAL_RETURN_IF_ERROR(write_without_blocks(model->file(), report.removed_blocks, output, extra));
+  } else {
+    report.n_ff_before = c.n_ff;
+    report.n_ff_after = width;
+    std::vector<std::vector<int64_t>> kept(c.n_layer);
+    const std::vector<double> ones_embd(c.n_embd, 1.0), ones_ff(c.n_ff, 1.0);
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      const LayerWeights& w = model->layers()[l];
+      auto dequantize = [](const WeightMatrix& m) {
+        std::vector<float> out(static_cast<size_t>(m.rows * m.cols));
+        for (int64_t r = 0; r < m.rows; ++r) m.traits->dequantize_row(m.row(r), out.data() + r * m.cols, m.cols);
+        return out;
+      };
+      const std::vector<float> gate = dequantize(w.w_gate), up = dequantize(w.w_up), down = dequantize(w.w_down);
+      const bool calibrated = !stats.ffn_input_square_sums.empty();
+      const auto scores = compress::ffn_channel_scores(gate.data(), up.data(), down.data(), c.n_embd, c.n_ff,
+                                                       calibrated ? stats.ffn_input_square_sums[l] : ones_embd,
+                                                       calibrated ? stats.ffn_hidden_square_sums[l] : ones_ff);
+      kept[l] = compress::top_channels(scores, width);
+    }
+    FRUGAL_ASSIGN_OR_RETURN(report.tensors_requantized,
+                            write_narrower_ffn(model->file(), kept, stats.ffn_hidden_square_sums, output, extra));
+  }
+  FRUGAL_ASSIGN_OR_RETURN(auto written, GgufFile::open(output));
+  for (const auto& t : written->tensors()) {
+    report.parameters_after += t.element_count();
+    report.bytes_out += t.bytes;
+  }
+  report.seconds = timer.seconds();
+  return report;
 }
 
 }  // namespace frugal

@@ -29,6 +29,7 @@
 
 #include "base/status.h"
 #include "io/gguf.h"
+#include "io/gguf_writer.h"
 #include "model/model.h"
 #include "tensor/dtype.h"
 
@@ -94,12 +95,15 @@ struct StructuredPruneReport {
 Result<StructuredStatistics> collect_structured_statistics(const Model& model, const std::vector<int32_t>& tokens, int64_t chunk,
                                                            int n_threads, const std::function<void(int64_t, int64_t)>& on_layer);
 
+// Adds keys (e.g. frugal.prune.*) to a file being written, after the input's keys are copied.
+using ExtraMetadata = std::function<void(GgufWriter&)>;
+
 // Writes `input` without the chosen blocks: the kept blocks are renumbered blk.0 … blk.K-1,
 // {arch}.block_count and every per-block metadata array are updated, every other key and tensor is
 // copied unchanged. Refused for architectures that pick a block's attention type from its index
 // (Gemma 3's sliding-window pattern would shift).
 Status write_without_blocks(const GgufFile& input, const std::vector<int64_t>& removed, const std::string& output,
-                            const std::vector<std::pair<std::string, std::string>>& extra_strings = {});
+                            const ExtraMetadata& extra = nullptr);
 
 // Writes `input` with only the FFN channels `kept[layer]` (same count in every layer): rows of
 // ffn_gate/ffn_up are copied as stored; ffn_down is decoded, its kept columns re-encoded (weighted
@@ -107,7 +111,7 @@ Status write_without_blocks(const GgufFile& input, const std::vector<int64_t>& r
 // round-to-nearest) in compress::type_for_row_length. `hidden_square_sums` may be empty.
 Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std::vector<int64_t>>& kept,
                                    const std::vector<std::vector<double>>& hidden_square_sums, const std::string& output,
-                                   const std::vector<std::pair<std::string, std::string>>& extra_strings = {});
+                                   const ExtraMetadata& extra = nullptr);
 
 // frugal prune --method layers|width: statistics, selection, surgery; the output is written atomically.
 Result<StructuredPruneReport> structured_prune_model(const std::string& input, const std::string& output,

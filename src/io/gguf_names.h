@@ -90,6 +90,20 @@ inline std::optional<std::pair<int64_t, BlockMatrix>> parse_block_matrix(std::st
   return std::nullopt;
 }
 
+// The layer of any tensor of a block ("blk.3.attn_norm.weight", "blk.3.ffn_down.outlier_weight")
+// and the rest of its name after "blk.N." ("attn_norm.weight"), or nothing for other tensors.
+inline std::optional<std::pair<int64_t, std::string>> parse_block_tensor(std::string_view name) {
+  if (name.substr(0, 4) != "blk.") return std::nullopt;
+  const size_t dot = name.find('.', 4);
+  if (dot == std::string_view::npos || dot == 4) return std::nullopt;
+  int64_t layer = 0;
+  for (size_t i = 4; i < dot; ++i) {
+    if (name[i] < '0' || name[i] > '9' || layer > (int64_t{1} << 40)) return std::nullopt;
+    layer = layer * 10 + (name[i] - '0');
+  }
+  return std::make_pair(layer, std::string(name.substr(dot + 1)));
+}
+
 // LLM.int8() outlier parts of matrix "STEM.weight": STEM.outlier_columns, STEM.outlier_weight.
 inline constexpr const char* kWeightSuffix = ".weight";
 inline constexpr const char* kOutlierColumnsSuffix = ".outlier_columns";
@@ -104,6 +118,10 @@ inline std::string weight_stem(const std::string& name) {
 }
 
 // ---- Metadata keys ----
+// Hyper-parameters are "{architecture}.<suffix>" (ggml docs/gguf.md).
+inline constexpr const char* kBlockCountSuffix = "block_count";
+inline constexpr const char* kFeedForwardLengthSuffix = "feed_forward_length";
+inline std::string architecture_key(const std::string& architecture, const char* suffix) { return architecture + "." + suffix; }
 inline constexpr const char* kArchitectureKey = "general.architecture";
 inline constexpr const char* kFileTypeKey = "general.file_type";
 // How the block matrices' inputs are quantized at run time: "per_block" (default, as llama.cpp)

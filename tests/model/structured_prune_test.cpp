@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "compress/structured_prune.h"
+#include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 #include "support/test_support.h"
 
@@ -63,7 +64,7 @@ TEST(StructuredPrune, RemovingABlockThatAddsNothingKeepsTheLogits) {
   });
   auto input = GgufFile::open(dir + "/identity_block.gguf");
   ASSERT_TRUE(input.is_ok());
-  ASSERT_TRUE(write_without_blocks(**input, {1}, dir + "/pruned.gguf", {{"frugal.prune.method", "layers"}}).is_ok());
+  ASSERT_TRUE(write_without_blocks(**input, {1}, dir + "/pruned.gguf", [](GgufWriter& w) { w.set_string(names::kPruneMethodKey, "layers"); }).is_ok());
 
   auto pruned = GgufFile::open(dir + "/pruned.gguf");
   ASSERT_TRUE(pruned.is_ok());
@@ -179,6 +180,74 @@ TEST(StructuredPrune, QuantizedDownProjectionIsReencodedInItsType) {
   EXPECT_EQ(model.value()->config().n_ff, 96);
 }
 
+TEST(StructuredPrune, CalibratedLayerPruningRemovesTheBlockThatChangesNothing) {
+  const std::string dir = testing::temp_dir();
+  testing::TinyModelOptions o;
+  o.n_layer = 4;
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
+  rewrite_tiny_model(dir + "/tiny.gguf", dir + "/identity_block.gguf", [](const std::string& name, std::vector<float>& v, int64_t, int64_t) {
+    if (name == "blk.2.attn_output.weight" || name == "blk.2.ffn_down.weight") std::fill(v.begin(), v.end(), 0.0f);
+  });
+  auto model = Model::load(dir + "/identity_block.gguf");
+  ASSERT_TRUE(model.is_ok());
+  auto text = read_text_file(testing::data_path("tinyshakespeare.txt"));
+  ASSERT_TRUE(text.is_ok());
+  std::vector<int32_t> tokens = model.value()->tokenizer().encode(text->substr(0, 4000), true, false);
+  tokens.resize(256);
+  auto stats = collect_structured_statistics(*model.value(), tokens, 128, 2, nullptr);
+  ASSERT_TRUE(stats.is_ok()) << stats.status().message();
+  EXPECT_EQ(stats->tokens, 256);
+  ASSERT_EQ(stats->block_influence.size(), 4u);
+  EXPECT_NEAR(stats->block_influence[2], 0.0, 1e-9);
+  EXPECT_NEAR(stats->angular_distance[2], 0.0, 1e-4);
+  for (int layer : {0, 1, 3}) {
+    EXPECT_GT(stats->block_influence[layer], 1e-3) << layer;
+    EXPECT_GT(stats->angular_distance[layer], 1e-3) << layer;
+    ASSERT_EQ(stats->ffn_input_square_sums[layer].size(), 64u);
+    ASSERT_EQ(stats->ffn_hidden_square_sums[layer].size(), 96u);
+    // The FFN input is RMS-normed: its squares sum to about tokens x n_embd x norm weight^2.
+    double input = 0;
+    for (double v : stats->ffn_input_square_sums[layer]) input += v;
+    EXPECT_GT(input, 0.3 * 256 * 64);
+    EXPECT_LT(input, 3.0 * 256 * 64);
+  }
+
+  StructuredPruneOptions options;
+  options.method = "layers";
+  options.sparsity = 0.25;
+  options.calibration_path = testing::data_path("tinyshakespeare.txt");
+  options.calibration_tokens = 512;
+  auto report = structured_prune_model(dir + "/identity_block.gguf", dir + "/pruned.gguf", options, nullptr);
+  ASSERT_TRUE(report.is_ok()) << report.status().message();
+  EXPECT_EQ(report->removed_blocks, (std::vector<int64_t>{2}));
+  auto pruned = GgufFile::open(dir + "/pruned.gguf");
+  ASSERT_TRUE(pruned.is_ok());
+  EXPECT_EQ((*pruned)->get_string_or(names::kPruneMethodKey, ""), "layers");
+  EXPECT_NEAR((*pruned)->get_float_or(names::kPruneSparsityKey, 0.0), 0.25, 1e-6);
+  expect_close(last_logits(dir + "/identity_block.gguf", kTokens), last_logits(dir + "/pruned.gguf", kTokens), 1e-4f);
+}
+
+TEST(StructuredPrune, CalibratedWidthPruningReloadsAndRuns) {
+  const std::string dir = testing::temp_dir();
+  testing::TinyModelOptions o;
+  o.n_ff = 128;
+  o.weight_type = DType::Q8_0;
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
+  StructuredPruneOptions options;
+  options.method = "width";
+  options.sparsity = 0.3;  // 89.6 channels -> 96
+  options.calibration_path = testing::data_path("tinyshakespeare.txt");
+  options.calibration_tokens = 512;
+  auto report = structured_prune_model(dir + "/tiny.gguf", dir + "/narrow.gguf", options, nullptr);
+  ASSERT_TRUE(report.is_ok()) << report.status().message();
+  EXPECT_EQ(report->n_ff_after, 96);
+  EXPECT_EQ(report->tensors_requantized, 2);
+  EXPECT_EQ(report->parameters_before - report->parameters_after, 2 * 3 * 64 * 32);
+  const auto logits = last_logits(dir + "/narrow.gguf", kTokens);
+  ASSERT_FALSE(logits.empty());
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+}
+
 TEST(StructuredPrune, BadRequestsFailWithoutAFile) {
   const std::string dir = testing::temp_dir();
   testing::TinyModelOptions o;
@@ -196,6 +265,18 @@ TEST(StructuredPrune, BadRequestsFailWithoutAFile) {
   EXPECT_FALSE(write_narrower_ffn(**input, unsorted, {}, out).is_ok());
   std::vector<std::vector<int64_t>> beyond = {{0, 1, 2, 3, 4, 5, 6, 96}, {0, 1, 2, 3, 4, 5, 6, 7}};
   EXPECT_FALSE(write_narrower_ffn(**input, beyond, {}, out).is_ok());
+  StructuredPruneOptions options;
+  options.method = "layers";
+  options.sparsity = 0.1;  // 0.2 of a block
+  options.calibration_path = testing::data_path("tinyshakespeare.txt");
+  auto r = structured_prune_model(dir + "/tiny.gguf", out, options, nullptr);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("no block"), std::string::npos) << r.status().message();
+  options.method = "width";
+  options.sparsity = 1.0;
+  EXPECT_FALSE(structured_prune_model(dir + "/tiny.gguf", out, options, nullptr).is_ok());
+  options.sparsity = 0.3;
+  EXPECT_FALSE(structured_prune_model(dir + "/tiny.gguf", dir + "/tiny.gguf", options, nullptr).is_ok());
   EXPECT_FALSE(testing::file_exists(out));
 }
 
