@@ -13,6 +13,7 @@
 #include "io/gguf_writer.h"
 #include "io/text_file.h"
 #include "compress/calibrated_quantize.h"
+#include "compress/methods.h"
 #include "compress/w8a8.h"
 #include "tensor/generic_group.h"
 
@@ -92,9 +93,9 @@ Result<DType> parse_format(const std::string& name) {
 }
 
 Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
-  static const std::vector<std::string> methods = {"rtn", "gptq", "awq", "smoothquant", "w8a8", "llm-int8"};
-  if (std::find(methods.begin(), methods.end(), o.method) == methods.end()) {
-    return Status::error("unknown method '" + o.method + "' (choose one of: rtn, gptq, awq, smoothquant, w8a8, llm-int8)");
+  if (compress::find_method(o.method, compress::MethodKind::kQuantize) == nullptr) {
+    return Status::error("unknown method '" + o.method + "' (choose one of: " +
+                         compress::method_names(compress::MethodKind::kQuantize, ", ") + ")");
   }
   QuantizePlan plan;
   plan.options_ = o;
