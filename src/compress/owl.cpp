@@ -3,6 +3,8 @@
 // on the target density.
 #include "compress/owl.h"
 
+#include "compress/calibration.h"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -53,6 +55,51 @@ Result<std::vector<double>> owl_sparsities(const std::vector<double>& ratios, do
     }
   }
   return sparsity;
+}
+
+namespace {
+
+// Adds the Wanda scores of every matrix reading an input to the block's counter.
+class OutlierObserver : public BlockObserver {
+ public:
+  OutlierObserver(const Model& model, OutlierCounter& counter) : model_(model), counter_(counter) {}
+  Status on_input(int64_t layer, BlockInput input, float* x, int64_t n, int64_t cols) override {
+    std::vector<double> sums(cols, 0.0);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t j = 0; j < cols; ++j) sums[j] += static_cast<double>(x[t * cols + j]) * x[t * cols + j];
+    }
+    std::vector<float> norms(cols);
+    for (int64_t j = 0; j < cols; ++j) norms[j] = static_cast<float>(std::sqrt(sums[j]));
+    for (names::BlockMatrix m : matrices_reading(input)) {
+      const FloatMatrix w = FloatMatrix::dequantize(model_.layers()[layer].matrix(m));
+      counter_.add_wanda_scores(w.values.data(), w.rows, w.cols, norms.data());
+    }
+    return Status::ok();
+  }
+
+ private:
+  const Model& model_;
+  OutlierCounter& counter_;
+};
+
+}  // namespace
+
+Result<std::vector<double>> owl_outlier_ratios(const Model& model, const std::vector<int32_t>& tokens, int64_t sequence_length,
+                                               int n_threads, double outlier_multiple,
+                                               const std::function<void(int64_t, int64_t)>& on_layer) {
+  if (!(outlier_multiple > 0.0)) return Status::error("OWL's outlier multiple M must be positive");
+  FRUGAL_ASSIGN_OR_RETURN(auto pass, CalibrationPass::make(model, tokens, sequence_length, n_threads));
+  const int64_t n_layer = model.config().n_layer;
+  std::vector<double> ratios(n_layer);
+  for (int64_t layer = 0; layer < n_layer; ++layer) {
+    // One block's scores at a time (a few million floats), released before the next block.
+    OutlierCounter counter;
+    OutlierObserver observer(model, counter);
+    FRUGAL_RETURN_IF_ERROR(pass->layer(layer, &observer));
+    ratios[layer] = counter.ratio(outlier_multiple);
+    if (on_layer) on_layer(layer + 1, n_layer);
+  }
+  return ratios;
 }
 
 }  // namespace frugal::compress

@@ -11,9 +11,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "base/status.h"
+#include "model/model.h"
 
 namespace frugal::compress {
 
@@ -40,5 +42,12 @@ class OutlierCounter {
 // re-balanced over the unclamped blocks if clamping moved the mean). Errors: target outside (0, 1),
 // lambda negative, no blocks.
 Result<std::vector<double>> owl_sparsities(const std::vector<double>& outlier_ratios, double target, const OwlOptions& options);
+
+// The outlier ratio of every block of the dense `model` on calibration tokens (sequences of
+// sequence_length; the stored weights, scored against the inputs the blocks really receive):
+// one pass through the model's own blocks (compress/calibration.h). on_layer(done, total).
+Result<std::vector<double>> owl_outlier_ratios(const Model& model, const std::vector<int32_t>& tokens, int64_t sequence_length,
+                                               int n_threads, double outlier_multiple,
+                                               const std::function<void(int64_t, int64_t)>& on_layer);
 
 }  // namespace frugal::compress
