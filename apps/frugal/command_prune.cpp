@@ -7,7 +7,9 @@
 #include "cli_args.h"
 #include "commands.h"
 #include "compress/methods.h"
+#include "compress/owl.h"
 #include "compress/prune_model.h"
+#include "compress/structured_prune.h"
 
 namespace frugal::cli {
 namespace {
@@ -21,13 +23,64 @@ std::string prune_help() {
   return "usage: frugal prune [-m MODEL] -o OUT.gguf --method " + compress::method_names(compress::MethodKind::kPrune) +
          " --sparsity S\n"
          "                    [--pattern unstructured|2:4|4:8] [--calib FILE] [--calib-tokens N] [--format TYPE]\n"
-         "                    [--bits B [--group G] [--symmetric]] [-t THREADS]\n"
+         "                    [--bits B [--group G] [--symmetric]] [--owl [--owl-m M] [--owl-lambda L]] [-t THREADS]\n"
          "Zeroes the fraction S of every decoder-block matrix, layer by layer on the outputs of the pruned layers.\n"
          "N:M patterns zero N of every M consecutive weights of a row (S is then N/M). Zeros are stored densely:\n"
          "a matrix keeps its type when the type stores 0 exactly, else Q8_0, unless --format names one;\n"
          "sparsegpt with --bits or a quantized --format prunes and quantizes in one sweep.\n"
+         "--owl (wanda, sparsegpt; unstructured): per-block sparsities from each block's outlier ratio, the fraction\n"
+         "of its |W|*||X|| scores above M x their mean (M = 5), spread over S +- L (L = 0.08), averaging S\n"
+         "(Yin et al. 2023, arXiv:2310.05175).\n"
+         "layers and width are structured: S is the fraction of decoder blocks, or of FFN channels, removed\n"
+         "(rounded to whole blocks / to widths that are multiples of 32; refused when that is none or all); they\n"
+         "write an ordinary, smaller GGUF that llama.cpp runs. width removes FFN channels only: attention heads\n"
+         "are kept, as the smallest GQA-valid step (a KV group with its query heads) is a third of SmolLM2's attention.\n"
          "Calibration text defaults to the Shakespeare set (never the evaluation text).\n\nmethods:\n" +
          compress::method_table(compress::MethodKind::kPrune);
+}
+
+// --method layers|width: whole blocks or FFN channels removed (compress/structured_prune.h).
+int prune_structured(const Args& args, const PruneOptions& prune) {
+  for (const char* flag : {"--pattern", "--format", "--bits", "--group", "--symmetric", "--owl", "--owl-m", "--owl-lambda"}) {
+    if (args.has(flag)) return fail(std::string(flag) + " does not apply to --method " + prune.method);
+  }
+  if (!args.has("--sparsity")) return fail("--method " + prune.method + " needs --sparsity S (the fraction of " +
+                                           (prune.method == "layers" ? "decoder blocks" : "FFN channels") + " removed)");
+  StructuredPruneOptions options;
+  options.method = prune.method;
+  options.sparsity = prune.sparsity;
+  options.calibration_path = prune.calibration_path;
+  options.calibration_tokens = prune.calibration_tokens;
+  options.n_threads = prune.n_threads;
+  std::unique_ptr<ProgressBar> progress;
+  auto report = structured_prune_model(model_path(args), args.get("-o"), options, [&](int64_t done, int64_t n) {
+    if (!progress) progress = std::make_unique<ProgressBar>("calibrate", n, "layers");
+    progress->update(done);
+  });
+  if (progress) progress->finish();
+  if (!report) return fail(report.status().message());
+  if (options.method == "layers") {
+    std::string removed, influence;
+    for (int64_t b : report->removed_blocks) removed += (removed.empty() ? "" : " ") + std::to_string(b);
+    char buffer[32];
+    for (double v : report->block_influence) {
+      std::snprintf(buffer, sizeof(buffer), "%s%.4f", influence.empty() ? "" : " ", v);
+      influence += buffer;
+    }
+    std::fprintf(stderr, "block influence (1 - cos): %s\nremoved %zu of %zu blocks: %s\n", influence.c_str(),
+                 report->removed_blocks.size(), report->block_influence.size(), removed.c_str());
+  } else {
+    std::fprintf(stderr, "FFN width %lld -> %lld in every block; %lld down projections re-encoded\n",
+                 static_cast<long long>(report->n_ff_before), static_cast<long long>(report->n_ff_after),
+                 static_cast<long long>(report->tensors_requantized));
+  }
+  std::fprintf(stderr, "parameters %lld -> %lld (%.1f%% fewer); %.2f MiB -> %.2f MiB\n", static_cast<long long>(report->parameters_before),
+               static_cast<long long>(report->parameters_after),
+               100.0 * (1.0 - static_cast<double>(report->parameters_after) / static_cast<double>(report->parameters_before)),
+               report->bytes_in / 1048576.0, report->bytes_out / 1048576.0);
+  std::fprintf(stderr, "elapsed: %.2f s\n", report->seconds);
+  std::printf("%s\n", args.get("-o").c_str());
+  return 0;
 }
 
 }  // namespace
@@ -41,8 +94,8 @@ int command_prune(const std::vector<std::string>& argv) {
   }
   auto args = Args::parse(argv,
                           {"-m", "-o", "--method", "--sparsity", "--pattern", "--calib", "--calib-tokens", "--format", "--bits",
-                           "--group", "-t"},
-                          {"--symmetric"}, {{"--model", "-m"}, {"--output", "-o"}, {"--threads", "-t"}});
+                           "--group", "-t", "--owl-m", "--owl-lambda"},
+                          {"--symmetric", "--owl"}, {{"--model", "-m"}, {"--output", "-o"}, {"--threads", "-t"}});
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
   if (!args->has("-o")) return fail("prune needs an output file: -o OUT.gguf");
@@ -68,6 +121,29 @@ int command_prune(const std::vector<std::string>& argv) {
   options.calibration_path = args->get("--calib", calibration_default());
   options.calibration_tokens = *calib_tokens;
   options.n_threads = static_cast<int>(*n_threads);
+  if (is_structured_method(options.method)) return prune_structured(*args, options);
+  if (args->has("--owl")) {
+    compress::OwlOptions owl;
+    auto m = args->get_float("--owl-m", owl.outlier_multiple, 1e-6, 1e6);
+    auto lambda = args->get_float("--owl-lambda", owl.lambda, 0.0, 0.5);
+    if (!m) return fail(m.status().message());
+    if (!lambda) return fail(lambda.status().message());
+    owl.outlier_multiple = *m;
+    owl.lambda = *lambda;
+    std::unique_ptr<ProgressBar> owl_progress;
+    auto layer_sparsity = owl_layer_sparsity(model_path(*args), options, owl, [&](int64_t done, int64_t n) {
+      if (!owl_progress) owl_progress = std::make_unique<ProgressBar>("owl", n, "layers");
+      owl_progress->update(done);
+    });
+    if (owl_progress) owl_progress->finish();
+    if (!layer_sparsity) return fail(layer_sparsity.status().message());
+    options.layer_sparsity = *layer_sparsity;
+    std::string list;
+    for (double v : options.layer_sparsity) list += (list.empty() ? "" : " ") + std::to_string(v).substr(0, 5);
+    std::fprintf(stderr, "owl per-layer sparsity: %s\n", list.c_str());
+  } else if (args->has("--owl-m") || args->has("--owl-lambda")) {
+    return fail("--owl-m and --owl-lambda need --owl");
+  }
   auto plan = PrunePlan::make(options);
   if (!plan) return fail(plan.status().message());
 

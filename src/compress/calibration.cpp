@@ -5,8 +5,18 @@
 #include <string>
 
 #include "base/check.h"
+#include "io/text_file.h"
 
 namespace frugal::compress {
+
+Result<std::vector<int32_t>> read_calibration_tokens(const Model& model, const std::string& path, int64_t max_tokens) {
+  if (path.empty()) return Status::error("no calibration text given (--calib FILE)");
+  FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+  if (text.empty()) return Status::error("calibration file '" + path + "' is empty");
+  std::vector<int32_t> tokens = model.tokenizer().encode(text, true, false);
+  if (max_tokens >= 0 && static_cast<int64_t>(tokens.size()) > max_tokens) tokens.resize(static_cast<size_t>(max_tokens));
+  return tokens;
+}
 
 CalibrationPass::CalibrationPass(const Model& model, int64_t n, int64_t sequence_length, int n_threads)
     : model_(model),

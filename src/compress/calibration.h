@@ -18,6 +18,10 @@
 
 namespace frugal::compress {
 
+// The first max_tokens tokens of the calibration text at `path` (never the evaluation text), as
+// `model` tokenizes it; an error names an unreadable or empty file.
+Result<std::vector<int32_t>> read_calibration_tokens(const Model& model, const std::string& path, int64_t max_tokens);
+
 class CalibrationPass {
  public:
   // Embeds the first whole multiple of sequence_length of `tokens` (independent sequences; attention

@@ -30,6 +30,12 @@ const std::vector<MethodInfo>& compression_methods() {
       {"sparsegpt", MethodKind::kPrune, true, true, false, "OBS pruning with weight update (optionally joint with quantization)",
        "one Hessian per input; adaptive mask per 128-column block (or N:M group), remaining weights updated",
        "Frantar & Alistarh 2023, arXiv:2301.00774"},
+      {"layers", MethodKind::kPrune, true, false, true, "remove whole decoder blocks (fraction S of them), least influential first",
+       "Block Influence 1 - cos(block input, block output) on calibration text; blocks renumbered; a smaller GGUF llama.cpp runs",
+       "Men et al. 2024, arXiv:2403.03853; Gromov et al. 2024, arXiv:2403.17887"},
+      {"width", MethodKind::kPrune, true, false, true, "remove FFN channels (fraction S, widths multiples of 32), same width per block",
+       "channel score sum(|G|+|U|)*||X|| + ||D col||*||H||; gate/up rows and down columns cut; attention heads kept",
+       "Ma et al. 2023, arXiv:2305.11627 (LLM-Pruner); Sun et al. 2023 (Wanda)"},
   };
   return methods;
 }

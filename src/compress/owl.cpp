@@ -4,6 +4,7 @@
 #include "compress/owl.h"
 
 #include "compress/calibration.h"
+#include "compress/prune_model.h"
 
 #include <algorithm>
 #include <cmath>
@@ -103,3 +104,23 @@ Result<std::vector<double>> owl_outlier_ratios(const Model& model, const std::ve
 }
 
 }  // namespace frugal::compress
+
+namespace frugal {
+
+Result<std::vector<double>> owl_layer_sparsity(const std::string& model_path, const PruneOptions& options,
+                                               const compress::OwlOptions& owl, const std::function<void(int64_t, int64_t)>& on_layer) {
+  if (options.method != "wanda" && options.method != "sparsegpt") {
+    return Status::error("OWL sets per-layer sparsities for wanda or sparsegpt, not " + options.method);
+  }
+  if (options.pattern != "unstructured") return Status::error("OWL needs the unstructured pattern (N:M fixes the sparsity of every group)");
+  if (!(options.sparsity > 0.0 && options.sparsity < 1.0)) return Status::error("OWL needs --sparsity between 0 and 1");
+  FRUGAL_ASSIGN_OR_RETURN(auto model, Model::load(model_path));
+  FRUGAL_ASSIGN_OR_RETURN(const std::vector<int32_t> tokens,
+                          compress::read_calibration_tokens(*model, options.calibration_path, options.calibration_tokens));
+  FRUGAL_ASSIGN_OR_RETURN(const std::vector<double> ratios,
+                          compress::owl_outlier_ratios(*model, tokens, std::min<int64_t>(options.sequence_length, options.calibration_tokens),
+                                                       options.n_threads, owl.outlier_multiple, on_layer));
+  return compress::owl_sparsities(ratios, options.sparsity, owl);
+}
+
+}  // namespace frugal

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "base/status.h"
@@ -51,3 +52,15 @@ Result<std::vector<double>> owl_outlier_ratios(const Model& model, const std::ve
                                                const std::function<void(int64_t, int64_t)>& on_layer);
 
 }  // namespace frugal::compress
+
+namespace frugal {
+
+struct PruneOptions;
+
+// OWL's per-block sparsities for pruning `model_path` with `options` (wanda or sparsegpt,
+// unstructured, options.sparsity the target; the calibration text and tokens of the options), to
+// be set as options.layer_sparsity (compress/prune_model.h). on_layer(done, total).
+Result<std::vector<double>> owl_layer_sparsity(const std::string& model_path, const PruneOptions& options,
+                                               const compress::OwlOptions& owl, const std::function<void(int64_t, int64_t)>& on_layer);
+
+}  // namespace frugal

@@ -12,6 +12,7 @@
 #include "compress/gptq.h"
 #include "compress/methods.h"
 #include "compress/quantize_model.h"
+#include "compress/structured_prune.h"
 #include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 #include "io/text_file.h"
@@ -54,6 +55,9 @@ Result<PrunePlan> PrunePlan::make(const PruneOptions& o) {
   if (info == nullptr) {
     return Status::error("unknown pruning method '" + o.method + "' (choose one of: " +
                          compress::method_names(compress::MethodKind::kPrune, ", ") + ")");
+  }
+  if (is_structured_method(o.method)) {
+    return Status::error(o.method + " removes whole blocks or channels: it is run by structured_prune_model (compress/structured_prune.h)");
   }
   PrunePlan plan;
   plan.method = o.method;

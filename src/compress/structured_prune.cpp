@@ -11,7 +11,7 @@
 #include "compress/format_grid.h"
 #include "io/gguf_names.h"
 #include "io/gguf_writer.h"
-#include "io/text_file.h"
+#include "compress/calibration.h"
 #include "model/model_config.h"
 #include "tensor/generic_group.h"
 
@@ -286,6 +286,8 @@ Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std:
   return requantized;
 }
 
+bool is_structured_method(std::string_view method) { return method == "layers" || method == "width"; }
+
 Result<StructuredPruneReport> structured_prune_model(const std::string& input, const std::string& output,
                                                      const StructuredPruneOptions& options,
                                                      const std::function<void(int64_t, int64_t)>& on_layer) {
@@ -306,10 +308,8 @@ Result<StructuredPruneReport> structured_prune_model(const std::string& input, c
   }
   StructuredStatistics stats;
   if (!options.calibration_path.empty()) {
-    FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(options.calibration_path));
-    if (text.empty()) return Status::error("calibration file '" + options.calibration_path + "' is empty");
-    std::vector<int32_t> tokens = model->tokenizer().encode(text, true, false);
-    if (static_cast<int64_t>(tokens.size()) > options.calibration_tokens) tokens.resize(options.calibration_tokens);
+    FRUGAL_ASSIGN_OR_RETURN(const std::vector<int32_t> tokens,
+                            compress::read_calibration_tokens(*model, options.calibration_path, options.calibration_tokens));
     const int64_t chunk = std::min<int64_t>(512, options.calibration_tokens);
     FRUGAL_ASSIGN_OR_RETURN(stats, collect_structured_statistics(*model, tokens, chunk, options.n_threads, on_layer));
   } else if (options.method == "layers") {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -112,6 +113,10 @@ Status write_without_blocks(const GgufFile& input, const std::vector<int64_t>& r
 Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std::vector<int64_t>>& kept,
                                    const std::vector<std::vector<double>>& hidden_square_sums, const std::string& output,
                                    const ExtraMetadata& extra = nullptr);
+
+// True for the methods structured_prune_model runs ("layers", "width"); the others of the
+// registry's pruning methods zero weights in place (compress/prune_model.h).
+bool is_structured_method(std::string_view method);
 
 // frugal prune --method layers|width: statistics, selection, surgery; the output is written atomically.
 Result<StructuredPruneReport> structured_prune_model(const std::string& input, const std::string& output,

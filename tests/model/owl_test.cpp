@@ -6,22 +6,23 @@
 #include <numeric>
 
 #include "compress/owl.h"
+#include "compress/prune_model.h"
+#include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 #include "support/test_support.h"
 
 namespace frugal {
 namespace {
 
-TEST(OwlModel, BlockWithOutliersGetsLessSparsity) {
-  const std::string dir = testing::temp_dir();
+// A tiny 3-block model whose block 2 (the last, so no later block sees its larger outputs) has 1%
+// of its weights multiplied by 30: outliers at any input scale.
+std::string write_model_with_outliers(const std::string& dir) {
   testing::TinyModelOptions o;
   o.n_layer = 3;
-  ASSERT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
-  // Block 2 (the last, so no later block sees its larger outputs) gets 1% of its weights multiplied
-  // by 30 (outliers at any input scale).
+  EXPECT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
   {
     auto file = GgufFile::open(dir + "/tiny.gguf");
-    ASSERT_TRUE(file.is_ok());
+    if (!file.is_ok()) return "";
     GgufWriter writer((*file)->alignment());
     for (const auto& [key, value] : (*file)->metadata()) writer.set_value(key, value);
     for (const auto& t : (*file)->tensors()) {
@@ -32,8 +33,14 @@ TEST(OwlModel, BlockWithOutliersGetsLessSparsity) {
       }
       writer.add_tensor(t.name, DType::F32, t.dims, std::move(bytes));
     }
-    ASSERT_TRUE(writer.write(dir + "/outliers.gguf").is_ok());
+    EXPECT_TRUE(writer.write(dir + "/outliers.gguf").is_ok());
   }
+  return dir + "/outliers.gguf";
+}
+
+TEST(OwlModel, BlockWithOutliersGetsLessSparsity) {
+  const std::string dir = testing::temp_dir();
+  write_model_with_outliers(dir);
   auto model = Model::load(dir + "/outliers.gguf");
   ASSERT_TRUE(model.is_ok()) << model.status().message();
   auto text = read_text_file(testing::data_path("tinyshakespeare.txt"));
@@ -53,6 +60,31 @@ TEST(OwlModel, BlockWithOutliersGetsLessSparsity) {
   EXPECT_LT((*sparsity)[2], (*sparsity)[0]);
   EXPECT_LT((*sparsity)[2], (*sparsity)[1]);
   EXPECT_NEAR(*std::max_element(sparsity->begin(), sparsity->end()) - (*sparsity)[2], 0.16, 1e-12);
+}
+
+TEST(OwlModel, WandaWithOwlPrunesTheOutlierBlockLess) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = write_model_with_outliers(dir), out = dir + "/owl.gguf";
+  const auto r = testing::run_command(testing::shell_quote(testing::frugal_binary()) + " prune -m " + testing::shell_quote(in) + " -o " +
+                                      testing::shell_quote(out) + " --method wanda --sparsity 0.6 --owl --calib-tokens 512");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("owl per-layer sparsity"), std::string::npos) << r.err;
+  auto file = GgufFile::open(out);
+  ASSERT_TRUE(file.is_ok());
+  std::vector<double> zeros(3, 0.0), weights(3, 0.0);
+  for (const GgufTensorInfo& t : (*file)->tensors()) {
+    const auto block = names::parse_block_matrix(t.name);
+    if (!block) continue;
+    zeros[block->first] += static_cast<double>(count_zeros(t));
+    weights[block->first] += static_cast<double>(t.element_count());
+  }
+  std::vector<double> fraction(3);
+  for (int b = 0; b < 3; ++b) fraction[b] = zeros[b] / weights[b];
+  EXPECT_LT(fraction[2], fraction[0] - 0.05);
+  EXPECT_LT(fraction[2], fraction[1] - 0.05);
+  // Every block matrix has the same number of weights per block, so the mean is the target, up to
+  // rounding each row's count to whole weights (1/64 of a row at most).
+  EXPECT_NEAR((fraction[0] + fraction[1] + fraction[2]) / 3.0, 0.6, 1.0 / 64);
 }
 
 }  // namespace

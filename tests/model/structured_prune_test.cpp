@@ -248,6 +248,54 @@ TEST(StructuredPrune, CalibratedWidthPruningReloadsAndRuns) {
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 
+TEST(StructuredPrune, CommandLineRunsAndRefusesImpossibleRequests) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = dir + "/tiny.gguf", out = dir + "/out.gguf";
+  testing::TinyModelOptions o;
+  o.n_layer = 4;
+  ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
+  const std::string frugal = testing::shell_quote(testing::frugal_binary()) + " prune -m " + testing::shell_quote(in) + " -o " +
+                             testing::shell_quote(out) + " --calib-tokens 256";
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {" --method layers --sparsity 0.1", "rounds to no block"},  // 0.4 of 4 blocks
+      {" --method layers --sparsity 0.9", "would remove all 4 blocks"},
+      {" --method layers --sparsity 1", "between 0 and 1"},
+      {" --method layers --sparsity 0", "between 0 and 1"},
+      {" --method width --sparsity 0", "between 0 and 1"},
+      {" --method width --sparsity -0.2", "--sparsity"},
+      {" --method width --sparsity 1.5", "--sparsity"},
+      {" --method width --sparsity abc", "--sparsity"},
+      {" --method width --sparsity 0.1", "removes no FFN channel of 96"},  // 86.4 rounds back to 96
+      {" --method width --sparsity 0.95", "leaves no FFN channel"},
+      {" --method width", "needs --sparsity"},
+      {" --method layers --sparsity 0.25 --pattern 2:4", "--pattern does not apply"},
+      {" --method width --sparsity 0.3 --owl", "--owl does not apply"},
+      {" --method layers --sparsity 0.25 --calib " + testing::shell_quote(dir + "/none.txt"), "none.txt"},
+      {" --method magnitude --sparsity 0.5 --owl", "wanda or sparsegpt"},
+      {" --method wanda --pattern 2:4 --owl", "unstructured"},
+      {" --method wanda --sparsity 0.5 --owl-m 3", "need --owl"},
+  };
+  for (const auto& c : cases) {
+    const auto r = testing::run_command(frugal + c.args);
+    EXPECT_EQ(r.exit_code, 1) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.args << "\n" << r.err;
+    EXPECT_FALSE(testing::file_exists(out)) << c.args;
+  }
+  const auto layers = testing::run_command(frugal + " --method layers --sparsity 0.5");
+  ASSERT_EQ(layers.exit_code, 0) << layers.err;
+  EXPECT_NE(layers.err.find("removed 2 of 4 blocks"), std::string::npos) << layers.err;
+  auto model = Model::load(out);
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  EXPECT_EQ(model.value()->config().n_layer, 2);
+  const auto width = testing::run_command(frugal + " --method width --sparsity 0.3");
+  ASSERT_EQ(width.exit_code, 0) << width.err;
+  EXPECT_NE(width.err.find("FFN width 96 -> 64"), std::string::npos) << width.err;
+  EXPECT_FALSE(last_logits(out, kTokens).empty());
+}
+
 TEST(StructuredPrune, BadRequestsFailWithoutAFile) {
   const std::string dir = testing::temp_dir();
   testing::TinyModelOptions o;

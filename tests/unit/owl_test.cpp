@@ -20,7 +20,9 @@ TEST(Owl, MeanIsTheTargetAndOutliersGetLessSparsity) {
     // Ordered opposite to the outlier ratios.
     for (size_t a = 0; a < ratios.size(); ++a) {
       for (size_t b = 0; b < ratios.size(); ++b) {
-        if (ratios[a] > ratios[b]) EXPECT_LT((*s)[a], (*s)[b]) << a << " vs " << b;
+        if (ratios[a] > ratios[b]) {
+          EXPECT_LT((*s)[a], (*s)[b]) << a << " vs " << b;
+        }
       }
     }
     // The extremes are 2 * lambda apart.
