@@ -124,6 +124,15 @@ DType type_for_row_length(DType type, int64_t cols) {
 
 }  // namespace compress
 
+Status check_blocks_removable(const ModelConfig& config) {
+  const auto windowed = std::count(config.layer_is_windowed.begin(), config.layer_is_windowed.end(), true);
+  if (windowed > 0 && windowed < config.n_layer) {
+    return Status::error(config.architecture + " picks each block's attention (sliding-window or global) from its index, so removing "
+                         "blocks would change the attention of the blocks after them; layer pruning is not supported for it");
+  }
+  return Status::ok();
+}
+
 namespace {
 
 // A scalar of the same GGUF type as `like` holding `value`.
@@ -155,12 +164,7 @@ Status write_without_blocks(const GgufFile& input, const std::vector<int64_t>& r
                             const ExtraMetadata& extra) {
   FRUGAL_ASSIGN_OR_RETURN(const ModelConfig config, read_model_config(input));
   const int64_t n_layer = config.n_layer;
-  const bool any_windowed = std::count(config.layer_is_windowed.begin(), config.layer_is_windowed.end(), true) > 0;
-  const bool all_windowed = std::count(config.layer_is_windowed.begin(), config.layer_is_windowed.end(), true) == n_layer;
-  if (any_windowed && !all_windowed) {
-    return Status::error(config.architecture + " picks each block's attention (sliding-window or global) from its index, so removing "
-                         "blocks would change the attention of the blocks after them; layer pruning is not supported for it");
-  }
+  FRUGAL_RETURN_IF_ERROR(check_blocks_removable(config));
   std::vector<int64_t> new_index(n_layer, 0);
   for (int64_t b : removed) {
     if (b < 0 || b >= n_layer) return Status::error("block " + std::to_string(b) + " does not exist (the model has " + std::to_string(n_layer) + ")");
@@ -303,6 +307,7 @@ Result<StructuredPruneReport> structured_prune_model(const std::string& input, c
   int64_t remove = 0, width = 0;
   if (options.method == "layers") {
     FRUGAL_ASSIGN_OR_RETURN(remove, compress::blocks_to_remove(c.n_layer, options.sparsity));
+    FRUGAL_RETURN_IF_ERROR(check_blocks_removable(c));
   } else {
     FRUGAL_ASSIGN_OR_RETURN(width, compress::ffn_width_after(c.n_ff, options.sparsity));
   }

@@ -32,6 +32,7 @@
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
 #include "model/model.h"
+#include "model/model_config.h"
 #include "tensor/dtype.h"
 
 namespace frugal {
@@ -98,6 +99,10 @@ Result<StructuredStatistics> collect_structured_statistics(const Model& model, c
 
 // Adds keys (e.g. frugal.prune.*) to a file being written, after the input's keys are copied.
 using ExtraMetadata = std::function<void(GgufWriter&)>;
+
+// Refuses models whose blocks differ by index (Gemma 3 alternates sliding-window and global
+// attention by position, so renumbering would change the attention of the later blocks).
+Status check_blocks_removable(const ModelConfig& config);
 
 // Writes `input` without the chosen blocks: the kept blocks are renumbered blk.0 … blk.K-1,
 // {arch}.block_count and every per-block metadata array are updated, every other key and tensor is

@@ -248,6 +248,31 @@ TEST(StructuredPrune, CalibratedWidthPruningReloadsAndRuns) {
   for (float v : logits) ASSERT_TRUE(std::isfinite(v));
 }
 
+TEST(StructuredPrune, Gemma3WidthPrunesAndLayerPruningIsRefused) {
+  const std::string dir = testing::temp_dir();
+  testing::TinyModelOptions o;
+  o.gemma3 = true;
+  o.n_layer = 4;  // blocks 0 and 2 windowed, 1 and 3 global
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/gemma.gguf", o).is_ok());
+  StructuredPruneOptions options;
+  options.method = "layers";
+  options.sparsity = 0.25;
+  options.calibration_path = testing::data_path("tinyshakespeare.txt");
+  options.calibration_tokens = 256;
+  auto layers = structured_prune_model(dir + "/gemma.gguf", dir + "/layers.gguf", options, nullptr);
+  ASSERT_FALSE(layers.is_ok());
+  EXPECT_NE(layers.status().message().find("sliding-window or global"), std::string::npos) << layers.status().message();
+  EXPECT_FALSE(testing::file_exists(dir + "/layers.gguf"));
+  options.method = "width";
+  options.sparsity = 0.3;
+  auto width = structured_prune_model(dir + "/gemma.gguf", dir + "/width.gguf", options, nullptr);
+  ASSERT_TRUE(width.is_ok()) << width.status().message();
+  EXPECT_EQ(width->n_ff_after, 64);
+  const auto logits = last_logits(dir + "/width.gguf", kTokens);
+  ASSERT_FALSE(logits.empty());
+  for (float v : logits) ASSERT_TRUE(std::isfinite(v));
+}
+
 TEST(StructuredPrune, CommandLineRunsAndRefusesImpossibleRequests) {
   const std::string dir = testing::temp_dir();
   const std::string in = dir + "/tiny.gguf", out = dir + "/out.gguf";
