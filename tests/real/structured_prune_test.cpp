@@ -29,8 +29,14 @@ std::shared_ptr<const Model> prune(const std::string& method, double sparsity, c
   return model.is_ok() ? model.value() : nullptr;
 }
 
-const std::vector<std::string> kPrompts = {"The capital of France is", "Once upon a time, there was a little",
-                                           "def fibonacci(n):\n    if n < 2:\n        return"};
+// The prompts of the unpruned model's parity test (tests/real/smollm2_test.cpp).
+const std::vector<std::string> kPrompts = {
+    "The capital of France is",
+    "<|im_start|>user\nWrite a haiku about the sea.<|im_end|>\n<|im_start|>assistant\n",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return",
+    "In 1905, Albert Einstein published four papers that changed physics. The first explained the photoelectric effect, "
+    "the second Brownian motion, the third special relativity, and the fourth",
+};
 
 TEST(StructuredPruneReal, LayerPrunedFileMatchesLlamaCpp) {
   ASSERT_TRUE(file_exists(peer_tool("llama-logits"))) << "run scripts/build_llama_cpp.sh";
