@@ -21,11 +21,12 @@ std::string prune_help() {
   return "usage: frugal prune [-m MODEL] -o OUT.gguf --method " + compress::method_names(compress::MethodKind::kPrune) +
          " --sparsity S\n"
          "                    [--pattern unstructured|2:4|4:8] [--calib FILE] [--calib-tokens N] [--format TYPE]\n"
-         "                    [--bits B [--group G] [--symmetric]] [-t THREADS]\n"
+         "                    [--bits B [--group G] [--symmetric]] [--damp D] [-t THREADS]\n"
          "Zeroes the fraction S of every decoder-block matrix, layer by layer on the outputs of the pruned layers.\n"
          "N:M patterns zero N of every M consecutive weights of a row (S is then N/M). Zeros are stored densely:\n"
          "a matrix keeps its type when the type stores 0 exactly, else Q8_0, unless --format names one;\n"
          "sparsegpt with --bits or a quantized --format prunes and quantizes in one sweep.\n"
+         "--damp: SparseGPT's Hessian dampening, a fraction of mean(diag H) (default 0.01, as the paper).\n"
          "Calibration text defaults to the Shakespeare set (never the evaluation text).\n\nmethods:\n" +
          compress::method_table(compress::MethodKind::kPrune);
 }
@@ -41,7 +42,7 @@ int command_prune(const std::vector<std::string>& argv) {
   }
   auto args = Args::parse(argv,
                           {"-m", "-o", "--method", "--sparsity", "--pattern", "--calib", "--calib-tokens", "--format", "--bits",
-                           "--group", "-t"},
+                           "--group", "-t", "--damp"},
                           {"--symmetric"}, {{"--model", "-m"}, {"--output", "-o"}, {"--threads", "-t"}});
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
@@ -52,7 +53,9 @@ int command_prune(const std::vector<std::string>& argv) {
   auto bits = args->get_int("--bits", 0, 0, 8);
   auto group = args->get_int("--group", 32, -1, 1 << 20);
   auto n_threads = args->get_int("-t", default_threads(), 1, 512);
+  auto damp = args->get_float("--damp", 0.01, 0.0, 100.0);
   if (!sparsity) return fail(sparsity.status().message());
+  if (!damp) return fail(damp.status().message());
   for (const Status* s : {&calib_tokens.status(), &bits.status(), &group.status(), &n_threads.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
@@ -68,6 +71,7 @@ int command_prune(const std::vector<std::string>& argv) {
   options.calibration_path = args->get("--calib", calibration_default());
   options.calibration_tokens = *calib_tokens;
   options.n_threads = static_cast<int>(*n_threads);
+  options.percdamp = *damp;
   auto plan = PrunePlan::make(options);
   if (!plan) return fail(plan.status().message());
 
