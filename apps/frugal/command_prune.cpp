@@ -23,11 +23,13 @@ std::string prune_help() {
   return "usage: frugal prune [-m MODEL] -o OUT.gguf --method " + compress::method_names(compress::MethodKind::kPrune) +
          " --sparsity S\n"
          "                    [--pattern unstructured|2:4|4:8] [--calib FILE] [--calib-tokens N] [--format TYPE]\n"
-         "                    [--bits B [--group G] [--symmetric]] [--owl [--owl-m M] [--owl-lambda L]] [-t THREADS]\n"
+         "                    [--bits B [--group G] [--symmetric]] [--damp D] [--owl [--owl-m M] [--owl-lambda L]]\n"
+         "                    [-t THREADS]\n"
          "Zeroes the fraction S of every decoder-block matrix, layer by layer on the outputs of the pruned layers.\n"
          "N:M patterns zero N of every M consecutive weights of a row (S is then N/M). Zeros are stored densely:\n"
          "a matrix keeps its type when the type stores 0 exactly, else Q8_0, unless --format names one;\n"
          "sparsegpt with --bits or a quantized --format prunes and quantizes in one sweep.\n"
+         "--damp: SparseGPT's Hessian dampening, a fraction of mean(diag H) (default 0.01, as the paper).\n"
          "--owl (wanda, sparsegpt; unstructured): per-block sparsities from each block's outlier ratio, the fraction\n"
          "of its |W|*||X|| scores above M x their mean (M = 5), spread over S +- L (L = 0.08), averaging S\n"
          "(Yin et al. 2023, arXiv:2310.05175).\n"
@@ -41,7 +43,7 @@ std::string prune_help() {
 
 // --method layers|width: whole blocks or FFN channels removed (compress/structured_prune.h).
 int prune_structured(const Args& args, const PruneOptions& prune) {
-  for (const char* flag : {"--pattern", "--format", "--bits", "--group", "--symmetric", "--owl", "--owl-m", "--owl-lambda"}) {
+  for (const char* flag : {"--pattern", "--format", "--bits", "--group", "--symmetric", "--damp", "--owl", "--owl-m", "--owl-lambda"}) {
     if (args.has(flag)) return fail(std::string(flag) + " does not apply to --method " + prune.method);
   }
   if (!args.has("--sparsity")) return fail("--method " + prune.method + " needs --sparsity S (the fraction of " +
@@ -94,7 +96,7 @@ int command_prune(const std::vector<std::string>& argv) {
   }
   auto args = Args::parse(argv,
                           {"-m", "-o", "--method", "--sparsity", "--pattern", "--calib", "--calib-tokens", "--format", "--bits",
-                           "--group", "-t", "--owl-m", "--owl-lambda"},
+                           "--group", "-t", "--damp", "--owl-m", "--owl-lambda"},
                           {"--symmetric", "--owl"}, {{"--model", "-m"}, {"--output", "-o"}, {"--threads", "-t"}});
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
@@ -105,7 +107,9 @@ int command_prune(const std::vector<std::string>& argv) {
   auto bits = args->get_int("--bits", 0, 0, 8);
   auto group = args->get_int("--group", 32, -1, 1 << 20);
   auto n_threads = args->get_int("-t", default_threads(), 1, 512);
+  auto damp = args->get_float("--damp", 0.01, 0.0, 100.0);
   if (!sparsity) return fail(sparsity.status().message());
+  if (!damp) return fail(damp.status().message());
   for (const Status* s : {&calib_tokens.status(), &bits.status(), &group.status(), &n_threads.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
@@ -121,6 +125,7 @@ int command_prune(const std::vector<std::string>& argv) {
   options.calibration_path = args->get("--calib", calibration_default());
   options.calibration_tokens = *calib_tokens;
   options.n_threads = static_cast<int>(*n_threads);
+  options.percdamp = *damp;
   if (is_structured_method(options.method)) return prune_structured(*args, options);
   if (args->has("--owl")) {
     compress::OwlOptions owl;

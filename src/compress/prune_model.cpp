@@ -214,6 +214,9 @@ Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& m
     }
     return out;
   }
+  if (calibration.size() < 16) {
+    return Status::error(plan.method + " needs calibration text: " + std::to_string(calibration.size()) + " tokens given, at least 16 needed");
+  }
   FRUGAL_ASSIGN_OR_RETURN(std::unique_ptr<compress::CalibrationPass> pass,
                           compress::CalibrationPass::make(model, calibration, std::min(o.sequence_length, static_cast<int64_t>(calibration.size())),
                                                           o.n_threads));

@@ -175,6 +175,7 @@ TEST(PruneBadInput, RefusedWithAMessageAndNoOutput) {
   const std::string in = dir + "/tiny.gguf", out = dir + "/out.gguf";
   ASSERT_TRUE(testing::write_tiny_model(in, {}).is_ok());
   write_calibration_text(dir + "/calib.txt");
+  std::ofstream(dir + "/short.txt") << "hi";
   const std::string frugal = shell_quote(testing::frugal_binary()) + " prune -m " + shell_quote(in) + " -o " + shell_quote(out) +
                              " --calib " + shell_quote(dir + "/calib.txt") + " --calib-tokens 256";
   struct Case {
@@ -196,6 +197,7 @@ TEST(PruneBadInput, RefusedWithAMessageAndNoOutput) {
       {" --method sparsegpt --sparsity 0.5 --bits 4 --format q4_0", "exclude each other"},
       {" --method sparsegpt --sparsity 0.5 --calib " + shell_quote(dir + "/none.txt"), "none.txt"},
       {" --method magnitude --sparsity 0.5 --frobnicate", "--frobnicate"},
+      {" --method wanda --sparsity 0.5 --calib " + shell_quote(dir + "/short.txt"), "at least 16 needed"},
   };
   for (const auto& c : cases) {
     const auto r = run_command(frugal + c.args);
