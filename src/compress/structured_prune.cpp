@@ -323,6 +323,7 @@ Result<StructuredPruneReport> structured_prune_model(const std::string& input, c
   const ExtraMetadata extra = [&](GgufWriter& writer) {
     writer.set_string(names::kPruneMethodKey, options.method);
     writer.set_float32(names::kPruneSparsityKey, static_cast<float>(options.sparsity));
+    writer.set_string(names::kPrunePatternKey, options.method == "layers" ? "structured: whole blocks" : "structured: FFN channels");
   };
   for (const auto& t : model->file().tensors()) {
     report.parameters_before += t.element_count();

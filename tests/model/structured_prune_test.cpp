@@ -224,6 +224,7 @@ TEST(StructuredPrune, CalibratedLayerPruningRemovesTheBlockThatChangesNothing) {
   ASSERT_TRUE(pruned.is_ok());
   EXPECT_EQ((*pruned)->get_string_or(names::kPruneMethodKey, ""), "layers");
   EXPECT_NEAR((*pruned)->get_float_or(names::kPruneSparsityKey, 0.0), 0.25, 1e-6);
+  EXPECT_EQ((*pruned)->get_string_or(names::kPrunePatternKey, ""), "structured: whole blocks");
   expect_close(last_logits(dir + "/identity_block.gguf", kTokens), last_logits(dir + "/pruned.gguf", kTokens), 1e-4f);
 }
 
