@@ -33,10 +33,10 @@ std::string prune_help() {
          "--owl (wanda, sparsegpt; unstructured): per-block sparsities from each block's outlier ratio, the fraction\n"
          "of its |W|*||X|| scores above M x their mean (M = 5), spread over S +- L (L = 0.08), averaging S\n"
          "(Yin et al. 2023, arXiv:2310.05175).\n"
-         "layers and width are structured: S is the fraction of decoder blocks, or of FFN channels, removed\n"
-         "(rounded to whole blocks / to widths that are multiples of 32; refused when that is none or all); they\n"
-         "write an ordinary, smaller GGUF that llama.cpp runs. width removes FFN channels only: attention heads\n"
-         "are kept, as the smallest GQA-valid step (a KV group with its query heads) is a third of SmolLM2's attention.\n"
+         "layers, width and heads are structured: S is the fraction of decoder blocks, of FFN channels, or of KV\n"
+         "groups (a key/value head with the query heads sharing it, so GQA stays valid) removed, the same in every\n"
+         "block (rounded to whole blocks or groups, FFN widths to multiples of 32; refused when that is none or all);\n"
+         "they write an ordinary, smaller GGUF that llama.cpp runs.\n"
          "Calibration text defaults to the Shakespeare set (never the evaluation text).\n\nmethods:\n" +
          compress::method_table(compress::MethodKind::kPrune);
 }
@@ -47,7 +47,7 @@ int prune_structured(const Args& args, const PruneOptions& prune) {
     if (args.has(flag)) return fail(std::string(flag) + " does not apply to --method " + prune.method);
   }
   if (!args.has("--sparsity")) return fail("--method " + prune.method + " needs --sparsity S (the fraction of " +
-                                           (prune.method == "layers" ? "decoder blocks" : "FFN channels") + " removed)");
+                                           (prune.method == "layers" ? "decoder blocks" : prune.method == "heads" ? "KV groups" : "FFN channels") + " removed)");
   StructuredPruneOptions options;
   options.method = prune.method;
   options.sparsity = prune.sparsity;
@@ -71,6 +71,10 @@ int prune_structured(const Args& args, const PruneOptions& prune) {
     }
     std::fprintf(stderr, "block influence (1 - cos): %s\nremoved %zu of %zu blocks: %s\n", influence.c_str(),
                  report->removed_blocks.size(), report->block_influence.size(), removed.c_str());
+  } else if (options.method == "heads") {
+    std::fprintf(stderr, "%lld query and %lld key/value heads kept in every block; %lld output projections re-encoded\n",
+                 static_cast<long long>(report->n_head_after), static_cast<long long>(report->n_head_kv_after),
+                 static_cast<long long>(report->tensors_requantized));
   } else {
     std::fprintf(stderr, "FFN width %lld -> %lld in every block; %lld down projections re-encoded\n",
                  static_cast<long long>(report->n_ff_before), static_cast<long long>(report->n_ff_after),

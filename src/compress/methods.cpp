@@ -36,6 +36,9 @@ const std::vector<MethodInfo>& compression_methods() {
       {"width", MethodKind::kPrune, true, false, true, "remove FFN channels (fraction S, widths multiples of 32), same width per block",
        "channel score sum(|G|+|U|)*||X|| + ||D col||*||H||; gate/up rows and down columns cut; attention heads kept",
        "Ma et al. 2023, arXiv:2305.11627 (LLM-Pruner); Sun et al. 2023 (Wanda)"},
+      {"heads", MethodKind::kPrune, true, false, true, "remove whole KV groups (fraction S of them) with their query heads",
+       "group score sum over its query heads of ||Wo cols||*||head output||; Q/K/V rows and Wo columns cut; GQA kept valid",
+       "Ma et al. 2023, arXiv:2305.11627 (LLM-Pruner); Michel et al. 2019, arXiv:1905.10650"},
   };
   return methods;
 }

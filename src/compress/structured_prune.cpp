@@ -100,6 +100,37 @@ std::vector<int64_t> top_channels(const std::vector<double>& scores, int64_t kee
   return order;
 }
 
+Result<int64_t> kv_groups_to_remove(int64_t n_groups, double sparsity) {
+  FRUGAL_RETURN_IF_ERROR(check_sparsity(sparsity));
+  const int64_t count = std::llround(sparsity * static_cast<double>(n_groups));
+  if (count < 1) {
+    return Status::error("--sparsity " + std::to_string(sparsity) + " of " + std::to_string(n_groups) +
+                         " KV groups rounds to no group (one group is " + std::to_string(1.0 / static_cast<double>(n_groups)) + ")");
+  }
+  if (count >= n_groups) {
+    return Status::error("--sparsity " + std::to_string(sparsity) + " would remove all " + std::to_string(n_groups) + " KV groups");
+  }
+  return count;
+}
+
+std::vector<double> kv_group_scores(const float* wo, int64_t n_embd, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                                    const std::vector<double>& output_square_sums) {
+  const int64_t qd = n_head * head_dim, group = n_head / n_head_kv;
+  std::vector<double> column_square(qd, 0.0), scores(n_head_kv, 0.0);
+  for (int64_t r = 0; r < n_embd; ++r) {
+    for (int64_t j = 0; j < qd; ++j) column_square[j] += static_cast<double>(wo[r * qd + j]) * wo[r * qd + j];
+  }
+  for (int64_t h = 0; h < n_head; ++h) {
+    double weight = 0, activation = 0;
+    for (int64_t i = 0; i < head_dim; ++i) {
+      weight += column_square[h * head_dim + i];
+      activation += std::max(0.0, output_square_sums[h * head_dim + i]);
+    }
+    scores[h / group] += std::sqrt(weight) * std::sqrt(activation);
+  }
+  return scores;
+}
+
 DType type_for_row_length(DType type, int64_t cols) {
   auto fits = [&](DType t) { return cols % type_traits(t).block_size == 0; };
   if (fits(type)) return type;
@@ -156,6 +187,74 @@ std::vector<float> dequantize_tensor(const GgufTensorInfo& t, int64_t rows, int6
   const size_t stride = row_bytes(*t.traits, cols);
   for (int64_t r = 0; r < rows; ++r) t.traits->dequantize_row(t.data + r * stride, out.data() + r * cols, cols);
   return out;
+}
+
+// The rows `rows` of a matrix, copied as stored: rows are whole blocks in every format.
+std::vector<uint8_t> copy_rows(const GgufTensorInfo& t, int64_t cols, const std::vector<int64_t>& rows) {
+  const size_t stride = row_bytes(*t.traits, cols);
+  std::vector<uint8_t> bytes;
+  bytes.reserve(stride * rows.size());
+  for (int64_t r : rows) bytes.insert(bytes.end(), t.data + r * stride, t.data + (r + 1) * stride);
+  return bytes;
+}
+
+struct Reencoded {
+  DType type;
+  std::vector<uint8_t> bytes;
+};
+
+// The columns `columns` of a rows x cols matrix: block boundaries move, so every row is decoded
+// and re-encoded in its type or the nearest whose block divides the new length, weighted by the
+// columns' importance (E[x^2] of the input) where the format's grid allows — never worse than
+// round-to-nearest in that weighted error, llama.cpp's imatrix criterion — else plainly encoded.
+Reencoded keep_columns(const GgufTensorInfo& t, int64_t rows, int64_t cols, const std::vector<int64_t>& columns,
+                       const std::vector<float>& importance) {
+  const std::vector<float> values = dequantize_tensor(t, rows, cols);
+  const int64_t width = static_cast<int64_t>(columns.size());
+  const DType to = compress::type_for_row_length(static_cast<DType>(t.type_id), width);
+  const TypeTraits& traits = type_traits(to);
+  std::vector<float> row(width);
+  Reencoded out{to, std::vector<uint8_t>(row_bytes(traits, width) * rows)};
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < width; ++i) row[i] = values[r * cols + columns[i]];
+    uint8_t* dst = out.bytes.data() + r * row_bytes(traits, width);
+    if (compress::format_grid_supported(to) && static_cast<int64_t>(importance.size()) == width) {
+      compress::quantize_row_weighted(to, row.data(), importance.data(), dst, width);
+    } else {
+      traits.quantize_row(row.data(), dst, width);
+    }
+  }
+  return out;
+}
+
+// importance[columns[i]] as floats, or nothing when `importance` does not have `cols` values.
+std::vector<float> gather(const std::vector<std::vector<double>>& importance, int64_t layer, int64_t cols, const std::vector<int64_t>& columns) {
+  std::vector<float> out;
+  if (layer >= static_cast<int64_t>(importance.size()) || static_cast<int64_t>(importance[layer].size()) != cols) return out;
+  for (int64_t c : columns) out.push_back(static_cast<float>(importance[layer][c]));
+  return out;
+}
+
+Status refuse_per_token_files(const GgufFile& input, const std::string& what) {
+  if (input.get_string_or(names::kActivationQuantKey, "per_block") != "per_block") {
+    return Status::error(what + " of files with per-token activation quantization (smoothquant, w8a8, llm-int8) is not "
+                         "supported: prune first, then quantize");
+  }
+  return Status::ok();
+}
+
+// Checks per-layer lists of kept indices: one per layer, the same length, increasing, below `limit`.
+Status check_kept(const std::vector<std::vector<int64_t>>& kept, int64_t n_layer, int64_t limit, const std::string& what) {
+  if (static_cast<int64_t>(kept.size()) != n_layer) return Status::error("one list of kept " + what + " per block is needed");
+  for (int64_t l = 0; l < n_layer; ++l) {
+    if (kept[l].size() != kept[0].size()) return Status::error("every block must keep the same number of " + what);
+    for (size_t i = 0; i < kept[l].size(); ++i) {
+      if (kept[l][i] < 0 || kept[l][i] >= limit || (i > 0 && kept[l][i] <= kept[l][i - 1])) {
+        return Status::error("kept " + what + " of block " + std::to_string(l) + " must be increasing indices below " + std::to_string(limit));
+      }
+    }
+  }
+  return Status::ok();
 }
 
 }  // namespace
@@ -216,20 +315,9 @@ Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std:
                                    const ExtraMetadata& extra) {
   FRUGAL_ASSIGN_OR_RETURN(const ModelConfig config, read_model_config(input));
   const int64_t n_layer = config.n_layer, n_ff = config.n_ff, n_embd = config.n_embd;
-  if (static_cast<int64_t>(kept.size()) != n_layer) return Status::error("one list of kept FFN channels per block is needed");
-  if (input.get_string_or(names::kActivationQuantKey, "per_block") != "per_block") {
-    return Status::error("width pruning of files with per-token activation quantization (smoothquant, w8a8, llm-int8) is not "
-                         "supported: prune first, then quantize");
-  }
+  FRUGAL_RETURN_IF_ERROR(refuse_per_token_files(input, "width pruning"));
+  FRUGAL_RETURN_IF_ERROR(check_kept(kept, n_layer, n_ff, "FFN channels"));
   const int64_t width = kept.empty() ? 0 : static_cast<int64_t>(kept[0].size());
-  for (int64_t l = 0; l < n_layer; ++l) {
-    if (static_cast<int64_t>(kept[l].size()) != width) return Status::error("every block must keep the same number of FFN channels");
-    for (size_t i = 0; i < kept[l].size(); ++i) {
-      if (kept[l][i] < 0 || kept[l][i] >= n_ff || (i > 0 && kept[l][i] <= kept[l][i - 1])) {
-        return Status::error("kept FFN channels of block " + std::to_string(l) + " must be increasing indices below " + std::to_string(n_ff));
-      }
-    }
-  }
   if (width < 1 || width % 8 != 0) return Status::error("the FFN width must be a positive multiple of 8, got " + std::to_string(width));
   const std::string ff_name = names::architecture_key(config.architecture, names::kFeedForwardLengthSuffix);
   const GgufValue* ff_key = input.find(ff_name);
@@ -250,53 +338,87 @@ Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std:
     }
     const std::vector<int64_t>& channels = kept[b];
     if (gate_or_up) {
-      // Rows are whole blocks in every format: the kept rows are copied as stored, bit for bit.
       if (t.dims.size() != 2 || t.dims[0] != n_embd || t.dims[1] != n_ff) return Status::error("tensor '" + t.name + "' has an unexpected shape");
-      const size_t stride = row_bytes(*t.traits, n_embd);
-      std::vector<uint8_t> bytes;
-      bytes.reserve(stride * channels.size());
-      for (int64_t c : channels) bytes.insert(bytes.end(), t.data + c * stride, t.data + (c + 1) * stride);
-      writer.add_tensor(t.name, static_cast<DType>(t.type_id), {n_embd, width}, std::move(bytes));
+      writer.add_tensor(t.name, static_cast<DType>(t.type_id), {n_embd, width}, copy_rows(t, n_embd, channels));
       continue;
     }
     if (t.dims.size() != 2 || t.dims[0] != n_ff || t.dims[1] != n_embd) return Status::error("tensor '" + t.name + "' has an unexpected shape");
-    // Down projection: its rows lose the removed channels' columns, so block boundaries move and
-    // the row is re-encoded.
-    const std::vector<float> values = dequantize_tensor(t, n_embd, n_ff);
-    const DType from = static_cast<DType>(t.type_id);
-    const DType to = compress::type_for_row_length(from, width);
-    const TypeTraits& traits = type_traits(to);
-    std::vector<float> importance;
-    if (!hidden_square_sums.empty() && static_cast<int64_t>(hidden_square_sums[b].size()) == n_ff) {
-      for (int64_t c : channels) importance.push_back(static_cast<float>(hidden_square_sums[b][c]));
-    }
-    std::vector<float> row(width);
-    std::vector<uint8_t> bytes(row_bytes(traits, width) * n_embd);
-    for (int64_t r = 0; r < n_embd; ++r) {
-      for (int64_t i = 0; i < width; ++i) row[i] = values[r * n_ff + channels[i]];
-      uint8_t* out = bytes.data() + r * row_bytes(traits, width);
-      // Weighted by E[H_c^2] where the format's grid allows (never worse than round-to-nearest in
-      // that weighted error, the same criterion as llama.cpp's imatrix), else plain encoding.
-      if (compress::format_grid_supported(to) && !importance.empty()) {
-        compress::quantize_row_weighted(to, row.data(), importance.data(), out, width);
-      } else {
-        traits.quantize_row(row.data(), out, width);
-      }
-    }
-    writer.add_tensor(t.name, to, {width, n_embd}, std::move(bytes));
+    Reencoded columns = keep_columns(t, n_embd, n_ff, channels, gather(hidden_square_sums, b, n_ff, channels));
+    writer.add_tensor(t.name, columns.type, {width, n_embd}, std::move(columns.bytes));
     ++requantized;
   }
   FRUGAL_RETURN_IF_ERROR(writer.write(output));
   return requantized;
 }
 
-bool is_structured_method(std::string_view method) { return method == "layers" || method == "width"; }
+Result<int64_t> write_fewer_heads(const GgufFile& input, const std::vector<std::vector<int64_t>>& kept,
+                                  const std::vector<std::vector<double>>& output_square_sums, const std::string& output,
+                                  const ExtraMetadata& extra) {
+  FRUGAL_ASSIGN_OR_RETURN(const ModelConfig config, read_model_config(input));
+  const int64_t n_layer = config.n_layer, n_embd = config.n_embd, hd = config.head_dim, qd = config.q_dim(), kvd = config.kv_dim();
+  const int64_t group = config.n_head / config.n_head_kv;
+  FRUGAL_RETURN_IF_ERROR(refuse_per_token_files(input, "head pruning"));
+  FRUGAL_RETURN_IF_ERROR(check_kept(kept, n_layer, config.n_head_kv, "KV groups"));
+  const int64_t groups = kept.empty() ? 0 : static_cast<int64_t>(kept[0].size());
+  if (groups < 1) return Status::error("every block must keep at least one KV group");
+  const std::string a = config.architecture + ".attention.";
+  for (const char* key : {"head_count", "head_count_kv"}) {
+    const GgufValue* v = input.find(a + key);
+    if (v != nullptr && v->type == GgufType::kArray) return Status::error(a + key + " must be one number for head pruning");
+  }
+  const GgufValue* heads_key = input.find(a + "head_count");
+  if (heads_key == nullptr) return Status::error("model has no " + a + "head_count");
+
+  GgufWriter writer(input.alignment());
+  copy_metadata(input, writer, extra);
+  writer.set_value(a + "head_count", integer_like(*heads_key, groups * group));
+  const GgufValue* kv_key = input.find(a + "head_count_kv");
+  writer.set_value(a + "head_count_kv", integer_like(kv_key ? *kv_key : *heads_key, groups));
+  // The head size stays; written explicitly as readers otherwise derive it from n_embd / n_head.
+  writer.set_uint32(a + "key_length", static_cast<uint32_t>(hd));
+  writer.set_uint32(a + "value_length", static_cast<uint32_t>(hd));
+  int64_t requantized = 0;
+  for (const GgufTensorInfo& t : input.tensors()) {
+    const auto matrix = names::parse_block_matrix(t.name);
+    const int64_t b = matrix ? matrix->first : -1;
+    const names::BlockMatrix m = matrix ? matrix->second : names::BlockMatrix::kGate;
+    const bool attention = m == names::BlockMatrix::kQ || m == names::BlockMatrix::kK || m == names::BlockMatrix::kV ||
+                           m == names::BlockMatrix::kAttnOutput;
+    if (b < 0 || b >= n_layer || !attention) {
+      writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, stored_bytes(t));
+      continue;
+    }
+    // Rows (query side) or columns (output side) of the kept heads, head-size slices in head order.
+    const bool query_side = m == names::BlockMatrix::kQ || m == names::BlockMatrix::kAttnOutput;
+    std::vector<int64_t> index;
+    for (int64_t g : kept[b]) {
+      for (int64_t h = query_side ? g * group : g; h < (query_side ? (g + 1) * group : g + 1); ++h) {
+        for (int64_t i = 0; i < hd; ++i) index.push_back(h * hd + i);
+      }
+    }
+    const int64_t width = static_cast<int64_t>(index.size());
+    if (m == names::BlockMatrix::kAttnOutput) {
+      if (t.dims.size() != 2 || t.dims[0] != qd || t.dims[1] != n_embd) return Status::error("tensor '" + t.name + "' has an unexpected shape");
+      Reencoded columns = keep_columns(t, n_embd, qd, index, gather(output_square_sums, b, qd, index));
+      writer.add_tensor(t.name, columns.type, {width, n_embd}, std::move(columns.bytes));
+      ++requantized;
+      continue;
+    }
+    const int64_t rows = m == names::BlockMatrix::kQ ? qd : kvd;
+    if (t.dims.size() != 2 || t.dims[0] != n_embd || t.dims[1] != rows) return Status::error("tensor '" + t.name + "' has an unexpected shape");
+    writer.add_tensor(t.name, static_cast<DType>(t.type_id), {n_embd, width}, copy_rows(t, n_embd, index));
+  }
+  FRUGAL_RETURN_IF_ERROR(writer.write(output));
+  return requantized;
+}
+
+bool is_structured_method(std::string_view method) { return method == "layers" || method == "width" || method == "heads"; }
 
 Result<StructuredPruneReport> structured_prune_model(const std::string& input, const std::string& output,
                                                      const StructuredPruneOptions& options,
                                                      const std::function<void(int64_t, int64_t)>& on_layer) {
-  if (options.method != "layers" && options.method != "width") {
-    return Status::error("unknown structured method '" + options.method + "' (layers or width)");
+  if (!is_structured_method(options.method)) {
+    return Status::error("unknown structured method '" + options.method + "' (layers, width or heads)");
   }
   if (input == output) return Status::error("output must differ from the input file");
   Timer timer;
@@ -308,6 +430,8 @@ Result<StructuredPruneReport> structured_prune_model(const std::string& input, c
   if (options.method == "layers") {
     FRUGAL_ASSIGN_OR_RETURN(remove, compress::blocks_to_remove(c.n_layer, options.sparsity));
     FRUGAL_RETURN_IF_ERROR(check_blocks_removable(c));
+  } else if (options.method == "heads") {
+    FRUGAL_ASSIGN_OR_RETURN(remove, compress::kv_groups_to_remove(c.n_head_kv, options.sparsity));
   } else {
     FRUGAL_ASSIGN_OR_RETURN(width, compress::ffn_width_after(c.n_ff, options.sparsity));
   }
@@ -317,13 +441,15 @@ Result<StructuredPruneReport> structured_prune_model(const std::string& input, c
                             compress::read_calibration_tokens(*model, options.calibration_path, options.calibration_tokens));
     const int64_t chunk = std::min<int64_t>(512, options.calibration_tokens);
     FRUGAL_ASSIGN_OR_RETURN(stats, collect_structured_statistics(*model, tokens, chunk, options.n_threads, on_layer));
-  } else if (options.method == "layers") {
-    return Status::error("layer pruning needs calibration text (--calib FILE) to measure each block's influence");
+  } else if (options.method != "width") {
+    return Status::error(options.method + " pruning needs calibration text (--calib FILE) to measure what each part adds");
   }
   const ExtraMetadata extra = [&](GgufWriter& writer) {
     writer.set_string(names::kPruneMethodKey, options.method);
     writer.set_float32(names::kPruneSparsityKey, static_cast<float>(options.sparsity));
-    writer.set_string(names::kPrunePatternKey, options.method == "layers" ? "structured: whole blocks" : "structured: FFN channels");
+    writer.set_string(names::kPrunePatternKey, options.method == "layers"  ? "structured: whole blocks"
+                                               : options.method == "heads" ? "structured: KV groups"
+                                                                           : "structured: FFN channels");
   };
   for (const auto& t : model->file().tensors()) {
     report.parameters_before += t.element_count();
@@ -333,6 +459,20 @@ Result<StructuredPruneReport> structured_prune_model(const std::string& input, c
     report.block_influence = stats.block_influence;
     report.removed_blocks = compress::least_influential_blocks(stats.block_influence, remove);
     FRUGAL_RETURN_IF_ERROR(write_without_blocks(model->file(), report.removed_blocks, output, extra));
+  } else if (options.method == "heads") {
+    report.kept_groups.resize(c.n_layer);
+    for (int64_t l = 0; l < c.n_layer; ++l) {
+      const WeightMatrix& wo = model->layers()[l].wo;
+      std::vector<float> values(static_cast<size_t>(wo.rows * wo.cols));
+      for (int64_t r = 0; r < wo.rows; ++r) wo.traits->dequantize_row(wo.row(r), values.data() + r * wo.cols, wo.cols);
+      const auto scores = compress::kv_group_scores(values.data(), c.n_embd, c.n_head, c.n_head_kv, c.head_dim,
+                                                    stats.attention_output_square_sums[l]);
+      report.kept_groups[l] = compress::top_channels(scores, c.n_head_kv - remove);
+    }
+    report.n_head_kv_after = c.n_head_kv - remove;
+    report.n_head_after = report.n_head_kv_after * (c.n_head / c.n_head_kv);
+    FRUGAL_ASSIGN_OR_RETURN(report.tensors_requantized,
+                            write_fewer_heads(model->file(), report.kept_groups, stats.attention_output_square_sums, output, extra));
   } else {
     report.n_ff_before = c.n_ff;
     report.n_ff_after = width;

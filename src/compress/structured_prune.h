@@ -18,8 +18,12 @@
 // are normalized by their layer means so neither dominates by scale. Every layer keeps the same
 // number of channels (feed_forward_length is one scalar in GGUF, and llama.cpp reads it so), a
 // multiple of 32 so 32-element quantization blocks still tile the down projection's rows.
-// Attention heads are not removed: SmolLM2-135M has 3 KV groups of 3 query heads, so the smallest
-// GQA-valid step removes a third of the attention, too coarse for 10-30% pruning.
+//
+// Heads ("heads"): whole KV groups (a key/value head with the query heads that share it, so
+// grouped-query attention stays valid) ranked per layer by the norm of what their query heads add
+// to the block output, sum_h ||Wo_:,h|| * ||A_h|| (A_h: head h's attention output over the
+// calibration tokens), the same number removed in every layer (head counts are scalars in GGUF).
+// SmolLM2-135M has 3 KV groups of 3 query heads, so one step is a third of the attention.
 #pragma once
 
 #include <cstdint>
@@ -42,6 +46,7 @@ struct StructuredStatistics {
   int64_t tokens = 0;
   std::vector<double> block_influence;   // 1 - mean over tokens of cos(block input, block output)
   std::vector<double> angular_distance;  // mean over tokens of arccos(cos) / pi (Gromov et al.)
+  std::vector<std::vector<double>> attention_output_square_sums;  // [layer][q_dim]: sum_t A_tj^2 (heads' outputs)
   std::vector<std::vector<double>> ffn_input_square_sums;   // [layer][n_embd]: sum_t X_tj^2
   std::vector<std::vector<double>> ffn_hidden_square_sums;  // [layer][n_ff]: sum_t H_tc^2
 };
@@ -65,6 +70,13 @@ std::vector<double> ffn_channel_scores(const float* gate, const float* up, const
 // The `keep` highest-scoring channels, in increasing index order.
 std::vector<int64_t> top_channels(const std::vector<double>& scores, int64_t keep);
 
+// KV groups removed for `sparsity` of n_groups (rounded), or an error when that is none or all.
+Result<int64_t> kv_groups_to_remove(int64_t n_groups, double sparsity);
+// Score of each KV group of one layer: sum over its query heads h of ||Wo[:, h]||_F * ||A_h||.
+// wo is n_embd x (n_head * head_dim) row-major; output_square_sums has n_head * head_dim values.
+std::vector<double> kv_group_scores(const float* wo, int64_t n_embd, int64_t n_head, int64_t n_head_kv, int64_t head_dim,
+                                    const std::vector<double>& output_square_sums);
+
 // The type a matrix of `type` is re-encoded to when its rows become `cols` long: `type` if its
 // block divides cols, else the nearest type whose block does (llama-quantize's fallbacks for the
 // K-quants, a smaller group for frugal's generic types, q8_0 otherwise).
@@ -73,7 +85,7 @@ DType type_for_row_length(DType type, int64_t cols);
 }  // namespace compress
 
 struct StructuredPruneOptions {
-  std::string method;  // "layers" or "width"
+  std::string method;  // "layers", "width" or "heads"
   double sparsity = 0.0;
   // Calibration text (never the evaluation text) and how many of its tokens to use; an empty path
   // means no calibration: width falls back to weight magnitudes, layers refuses.
@@ -86,7 +98,9 @@ struct StructuredPruneReport {
   std::vector<int64_t> removed_blocks;  // layers: original indices
   std::vector<double> block_influence;  // layers: per original block
   int64_t n_ff_before = 0, n_ff_after = 0;  // width
-  int64_t tensors_requantized = 0;          // width: down projections re-encoded
+  int64_t tensors_requantized = 0;          // width: down projections, heads: output projections re-encoded
+  std::vector<std::vector<int64_t>> kept_groups;  // heads: per layer, the kept KV groups
+  int64_t n_head_after = 0, n_head_kv_after = 0;  // heads
   int64_t parameters_before = 0, parameters_after = 0;
   size_t bytes_in = 0, bytes_out = 0;
   double seconds = 0;
@@ -119,11 +133,21 @@ Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std:
                                    const std::vector<std::vector<double>>& hidden_square_sums, const std::string& output,
                                    const ExtraMetadata& extra = nullptr);
 
-// True for the methods structured_prune_model runs ("layers", "width"); the others of the
+// True for the methods structured_prune_model runs ("layers", "width", "heads"); the others of the
 // registry's pruning methods zero weights in place (compress/prune_model.h).
 bool is_structured_method(std::string_view method);
 
-// frugal prune --method layers|width: statistics, selection, surgery; the output is written atomically.
+// Writes `input` with only the KV groups `kept[layer]` (same count in every layer; a group is a
+// key/value head and its n_head / n_head_kv query heads): rows of attn_q/attn_k/attn_v are copied
+// as stored, attn_output is decoded and its kept columns re-encoded (weighted by
+// output_square_sums where the type allows) in compress::type_for_row_length. Head counts are
+// updated and the head size written explicitly (llama.cpp and frugal otherwise derive it from
+// n_embd / n_head).
+Result<int64_t> write_fewer_heads(const GgufFile& input, const std::vector<std::vector<int64_t>>& kept,
+                                  const std::vector<std::vector<double>>& output_square_sums, const std::string& output,
+                                  const ExtraMetadata& extra = nullptr);
+
+// frugal prune --method layers|width|heads: statistics, selection, surgery; the output is written atomically.
 Result<StructuredPruneReport> structured_prune_model(const std::string& input, const std::string& output,
                                                      const StructuredPruneOptions& options,
                                                      const std::function<void(int64_t, int64_t)>& on_layer);

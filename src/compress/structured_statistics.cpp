@@ -10,13 +10,16 @@
 namespace frugal {
 namespace {
 
-// Sums x^2 per column of the FFN input (read by gate/up) and the FFN hidden activation (down).
-class FfnSquareSums : public BlockObserver {
+// Sums x^2 per column of the attention heads' outputs (read by attn_output), the FFN input (read
+// by gate/up) and the FFN hidden activation (down).
+class SquareSums : public BlockObserver {
  public:
-  FfnSquareSums(StructuredStatistics& stats, ThreadPool& pool) : stats_(stats), pool_(pool) {}
+  SquareSums(StructuredStatistics& stats, ThreadPool& pool) : stats_(stats), pool_(pool) {}
   Status on_input(int64_t layer, BlockInput input, float* x, int64_t n, int64_t cols) override {
-    if (input != BlockInput::kFfn && input != BlockInput::kFfnHidden) return Status::ok();
-    std::vector<double>& sums = (input == BlockInput::kFfn ? stats_.ffn_input_square_sums : stats_.ffn_hidden_square_sums)[layer];
+    if (input == BlockInput::kAttention) return Status::ok();
+    std::vector<double>& sums = (input == BlockInput::kAttentionOutput ? stats_.attention_output_square_sums
+                                 : input == BlockInput::kFfn           ? stats_.ffn_input_square_sums
+                                                                       : stats_.ffn_hidden_square_sums)[layer];
     sums.assign(cols, 0.0);
     // Columns are split across threads, so every sum has one owner.
     pool_.parallel_for(cols, 64, [&](int64_t begin, int64_t end) {
@@ -44,9 +47,10 @@ Result<StructuredStatistics> collect_structured_statistics(const Model& model, c
   stats.tokens = n;
   stats.block_influence.assign(c.n_layer, 0.0);
   stats.angular_distance.assign(c.n_layer, 0.0);
+  stats.attention_output_square_sums.resize(c.n_layer);
   stats.ffn_input_square_sums.resize(c.n_layer);
   stats.ffn_hidden_square_sums.resize(c.n_layer);
-  FfnSquareSums observer(stats, pass->pool());
+  SquareSums observer(stats, pass->pool());
   std::vector<float> before(static_cast<size_t>(n * embd));
   std::vector<double> cosine(n);
   for (int64_t layer = 0; layer < c.n_layer; ++layer) {

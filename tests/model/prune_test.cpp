@@ -185,7 +185,7 @@ TEST(PruneBadInput, RefusedWithAMessageAndNoOutput) {
       {" --method magnitude --sparsity 1.5", "--sparsity"},
       {" --method magnitude --sparsity 1", "sparsity must be in [0, 1)"},
       {" --method magnitude", "--sparsity is needed"},
-      {" --method pluck --sparsity 0.5", "unknown pruning method 'pluck' (choose one of: magnitude, wanda, sparsegpt, layers, width)"},
+      {" --method pluck --sparsity 0.5", "unknown pruning method 'pluck' (choose one of: magnitude, wanda, sparsegpt, layers, width, heads)"},
       {" --sparsity 0.5", "prune needs --method"},
       {" --method wanda --pattern 3:3", "N:M needs 0 < N < M"},
       {" --method wanda --pattern 2:x", "is not unstructured or N:M"},

@@ -150,6 +150,65 @@ TEST(StructuredPrune, RemovingFfnChannelsThatAddNothingKeepsTheLogits) {
   expect_close(last_logits(dir + "/dead_channels.gguf", kTokens), last_logits(dir + "/narrow.gguf", kTokens), 1e-4f);
 }
 
+TEST(StructuredPrune, RemovingAKvGroupThatAddsNothingKeepsTheLogits) {
+  const std::string dir = testing::temp_dir();
+  testing::TinyModelOptions o;
+  o.n_layer = 2;
+  o.n_head = 6;
+  o.n_head_kv = 3;  // groups: query heads {0,1}, {2,3}, {4,5}
+  o.n_embd = 96;    // 16 dims per head
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/tiny.gguf", o).is_ok());
+  // Group 1 of block 0 and group 2 of block 1 write nothing: their query heads' Wo columns are 0.
+  const int64_t hd = 16;
+  rewrite_tiny_model(dir + "/tiny.gguf", dir + "/dead_group.gguf", [&](const std::string& name, std::vector<float>& v, int64_t rows, int64_t cols) {
+    const int64_t dead = name == "blk.0.attn_output.weight" ? 1 : name == "blk.1.attn_output.weight" ? 2 : -1;
+    if (dead < 0) return;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t j = dead * 2 * hd; j < (dead + 1) * 2 * hd; ++j) v[r * cols + j] = 0.0f;
+    }
+  });
+  auto input = GgufFile::open(dir + "/dead_group.gguf");
+  ASSERT_TRUE(input.is_ok());
+  const std::vector<std::vector<int64_t>> kept = {{0, 2}, {0, 1}};
+  auto requantized = write_fewer_heads(**input, kept, {}, dir + "/fewer.gguf");
+  ASSERT_TRUE(requantized.is_ok()) << requantized.status().message();
+  EXPECT_EQ(*requantized, 2);
+  auto fewer = GgufFile::open(dir + "/fewer.gguf");
+  ASSERT_TRUE(fewer.is_ok());
+  EXPECT_EQ((*fewer)->get_int("llama.attention.head_count").value(), 4);
+  EXPECT_EQ((*fewer)->get_int("llama.attention.head_count_kv").value(), 2);
+  EXPECT_EQ((*fewer)->get_int("llama.attention.key_length").value(), hd);
+  // Block 0 keeps query heads 0,1,4,5 and KV heads 0,2: rows of Q and K, bit for bit.
+  const auto* q_in = (*input)->find_tensor("blk.0.attn_q.weight");
+  const auto* q_out = (*fewer)->find_tensor("blk.0.attn_q.weight");
+  const auto* k_in = (*input)->find_tensor("blk.0.attn_k.weight");
+  const auto* k_out = (*fewer)->find_tensor("blk.0.attn_k.weight");
+  ASSERT_TRUE(q_in && q_out && k_in && k_out);
+  EXPECT_EQ(q_out->dims, (std::vector<int64_t>{96, 64}));
+  EXPECT_EQ(k_out->dims, (std::vector<int64_t>{96, 32}));
+  const size_t row = 96 * sizeof(float);
+  const int64_t q_heads[] = {0, 1, 4, 5};
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(0, std::memcmp(q_out->data + i * hd * row, q_in->data + q_heads[i] * hd * row, hd * row)) << i;
+  EXPECT_EQ(0, std::memcmp(k_out->data + hd * row, k_in->data + 2 * hd * row, hd * row));
+  auto model = Model::load(dir + "/fewer.gguf");
+  ASSERT_TRUE(model.is_ok()) << model.status().message();
+  EXPECT_EQ(model.value()->config().head_dim, hd);
+  expect_close(last_logits(dir + "/dead_group.gguf", kTokens), last_logits(dir + "/fewer.gguf", kTokens), 1e-4f);
+
+  // Calibrated: the silent groups score 0 and are the ones removed.
+  StructuredPruneOptions options;
+  options.method = "heads";
+  options.sparsity = 0.33;
+  options.calibration_path = testing::data_path("tinyshakespeare.txt");
+  options.calibration_tokens = 256;
+  auto report = structured_prune_model(dir + "/dead_group.gguf", dir + "/calibrated.gguf", options, nullptr);
+  ASSERT_TRUE(report.is_ok()) << report.status().message();
+  EXPECT_EQ(report->kept_groups, kept);
+  EXPECT_EQ(report->n_head_after, 4);
+  EXPECT_EQ(report->n_head_kv_after, 2);
+  expect_close(last_logits(dir + "/dead_group.gguf", kTokens), last_logits(dir + "/calibrated.gguf", kTokens), 1e-4f);
+}
+
 TEST(StructuredPrune, QuantizedDownProjectionIsReencodedInItsType) {
   const std::string dir = testing::temp_dir();
   testing::TinyModelOptions o;
@@ -297,6 +356,8 @@ TEST(StructuredPrune, CommandLineRunsAndRefusesImpossibleRequests) {
       {" --method width --sparsity 0.1", "removes no FFN channel of 96"},  // 86.4 rounds back to 96
       {" --method width --sparsity 0.95", "leaves no FFN channel"},
       {" --method width", "needs --sparsity"},
+      {" --method heads --sparsity 0.2", "rounds to no group"},  // 0.4 of 2 KV groups
+      {" --method heads --sparsity 0.8", "would remove all 2 KV groups"},
       {" --method layers --sparsity 0.25 --pattern 2:4", "--pattern does not apply"},
       {" --method width --sparsity 0.3 --owl", "--owl does not apply"},
       {" --method layers --sparsity 0.25 --calib " + testing::shell_quote(dir + "/none.txt"), "none.txt"},
@@ -319,6 +380,10 @@ TEST(StructuredPrune, CommandLineRunsAndRefusesImpossibleRequests) {
   const auto width = testing::run_command(frugal + " --method width --sparsity 0.3");
   ASSERT_EQ(width.exit_code, 0) << width.err;
   EXPECT_NE(width.err.find("FFN width 96 -> 64"), std::string::npos) << width.err;
+  EXPECT_FALSE(last_logits(out, kTokens).empty());
+  const auto heads = testing::run_command(frugal + " --method heads --sparsity 0.5");
+  ASSERT_EQ(heads.exit_code, 0) << heads.err;
+  EXPECT_NE(heads.err.find("2 query and 1 key/value heads kept"), std::string::npos) << heads.err;
   EXPECT_FALSE(last_logits(out, kTokens).empty());
 }
 

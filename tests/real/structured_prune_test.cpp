@@ -1,6 +1,7 @@
 // Structured pruning of SmolLM2 writes ordinary GGUF files: llama.cpp loads the model with blocks
-// removed (renumbered, block_count updated) and the one with a narrower FFN (feed_forward_length
-// updated, down projection re-encoded), and its logits match frugal's on the same file.
+// removed (renumbered, block_count updated), the one with a narrower FFN (feed_forward_length
+// updated, down projection re-encoded) and the one with a KV group fewer (head counts and head size
+// written, attn_output re-encoded), and its logits match frugal's on the same file.
 #include <gtest/gtest.h>
 
 #include "compress/structured_prune.h"
@@ -55,6 +56,18 @@ TEST(StructuredPruneReal, WidthPrunedFileMatchesLlamaCpp) {
   auto model = prune("width", 0.2, out);
   ASSERT_NE(model, nullptr);
   EXPECT_EQ(model->config().n_ff, 1216);
+  testing::expect_logits_match_llama(model, kPrompts);
+}
+
+TEST(StructuredPruneReal, HeadPrunedFileMatchesLlamaCpp) {
+  ASSERT_TRUE(file_exists(peer_tool("llama-logits"))) << "run scripts/build_llama_cpp.sh";
+  ASSERT_TRUE(file_exists(real_model_path())) << real_model_path();
+  const std::string out = testing::temp_dir() + "/heads33.gguf";
+  auto model = prune("heads", 0.33, out);
+  ASSERT_NE(model, nullptr);
+  EXPECT_EQ(model->config().n_head, 6);  // one of 3 KV groups (3 query heads each) removed
+  EXPECT_EQ(model->config().n_head_kv, 2);
+  EXPECT_EQ(model->config().head_dim, 64);
   testing::expect_logits_match_llama(model, kPrompts);
 }
 

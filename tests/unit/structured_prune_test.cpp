@@ -2,6 +2,7 @@
 // sparsities are refused), which blocks and channels go, and the fallback types of re-encoded rows.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "compress/structured_prune.h"
@@ -77,6 +78,28 @@ TEST(StructuredPrune, ChannelScoresFollowActivationsAndOutputWeights) {
   for (int64_t r = 0; r < embd; ++r) down[r * ff + 1] *= 10.0f;
   const auto scaled = ffn_channel_scores(gate.data(), up.data(), down.data(), embd, ff, input, hidden);
   EXPECT_EQ(top_channels(scaled, 1), (std::vector<int64_t>{1}));
+}
+
+TEST(StructuredPrune, KvGroupsToRemoveAndTheirScores) {
+  EXPECT_EQ(kv_groups_to_remove(3, 0.33).value(), 1);
+  EXPECT_EQ(kv_groups_to_remove(3, 0.5).value(), 2);  // 1.5 rounds up
+  EXPECT_EQ(kv_groups_to_remove(8, 0.25).value(), 2);
+  EXPECT_FALSE(kv_groups_to_remove(3, 0.1).is_ok());  // no group
+  EXPECT_FALSE(kv_groups_to_remove(3, 0.9).is_ok());  // every group
+  EXPECT_FALSE(kv_groups_to_remove(3, 0.0).is_ok());
+  // 4 query heads of 2 dims in 2 KV groups (heads 0,1 | 2,3); Wo is 3 x 8.
+  const int64_t embd = 3, heads = 4, kv = 2, hd = 2;
+  std::vector<float> wo(embd * heads * hd, 1.0f);
+  std::vector<double> out(heads * hd, 4.0);  // ||A_h|| = sqrt(8) for every head
+  auto scores = kv_group_scores(wo.data(), embd, heads, kv, hd, out);
+  ASSERT_EQ(scores.size(), 2u);
+  // Each head: ||Wo cols|| = sqrt(3 * 2), ||A_h|| = sqrt(2 * 4); a group sums two heads.
+  EXPECT_NEAR(scores[0], 2.0 * std::sqrt(6.0) * std::sqrt(8.0), 1e-9);
+  EXPECT_NEAR(scores[1], scores[0], 1e-9);
+  for (int64_t i = 4; i < 6; ++i) out[i] = 0.0;  // head 2 silent: group 1 keeps only head 3's share
+  scores = kv_group_scores(wo.data(), embd, heads, kv, hd, out);
+  EXPECT_NEAR(scores[1], 0.5 * scores[0], 1e-9);
+  EXPECT_EQ(top_channels(scores, 1), (std::vector<int64_t>{0}));
 }
 
 TEST(StructuredPrune, ReencodedRowsFallBackToATypeWhoseBlockFits) {
