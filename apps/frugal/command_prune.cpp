@@ -62,15 +62,20 @@ int prune_structured(const Args& args, const PruneOptions& prune) {
   if (progress) progress->finish();
   if (!report) return fail(report.status().message());
   if (options.method == "layers") {
-    std::string removed, influence;
+    std::string removed;
     for (int64_t b : report->removed_blocks) removed += (removed.empty() ? "" : " ") + std::to_string(b);
-    char buffer[32];
-    for (double v : report->block_influence) {
-      std::snprintf(buffer, sizeof(buffer), "%s%.4f", influence.empty() ? "" : " ", v);
-      influence += buffer;
-    }
-    std::fprintf(stderr, "block influence (1 - cos): %s\nremoved %zu of %zu blocks: %s\n", influence.c_str(),
-                 report->removed_blocks.size(), report->block_influence.size(), removed.c_str());
+    auto list = [](const std::vector<double>& values) {
+      std::string out;
+      char buffer[32];
+      for (double v : values) {
+        std::snprintf(buffer, sizeof(buffer), "%s%.4f", out.empty() ? "" : " ", v);
+        out += buffer;
+      }
+      return out;
+    };
+    std::fprintf(stderr, "block influence (1 - cos): %s\nangular distance (arccos(cos)/pi): %s\nremoved %zu of %zu blocks: %s\n",
+                 list(report->block_influence).c_str(), list(report->angular_distance).c_str(), report->removed_blocks.size(),
+                 report->block_influence.size(), removed.c_str());
   } else if (options.method == "heads") {
     std::fprintf(stderr, "%lld query and %lld key/value heads kept in every block; %lld output projections re-encoded\n",
                  static_cast<long long>(report->n_head_after), static_cast<long long>(report->n_head_kv_after),

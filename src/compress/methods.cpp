@@ -34,7 +34,7 @@ const std::vector<MethodInfo>& compression_methods() {
        "Block Influence 1 - cos(block input, block output) on calibration text; blocks renumbered; a smaller GGUF llama.cpp runs",
        "Men et al. 2024, arXiv:2403.03853; Gromov et al. 2024, arXiv:2403.17887"},
       {"width", MethodKind::kPrune, true, false, true, "remove FFN channels (fraction S, widths multiples of 32), same width per block",
-       "channel score sum(|G|+|U|)*||X|| + ||D col||*||H||; gate/up rows and down columns cut; attention heads kept",
+       "channel score sum(|G|+|U|)*||X|| + ||D col||*||H||; gate/up rows and down columns cut; attention untouched (see heads)",
        "Ma et al. 2023, arXiv:2305.11627 (LLM-Pruner); Sun et al. 2023 (Wanda)"},
       {"heads", MethodKind::kPrune, true, false, true, "remove whole KV groups (fraction S of them) with their query heads",
        "group score sum over its query heads of ||Wo cols||*||head output||; Q/K/V rows and Wo columns cut; GQA kept valid",

@@ -457,6 +457,7 @@ Result<StructuredPruneReport> structured_prune_model(const std::string& input, c
   }
   if (options.method == "layers") {
     report.block_influence = stats.block_influence;
+    report.angular_distance = stats.angular_distance;
     report.removed_blocks = compress::least_influential_blocks(stats.block_influence, remove);
     FRUGAL_RETURN_IF_ERROR(write_without_blocks(model->file(), report.removed_blocks, output, extra));
   } else if (options.method == "heads") {

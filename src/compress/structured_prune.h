@@ -96,7 +96,8 @@ struct StructuredPruneOptions {
 
 struct StructuredPruneReport {
   std::vector<int64_t> removed_blocks;  // layers: original indices
-  std::vector<double> block_influence;  // layers: per original block
+  std::vector<double> block_influence;   // layers: per original block
+  std::vector<double> angular_distance;  // layers: per original block (reported; BI ranks)
   int64_t n_ff_before = 0, n_ff_after = 0;  // width
   int64_t tensors_requantized = 0;          // width: down projections, heads: output projections re-encoded
   std::vector<std::vector<int64_t>> kept_groups;  // heads: per layer, the kept KV groups
