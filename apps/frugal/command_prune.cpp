@@ -29,7 +29,9 @@ std::string prune_help() {
          "N:M patterns zero N of every M consecutive weights of a row (S is then N/M). Zeros are stored densely:\n"
          "a matrix keeps its type when the type stores 0 exactly, else Q8_0, unless --format names one;\n"
          "sparsegpt with --bits or a quantized --format prunes and quantizes in one sweep.\n"
-         "--damp: SparseGPT's Hessian dampening, a fraction of mean(diag H) (default 0.01, as the paper).\n"
+         "--damp: SparseGPT's Hessian dampening, a fraction of mean(diag H); default 0.1 (the paper's 0.01 overfits\n"
+         "the small Shakespeare calibration set: on SmolLM2 its layer error on held-out text exceeds Wanda's).\n"
+         "--calib-tokens defaults to 16384 (SparseGPT's update needs more tokens than quantization).\n"
          "--owl (wanda, sparsegpt; unstructured): per-block sparsities from each block's outlier ratio, the fraction\n"
          "of its |W|*||X|| scores above M x their mean (M = 5), spread over S +- L (L = 0.08), averaging S\n"
          "(Yin et al. 2023, arXiv:2310.05175).\n"
@@ -112,11 +114,11 @@ int command_prune(const std::vector<std::string>& argv) {
   if (!args->has("-o")) return fail("prune needs an output file: -o OUT.gguf");
   if (!args->has("--method")) return fail("prune needs --method " + compress::method_names(compress::MethodKind::kPrune));
   auto sparsity = args->get_float("--sparsity", -1.0, -1.0, 1.0);
-  auto calib_tokens = args->get_int("--calib-tokens", 4096, 64, 1 << 24);
+  auto calib_tokens = args->get_int("--calib-tokens", 16384, 64, 1 << 24);
   auto bits = args->get_int("--bits", 0, 0, 8);
   auto group = args->get_int("--group", 32, -1, 1 << 20);
   auto n_threads = args->get_int("-t", default_threads(), 1, 512);
-  auto damp = args->get_float("--damp", 0.01, 0.0, 100.0);
+  auto damp = args->get_float("--damp", 0.1, 0.0, 100.0);
   if (!sparsity) return fail(sparsity.status().message());
   if (!damp) return fail(damp.status().message());
   for (const Status* s : {&calib_tokens.status(), &bits.status(), &group.status(), &n_threads.status()}) {
