@@ -62,11 +62,13 @@ TEST(OwlModel, BlockWithOutliersGetsLessSparsity) {
   EXPECT_NEAR(*std::max_element(sparsity->begin(), sparsity->end()) - (*sparsity)[2], 0.16, 1e-12);
 }
 
-TEST(OwlModel, WandaWithOwlPrunesTheOutlierBlockLess) {
+class OwlPrune : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(OwlPrune, OutlierBlockIsPrunedLessAtTheTargetMean) {
   const std::string dir = testing::temp_dir();
   const std::string in = write_model_with_outliers(dir), out = dir + "/owl.gguf";
   const auto r = testing::run_command(testing::shell_quote(testing::frugal_binary()) + " prune -m " + testing::shell_quote(in) + " -o " +
-                                      testing::shell_quote(out) + " --method wanda --sparsity 0.6 --owl --calib-tokens 512");
+                                      testing::shell_quote(out) + " --method " + GetParam() + " --sparsity 0.6 --owl --calib-tokens 512");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("owl per-layer sparsity"), std::string::npos) << r.err;
   auto file = GgufFile::open(out);
@@ -86,6 +88,8 @@ TEST(OwlModel, WandaWithOwlPrunesTheOutlierBlockLess) {
   // rounding each row's count to whole weights (1/64 of a row at most).
   EXPECT_NEAR((fraction[0] + fraction[1] + fraction[2]) / 3.0, 0.6, 1.0 / 64);
 }
+
+INSTANTIATE_TEST_SUITE_P(Methods, OwlPrune, ::testing::Values("wanda", "sparsegpt"));
 
 }  // namespace
 }  // namespace frugal
