@@ -4,14 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <numeric>
 
 #include "base/timer.h"
+#include "compress/calibration.h"
 #include "compress/format_grid.h"
 #include "io/gguf_names.h"
 #include "io/gguf_writer.h"
-#include "compress/calibration.h"
 #include "model/model_config.h"
 #include "tensor/generic_group.h"
 
@@ -243,6 +242,22 @@ Status refuse_per_token_files(const GgufFile& input, const std::string& what) {
   return Status::ok();
 }
 
+// Refuses block tensors that belong to the matrices being cut but are not the matrices themselves
+// (biases, LLM.int8() outlier parts): they would keep the old size. `stems` are "attn_q", ….
+Status refuse_unhandled_tensors(const GgufFile& input, std::initializer_list<const char*> stems, const std::string& what) {
+  for (const GgufTensorInfo& t : input.tensors()) {
+    const auto block = names::parse_block_tensor(t.name);
+    if (!block) continue;
+    for (const char* stem : stems) {
+      const std::string prefix = std::string(stem) + ".";
+      if (block->second.rfind(prefix, 0) == 0 && block->second != prefix + "weight") {
+        return Status::error(what + " cannot resize tensor '" + t.name + "' (only the " + stem + " matrix itself is cut)");
+      }
+    }
+  }
+  return Status::ok();
+}
+
 // Checks per-layer lists of kept indices: one per layer, the same length, increasing, below `limit`.
 Status check_kept(const std::vector<std::vector<int64_t>>& kept, int64_t n_layer, int64_t limit, const std::string& what) {
   if (static_cast<int64_t>(kept.size()) != n_layer) return Status::error("one list of kept " + what + " per block is needed");
@@ -316,6 +331,7 @@ Result<int64_t> write_narrower_ffn(const GgufFile& input, const std::vector<std:
   FRUGAL_ASSIGN_OR_RETURN(const ModelConfig config, read_model_config(input));
   const int64_t n_layer = config.n_layer, n_ff = config.n_ff, n_embd = config.n_embd;
   FRUGAL_RETURN_IF_ERROR(refuse_per_token_files(input, "width pruning"));
+  FRUGAL_RETURN_IF_ERROR(refuse_unhandled_tensors(input, {"ffn_gate", "ffn_up", "ffn_down"}, "width pruning"));
   FRUGAL_RETURN_IF_ERROR(check_kept(kept, n_layer, n_ff, "FFN channels"));
   const int64_t width = kept.empty() ? 0 : static_cast<int64_t>(kept[0].size());
   if (width < 1 || width % 8 != 0) return Status::error("the FFN width must be a positive multiple of 8, got " + std::to_string(width));
@@ -358,6 +374,7 @@ Result<int64_t> write_fewer_heads(const GgufFile& input, const std::vector<std::
   const int64_t n_layer = config.n_layer, n_embd = config.n_embd, hd = config.head_dim, qd = config.q_dim(), kvd = config.kv_dim();
   const int64_t group = config.n_head / config.n_head_kv;
   FRUGAL_RETURN_IF_ERROR(refuse_per_token_files(input, "head pruning"));
+  FRUGAL_RETURN_IF_ERROR(refuse_unhandled_tensors(input, {"attn_q", "attn_k", "attn_v", "attn_output"}, "head pruning"));
   FRUGAL_RETURN_IF_ERROR(check_kept(kept, n_layer, config.n_head_kv, "KV groups"));
   const int64_t groups = kept.empty() ? 0 : static_cast<int64_t>(kept[0].size());
   if (groups < 1) return Status::error("every block must keep at least one KV group");

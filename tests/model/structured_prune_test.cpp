@@ -404,6 +404,27 @@ TEST(StructuredPrune, BadRequestsFailWithoutAFile) {
   EXPECT_FALSE(write_narrower_ffn(**input, unsorted, {}, out).is_ok());
   std::vector<std::vector<int64_t>> beyond = {{0, 1, 2, 3, 4, 5, 6, 96}, {0, 1, 2, 3, 4, 5, 6, 7}};
   EXPECT_FALSE(write_narrower_ffn(**input, beyond, {}, out).is_ok());
+  EXPECT_FALSE(write_fewer_heads(**input, {{0}, {2}}, {}, out).is_ok());  // there is no group 2
+  EXPECT_FALSE(write_fewer_heads(**input, {{}, {}}, {}, out).is_ok());    // no group left
+  // A bias of a matrix being cut would keep its old size: refused.
+  {
+    GgufWriter writer((*input)->alignment());
+    for (const auto& [key, value] : (*input)->metadata()) writer.set_value(key, value);
+    for (const auto& t : (*input)->tensors()) writer.add_tensor(t.name, DType::F32, t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
+    writer.add_tensor("blk.0.ffn_up.bias", DType::F32, {96}, std::vector<uint8_t>(96 * sizeof(float), 0));
+    writer.add_tensor("blk.1.attn_q.bias", DType::F32, {64}, std::vector<uint8_t>(64 * sizeof(float), 0));
+    ASSERT_TRUE(writer.write(dir + "/biased.gguf").is_ok());
+  }
+  auto biased = GgufFile::open(dir + "/biased.gguf");
+  ASSERT_TRUE(biased.is_ok());
+  std::vector<std::vector<int64_t>> eight(2);
+  for (int64_t c = 0; c < 64; ++c) eight[0].push_back(c), eight[1].push_back(c);
+  auto ffn = write_narrower_ffn(**biased, eight, {}, out);
+  ASSERT_FALSE(ffn.is_ok());
+  EXPECT_NE(ffn.status().message().find("blk.0.ffn_up.bias"), std::string::npos) << ffn.status().message();
+  auto heads = write_fewer_heads(**biased, {{0}, {1}}, {}, out);
+  ASSERT_FALSE(heads.is_ok());
+  EXPECT_NE(heads.status().message().find("blk.1.attn_q.bias"), std::string::npos) << heads.status().message();
   StructuredPruneOptions options;
   options.method = "layers";
   options.sparsity = 0.1;  // 0.2 of a block
