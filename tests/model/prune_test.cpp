@@ -93,7 +93,9 @@ TEST_P(PruneModel, ExactSparsityReloadsAndRuns) {
       for (int64_t j = 0; j < cols; ++j) {
         zeros += v[r * cols + j] == 0.0f;
         // Without an update, every weight is either kept exactly or zeroed.
-        if (std::string(c.method) != "sparsegpt") ASSERT_TRUE(v[r * cols + j] == 0.0f || v[r * cols + j] == w[r * cols + j]);
+        if (std::string(c.method) != "sparsegpt") {
+          ASSERT_TRUE(v[r * cols + j] == 0.0f || v[r * cols + j] == w[r * cols + j]);
+        }
         changed |= v[r * cols + j] != 0.0f && v[r * cols + j] != w[r * cols + j];
       }
       if (pattern.is_n_m()) {
