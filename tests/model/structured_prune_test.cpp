@@ -89,6 +89,23 @@ TEST(StructuredPrune, RemovingABlockThatAddsNothingKeepsTheLogits) {
     EXPECT_EQ(copy->to_display_string(), value.to_display_string()) << key;
   }
   expect_close(last_logits(dir + "/identity_block.gguf", kTokens), last_logits(dir + "/pruned.gguf", kTokens), 1e-4f);
+  // A per-block metadata array ({arch}.* with one value per block) loses the removed block's value.
+  {
+    GgufWriter writer((*input)->alignment());
+    for (const auto& [key, value] : (*input)->metadata()) writer.set_value(key, value);
+    writer.set_int32_array("llama.per_block_values", {10, 11, 12, 13});
+    for (const auto& t : (*input)->tensors()) writer.add_tensor(t.name, DType::F32, t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
+    ASSERT_TRUE(writer.write(dir + "/with_array.gguf").is_ok());
+  }
+  auto with_array = GgufFile::open(dir + "/with_array.gguf");
+  ASSERT_TRUE(with_array.is_ok());
+  ASSERT_TRUE(write_without_blocks(**with_array, {1}, dir + "/array_pruned.gguf").is_ok());
+  auto array_pruned = GgufFile::open(dir + "/array_pruned.gguf");
+  ASSERT_TRUE(array_pruned.is_ok());
+  const GgufValue* values = (*array_pruned)->find("llama.per_block_values");
+  ASSERT_NE(values, nullptr);
+  EXPECT_EQ(values->numbers, (std::vector<double>{10, 12, 13}));
+  EXPECT_EQ(values->array_size, 3u);
   // Removing a block that does add something changes them.
   ASSERT_TRUE(write_without_blocks(**input, {2}, dir + "/pruned_other.gguf").is_ok());
   const auto base = last_logits(dir + "/identity_block.gguf", kTokens), other = last_logits(dir + "/pruned_other.gguf", kTokens);
