@@ -4,6 +4,8 @@
 
 #include "cli_args.h"
 #include "commands.h"
+#include "compress/prune_model.h"
+#include "io/gguf_names.h"
 
 namespace frugal::cli {
 
@@ -13,7 +15,7 @@ int fail(const std::string& message) {
 }
 
 int command_info(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv, {"-m", "-c"}, {"--metadata"});
+  auto args = Args::parse(argv, {"-m", "-c"}, {"--metadata", "--tensors"});
   if (!args) return fail(args.status().message());
   if (args->positional().size() > 1 || (args->has("-m") && !args->positional().empty())) {
     return fail("unexpected argument '" + args->positional().back() + "'");
@@ -81,6 +83,32 @@ int command_info(const std::vector<std::string>& argv) {
   const double work = 512.0 * (4 * c.n_embd + 2 * c.q_dim() + 2 * c.kv_dim() + 2 * c.n_ff) * sizeof(float) + c.n_vocab * sizeof(float);
   std::printf("expected memory: %.2f MiB (mapped weights + KV cache + %.1f MiB workspace)\n",
               (static_cast<double>(f.file_size()) + kv_bytes + work) / 1048576.0, work / 1048576.0);
+  // Zeros per 2-D tensor as stored (pruned models keep their zeros dense): listed when at least
+  // 1% of a tensor is zero, or for every tensor with --tensors.
+  int64_t zeros = 0, matrix_params = 0;
+  std::vector<std::string> lines;
+  for (const auto& t : f.tensors()) {
+    if (t.dims.size() != 2) continue;
+    const int64_t z = count_zeros(t);
+    zeros += z;
+    matrix_params += t.element_count();
+    const double fraction = static_cast<double>(z) / static_cast<double>(t.element_count());
+    if (fraction >= 0.01 || args->has("--tensors")) {
+      char line[256];
+      std::snprintf(line, sizeof(line), "  %-36s %-8s %12lld zeros of %12lld (%5.1f%% sparse)\n", t.name.c_str(), t.traits->name,
+                    static_cast<long long>(z), static_cast<long long>(t.element_count()), 100.0 * fraction);
+      lines.push_back(line);
+    }
+  }
+  if (const GgufValue* method = f.find(names::kPruneMethodKey)) {
+    std::printf("pruned:          %s, sparsity %s, pattern %s\n", method->to_display_string().c_str(),
+                f.find(names::kPruneSparsityKey) ? f.find(names::kPruneSparsityKey)->to_display_string().c_str() : "?",
+                f.get_string_or(names::kPrunePatternKey, "?").c_str());
+  }
+  std::printf("zero weights:    %lld of %lld matrix weights (%.2f%%)%s\n", static_cast<long long>(zeros),
+              static_cast<long long>(matrix_params), matrix_params ? 100.0 * zeros / matrix_params : 0.0,
+              lines.empty() ? "" : "; per tensor:");
+  for (const std::string& line : lines) std::fputs(line.c_str(), stdout);
   if (args->has("--metadata")) {
     std::printf("metadata:\n");
     for (const auto& [key, value] : f.metadata()) std::printf("  %-44s %s\n", key.c_str(), value.to_display_string().c_str());

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "compress/methods.h"
 
 namespace {
 
@@ -25,10 +26,15 @@ commands:
               [--hellaswag N] [--hellaswag-file F] [--sst2 N] [--sst2-file F]
                                      PPL, KL divergence and same-top-token % against BASE;
                                      zero-shot HellaSwag and SST-2 accuracy
-  quantize    [-m MODEL] -o OUT.gguf [--method rtn|gptq|awq] [--bits B] [--group G] [--symmetric]
-              [--format TYPE] [--embedding-format TYPE] [--calib FILE] [--calib-tokens N]
+  quantize    [-m MODEL] -o OUT.gguf [--method @QUANTIZE@] [--bits B] [--group G]
+              [--symmetric] [--format TYPE] [--embedding-format TYPE] [--calib FILE] [--calib-tokens N]
               [--act-order] [-t THREADS]
                                      post-training quantization into a new GGUF file
+  prune       [-m MODEL] -o OUT.gguf --method @PRUNE@ --sparsity S
+              [--pattern unstructured|2:4|4:8] [--calib FILE] [--calib-tokens N] [--format TYPE]
+              [--bits B --group G] [-t THREADS]
+                                     pruning (zeros stored densely) into a new GGUF file
+  methods                            every compression method, what it needs, how it treats each matrix
   bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout
 
@@ -36,10 +42,21 @@ MODEL defaults to $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-Instru
 (scripts/setup.sh fetches it).
 )";
 
+// The usage text with the method lists of the registry (compress/methods.h) filled in.
+std::string usage() {
+  std::string text = kUsage;
+  auto fill = [&](const std::string& slot, const std::string& value) {
+    if (const size_t at = text.find(slot); at != std::string::npos) text.replace(at, slot.size(), value);
+  };
+  fill("@QUANTIZE@", frugal::compress::method_names(frugal::compress::MethodKind::kQuantize));
+  fill("@PRUNE@", frugal::compress::method_names(frugal::compress::MethodKind::kPrune));
+  return text;
+}
+
 int run_command(int argc, char** argv) {
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
-    std::fputs(kUsage, argc < 2 ? stderr : stdout);
+    std::fputs(usage().c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
   const std::string command = argv[1];
@@ -51,6 +68,13 @@ int run_command(int argc, char** argv) {
   if (command == "bench") return frugal::cli::command_bench(rest);
   if (command == "eval") return frugal::cli::command_eval(rest);
   if (command == "quantize") return frugal::cli::command_quantize(rest);
+  if (command == "prune") return frugal::cli::command_prune(rest);
+  if (command == "methods") {
+    std::printf("quantization (frugal quantize --method):\n%s\npruning (frugal prune --method):\n%s",
+                frugal::compress::method_table(frugal::compress::MethodKind::kQuantize).c_str(),
+                frugal::compress::method_table(frugal::compress::MethodKind::kPrune).c_str());
+    return 0;
+  }
   return frugal::cli::fail("unknown command '" + command + "' (see frugal --help)");
 }
 

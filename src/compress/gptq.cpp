@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/check.h"
+#include "compress/prune.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -401,7 +402,18 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
   }
   if (options.block_size <= 0) return Status::error("gptq: block_size must be positive");
   const int64_t c = cols;
-  const int64_t bs = options.block_size;
+  const SparsityPattern pattern{options.sparsity_n, options.sparsity_m};
+  const bool prune = options.sparsity > 0.0 || pattern.is_n_m();
+  int64_t bs = options.block_size;
+  if (prune) {
+    if (options.act_order) return Status::error("gptq: joint pruning needs act_order off");
+    if (pattern.is_n_m()) {
+      if (c % pattern.m != 0) return Status::error("gptq: rows of " + std::to_string(c) + " are not a multiple of M = " + std::to_string(pattern.m));
+      bs = std::max<int64_t>(pattern.m, bs / pattern.m * pattern.m);  // blocks hold whole N:M groups
+    }
+  }
+  std::vector<char> mask, group_mask;  // pruned weights of the current block (rows x block width)
+  std::vector<char> decided;           // per block column: its mask is known
   const std::vector<int64_t>& order = prepared.order;
   std::vector<int64_t> position(static_cast<size_t>(c));  // position[original column] = i
   for (int64_t i = 0; i < c; ++i) position[static_cast<size_t>(order[static_cast<size_t>(i)])] = i;
@@ -437,6 +449,8 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
       const int64_t p = position[static_cast<size_t>(oc)];
       FRUGAL_CHECK(p >= i);  // a group is fitted before any of its columns is quantized
       float v = w[static_cast<size_t>(r * c + p)];
+      // A weight already chosen for pruning takes part in the fit as the 0 it will become.
+      if (prune && p < i2 && decided[static_cast<size_t>(p - i1)] && mask[static_cast<size_t>(r * (i2 - i1) + p - i1)]) v = 0.0f;
       if (p >= i2) {
         for (int64_t k = i1; k < i; ++k) v = std::fma(-err[static_cast<size_t>(r * bs + (k - i1))], u[k * c + p], v);
       }
@@ -446,7 +460,25 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
 
   for (int64_t i1 = 0; i1 < c; i1 += bs) {
     const int64_t i2 = std::min(c, i1 + bs);
+    if (prune) {
+      decided.assign(static_cast<size_t>(i2 - i1), 0);
+      if (!pattern.is_n_m()) {
+        sparsegpt_mask(w.data(), rows, c, u, i1, i2, options.sparsity, pattern, mask);
+        std::fill(decided.begin(), decided.end(), 1);
+      } else {
+        mask.assign(static_cast<size_t>(rows * (i2 - i1)), 0);
+      }
+    }
     for (int64_t i = i1; i < i2; ++i) {
+      if (prune && pattern.is_n_m() && (i - i1) % pattern.m == 0) {
+        sparsegpt_mask(w.data(), rows, c, u, i, i + pattern.m, options.sparsity, pattern, group_mask);
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t j = 0; j < pattern.m; ++j) {
+            mask[static_cast<size_t>(r * (i2 - i1) + i - i1 + j)] = group_mask[static_cast<size_t>(r * pattern.m + j)];
+          }
+        }
+        for (int64_t j = 0; j < pattern.m; ++j) decided[static_cast<size_t>(i - i1 + j)] = 1;
+      }
       const int64_t oc = order[static_cast<size_t>(i)];
       const int64_t g = oc / book.group;
       const int64_t s = oc / book.sub;
@@ -490,7 +522,8 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
       for (int64_t r = 0; r < rows; ++r) {
         float* wr = w.data() + r * c;
         const AffineGrid& grid = book.grids[static_cast<size_t>(r * book.subs_per_row + s)];
-        const int q = grid.nearest(wr[i]);
+        const bool pruned = prune && mask[static_cast<size_t>(r * (i2 - i1) + i - i1)];
+        const int q = grid.nearest(pruned ? 0.0f : wr[i]);
         const float e = (wr[i] - grid.value(q)) / d;
         codes[static_cast<size_t>(r * c + oc)] = static_cast<int16_t>(q);
         err[static_cast<size_t>(r * bs + (i - i1))] = e;

@@ -51,6 +51,13 @@ struct GptqOptions {
   // K-quants with kSearch: when the quantizer reaches a sub-block after its block was fitted,
   // refit that sub-block's codes (d/dmin stay fixed) to its error-updated weights.
   bool refit_sub_blocks = true;
+  // SparseGPT's joint sparsification and quantization (Frantar & Alistarh 2023, §3.5): in the same
+  // column sweep, the weights chosen by SparseGPT's adaptive mask (compress/prune.h
+  // sparsegpt_mask: per block unstructured, or sparsity_n of every sparsity_m columns) are set to
+  // the grid value nearest 0 — exactly 0 on symmetric grids (q8_0, q4_0, fq4s…) — and the rest are
+  // quantized; both errors are compensated alike. Needs act_order off.
+  double sparsity = 0.0;
+  int sparsity_n = 0, sparsity_m = 0;
 };
 
 struct GptqResult {

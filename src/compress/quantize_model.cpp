@@ -9,9 +9,11 @@
 
 #include "base/timer.h"
 #include "io/gguf.h"
+#include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 #include "io/text_file.h"
 #include "compress/calibrated_quantize.h"
+#include "compress/methods.h"
 #include "compress/w8a8.h"
 #include "model/model.h"
 #include "tensor/generic_group.h"
@@ -57,9 +59,6 @@ DType storage_type_for(DType target, int64_t cols) {
       return target;
   }
 }
-
-// Key naming the run-time activation quantization (model/model.cpp reads it).
-constexpr const char* kActivationQuantKey = "frugal.activation_quant";
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -115,9 +114,9 @@ Result<DType> parse_format(const std::string& name) {
 }
 
 Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
-  static const std::vector<std::string> methods = {"rtn", "gptq", "awq", "smoothquant", "w8a8", "llm-int8"};
-  if (std::find(methods.begin(), methods.end(), o.method) == methods.end()) {
-    return Status::error("unknown method '" + o.method + "' (choose one of: rtn, gptq, awq, smoothquant, w8a8, llm-int8)");
+  if (compress::find_method(o.method, compress::MethodKind::kQuantize) == nullptr) {
+    return Status::error("unknown method '" + o.method + "' (choose one of: " +
+                         compress::method_names(compress::MethodKind::kQuantize, ", ") + ")");
   }
   QuantizePlan plan;
   plan.options_ = o;
@@ -139,7 +138,7 @@ Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
     if (!o.format.empty()) return Status::error("--types-from and --format exclude each other");
     FRUGAL_ASSIGN_OR_RETURN(auto reference, GgufFile::open(o.types_from));
     for (const GgufTensorInfo& t : reference->tensors()) plan.reference_types_[t.name] = t.traits->type;
-    if (const GgufValue* v = reference->find("general.file_type")) plan.reference_file_type_ = *v;
+    if (const GgufValue* v = reference->find(names::kFileTypeKey)) plan.reference_file_type_ = *v;
     plan.description_ = "tensor types of " + o.types_from;
     return plan;
   }
@@ -216,7 +215,7 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   if (!options.embedding_format.empty()) {
     FRUGAL_ASSIGN_OR_RETURN(embedding_type, parse_format(options.embedding_format));
   } else if (!options.types_from.empty()) {
-    FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, plan.target_for("token_embd.weight", 0));
+    FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, plan.target_for(names::kTokenEmbedding, 0));
     embedding_type = target.type;
   }
   if (input == output) return Status::error("output must differ from the input file");
@@ -232,7 +231,7 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   QuantizeReport report;
   std::map<std::string, compress::QuantTarget> targets;
   for (const GgufTensorInfo& t : tensors) {
-    if (!is_quantizable_weight(t) || t.name == "token_embd.weight") continue;
+    if (!is_quantizable_weight(t) || t.name == names::kTokenEmbedding) continue;
     FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, plan.target_for(t.name, t.dims[0]));
     const bool format_fell_back = plan.uniform_format() && target.is_format && target.type != *plan.uniform_format();
     const bool group_fell_back = !target.is_format && target.generic.group_size != plan.generic_group();
@@ -277,21 +276,21 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   // per-token flag from a W8A8 input would make a q4_K output unloadable, and the input's file
   // type would misname the output's.
   for (const auto& [key, value] : file->metadata()) {
-    if (key == "general.file_type" || key == kActivationQuantKey || key.rfind("frugal.quantize.", 0) == 0) continue;
+    if (key == names::kFileTypeKey || key == names::kActivationQuantKey || key.rfind(names::kQuantizeKeyPrefix, 0) == 0) continue;
     writer.set_value(key, value);
   }
   if (plan.reference_file_type()) {
-    writer.set_value("general.file_type", *plan.reference_file_type());
+    writer.set_value(names::kFileTypeKey, *plan.reference_file_type());
   } else if (const std::optional<DType> uniform = plan.per_channel_int8() ? std::optional<DType>(DType::Q8_0) : plan.uniform_format()) {
     if (const int64_t ftype = file_type_for(*uniform); ftype >= 0) {
-      writer.set_uint32("general.file_type", static_cast<uint32_t>(ftype));
+      writer.set_uint32(names::kFileTypeKey, static_cast<uint32_t>(ftype));
     }
   }
   // Otherwise (frugal's generic group types) there is no LLAMA_FTYPE for the layout: the key is
   // left out, which is what llama.cpp expects of a file whose type it has to guess.
-  writer.set_string("frugal.quantize.method", options.method);
-  writer.set_string("frugal.quantize.format", plan.description());
-  if (plan.int8_method()) writer.set_string(kActivationQuantKey, "per_token");
+  writer.set_string(names::kQuantizeMethodKey, options.method);
+  writer.set_string(names::kQuantizeFormatKey, plan.description());
+  if (plan.int8_method()) writer.set_string(names::kActivationQuantKey, "per_token");
 
   int64_t params = 0;
   std::vector<float> values;
@@ -311,7 +310,7 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
       done_one(i);
       continue;
     }
-    const bool is_embedding = t.name == "token_embd.weight";
+    const bool is_embedding = t.name == names::kTokenEmbedding;
     if (!is_quantizable_weight(t) || (is_embedding && keep_embedding)) {
       writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
       report.bytes_out += t.bytes;

@@ -2,6 +2,7 @@
 // against the config before anything runs (llama.cpp tensor names: blk.N.attn_q.weight, …).
 #include "model/model.h"
 
+#include "io/gguf_names.h"
 #include "io/gguf_vocab.h"
 #include "kernels/activation_quant.h"
 
@@ -44,10 +45,6 @@ Result<std::vector<float>> read_vector(const GgufFile& file, const std::string& 
   return out;
 }
 
-// Key naming how the block matrices' inputs are quantized at run time (written by frugal quantize
-// --method smoothquant|w8a8|llm-int8): "per_block" (default, as llama.cpp) or "per_token".
-constexpr const char* kActivationQuantKey = "frugal.activation_quant";
-
 }  // namespace
 
 Status Model::bind_w8a8(const std::string& name, WeightMatrix& m) {
@@ -58,9 +55,9 @@ Status Model::bind_w8a8(const std::string& name, WeightMatrix& m) {
   }
   // LLM.int8() outlier part: NAME.outlier_columns (F32 column indices) and NAME.outlier_weight
   // (F16, rows x n) next to NAME.weight.
-  const std::string stem = name.substr(0, name.size() - std::string(".weight").size());
-  const GgufTensorInfo* columns = file_->find_tensor(stem + ".outlier_columns");
-  const GgufTensorInfo* weights = file_->find_tensor(stem + ".outlier_weight");
+  const std::string stem = names::weight_stem(name);
+  const GgufTensorInfo* columns = file_->find_tensor(stem + names::kOutlierColumnsSuffix);
+  const GgufTensorInfo* weights = file_->find_tensor(stem + names::kOutlierWeightSuffix);
   if (columns == nullptr && weights == nullptr) return Status::ok();
   if (columns == nullptr || weights == nullptr) {
     return Status::error("tensor '" + name + "' has only one of .outlier_columns and .outlier_weight");
@@ -115,48 +112,46 @@ Result<std::shared_ptr<Model>> Model::load(const std::string& path) {
 Status Model::bind_weights() {
   const ModelConfig& c = config_;
   const GgufFile& f = *file_;
-  FRUGAL_ASSIGN_OR_RETURN(token_embedding_, bind_matrix(f, "token_embd.weight", c.n_embd, c.n_vocab));
-  if (f.find_tensor("output.weight") != nullptr) {
-    FRUGAL_ASSIGN_OR_RETURN(output_, bind_matrix(f, "output.weight", c.n_embd, c.n_vocab));
+  FRUGAL_ASSIGN_OR_RETURN(token_embedding_, bind_matrix(f, names::kTokenEmbedding, c.n_embd, c.n_vocab));
+  if (f.find_tensor(names::kOutput) != nullptr) {
+    FRUGAL_ASSIGN_OR_RETURN(output_, bind_matrix(f, names::kOutput, c.n_embd, c.n_vocab));
   } else {
     output_ = token_embedding_;  // tied embeddings
     tied_output_ = true;
   }
-  FRUGAL_ASSIGN_OR_RETURN(output_norm_, read_vector(f, "output_norm.weight", c.n_embd));
+  FRUGAL_ASSIGN_OR_RETURN(output_norm_, read_vector(f, names::kOutputNorm, c.n_embd));
   layers_.resize(c.n_layer);
   for (int64_t i = 0; i < c.n_layer; ++i) {
-    const std::string p = "blk." + std::to_string(i) + ".";
+    using names::BlockTensor;
+    auto p = [i](BlockTensor t) { return names::block_tensor(i, t); };
     LayerWeights& l = layers_[i];
-    FRUGAL_ASSIGN_OR_RETURN(l.attn_norm, read_vector(f, p + "attn_norm.weight", c.n_embd));
-    FRUGAL_ASSIGN_OR_RETURN(l.ffn_norm, read_vector(f, p + "ffn_norm.weight", c.n_embd));
+    FRUGAL_ASSIGN_OR_RETURN(l.attn_norm, read_vector(f, p(BlockTensor::kAttnNorm), c.n_embd));
+    FRUGAL_ASSIGN_OR_RETURN(l.ffn_norm, read_vector(f, p(BlockTensor::kFfnNorm), c.n_embd));
     if (c.qk_norm) {
-      FRUGAL_ASSIGN_OR_RETURN(l.q_norm, read_vector(f, p + "attn_q_norm.weight", c.head_dim));
-      FRUGAL_ASSIGN_OR_RETURN(l.k_norm, read_vector(f, p + "attn_k_norm.weight", c.head_dim));
+      FRUGAL_ASSIGN_OR_RETURN(l.q_norm, read_vector(f, p(BlockTensor::kQNorm), c.head_dim));
+      FRUGAL_ASSIGN_OR_RETURN(l.k_norm, read_vector(f, p(BlockTensor::kKNorm), c.head_dim));
     }
     if (c.post_norms) {
-      FRUGAL_ASSIGN_OR_RETURN(l.post_attn_norm, read_vector(f, p + "post_attention_norm.weight", c.n_embd));
-      FRUGAL_ASSIGN_OR_RETURN(l.post_ffn_norm, read_vector(f, p + "post_ffw_norm.weight", c.n_embd));
+      FRUGAL_ASSIGN_OR_RETURN(l.post_attn_norm, read_vector(f, p(BlockTensor::kPostAttnNorm), c.n_embd));
+      FRUGAL_ASSIGN_OR_RETURN(l.post_ffn_norm, read_vector(f, p(BlockTensor::kPostFfnNorm), c.n_embd));
     }
-    FRUGAL_ASSIGN_OR_RETURN(l.wq, bind_matrix(f, p + "attn_q.weight", c.n_embd, c.q_dim()));
-    FRUGAL_ASSIGN_OR_RETURN(l.wk, bind_matrix(f, p + "attn_k.weight", c.n_embd, c.kv_dim()));
-    FRUGAL_ASSIGN_OR_RETURN(l.wv, bind_matrix(f, p + "attn_v.weight", c.n_embd, c.kv_dim()));
-    FRUGAL_ASSIGN_OR_RETURN(l.wo, bind_matrix(f, p + "attn_output.weight", c.q_dim(), c.n_embd));
-    FRUGAL_ASSIGN_OR_RETURN(l.w_gate, bind_matrix(f, p + "ffn_gate.weight", c.n_embd, c.n_ff));
-    FRUGAL_ASSIGN_OR_RETURN(l.w_up, bind_matrix(f, p + "ffn_up.weight", c.n_embd, c.n_ff));
-    FRUGAL_ASSIGN_OR_RETURN(l.w_down, bind_matrix(f, p + "ffn_down.weight", c.n_ff, c.n_embd));
+    FRUGAL_ASSIGN_OR_RETURN(l.wq, bind_matrix(f, p(BlockTensor::kQ), c.n_embd, c.q_dim()));
+    FRUGAL_ASSIGN_OR_RETURN(l.wk, bind_matrix(f, p(BlockTensor::kK), c.n_embd, c.kv_dim()));
+    FRUGAL_ASSIGN_OR_RETURN(l.wv, bind_matrix(f, p(BlockTensor::kV), c.n_embd, c.kv_dim()));
+    FRUGAL_ASSIGN_OR_RETURN(l.wo, bind_matrix(f, p(BlockTensor::kAttnOutput), c.q_dim(), c.n_embd));
+    FRUGAL_ASSIGN_OR_RETURN(l.w_gate, bind_matrix(f, p(BlockTensor::kGate), c.n_embd, c.n_ff));
+    FRUGAL_ASSIGN_OR_RETURN(l.w_up, bind_matrix(f, p(BlockTensor::kUp), c.n_embd, c.n_ff));
+    FRUGAL_ASSIGN_OR_RETURN(l.w_down, bind_matrix(f, p(BlockTensor::kDown), c.n_ff, c.n_embd));
   }
-  const std::string activation_quant = f.get_string_or(kActivationQuantKey, "per_block");
+  const std::string activation_quant = f.get_string_or(names::kActivationQuantKey, "per_block");
   if (activation_quant == "per_token") {
     for (int64_t i = 0; i < c.n_layer; ++i) {
-      const std::string p = "blk." + std::to_string(i) + ".";
-      LayerWeights& l = layers_[i];
-      const std::pair<const char*, WeightMatrix*> matrices[] = {
-          {"attn_q.weight", &l.wq},   {"attn_k.weight", &l.wk},   {"attn_v.weight", &l.wv},     {"attn_output.weight", &l.wo},
-          {"ffn_gate.weight", &l.w_gate}, {"ffn_up.weight", &l.w_up}, {"ffn_down.weight", &l.w_down}};
-      for (const auto& [name, matrix] : matrices) FRUGAL_RETURN_IF_ERROR(bind_w8a8(p + name, *matrix));
+      for (names::BlockMatrix m : names::kBlockMatrices) {
+        FRUGAL_RETURN_IF_ERROR(bind_w8a8(names::block_matrix(i, m), layers_[i].matrix(m)));
+      }
     }
   } else if (activation_quant != "per_block") {
-    return Status::error(std::string(kActivationQuantKey) + " is '" + activation_quant + "'; expected per_block or per_token");
+    return Status::error(std::string(names::kActivationQuantKey) + " is '" + activation_quant + "'; expected per_block or per_token");
   }
   return Status::ok();
 }

@@ -8,6 +8,7 @@
 #include "base/status.h"
 #include "io/chat_template.h"
 #include "io/gguf.h"
+#include "io/gguf_names.h"
 #include "io/tokenizer.h"
 #include "model/model_config.h"
 #include "tensor/weight_matrix.h"
@@ -21,6 +22,20 @@ struct LayerWeights {
   std::vector<float> post_attn_norm, post_ffn_norm;  // when config.post_norms
   WeightMatrix wq, wk, wv, wo;
   WeightMatrix w_gate, w_up, w_down;
+
+  const WeightMatrix& matrix(names::BlockMatrix m) const {
+    switch (m) {
+      case names::BlockMatrix::kQ: return wq;
+      case names::BlockMatrix::kK: return wk;
+      case names::BlockMatrix::kV: return wv;
+      case names::BlockMatrix::kAttnOutput: return wo;
+      case names::BlockMatrix::kGate: return w_gate;
+      case names::BlockMatrix::kUp: return w_up;
+      case names::BlockMatrix::kDown: return w_down;
+    }
+    return wq;
+  }
+  WeightMatrix& matrix(names::BlockMatrix m) { return const_cast<WeightMatrix&>(static_cast<const LayerWeights*>(this)->matrix(m)); }
 };
 
 class Model {

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "io/gguf_names.h"
+
 namespace frugal {
 
 const std::vector<std::string>& supported_architectures() {
@@ -24,7 +26,7 @@ std::vector<float> rope_inverse_frequencies(const ModelConfig& c, bool windowed)
 
 Result<ModelConfig> read_model_config(const GgufFile& file) {
   ModelConfig c;
-  FRUGAL_ASSIGN_OR_RETURN(c.architecture, file.get_string("general.architecture"));
+  FRUGAL_ASSIGN_OR_RETURN(c.architecture, file.get_string(names::kArchitectureKey));
   const auto& supported = supported_architectures();
   if (std::find(supported.begin(), supported.end(), c.architecture) == supported.end()) {
     std::string list;

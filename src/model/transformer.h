@@ -10,6 +10,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "kv/kv_cache.h"
+#include "model/decoder_block.h"
 #include "model/model.h"
 
 namespace frugal {
@@ -33,6 +34,9 @@ class Transformer {
   // Logits of the i-th token of the last evaluate() call (only the last one unless all_logits).
   const float* logits(int64_t i) const;
   const float* last_logits() const { return logits(last_count_ - 1); }
+  // The hidden state (residual stream after the last block, before the output norm) of the i-th
+  // token of the last batch the last evaluate() call ran (n_embd floats).
+  const float* hidden_state(int64_t i) const;
 
   int64_t position() const { return position_; }
   int64_t context_size() const { return options_.n_ctx; }
@@ -53,8 +57,10 @@ class Transformer {
   int64_t position_ = 0;
   int64_t last_count_ = 0;
 
-  std::vector<float> inv_freq_, inv_freq_windowed_;
-  std::vector<float> residual_, normed_, q_, k_, v_, attn_, gate_, up_, logits_, matmul_workspace_;
+  DecoderBlock block_;
+  BlockWorkspace workspace_;
+  std::vector<float> residual_, logits_;
+  int64_t last_batch_ = 0;
 };
 
 }  // namespace frugal

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 
+#include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 
 namespace frugal::testing {
@@ -129,17 +130,27 @@ Status write_tiny_model(const std::string& path, const TinyModelOptions& o) {
   const int32_t endoftext = static_cast<int32_t>(n_vocab - 3);
 
   GgufWriter w;
-  w.set_string("general.architecture", "llama");
-  w.set_string("general.name", "tiny random llama");
-  w.set_uint32("llama.context_length", static_cast<uint32_t>(o.n_ctx_train));
-  w.set_uint32("llama.embedding_length", static_cast<uint32_t>(o.n_embd));
-  w.set_uint32("llama.block_count", static_cast<uint32_t>(o.n_layer));
-  w.set_uint32("llama.feed_forward_length", static_cast<uint32_t>(o.n_ff));
-  w.set_uint32("llama.attention.head_count", static_cast<uint32_t>(o.n_head));
-  w.set_uint32("llama.attention.head_count_kv", static_cast<uint32_t>(o.n_head_kv));
-  w.set_float32("llama.rope.freq_base", 10000.0f);
-  w.set_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-  w.set_uint32("llama.rope.dimension_count", static_cast<uint32_t>(o.n_embd / o.n_head));
+  const std::string arch = o.gemma3 ? "gemma3" : "llama";
+  const int64_t head_dim = o.n_embd / o.n_head;
+  w.set_string(names::kArchitectureKey, arch);
+  w.set_string("general.name", "tiny random " + arch);
+  w.set_uint32(arch + ".context_length", static_cast<uint32_t>(o.n_ctx_train));
+  w.set_uint32(arch + ".embedding_length", static_cast<uint32_t>(o.n_embd));
+  w.set_uint32(arch + ".block_count", static_cast<uint32_t>(o.n_layer));
+  w.set_uint32(arch + ".feed_forward_length", static_cast<uint32_t>(o.n_ff));
+  w.set_uint32(arch + ".attention.head_count", static_cast<uint32_t>(o.n_head));
+  w.set_uint32(arch + ".attention.head_count_kv", static_cast<uint32_t>(o.n_head_kv));
+  w.set_float32(arch + ".rope.freq_base", o.gemma3 ? 1000000.0f : 10000.0f);
+  w.set_float32(arch + ".attention.layer_norm_rms_epsilon", o.gemma3 ? 1e-6f : 1e-5f);
+  w.set_uint32(arch + ".rope.dimension_count", static_cast<uint32_t>(head_dim));
+  if (o.gemma3) {
+    w.set_uint32(arch + ".attention.key_length", static_cast<uint32_t>(head_dim));
+    w.set_uint32(arch + ".attention.value_length", static_cast<uint32_t>(head_dim));
+    w.set_uint32(arch + ".attention.sliding_window", static_cast<uint32_t>(o.sliding_window));
+    w.set_uint32(arch + ".attention.sliding_window_pattern", static_cast<uint32_t>(o.sliding_window_pattern));
+    w.set_float32(arch + ".rope.freq_base_swa", 10000.0f);
+    w.set_float32(arch + ".final_logit_softcapping", 30.0f);
+  }
   w.set_string("tokenizer.ggml.model", "gpt2");
   w.set_string("tokenizer.ggml.pre", "smollm");
   w.set_string_array("tokenizer.ggml.tokens", tokens);
@@ -160,26 +171,34 @@ Status write_tiny_model(const std::string& path, const TinyModelOptions& o) {
   auto matrix = [&](const std::string& name, int64_t cols, int64_t rows) {
     w.add_tensor(name, o.weight_type, {cols, rows}, encode(o.weight_type, random(cols * rows, 1.0f / std::sqrt(static_cast<float>(cols)))));
   };
-  auto norm = [&](const std::string& name) {
-    std::vector<float> v = random(o.n_embd, 0.1f);
+  auto norm = [&](const std::string& name, int64_t n) {
+    std::vector<float> v = random(n, 0.1f);
     for (auto& x : v) x += 1.0f;
-    w.add_tensor(name, DType::F32, {o.n_embd}, encode(DType::F32, v));
+    w.add_tensor(name, DType::F32, {n}, encode(DType::F32, v));
   };
-  const int64_t head_dim = o.n_embd / o.n_head;
-  w.add_tensor("token_embd.weight", o.weight_type, {o.n_embd, n_vocab}, encode(o.weight_type, random(o.n_embd * n_vocab, 1.0f)));
-  norm("output_norm.weight");
-  if (!o.tied_output) matrix("output.weight", o.n_embd, n_vocab);
+  // Gemma's embeddings are scaled up by sqrt(n_embd) at run time: store them small.
+  const float embedding_std = o.gemma3 ? 1.0f / std::sqrt(static_cast<float>(o.n_embd)) : 1.0f;
+  w.add_tensor(names::kTokenEmbedding, o.weight_type, {o.n_embd, n_vocab}, encode(o.weight_type, random(o.n_embd * n_vocab, embedding_std)));
+  norm(names::kOutputNorm, o.n_embd);
+  if (!o.tied_output) matrix(names::kOutput, o.n_embd, n_vocab);
+  using names::BlockTensor;
   for (int64_t i = 0; i < o.n_layer; ++i) {
-    const std::string p = "blk." + std::to_string(i) + ".";
-    norm(p + "attn_norm.weight");
-    norm(p + "ffn_norm.weight");
-    matrix(p + "attn_q.weight", o.n_embd, o.n_head * head_dim);
-    matrix(p + "attn_k.weight", o.n_embd, o.n_head_kv * head_dim);
-    matrix(p + "attn_v.weight", o.n_embd, o.n_head_kv * head_dim);
-    matrix(p + "attn_output.weight", o.n_head * head_dim, o.n_embd);
-    matrix(p + "ffn_gate.weight", o.n_embd, o.n_ff);
-    matrix(p + "ffn_up.weight", o.n_embd, o.n_ff);
-    matrix(p + "ffn_down.weight", o.n_ff, o.n_embd);
+    auto p = [i](BlockTensor t) { return names::block_tensor(i, t); };
+    norm(p(BlockTensor::kAttnNorm), o.n_embd);
+    norm(p(BlockTensor::kFfnNorm), o.n_embd);
+    if (o.gemma3) {
+      norm(p(BlockTensor::kQNorm), head_dim);
+      norm(p(BlockTensor::kKNorm), head_dim);
+      norm(p(BlockTensor::kPostAttnNorm), o.n_embd);
+      norm(p(BlockTensor::kPostFfnNorm), o.n_embd);
+    }
+    matrix(p(BlockTensor::kQ), o.n_embd, o.n_head * head_dim);
+    matrix(p(BlockTensor::kK), o.n_embd, o.n_head_kv * head_dim);
+    matrix(p(BlockTensor::kV), o.n_embd, o.n_head_kv * head_dim);
+    matrix(p(BlockTensor::kAttnOutput), o.n_head * head_dim, o.n_embd);
+    matrix(p(BlockTensor::kGate), o.n_embd, o.n_ff);
+    matrix(p(BlockTensor::kUp), o.n_embd, o.n_ff);
+    matrix(p(BlockTensor::kDown), o.n_ff, o.n_embd);
   }
   return w.write(path);
 }

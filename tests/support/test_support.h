@@ -40,8 +40,14 @@ struct TinyModelOptions {
   DType weight_type = DType::F32;  // for the 2-D matrices
   bool tied_output = false;
   uint64_t seed = 1;
+  // A Gemma 3 graph ("gemma3": scaled embeddings, per-head q/k norms, post-norms, GeGLU, every
+  // layer but each sliding_window_pattern-th one windowed to sliding_window keys, logit
+  // soft-capping) instead of Llama's.
+  bool gemma3 = false;
+  int64_t sliding_window = 8;
+  int64_t sliding_window_pattern = 2;
 };
-// Writes a random Llama model with a byte-level BPE vocabulary (256 byte tokens, a few merges,
+// Writes a random Llama (or Gemma 3) model with a byte-level BPE vocabulary (256 byte tokens, a few merges,
 // <|endoftext|>, <|im_start|>, <|im_end|>). Returns the vocabulary size via the file.
 Status write_tiny_model(const std::string& path, const TinyModelOptions& options);
 

@@ -1,0 +1,296 @@
+// prune_model: the plan, the layer-by-layer pruning observer, the dense encoding of the pruned
+// matrices and the atomic write (see prune_model.h).
+#include "compress/prune_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+
+#include "base/check.h"
+#include "base/timer.h"
+#include "compress/calibration.h"
+#include "compress/gptq.h"
+#include "compress/methods.h"
+#include "compress/quantize_model.h"
+#include "compress/structured_prune.h"
+#include "io/gguf_names.h"
+#include "io/gguf_writer.h"
+#include "io/text_file.h"
+
+namespace frugal {
+namespace {
+
+using compress::FloatMatrix;
+using names::BlockMatrix;
+
+// Types whose encoding of 0 decodes to exactly 0 (no block minimum / offset).
+bool stores_exact_zero(DType t) {
+  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q5_0;
+}
+
+std::string percent(double fraction) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g%%", std::round(fraction * 1000.0) / 10.0);
+  return buf;
+}
+
+// Rows of a llama.cpp (or float) type through the traits' own encoder.
+Result<EncodedTensor> encode_rows(DType type, const std::string& name, const float* values, int64_t rows, int64_t cols) {
+  const TypeTraits& to = type_traits(type);
+  if (cols % to.block_size != 0) {
+    return Status::error("tensor '" + name + "' has rows of " + std::to_string(cols) + " elements, not a multiple of the " + to.name +
+                         " block size");
+  }
+  EncodedTensor encoded{type, {}, {}};
+  const size_t stride = row_bytes(to, cols);
+  encoded.bytes.resize(stride * static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) to.quantize_row(values + r * cols, encoded.bytes.data() + static_cast<size_t>(r) * stride, cols);
+  return encoded;
+}
+
+}  // namespace
+
+Result<PrunePlan> PrunePlan::make(const PruneOptions& o) {
+  const compress::MethodInfo* info = compress::find_method(o.method, compress::MethodKind::kPrune);
+  if (info == nullptr) {
+    return Status::error("unknown pruning method '" + o.method + "' (choose one of: " +
+                         compress::method_names(compress::MethodKind::kPrune, ", ") + ")");
+  }
+  if (is_structured_method(o.method)) {
+    return Status::error(o.method + " removes whole blocks or channels: it is run by structured_prune_model (compress/structured_prune.h)");
+  }
+  PrunePlan plan;
+  plan.method = o.method;
+  plan.needs_calibration = info->needs_calibration;
+  FRUGAL_ASSIGN_OR_RETURN(plan.pattern, compress::SparsityPattern::parse(o.pattern));
+  if (!plan.pattern.is_n_m() && o.sparsity < 0 && o.layer_sparsity.empty()) {
+    return Status::error("--sparsity is needed with the unstructured pattern (the fraction of weights to zero, e.g. 0.5)");
+  }
+  FRUGAL_ASSIGN_OR_RETURN(plan.sparsity, compress::check_sparsity(o.layer_sparsity.empty() ? o.sparsity : std::max(0.0, o.sparsity),
+                                                                  plan.pattern));
+  if (!o.layer_sparsity.empty()) {
+    if (plan.pattern.is_n_m()) return Status::error("per-layer sparsities need the unstructured pattern");
+    for (size_t i = 0; i < o.layer_sparsity.size(); ++i) {
+      auto s = compress::check_sparsity(o.layer_sparsity[i], plan.pattern);
+      if (!s) return Status::error("layer " + std::to_string(i) + ": " + s.status().message());
+    }
+    plan.layer_sparsity = o.layer_sparsity;
+  }
+  if (o.bits != 0 && (o.bits < 2 || o.bits > 8)) return Status::error("--bits must be 2 to 8");
+  bool quantized_format = false;
+  if (!o.format.empty()) {
+    FRUGAL_ASSIGN_OR_RETURN(const DType type, parse_format(o.format));
+    quantized_format = type != DType::F32 && type != DType::F16 && type != DType::BF16;
+  }
+  if (o.bits != 0 && o.method != "sparsegpt") {
+    return Status::error("--bits (joint pruning and quantization) works with sparsegpt only; " + o.method +
+                         " stores its zeros in --format TYPE");
+  }
+  if (o.bits != 0 && !o.format.empty()) return Status::error("--bits and --format exclude each other");
+  plan.joint_quantization = o.method == "sparsegpt" && (o.bits != 0 || quantized_format);
+  if (o.calibration_tokens < 1 || o.sequence_length < 1) return Status::error("calibration tokens and sequence length must be positive");
+  if (!(o.percdamp >= 0.0)) return Status::error("dampening must be >= 0");
+  plan.description = o.method + " " +
+                     (plan.layer_sparsity.empty() ? percent(plan.sparsity) : std::string("per-layer")) + " " + plan.pattern.name();
+  return plan;
+}
+
+int64_t count_zeros(const GgufTensorInfo& t) {
+  const int64_t cols = t.dims.empty() ? 0 : t.dims[0];
+  if (cols <= 0) return 0;
+  const int64_t rows = t.element_count() / cols;
+  std::vector<float> row(static_cast<size_t>(cols));
+  int64_t zeros = 0;
+  const size_t stride = row_bytes(*t.traits, cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    t.traits->dequantize_row(t.data + static_cast<size_t>(r) * stride, row.data(), cols);
+    for (float v : row) zeros += v == 0.0f;
+  }
+  return zeros;
+}
+
+Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& model, const std::vector<int32_t>& calibration,
+                                                                  const PruneOptions& o, const PrunePlan& plan,
+                                                                  const std::function<void(int64_t, int64_t)>& on_layer) {
+  const ModelConfig& c = model.config();
+  if (!plan.layer_sparsity.empty() && static_cast<int64_t>(plan.layer_sparsity.size()) != c.n_layer) {
+    return Status::error(std::to_string(plan.layer_sparsity.size()) + " per-layer sparsities for a model of " + std::to_string(c.n_layer) +
+                         " layers");
+  }
+  // How the pruned values are stored (see prune_model.h).
+  std::unique_ptr<QuantizePlan> storage;
+  if (plan.joint_quantization || !o.format.empty()) {
+    QuantizeOptions q;
+    q.method = plan.joint_quantization ? "gptq" : "rtn";
+    q.format = o.format;
+    q.bits = o.bits != 0 ? o.bits : 4;
+    q.group = o.group;
+    q.symmetric = o.symmetric;
+    q.group_fallback = true;
+    FRUGAL_ASSIGN_OR_RETURN(QuantizePlan resolved, QuantizePlan::make(q));
+    storage = std::make_unique<QuantizePlan>(std::move(resolved));
+  }
+  compress::GptqOptions gptq;
+  gptq.percdamp = o.percdamp;
+  if (plan.pattern.is_n_m()) {
+    for (const LayerWeights& lw : model.layers()) {
+      for (BlockMatrix m : names::kBlockMatrices) {
+        if (lw.matrix(m).cols % plan.pattern.m != 0) {
+          return Status::error("pattern " + plan.pattern.name() + " needs rows that are a multiple of " + std::to_string(plan.pattern.m) +
+                               "; a block matrix has rows of " + std::to_string(lw.matrix(m).cols));
+        }
+      }
+    }
+  }
+
+  std::map<std::string, EncodedTensor> out;
+  // Stores matrix m of the working layer (already pruned, or pruned and quantized when
+  // `quantized` holds the joint result).
+  auto store = [&](compress::WorkingLayer& working, BlockMatrix m, const WeightMatrix& stored) -> Status {
+    const FloatMatrix& f = working.matrix(m);
+    const std::string& name = working.name(m);
+    if (storage) {
+      FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, storage->target_for(name, f.cols));
+      if (target.is_format) {
+        FRUGAL_ASSIGN_OR_RETURN(out[name], encode_rows(target.type, name, f.values.data(), f.rows, f.cols));
+      } else {
+        out[name] = encode_quantized(compress::quantize_matrix(target, f.values.data(), f.rows, f.cols, nullptr, compress::GridFit::kMinMax));
+      }
+      return Status::ok();
+    }
+    const DType type = stores_exact_zero(stored.traits->type) ? stored.traits->type : DType::Q8_0;
+    FRUGAL_ASSIGN_OR_RETURN(out[name], encode_rows(type, name, f.values.data(), f.rows, f.cols));
+    return Status::ok();
+  };
+  // Prunes the matrices reading one block input x (n rows of cols) and stores them.
+  auto prune_input = [&](compress::WorkingLayer& working, BlockInput input, const float* x, int64_t n, int64_t cols) -> Status {
+    const int64_t layer = working.layer();
+    const double sparsity = plan.sparsity_of(layer);
+    const LayerWeights& lw = model.layers()[layer];
+    std::vector<float> norms;
+    compress::GptqHessian prepared;
+    if (plan.method == "wanda") norms = compress::column_norms(x, n, cols);
+    if (plan.method == "sparsegpt") {
+      compress::HessianAccumulator accumulator(cols, compress::HessianAccumulator::Precision::kFloat32);
+      accumulator.add(x, n);
+      const std::vector<double> hessian = accumulator.hessian();
+      FRUGAL_ASSIGN_OR_RETURN(prepared, compress::gptq_prepare(hessian.data(), cols, gptq));
+    }
+    for (BlockMatrix m : matrices_reading(input)) {
+      FloatMatrix& f = working.matrix(m);
+      const std::string& name = working.name(m);
+      if (plan.method == "sparsegpt") {
+        if (plan.joint_quantization) {
+          FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, storage->target_for(name, f.cols));
+          compress::GptqOptions joint = gptq;
+          joint.sparsity = sparsity;
+          joint.sparsity_n = plan.pattern.n;
+          joint.sparsity_m = plan.pattern.m;
+          auto result = compress::gptq_quantize(f.values.data(), f.rows, f.cols, prepared, target, joint);
+          if (!result) return Status::error("SparseGPT on '" + name + "': " + result.status().message());
+          out[name] = encode_quantized(result->quantized);
+          f.values = std::move(result->quantized.values);
+          continue;
+        }
+        auto result = compress::sparsegpt_prune(f.values.data(), f.rows, f.cols, prepared, sparsity, plan.pattern);
+        if (!result) return Status::error("SparseGPT on '" + name + "': " + result.status().message());
+      } else {
+        compress::prune_by_score(f.values.data(), f.rows, f.cols, norms.empty() ? nullptr : norms.data(), sparsity, plan.pattern);
+      }
+      FRUGAL_RETURN_IF_ERROR(store(working, m, lw.matrix(m)));
+    }
+    return Status::ok();
+  };
+
+  compress::WorkingLayer working;
+  if (!plan.needs_calibration) {
+    // Magnitude looks at the weights alone.
+    for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+      working.load(model, layer);
+      for (BlockInput input : {BlockInput::kAttention, BlockInput::kAttentionOutput, BlockInput::kFfn, BlockInput::kFfnHidden}) {
+        FRUGAL_RETURN_IF_ERROR(prune_input(working, input, nullptr, 0, 0));
+      }
+      if (on_layer) on_layer(layer + 1, c.n_layer);
+    }
+    return out;
+  }
+  if (calibration.size() < 16) {
+    return Status::error(plan.method + " needs calibration text: " + std::to_string(calibration.size()) + " tokens given, at least 16 needed");
+  }
+  FRUGAL_ASSIGN_OR_RETURN(std::unique_ptr<compress::CalibrationPass> pass,
+                          compress::CalibrationPass::make(model, calibration, std::min(o.sequence_length, static_cast<int64_t>(calibration.size())),
+                                                          o.n_threads));
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+    working.load(model, layer);
+    // Each input is pruned when the block reaches it, so the later matrices of the block and all
+    // later layers see the outputs of the pruned ones (sequential, as both papers do).
+    working.set_hook([&](BlockInput input, float* x, int64_t n, int64_t cols) { return prune_input(working, input, x, n, cols); });
+    FRUGAL_RETURN_IF_ERROR(pass->layer(layer, &working));
+    if (on_layer) on_layer(layer + 1, c.n_layer);
+  }
+  return out;
+}
+
+Result<PruneReport> prune_model(const std::string& input, const std::string& output, const PruneOptions& options,
+                                const std::function<void(int64_t, int64_t, const std::string&)>& on_progress) {
+  FRUGAL_ASSIGN_OR_RETURN(const PrunePlan plan, PrunePlan::make(options));
+  if (input == output) return Status::error("output must differ from the input file");
+  Timer timer;
+  FRUGAL_ASSIGN_OR_RETURN(auto model, Model::load(input));
+  std::vector<int32_t> tokens;
+  if (plan.needs_calibration) {
+    if (options.calibration_path.empty()) return Status::error(options.method + " needs calibration text (--calib FILE)");
+    FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(options.calibration_path));
+    if (text.empty()) return Status::error("calibration file '" + options.calibration_path + "' is empty");
+    tokens = model->tokenizer().encode(text, true, false);
+    if (static_cast<int64_t>(tokens.size()) > options.calibration_tokens) tokens.resize(static_cast<size_t>(options.calibration_tokens));
+  }
+  FRUGAL_ASSIGN_OR_RETURN(auto pruned, prune_block_matrices(*model, tokens, options, plan, [&](int64_t done, int64_t total) {
+                            if (on_progress) on_progress(done, total, "layer " + std::to_string(done));
+                          }));
+
+  const GgufFile& file = model->file();
+  GgufWriter writer(file.alignment());
+  bool types_changed = false;
+  for (const GgufTensorInfo& t : file.tensors()) {
+    auto it = pruned.find(t.name);
+    if (it != pruned.end() && it->second.type != t.traits->type) types_changed = true;
+  }
+  for (const auto& [key, value] : file.metadata()) {
+    // The file type names the input's layout; a changed layout is "mixed" (key left out).
+    if (key == names::kFileTypeKey && types_changed) continue;
+    writer.set_value(key, value);
+  }
+  writer.set_string(names::kPruneMethodKey, options.method);
+  writer.set_float32(names::kPruneSparsityKey, static_cast<float>(plan.sparsity));
+  writer.set_string(names::kPrunePatternKey, plan.pattern.name());
+  PruneReport report;
+  report.description = plan.description;
+  int64_t params = 0;
+  for (const GgufTensorInfo& t : file.tensors()) {
+    params += t.element_count();
+    report.bytes_in += t.bytes;
+    auto it = pruned.find(t.name);
+    if (it == pruned.end()) {
+      writer.add_tensor(t.name, t.traits->type, t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
+      report.bytes_out += t.bytes;
+      continue;
+    }
+    // Count the zeros as stored (after encoding).
+    GgufTensorInfo encoded = t;
+    encoded.traits = &type_traits(it->second.type);
+    encoded.data = it->second.bytes.data();
+    report.zeros += count_zeros(encoded);
+    report.weights_in_pruned += t.element_count();
+    ++report.tensors_pruned;
+    report.bytes_out += it->second.bytes.size();
+    writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
+  }
+  if (on_progress) on_progress(1, 1, "writing " + output);
+  FRUGAL_RETURN_IF_ERROR(writer.write(output));
+  report.bits_per_weight = 8.0 * static_cast<double>(report.bytes_out) / static_cast<double>(params);
+  report.seconds = timer.seconds();
+  return report;
+}
+
+}  // namespace frugal
