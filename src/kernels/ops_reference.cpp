@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <vector>
 
 #include "kernels/ops_kernels.h"
 #include "tensor/fp16.h"
@@ -24,20 +23,26 @@ double dot(const float* q, const T* k, int64_t n) {
 
 // Two passes over the keys (the maximum score, then the normalized weighted sum), so no score
 // array of unbounded length is needed: out = sum_j softmax(s)_j v_j with s_j = scale q.k_j.
+// Output dimensions are done in slices of kSlice double accumulators on the stack (the decode
+// loop must not allocate, also under FRUGAL_ISA=scalar); head sizes up to kSlice need one slice.
 template <typename T>
 void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t first, int64_t last, int64_t head_dim,
             float scale, float* out) {
+  constexpr int64_t kSlice = 256;
   double max = -std::numeric_limits<double>::infinity();
   for (int64_t j = first; j <= last; ++j) max = std::max(max, scale * dot(q, k + j * kv_stride, head_dim));
-  std::vector<double> acc(head_dim, 0.0);
-  double sum = 0;
-  for (int64_t j = first; j <= last; ++j) {
-    const double p = std::exp(scale * dot(q, k + j * kv_stride, head_dim) - max);
-    sum += p;
-    const T* vj = v + j * kv_stride;
-    for (int64_t d = 0; d < head_dim; ++d) acc[d] += p * to_float(vj[d]);
+  for (int64_t d0 = 0; d0 < head_dim; d0 += kSlice) {
+    const int64_t nd = std::min(kSlice, head_dim - d0);
+    double acc[kSlice] = {};
+    double sum = 0;
+    for (int64_t j = first; j <= last; ++j) {
+      const double p = std::exp(scale * dot(q, k + j * kv_stride, head_dim) - max);
+      sum += p;
+      const T* vj = v + j * kv_stride + d0;
+      for (int64_t d = 0; d < nd; ++d) acc[d] += p * to_float(vj[d]);
+    }
+    for (int64_t d = 0; d < nd; ++d) out[d0 + d] = static_cast<float>(acc[d] / sum);
   }
-  for (int64_t d = 0; d < head_dim; ++d) out[d] = static_cast<float>(acc[d] / sum);
 }
 
 }  // namespace

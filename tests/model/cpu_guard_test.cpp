@@ -27,7 +27,8 @@ class CpuGuard : public ::testing::Test {
   void SetUp() override {
     if (!have_qemu()) GTEST_SKIP() << "qemu-x86_64 not installed (apt-get install qemu-user)";
     model_ = testing::temp_dir() + "/tiny.gguf";
-    ASSERT_TRUE(testing::write_tiny_model(model_, {}).ok());
+    const Status written = testing::write_tiny_model(model_, {});
+    ASSERT_TRUE(written.is_ok()) << written.message();
   }
   std::string model_;
 };

@@ -121,7 +121,7 @@ std::vector<float> normal_values(int64_t n, float sigma, std::mt19937& rng) {
 TEST(OpsTwins, AttentionMatchesScalarTwin) {
   std::mt19937 rng(41);
   const std::pair<int64_t, int64_t> ranges[] = {{0, 0}, {0, 6}, {0, 7}, {3, 70}, {0, 63}, {0, 64}, {5, 200}, {100, 100}};
-  for (int64_t head_dim : {8, 64, 128, 256}) {
+  for (int64_t head_dim : {8, 64, 128, 256, 264}) {  // 264: the twin's accumulators in two slices
     const int64_t stride = 3 * head_dim + 8, positions = 201;
     const std::vector<float> q = normal_values(head_dim, 2.0f, rng);
     const std::vector<float> k = normal_values(positions * stride, 1.0f, rng);
