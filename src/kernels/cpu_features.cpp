@@ -1,49 +1,26 @@
-// CPUID/XGETBV detection of AVX2/AVX512/VNNI (Intel SDM vol. 2A "CPUID", AMD APM vol. 3) and the
-// FRUGAL_ISA override.
+// The kernel ISA level from CPU detection (startup/cpu_guard.cpp) and the FRUGAL_ISA override.
 #include "kernels/cpu_features.h"
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
-#if defined(__x86_64__) || defined(_M_X64)
-#include <cpuid.h>
-#define FRUGAL_X86 1
-#endif
+#include "startup/cpu_guard.h"
 
 namespace frugal {
 namespace {
 
-#if defined(FRUGAL_X86)
-// XCR0 says which register states the OS saves on context switches; without it the wide
-// registers cannot be used even when CPUID lists the instructions.
-uint64_t read_xcr0() {
-  uint32_t lo, hi;
-  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  return (static_cast<uint64_t>(hi) << 32) | lo;
-}
-
+// The detection itself lives in startup/cpu_guard.cpp, the one file built for the x86-64
+// baseline, which also refuses CPUs below x86-64-v3 before any other code runs.
 Isa detect() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return Isa::kScalar;
-  const bool osxsave = c & (1u << 27), fma = c & (1u << 12), f16c = c & (1u << 29), avx = c & (1u << 28);
-  if (!osxsave || !avx) return Isa::kScalar;
-  const uint64_t xcr0 = read_xcr0();
-  const bool ymm_state = (xcr0 & 0x6) == 0x6;     // SSE + AVX state
-  const bool zmm_state = (xcr0 & 0xe6) == 0xe6;   // + opmask, ZMM_Hi256, Hi16_ZMM
-  if (!ymm_state || __get_cpuid_max(0, nullptr) < 7) return Isa::kScalar;
-  __cpuid_count(7, 0, a, b, c, d);
-  const bool avx2 = b & (1u << 5);
-  const bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17), avx512bw = b & (1u << 30),
-             avx512vl = b & (1u << 31);
-  const bool avx512vnni = c & (1u << 11);
-  if (!(avx2 && fma && f16c)) return Isa::kScalar;
-  if (!(zmm_state && avx512f && avx512dq && avx512bw && avx512vl)) return Isa::kAvx2;
-  return avx512vnni ? Isa::kAvx512Vnni : Isa::kAvx512;
+  switch (detect_cpu_level()) {
+    case CpuLevel::kAvx512Vnni: return Isa::kAvx512Vnni;
+    case CpuLevel::kAvx512: return Isa::kAvx512;
+    case CpuLevel::kX86_64_V3: return Isa::kAvx2;
+    case CpuLevel::kBaseline: break;
+  }
+  return Isa::kScalar;
 }
-#else
-Isa detect() { return Isa::kScalar; }
-#endif
 
 // The environment override, applied once: a lower level is honoured, a higher one is refused
 // with one line on stderr.

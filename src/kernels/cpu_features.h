@@ -1,5 +1,7 @@
 // Instruction-set detection and the one run-time choice of kernel ISA (CPUID once at start-up;
-// FRUGAL_ISA=scalar|avx2|avx512|avx512vnni may force a lower level).
+// FRUGAL_ISA=scalar|avx2|avx512|avx512vnni may force a lower level). The build itself requires
+// x86-64-v3 (startup/cpu_guard.cpp refuses anything less), so kScalar selects the scalar
+// reference kernels on an AVX2 machine; it does not make the binary run on older CPUs.
 #pragma once
 
 #include <string_view>
@@ -8,7 +10,7 @@ namespace frugal {
 
 // Ordered: each level implies the ones before it.
 enum class Isa {
-  kScalar = 0,      // portable C++ (the reference twins)
+  kScalar = 0,      // portable C++ (the reference twins of every kernel)
   kAvx2 = 1,        // AVX2 + FMA + F16C (x86-64-v3)
   kAvx512 = 2,      // AVX512 F + BW + VL + DQ
   kAvx512Vnni = 3,  // kAvx512 + AVX512-VNNI (vpdpbusd)

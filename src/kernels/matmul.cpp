@@ -1,9 +1,7 @@
 // matmul driver: picks the kernel table of the active ISA, lays out the workspace, quantizes the
 // input once, and splits rows between the pool's threads in one parallel region. Types without
-// an integer or float kernel dequantize a tile of rows and use AVX2 FMA dot products.
+// an integer or float kernel dequantize a tile of rows and run the active ISA's F32 kernel on it.
 #include "kernels/matmul.h"
-
-#include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
@@ -83,38 +81,17 @@ Layout make_layout(int64_t cols, int64_t n_tokens, int n_threads) {
   return l;
 }
 
-inline float horizontal_sum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  lo = _mm_add_ps(lo, _mm256_extractf128_ps(v, 1));
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
-}
-
-inline float dot_f32_avx2(const float* a, const float* b, int64_t n) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 16 <= n; k += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8), _mm256_loadu_ps(b + k + 8), acc1);
-  }
-  float sum = horizontal_sum(_mm256_add_ps(acc0, acc1));
-  for (; k < n; ++k) sum += a[k] * b[k];
-  return sum;
-}
-
-// Fallback for types without a kernel: dequantize kFallbackRows rows into `rows_f32`, then dot
-// products with every token.
-void fallback_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, int64_t x_stride, int64_t n_tokens,
-                   float* y, int64_t y_stride, float* rows_f32) {
+// Fallback for types without a kernel: dequantize kFallbackRows rows into `rows_f32`, then the
+// table's F32 kernel (twin-tested like every kernel) multiplies that tile with every token.
+void fallback_rows(const KernelTable& table, const WeightMatrix& w, int64_t r0, int64_t r1, const float* x,
+                   int64_t x_stride, int64_t n_tokens, float* y, int64_t y_stride, float* rows_f32) {
+  static const TypeTraits& f32 = type_traits(DType::F32);
   for (int64_t rt = r0; rt < r1; rt += kFallbackRows) {
     const int64_t nr = std::min(kFallbackRows, r1 - rt);
     for (int64_t i = 0; i < nr; ++i) w.traits->dequantize_row(w.row(rt + i), rows_f32 + i * w.cols, w.cols);
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      for (int64_t i = 0; i < nr; ++i) {
-        y[t * y_stride + rt + i] = dot_f32_avx2(rows_f32 + i * w.cols, x + t * x_stride, w.cols);
-      }
-    }
+    const WeightMatrix tile{&f32, reinterpret_cast<const uint8_t*>(rows_f32), nr, w.cols,
+                            static_cast<size_t>(w.cols) * sizeof(float)};
+    table.float_rows[kernels::kKernelF32](tile, 0, nr, x, x_stride, n_tokens, y + rt, y_stride);
   }
 }
 
@@ -158,7 +135,7 @@ void barrier(std::atomic<int>& arrived, int n) {
   int spins = 0;
   while (arrived.load(std::memory_order_acquire) < n) {
     if (++spins < 4096) {
-      _mm_pause();
+      __builtin_ia32_pause();  // PAUSE (SSE2, in every x86-64): a spin-wait hint
     } else {
       std::this_thread::yield();  // the other thread was preempted: give its core back
     }
@@ -300,7 +277,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
           p.float_rows(w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride);
           break;
         case Path::kFallback:
-          fallback_rows(w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride, reinterpret_cast<float*>(scratch));
+          fallback_rows(table, w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride, reinterpret_cast<float*>(scratch));
           break;
       }
       if (w.n_outliers > 0) add_outlier_products(w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride);

@@ -1,5 +1,6 @@
-// Vectorized elementary functions on 8 floats (AVX2): exp for softmax and SiLU, where a scalar
-// std::exp per element was the largest cost of prefill.
+// Vectorized elementary functions on 8 floats (AVX2; included only by AVX2 files and their tests):
+// exp for softmax, SiLU and GELU, where a scalar std::exp per element was the largest cost of
+// prefill.
 #pragma once
 
 #include <immintrin.h>

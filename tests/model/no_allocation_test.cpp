@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "support/isa_scope.h"
 #include "support/test_support.h"
 
 namespace {
@@ -35,29 +36,33 @@ TEST(DecodeLoop, AllocatesNothingAfterWarmUp) {
   ASSERT_TRUE(testing::write_tiny_model(path, o).is_ok());
   auto model = Model::load(path);
   ASSERT_TRUE(model.is_ok());
-  TransformerOptions options;
-  options.n_ctx = 256;
-  options.n_threads = 2;
-  Transformer transformer(model.value(), options);
-  SamplerOptions sampling;
-  sampling.repeat_penalty = 1.1f;
-  Sampler sampler(sampling, static_cast<int32_t>(model.value()->config().n_vocab));
-  const std::vector<int32_t> prompt = {10, 20, 30, 40};
-  ASSERT_TRUE(transformer.evaluate(prompt.data(), 4).is_ok());
-  int32_t token = sampler.sample(transformer.last_logits());
-  for (int i = 0; i < 64; ++i) sampler.accept(token);  // fill the penalty window
+  // On every ISA, so FRUGAL_ISA=scalar (the reference twins) keeps the promise too.
+  for (Isa isa : testing::supported_isas()) {
+    testing::ScopedIsa scoped(isa);
+    TransformerOptions options;
+    options.n_ctx = 256;
+    options.n_threads = 2;
+    Transformer transformer(model.value(), options);
+    SamplerOptions sampling;
+    sampling.repeat_penalty = 1.1f;
+    Sampler sampler(sampling, static_cast<int32_t>(model.value()->config().n_vocab));
+    const std::vector<int32_t> prompt = {10, 20, 30, 40};
+    ASSERT_TRUE(transformer.evaluate(prompt.data(), 4).is_ok());
+    int32_t token = sampler.sample(transformer.last_logits());
+    for (int i = 0; i < 64; ++i) sampler.accept(token);  // fill the penalty window
 
-  allocations = 0;
-  counting = true;
-  for (int i = 0; i < 200; ++i) {
-    Status s = transformer.evaluate(&token, 1);
-    if (!s.is_ok()) break;
-    token = sampler.sample(transformer.last_logits());
-    sampler.accept(token);
+    allocations = 0;
+    counting = true;
+    for (int i = 0; i < 200; ++i) {
+      Status s = transformer.evaluate(&token, 1);
+      if (!s.is_ok()) break;
+      token = sampler.sample(transformer.last_logits());
+      sampler.accept(token);
+    }
+    counting = false;
+    EXPECT_EQ(allocations.load(), 0) << isa_name(isa);
+    EXPECT_EQ(transformer.position(), 4 + 200);
   }
-  counting = false;
-  EXPECT_EQ(allocations.load(), 0);
-  EXPECT_EQ(transformer.position(), 4 + 200);
 }
 
 }  // namespace

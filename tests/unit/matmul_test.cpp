@@ -13,6 +13,7 @@
 #include "kernels/cpu_features.h"
 #include "kernels/matmul_kernels.h"
 #include "support/isa_scope.h"
+#include "tensor/generic_group.h"
 
 namespace frugal {
 namespace {
@@ -136,7 +137,9 @@ TEST_P(Matmul, CloseToUnquantizedProduct) {
 INSTANTIATE_TEST_SUITE_P(Types, Matmul,
                          ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
                                            DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
-                                           DType::Q6_K, DType::Q8_1),
+                                           DType::Q6_K, DType::Q8_1,
+                                           // frugal's fq types take the dequantize-to-float fallback
+                                           *generic_group_type(4, 64, false), *generic_group_type(3, 32, true)),
                          [](const auto& info) { return std::string(type_traits(info.param).name); });
 
 // Q, K, V (or gate, up) in one call give exactly what separate calls give, with mixed types

@@ -1,0 +1,209 @@
+// The transformer ops for AVX2 + FMA + F16C (ops_kernels.h): attention over a float or fp16 KV
+// cache with a tiled online softmax, SwiGLU/GeGLU and softmax on the vectorized exp of
+// vector_math.h, RMSNorm with double accumulators.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels/ops_kernels.h"
+#include "kernels/vector_math.h"
+
+namespace frugal::kernels {
+namespace {
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+
+inline float horizontal_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_hadd_ps(s, s);
+  s = _mm_hadd_ps(s, s);
+  return _mm_cvtss_f32(s);
+}
+
+inline double horizontal_sum(__m256d v) {
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(s, _mm_unpackhi_pd(s, s)));
+}
+
+// head_dim is a multiple of 8 (checked when the model config is read).
+template <typename T>
+inline float dot8(const float* a, const T* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc);
+  return horizontal_sum(acc);
+}
+
+// Dot products of q with 8 keys (rows `stride` apart) in one vector: 8 accumulators, then one
+// transposing reduction instead of a horizontal sum per key.
+template <typename T>
+inline __m256 dot_8_keys(const float* q, const T* k, int64_t stride, int64_t n) {
+  __m256 a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + i);
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(qv, load8(k + j * stride + i), a[j]);
+  }
+  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
+// out = out * c + p * v over n (multiple of 8) elements.
+template <typename T>
+inline void scale_add8(float* out, float c, float p, const T* v, int64_t n) {
+  const __m256 vc = _mm256_set1_ps(c), vp = _mm256_set1_ps(p);
+  for (int64_t i = 0; i < n; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vp, load8(v + i), _mm256_mul_ps(vc, _mm256_loadu_ps(out + i))));
+  }
+}
+
+template <typename T>
+void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t first, int64_t last,
+            int64_t head_dim, float scale, float* out) {
+  // Keys are visited in tiles; each tile's scores are exponentiated against the running max,
+  // and the accumulator is rescaled only when the max grows.
+  constexpr int64_t kTile = 64;
+  float scores[kTile];
+  float running_max = -std::numeric_limits<float>::infinity();
+  float running_sum = 0;
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t j0 = first; j0 <= last; j0 += kTile) {
+    const int64_t n = std::min(kTile, last - j0 + 1);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_keys(q, k + (j0 + j) * kv_stride, kv_stride, head_dim), _mm256_set1_ps(scale)));
+    }
+    for (; j < n; ++j) scores[j] = dot8(q, k + (j0 + j) * kv_stride, head_dim) * scale;
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (j = 0; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
+    float correction = 1.0f;
+    if (tile_max > running_max) {
+      correction = std::exp(running_max - tile_max);
+      running_sum *= correction;
+      running_max = tile_max;
+    }
+    // Probabilities of the whole tile at once; the padding up to a multiple of 8 gives 0.
+    const int64_t padded = (n + 7) / 8 * 8;
+    for (j = n; j < padded; ++j) scores[j] = -std::numeric_limits<float>::infinity();
+    const __m256 vmax = _mm256_set1_ps(running_max);
+    __m256 vsum = _mm256_setzero_ps();
+    for (j = 0; j < padded; j += 8) {
+      const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vmax));
+      _mm256_storeu_ps(scores + j, p);
+      vsum = _mm256_add_ps(vsum, p);
+    }
+    alignas(32) float sums[8];
+    _mm256_store_ps(sums, vsum);
+    for (float x : sums) running_sum += x;
+    for (j = 0; j < n; ++j) {
+      scale_add8(out, j == 0 ? correction : 1.0f, scores[j], v + (j0 + j) * kv_stride, head_dim);
+    }
+  }
+  const float inv = 1.0f / running_sum;
+  for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
+}
+
+void attend_f32(const float* q, const float* k, const float* v, int64_t kv_stride, int64_t first, int64_t last,
+                int64_t head_dim, float scale, float* out) {
+  attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
+}
+
+void attend_f16(const float* q, const uint16_t* k, const uint16_t* v, int64_t kv_stride, int64_t first, int64_t last,
+                int64_t head_dim, float scale, float* out) {
+  attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
+}
+
+// The sum of squares in double (as the twin), 4 lanes at a time; x and y may be the same array.
+void rms_norm(const float* x, const float* weight, float eps, int64_t n, float* y) {
+  __m256d acc0 = _mm256_setzero_pd(), acc1 = _mm256_setzero_pd();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256d lo = _mm256_cvtps_pd(_mm_loadu_ps(x + i)), hi = _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4));
+    acc0 = _mm256_fmadd_pd(lo, lo, acc0);
+    acc1 = _mm256_fmadd_pd(hi, hi, acc1);
+  }
+  double sum = horizontal_sum(_mm256_add_pd(acc0, acc1));
+  for (; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
+  const __m256 vs = _mm256_set1_ps(scale);
+  for (i = 0; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(weight + i)));
+  }
+  for (; i < n; ++i) y[i] = x[i] * scale * weight[i];
+}
+
+// silu(g) = g / (1 + e^-g).
+void swiglu(float* gate, const float* up, int64_t n) {
+  int64_t i = 0;
+  const __m256 one = _mm256_set1_ps(1.0f);
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+// GELU's tanh form through the identity 0.5 (1 + tanh(u)) = 1 / (1 + e^(-2u)), so one exp8
+// serves: gelu(x) = x / (1 + e^(-2u)) with u = sqrt(2/pi) (x + 0.044715 x^3) (Hendrycks & Gimpel
+// 2016). Very negative x overflow e^(-2u) to +inf and give -0, as 0.5 x (1 + tanh(u)) does.
+void geglu(float* gate, const float* up, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  const __m256 minus_two_c = _mm256_set1_ps(-2.0f * kSqrt2OverPi), cubic = _mm256_set1_ps(0.044715f);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(gate + i);
+    const __m256 inner = _mm256_fmadd_ps(_mm256_mul_ps(cubic, x), _mm256_mul_ps(x, x), x);  // x + 0.044715 x^3
+    const __m256 e = exp8(_mm256_mul_ps(minus_two_c, inner));
+    _mm256_storeu_ps(gate + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) {
+    const float x = gate[i];
+    gate[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))) * up[i];
+  }
+}
+
+// Max, exp and sum vectorized; the sum of each vector of exponentials is added in double so long
+// rows (a vocabulary) keep the twin's accuracy.
+void softmax(float* x, int64_t n) {
+  __m256 vmax = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  float max = *std::max_element(lanes, lanes + 8);
+  for (; i < n; ++i) max = std::max(max, x[i]);
+  const __m256 vm = _mm256_set1_ps(max);
+  __m256d acc = _mm256_setzero_pd();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+    _mm256_storeu_ps(x + i, e);
+    acc = _mm256_add_pd(acc, _mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(e)),
+                                           _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1))));
+  }
+  double sum = horizontal_sum(acc);
+  for (; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  const __m256 vinv = _mm256_set1_ps(inv);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+  for (; i < n; ++i) x[i] *= inv;
+}
+
+}  // namespace
+
+const OpsTable& avx2_ops_table() {
+  static const OpsTable table{Isa::kAvx2, rms_norm, swiglu, geglu, softmax, attend_f32, attend_f16};
+  return table;
+}
+
+}  // namespace frugal::kernels

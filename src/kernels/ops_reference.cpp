@@ -1,0 +1,110 @@
+// Scalar twins of the transformer ops (ops_kernels.h): the definitions as written in the papers
+// cited in ops.h, in portable C++ with double accumulators. They are the ops of FRUGAL_ISA=scalar
+// and what the twin tests compare every SIMD level against.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels/ops_kernels.h"
+#include "tensor/fp16.h"
+
+namespace frugal::kernels {
+namespace {
+
+inline float to_float(float x) { return x; }
+inline float to_float(uint16_t h) { return fp16_to_float(h); }
+
+template <typename T>
+double dot(const float* q, const T* k, int64_t n) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(q[i]) * to_float(k[i]);
+  return sum;
+}
+
+// Two passes over the keys (the maximum score, then the normalized weighted sum), so no score
+// array of unbounded length is needed: out = sum_j softmax(s)_j v_j with s_j = scale q.k_j.
+// Output dimensions are done in slices of kSlice double accumulators on the stack (the decode
+// loop must not allocate, also under FRUGAL_ISA=scalar); head sizes up to kSlice need one slice.
+template <typename T>
+void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t first, int64_t last, int64_t head_dim,
+            float scale, float* out) {
+  constexpr int64_t kSlice = 256;
+  double max = -std::numeric_limits<double>::infinity();
+  for (int64_t j = first; j <= last; ++j) max = std::max(max, scale * dot(q, k + j * kv_stride, head_dim));
+  for (int64_t d0 = 0; d0 < head_dim; d0 += kSlice) {
+    const int64_t nd = std::min(kSlice, head_dim - d0);
+    double acc[kSlice] = {};
+    double sum = 0;
+    for (int64_t j = first; j <= last; ++j) {
+      const double p = std::exp(scale * dot(q, k + j * kv_stride, head_dim) - max);
+      sum += p;
+      const T* vj = v + j * kv_stride + d0;
+      for (int64_t d = 0; d < nd; ++d) acc[d] += p * to_float(vj[d]);
+    }
+    for (int64_t d = 0; d < nd; ++d) out[d0 + d] = static_cast<float>(acc[d] / sum);
+  }
+}
+
+}  // namespace
+
+void rms_norm_reference(const float* x, const float* weight, float eps, int64_t n, float* y) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  const float scale = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) y[i] = x[i] * scale * weight[i];
+}
+
+void swiglu_reference(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void geglu_reference(float* gate, const float* up, int64_t n) {
+  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))  (Hendrycks & Gimpel 2016)
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    gate[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x))) * up[i];
+  }
+}
+
+void softmax_reference(float* x, int64_t n) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) max = std::max(max, x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - max);
+    sum += x[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+void attend_reference(const float* q, const float* k, const float* v, int64_t kv_stride, int64_t first, int64_t last,
+                      int64_t head_dim, float scale, float* out) {
+  attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
+}
+
+void attend_reference(const float* q, const uint16_t* k, const uint16_t* v, int64_t kv_stride, int64_t first,
+                      int64_t last, int64_t head_dim, float scale, float* out) {
+  attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
+}
+
+const OpsTable& scalar_ops_table() {
+  static const OpsTable table = [] {
+    OpsTable t{};
+    t.isa = Isa::kScalar;
+    t.rms_norm = rms_norm_reference;
+    t.swiglu = swiglu_reference;
+    t.geglu = geglu_reference;
+    t.softmax = softmax_reference;
+    t.attend_f32 = attend_reference;
+    t.attend_f16 = attend_reference;
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace frugal::kernels
