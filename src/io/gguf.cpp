@@ -200,9 +200,17 @@ int64_t GgufTensorInfo::element_count() const {
 
 Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path) {
   FRUGAL_ASSIGN_OR_RETURN(auto mapped, MappedFile::open(path));
+  return parse(std::move(mapped));
+}
+
+Result<std::unique_ptr<GgufFile>> GgufFile::open_memory(const uint8_t* data, size_t size, const std::string& name) {
+  return parse(MappedFile::borrow(data, size, name));
+}
+
+Result<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> mapped) {
   std::unique_ptr<GgufFile> file(new GgufFile());
   file->file_ = std::move(mapped);
-  const std::string& p = path;
+  const std::string& p = file->file_->path();
   if (file->file_->size() == 0) return Status::error("'" + p + "' is empty, not a GGUF model");
   Cursor c(file->file_->data(), file->file_->size());
 

@@ -71,6 +71,18 @@ TEST(Gguf, ParsesHandAssembledFile) {
   EXPECT_EQ(values[7], 3.5f);
   EXPECT_FALSE(f.get_string("a.u8").is_ok());
   EXPECT_FALSE(f.get_int("nope").is_ok());
+
+  // The same bytes parsed in memory (GgufFile::open_memory, as the fuzzer does): same values,
+  // tensor data pointing into the caller's buffer, and the given name in error messages.
+  auto in_memory = GgufFile::open_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "hand bytes");
+  ASSERT_TRUE(in_memory.is_ok()) << in_memory.status().message();
+  EXPECT_EQ((*in_memory)->path(), "hand bytes");
+  EXPECT_EQ((*in_memory)->get_int("a.i64").value(), -1234567890123LL);
+  ASSERT_EQ((*in_memory)->tensors().size(), 1u);
+  EXPECT_EQ((*in_memory)->tensors()[0].data, reinterpret_cast<const uint8_t*>(b.data()) + b.size() - 32);
+  auto cut = GgufFile::open_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size() - 1, "cut bytes");
+  ASSERT_FALSE(cut.is_ok());
+  EXPECT_NE(cut.status().message().find("'cut bytes' is truncated"), std::string::npos) << cut.status().message();
 }
 
 TEST(Gguf, WriterRoundTripsEveryKindAndAlignment) {

@@ -1,0 +1,124 @@
+// Writes the fuzzers' seed corpora (scripts/fuzz.sh runs it; nothing binary is committed):
+//   OUT/gguf_model/  tiny random Llama models from the tests' writer (several weight types, tied
+//                    and untied output), truncated copies cut inside each part of the layout, and
+//                    copies with a few bits flipped in the header and metadata;
+//   OUT/tokenizer/   the tokenizer parity texts, each behind a selector byte (tokenizer_fuzzer.cpp).
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "support/test_support.h"
+#include "support/tokenizer_parity.h"
+
+namespace {
+
+using Bytes = std::vector<char>;
+
+bool write_bytes(const std::string& path, const char* data, size_t size) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data, static_cast<std::streamsize>(size));
+  return static_cast<bool>(out);
+}
+
+Bytes read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s OUT_DIR\n", argv[0]);
+    return 2;
+  }
+  const std::string out = argv[1];
+  const std::string gguf_dir = out + "/gguf_model", text_dir = out + "/tokenizer";
+  for (const std::string& d : {out, gguf_dir, text_dir}) ::mkdir(d.c_str(), 0755);
+
+  // Small enough that mutations land in the header, metadata and tensor infos often, and that a
+  // forward pass per input stays cheap; one file per weight layout the loader binds differently.
+  struct Seed {
+    const char* name;
+    frugal::testing::TinyModelOptions options;
+  };
+  std::vector<Seed> seeds;
+  {
+    frugal::testing::TinyModelOptions o;
+    o.n_embd = 16, o.n_layer = 1, o.n_head = 2, o.n_head_kv = 1, o.n_ff = 16, o.n_ctx_train = 32;
+    o.tied_output = true;
+    seeds.push_back({"tiny_f32_tied", o});
+    o.weight_type = frugal::DType::F16;
+    o.tied_output = false;
+    o.seed = 2;
+    seeds.push_back({"tiny_f16", o});
+    o.n_embd = 32, o.n_head = 4, o.n_head_kv = 2, o.n_ff = 32, o.tied_output = true;
+    o.weight_type = frugal::DType::Q8_0;
+    o.seed = 3;
+    seeds.push_back({"tiny_q8_0_tied", o});
+    o.weight_type = frugal::DType::Q4_0;
+    o.n_layer = 2;
+    o.seed = 4;
+    seeds.push_back({"tiny_q4_0_tied", o});
+  }
+  int written = 0;
+  Bytes first;
+  for (const Seed& s : seeds) {
+    const std::string path = gguf_dir + "/" + s.name + ".gguf";
+    const frugal::Status status = frugal::testing::write_tiny_model(path, s.options);
+    if (!status) {
+      std::fprintf(stderr, "seed_corpus: %s\n", status.message().c_str());
+      return 1;
+    }
+    ++written;
+    if (first.empty()) first = read_bytes(path);
+  }
+  if (first.size() < 4096) {
+    std::fprintf(stderr, "seed_corpus: the first seed model is only %zu bytes\n", first.size());
+    return 1;
+  }
+
+  // Truncations: inside the header, the metadata (keys, the token array), the tensor infos and
+  // the tensor data, and one byte short.
+  const size_t cuts[] = {3, 8, 20, 30, 200, first.size() / 8, first.size() / 4, first.size() / 2, first.size() - 1};
+  for (size_t cut : cuts) {
+    write_bytes(gguf_dir + "/truncated_" + std::to_string(cut) + ".gguf", first.data(), cut);
+    ++written;
+  }
+
+  // Bit flips in the first 4 KB (header, counts, key lengths, value types, token strings).
+  std::mt19937 rng(12345);
+  for (int variant = 0; variant < 8; ++variant) {
+    Bytes b = first;
+    const int flips = 1 + variant % 4;
+    for (int k = 0; k < flips; ++k) b[rng() % 4096] ^= static_cast<char>(1u << (rng() % 8));
+    write_bytes(gguf_dir + "/bitflip_" + std::to_string(variant) + ".gguf", b.data(), b.size());
+    ++written;
+  }
+
+  // Tokenizer texts: selector byte (tokenizer index in the low bits, flags above), then the text.
+  const auto& cases = frugal::testing::tokenizer_cases();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    for (unsigned flags : {0x00u, 0x40u, 0x90u}) {
+      std::string input(1, static_cast<char>((i % 16) | flags));
+      input += cases[i];
+      write_bytes(text_dir + "/case_" + std::to_string(i) + "_" + std::to_string(flags) + ".txt", input.data(), input.size());
+      ++written;
+    }
+  }
+  // Decode mode: a few ids, one negative and one past any vocabulary.
+  const int32_t ids[] = {0, 1, 255, 256, 270, 271, -1, 1 << 30};
+  for (unsigned selector : {0x20u, 0x25u, 0xA0u, 0xA8u}) {
+    std::string input(1, static_cast<char>(selector));
+    input.append(reinterpret_cast<const char*>(ids), sizeof ids);
+    write_bytes(text_dir + "/decode_" + std::to_string(selector) + ".bin", input.data(), input.size());
+    ++written;
+  }
+  std::printf("seed_corpus: %d files in %s\n", written, out.c_str());
+  return 0;
+}
