@@ -6,12 +6,16 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <cstring>
+#include <tuple>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "io/gguf.h"
+#include "io/gguf_writer.h"
 #include "support/test_support.h"
 #include "support/tokenizer_parity.h"
 
@@ -28,6 +32,54 @@ bool write_bytes(const std::string& path, const char* data, size_t size) {
 Bytes read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
+  std::vector<uint8_t> out(v.size() * sizeof(float));
+  std::memcpy(out.data(), v.data(), out.size());
+  return out;
+}
+
+// A copy of a tiny Llama model reshaped into the layouts the loader binds differently:
+// `gemma3` renames the hyper-parameters and adds the per-head Q/K norms, the post-attention/FFN
+// norms and a sliding window; `per_token` marks the (Q8_0) matrices for per-token activation
+// quantization and gives one of them an LLM.int8() outlier part.
+frugal::Status derive(const std::string& from, const std::string& to, bool gemma3, bool per_token) {
+  auto opened = frugal::GgufFile::open(from);
+  if (!opened) return opened.status();
+  const frugal::GgufFile& f = *opened.value();
+  frugal::GgufWriter w(f.alignment());
+  for (const auto& [key, value] : f.metadata()) {
+    w.set_value(gemma3 && key.rfind("llama.", 0) == 0 ? "gemma3" + key.substr(5) : key, value);
+  }
+  for (const auto& t : f.tensors()) w.add_tensor(t.name, t.traits->type, t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
+  const int64_t n_embd = f.get_int_or("llama.embedding_length", 0);
+  const int64_t n_head = f.get_int_or("llama.attention.head_count", 1);
+  const int64_t n_layer = f.get_int_or("llama.block_count", 0);
+  if (gemma3) {
+    w.set_string("general.architecture", "gemma3");
+    w.set_uint32("gemma3.attention.sliding_window", 4);
+    w.set_string("tokenizer.chat_template", "{{ '<start_of_turn>user' }}");
+    const int64_t head_dim = n_embd / n_head;
+    for (int64_t i = 0; i < n_layer; ++i) {
+      const std::string p = "blk." + std::to_string(i) + ".";
+      w.add_tensor(p + "attn_q_norm.weight", frugal::DType::F32, {head_dim}, f32_bytes(std::vector<float>(head_dim, 1.0f)));
+      w.add_tensor(p + "attn_k_norm.weight", frugal::DType::F32, {head_dim}, f32_bytes(std::vector<float>(head_dim, 0.5f)));
+      w.add_tensor(p + "post_attention_norm.weight", frugal::DType::F32, {n_embd}, f32_bytes(std::vector<float>(n_embd, 1.0f)));
+      w.add_tensor(p + "post_ffw_norm.weight", frugal::DType::F32, {n_embd}, f32_bytes(std::vector<float>(n_embd, 1.0f)));
+    }
+  }
+  if (per_token) {
+    w.set_string("frugal.activation_quant", "per_token");
+    const frugal::GgufTensorInfo* q = f.find_tensor("blk.0.attn_q.weight");
+    if (q == nullptr) return frugal::Status::error("no blk.0.attn_q.weight in " + from);
+    const int64_t rows = q->dims[1];
+    w.add_tensor("blk.0.attn_q.outlier_columns", frugal::DType::F32, {2}, f32_bytes({1.0f, 5.0f}));
+    std::vector<uint8_t> halves(static_cast<size_t>(2 * rows * 2), 0);
+    for (size_t k = 1; k < halves.size(); k += 2) halves[k] = 0x3C;  // 1.0 in IEEE half precision
+    w.add_tensor("blk.0.attn_q.outlier_weight", frugal::DType::F16, {2, rows}, halves);
+  }
+  return w.write(to);
 }
 
 }  // namespace
@@ -77,6 +129,16 @@ int main(int argc, char** argv) {
     }
     ++written;
     if (first.empty()) first = read_bytes(path);
+  }
+  for (const auto& [from, to, gemma3, per_token] :
+       {std::tuple{"tiny_f32_tied", "tiny_gemma3_f32", true, false}, std::tuple{"tiny_q8_0_tied", "tiny_q8_0_per_token", false, true}}) {
+    const frugal::Status status =
+        derive(gguf_dir + "/" + from + ".gguf", gguf_dir + "/" + to + ".gguf", gemma3, per_token);
+    if (!status) {
+      std::fprintf(stderr, "seed_corpus: %s\n", status.message().c_str());
+      return 1;
+    }
+    ++written;
   }
   if (first.size() < 4096) {
     std::fprintf(stderr, "seed_corpus: the first seed model is only %zu bytes\n", first.size());
