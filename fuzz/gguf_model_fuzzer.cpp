@@ -42,7 +42,14 @@ void exercise_file(const frugal::GgufFile& file) {
   for (const auto& [key, value] : file.metadata()) chars += value.to_display_string().size();
   for (const auto& t : file.tensors()) {
     if (t.traits == nullptr || t.data == nullptr) fail("tensor '" + t.name + "' without traits or data");
-    chars += t.name.size() + static_cast<size_t>(t.element_count() & 1);
+    // The stored size, recomputed without overflow, must be what the reader recorded; then the
+    // first and last bytes must be readable (ASan checks they lie inside the input).
+    unsigned __int128 elements = 1;
+    for (int64_t d : t.dims) elements *= static_cast<unsigned __int128>(d);
+    const unsigned __int128 bytes = elements / static_cast<unsigned>(t.traits->block_size) * t.traits->block_bytes;
+    if (bytes != t.bytes) fail("tensor '" + t.name + "': recorded size " + std::to_string(t.bytes) + " is not its dims' size");
+    if (t.bytes > 0) chars += t.data[0] + t.data[t.bytes - 1];
+    chars += t.name.size();
   }
   (void)chars;
   (void)frugal::read_model_config(file);

@@ -5,6 +5,7 @@
 //   OUT/tokenizer/   the tokenizer parity texts, each behind a selector byte (tokenizer_fuzzer.cpp).
 #include <sys/stat.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <tuple>
@@ -43,8 +44,9 @@ std::vector<uint8_t> f32_bytes(const std::vector<float>& v) {
 // A copy of a tiny Llama model reshaped into the layouts the loader binds differently:
 // `gemma3` renames the hyper-parameters and adds the per-head Q/K norms, the post-attention/FFN
 // norms and a sliding window; `per_token` marks the (Q8_0) matrices for per-token activation
-// quantization and gives one of them an LLM.int8() outlier part.
-frugal::Status derive(const std::string& from, const std::string& to, bool gemma3, bool per_token) {
+// quantization and gives one of them an LLM.int8() outlier part; `huge` adds a tensor whose byte
+// size does not fit in 64 bits.
+frugal::Status derive(const std::string& from, const std::string& to, bool gemma3, bool per_token, bool huge) {
   auto opened = frugal::GgufFile::open(from);
   if (!opened) return opened.status();
   const frugal::GgufFile& f = *opened.value();
@@ -69,6 +71,10 @@ frugal::Status derive(const std::string& from, const std::string& to, bool gemma
       w.add_tensor(p + "post_ffw_norm.weight", frugal::DType::F32, {n_embd}, f32_bytes(std::vector<float>(n_embd, 1.0f)));
     }
   }
+  if (huge) {
+    // An extra tensor whose F32 size, 2^22 * 2^40 * 4 bytes, is 2^64: it wraps to 0 in 64 bits.
+    w.add_tensor("extra.huge", frugal::DType::F32, {int64_t{1} << 22, int64_t{1} << 40}, {});
+  }
   if (per_token) {
     w.set_string("frugal.activation_quant", "per_token");
     const frugal::GgufTensorInfo* q = f.find_tensor("blk.0.attn_q.weight");
@@ -80,6 +86,36 @@ frugal::Status derive(const std::string& from, const std::string& to, bool gemma
     w.add_tensor("blk.0.attn_q.outlier_weight", frugal::DType::F16, {2, rows}, halves);
   }
   return w.write(to);
+}
+
+// Copies of `from` with one numeric hyper-parameter or token id set to an extreme (as a 64-bit
+// integer): the arithmetic on sizes that a random bit flip rarely reaches.
+int write_extremes(const std::string& from, const std::string& dir) {
+  auto opened = frugal::GgufFile::open(from);
+  if (!opened) return 0;
+  const frugal::GgufFile& f = *opened.value();
+  int written = 0;
+  const int64_t extremes[] = {0, -1, int64_t{1} << 31, int64_t{1} << 40, INT64_MAX, INT64_MIN};
+  for (const auto& [key, value] : f.metadata()) {
+    if (!value.is_integer() && value.type != frugal::GgufType::kFloat32) continue;
+    for (size_t e = 0; e < std::size(extremes); ++e) {
+      frugal::GgufWriter w(f.alignment());
+      for (const auto& [k, v] : f.metadata()) {
+        if (k != key) {
+          w.set_value(k, v);
+          continue;
+        }
+        frugal::GgufValue changed;
+        changed.type = frugal::GgufType::kInt64;
+        changed.int_value = extremes[e];
+        changed.uint_value = static_cast<uint64_t>(extremes[e]);
+        w.set_value(k, changed);
+      }
+      for (const auto& t : f.tensors()) w.add_tensor(t.name, t.traits->type, t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
+      if (w.write(dir + "/extreme_" + key + "_" + std::to_string(e) + ".gguf")) ++written;
+    }
+  }
+  return written;
 }
 
 }  // namespace
@@ -130,16 +166,19 @@ int main(int argc, char** argv) {
     ++written;
     if (first.empty()) first = read_bytes(path);
   }
-  for (const auto& [from, to, gemma3, per_token] :
-       {std::tuple{"tiny_f32_tied", "tiny_gemma3_f32", true, false}, std::tuple{"tiny_q8_0_tied", "tiny_q8_0_per_token", false, true}}) {
+  for (const auto& [from, to, gemma3, per_token, huge] :
+       {std::tuple{"tiny_f32_tied", "tiny_gemma3_f32", true, false, false},
+        std::tuple{"tiny_q8_0_tied", "tiny_q8_0_per_token", false, true, false},
+        std::tuple{"tiny_f32_tied", "tiny_f32_huge_tensor", false, false, true}}) {
     const frugal::Status status =
-        derive(gguf_dir + "/" + from + ".gguf", gguf_dir + "/" + to + ".gguf", gemma3, per_token);
+        derive(gguf_dir + "/" + from + ".gguf", gguf_dir + "/" + to + ".gguf", gemma3, per_token, huge);
     if (!status) {
       std::fprintf(stderr, "seed_corpus: %s\n", status.message().c_str());
       return 1;
     }
     ++written;
   }
+  written += write_extremes(gguf_dir + "/tiny_q4_0_tied.gguf", gguf_dir);
   if (first.size() < 4096) {
     std::fprintf(stderr, "seed_corpus: the first seed model is only %zu bytes\n", first.size());
     return 1;

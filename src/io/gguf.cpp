@@ -286,7 +286,13 @@ Result<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> ma
       return Status::error("'" + p + "' is corrupt: tensor '" + t.name + "' row length " + std::to_string(t.dims[0]) +
                            " is not a multiple of the " + t.traits->name + " block size");
     }
-    t.bytes = static_cast<size_t>(count / t.traits->block_size) * t.traits->block_bytes;
+    // The byte size must not wrap either (2^22 x 2^40 F32 is 2^64 bytes, 0 in 64 bits; found by
+    // fuzz/gguf_model_fuzzer.cpp).
+    const auto blocks = static_cast<size_t>(count / t.traits->block_size);
+    if (blocks > std::numeric_limits<size_t>::max() / t.traits->block_bytes) {
+      return Status::error("'" + p + "' is corrupt: tensor '" + t.name + "' is too large");
+    }
+    t.bytes = blocks * t.traits->block_bytes;
     if (file->tensor_index_.count(t.name)) return Status::error("'" + p + "' is corrupt: duplicate tensor '" + t.name + "'");
     file->tensor_index_[t.name] = file->tensors_.size();
     file->tensors_.push_back(std::move(t));

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <iterator>
 
 #include "io/gguf_writer.h"
 #include "support/test_support.h"
@@ -164,6 +165,32 @@ TEST(Gguf, RejectsBadVersionAndHugeCounts) {
   put<uint64_t>(long_string, uint64_t{1} << 62);  // key length far past the end
   std::ofstream(dir + "/long.gguf", std::ios::binary) << long_string;
   EXPECT_FALSE(GgufFile::open(dir + "/long.gguf").is_ok());
+}
+
+// Found by fuzz/gguf_model_fuzzer.cpp (input fuzz/regressions/gguf_model/tensor-size-wraps): an
+// F32 tensor of 2^22 x 2^40 elements has 2^62 elements (fits in int64) but 2^64 bytes, which
+// wrapped to 0 and passed the end-of-file check with data nowhere in the file.
+TEST(Gguf, RejectsTensorWhoseByteSizeWraps) {
+  std::string b;
+  put<uint32_t>(b, 0x46554747);
+  put<uint32_t>(b, 3);
+  put<uint64_t>(b, 1);  // one tensor
+  put<uint64_t>(b, 0);  // no metadata
+  put_string(b, "huge");
+  put<uint32_t>(b, 2);
+  put<uint64_t>(b, uint64_t{1} << 22);
+  put<uint64_t>(b, uint64_t{1} << 40);
+  put<uint32_t>(b, 0);  // F32
+  put<uint64_t>(b, 0);
+  while (b.size() % 32) b += '\0';
+  auto file = GgufFile::open_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "wrap.gguf");
+  ASSERT_FALSE(file.is_ok());
+  EXPECT_NE(file.status().message().find("tensor 'huge' is too large"), std::string::npos) << file.status().message();
+  // The committed fuzzer input is exactly these bytes.
+  const std::string path = std::string(FRUGAL_SOURCE_DIR) + "/fuzz/regressions/gguf_model/tensor-size-wraps";
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in.good()) << path;
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), b);
 }
 
 }  // namespace
