@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: builds llama.cpp's tools (the peer for parity tests, cached outside the
 # repo), builds frugal, runs every test (unit, model, real), then runs the unit and model tests
-# again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# again under AddressSanitizer + UndefinedBehaviorSanitizer, then fuzzes the GGUF/model loader and
+# the tokenizers for FRUGAL_FUZZ_SECONDS (default 50) each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs="$(nproc)"
@@ -19,3 +20,6 @@ cmake -S . -B build-sanitize -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFRUGAL_SANITIZE
 cmake --build build-sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-sanitize --output-on-failure -j "$jobs" -L 'unit|model'
+
+# libFuzzer (clang, ASan+UBSan): any crash, leak or hang fails the suite (scripts/fuzz.sh).
+bash scripts/fuzz.sh "${FRUGAL_FUZZ_SECONDS:-50}"

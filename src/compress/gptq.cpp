@@ -453,6 +453,7 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
       if (prune && p < i2 && decided[static_cast<size_t>(p - i1)] && mask[static_cast<size_t>(r * (i2 - i1) + p - i1)]) v = 0.0f;
       if (p >= i2) {
         for (int64_t k = i1; k < i; ++k) v = std::fma(-err[static_cast<size_t>(r * bs + (k - i1))], u[k * c + p], v);
+        result.error_update_multiply_adds += i - i1;
       }
       current[static_cast<size_t>(oc - begin)] = v;
     }
@@ -499,6 +500,7 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
                 fit_generic_grid(target.generic, current.data(), imp, end - begin, options.fit);
           }
         }
+        result.grid_fits += rows;
         group_fitted[static_cast<size_t>(g)] = 1;
         sub_fitted[static_cast<size_t>(s)] = 1;  // just fitted on these very values
       }
@@ -512,6 +514,7 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
           refit_sub_block(bg, j, current.data(), imp);
           book.grids[static_cast<size_t>(r * book.subs_per_row + s)] = sub_grid(bg, j);
         }
+        result.sub_block_refits += rows;
         sub_fitted[static_cast<size_t>(s)] = 1;
       }
       // Quantize column i and spread its error over the rest of the batch (Cholesky form:
@@ -530,6 +533,7 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
         loss += 0.5 * static_cast<double>(e) * e;
         axpy_sub(wr + i + 1, e, ui + i + 1, i2 - i - 1);
       }
+      result.error_update_multiply_adds += rows * (i2 - i - 1);
       result.proxy_loss += loss;
     }
     // Lazy batch update of all later columns: W_:,i2: -= Err U_(i1:i2),(i2:).
@@ -538,7 +542,10 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
         float* wr = w.data() + r * c;
         for (int64_t k = i1; k < i2; ++k) {
           const float e = err[static_cast<size_t>(r * bs + (k - i1))];
-          if (e != 0.0f) axpy_sub(wr + i2, e, u + k * c + i2, c - i2);
+          if (e != 0.0f) {
+            axpy_sub(wr + i2, e, u + k * c + i2, c - i2);
+            result.error_update_multiply_adds += c - i2;
+          }
         }
       }
     }

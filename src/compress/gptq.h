@@ -68,6 +68,12 @@ struct GptqResult {
   // over all entries of (w - q)^2 / (2 U_ii^2), w the error-updated weight when it was quantized
   // and U the Cholesky factor of H^-1, in units of H (e.g. 2 X^T X / N).
   double proxy_loss = 0.0;
+  // Work done, so tests can check the algorithm's cost without timing it: per-row group (block)
+  // grid fits, K-quant sub-block refits, and multiply-adds spent spreading rounding errors
+  // (in-batch, lazy batch updates, and bringing a group up to date before a mid-batch fit).
+  int64_t grid_fits = 0;
+  int64_t sub_block_refits = 0;
+  int64_t error_update_multiply_adds = 0;
 };
 
 // Everything GPTQ derives from H alone (dead columns, column order, dampening and the Cholesky

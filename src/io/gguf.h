@@ -72,6 +72,8 @@ class GgufFile {
   // Maps and parses `path`; every size and offset is checked against the file length, so a
   // truncated or hostile file gives an error, never an out-of-bounds read.
   static Result<std::unique_ptr<GgufFile>> open(const std::string& path);
+  // The same parse over bytes the caller keeps alive (fuzzing, tests); `name` appears in messages.
+  static Result<std::unique_ptr<GgufFile>> open_memory(const uint8_t* data, size_t size, const std::string& name);
 
   uint32_t version() const { return version_; }
   size_t alignment() const { return alignment_; }
@@ -96,6 +98,7 @@ class GgufFile {
 
  private:
   GgufFile() = default;
+  static Result<std::unique_ptr<GgufFile>> parse(std::unique_ptr<MappedFile> mapped);
   std::unique_ptr<MappedFile> file_;
   uint32_t version_ = 0;
   size_t alignment_ = 32;

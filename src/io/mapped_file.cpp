@@ -35,13 +35,22 @@ Result<std::unique_ptr<MappedFile>> MappedFile::open(const std::string& path) {
       return Status::error("cannot map '" + path + "': " + std::strerror(err));
     }
     file->data_ = static_cast<const uint8_t*>(p);
+    file->mapped_ = true;
   }
   ::close(fd);
   return file;
 }
 
+std::unique_ptr<MappedFile> MappedFile::borrow(const uint8_t* data, size_t size, std::string name) {
+  std::unique_ptr<MappedFile> file(new MappedFile());
+  file->path_ = std::move(name);
+  file->data_ = data;
+  file->size_ = size;
+  return file;
+}
+
 MappedFile::~MappedFile() {
-  if (data_ != nullptr) munmap(const_cast<uint8_t*>(data_), size_);
+  if (mapped_) munmap(const_cast<uint8_t*>(data_), size_);
 }
 
 }  // namespace frugal

@@ -232,13 +232,11 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
     std::push_heap(work.heap.begin(), work.heap.end(), LowerPriority{});
   }
 
+  // A byte without a token is dropped, as llama.cpp's BPE tokenizer does, even when the metadata
+  // names an unknown token: SmolLM2's is <|endoftext|> (id 0), and a stray control byte such as
+  // 0x1D in a prompt must not end the document. Found by fuzz/tokenizer_fuzzer.cpp.
   void emit(TokenId id, std::vector<TokenId>& out) const {
-    if (id >= 0) {
-      out.push_back(id);
-    } else if (data_.unknown_id >= 0) {
-      out.push_back(data_.unknown_id);
-    }
-    // Otherwise the byte is dropped: the vocabulary cannot express it (llama.cpp drops it too).
+    if (id >= 0) out.push_back(id);
   }
 
   void encode_word(std::string_view word, Workspace& work, std::vector<TokenId>& out) const {

@@ -4,6 +4,7 @@
 // x*127/amax) and quantize_row_q8_K_ref (ggml-quants.c: iscale = -127/max, d = 1/iscale).
 #include "kernels/activation_quant.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -16,8 +17,14 @@ namespace {
 size_t round_up_64(size_t n) { return (n + 63) / 64 * 64; }
 
 // Round to nearest, ties to even: what _mm256_cvtps_epi32 does under the default MXCSR and what
-// ggml's nearest_int and _mm256_round_ps(_MM_ROUND_NEAREST) do.
-int round_even(float v) { return static_cast<int>(std::nearbyint(v)); }
+// ggml's nearest_int and _mm256_round_ps(_MM_ROUND_NEAREST) do. Codes saturate to int8 as the
+// SIMD path's packs do; NaN and values past int's range (only a corrupt model's activations reach
+// them) give -128, _mm256_cvtps_epi32's INT_MIN saturated, instead of undefined behaviour in the
+// conversion and the code sums (found by fuzz/gguf_model_fuzzer.cpp).
+int round_even(float v) {
+  if (!(std::fabs(v) < 2147483648.0f)) return -128;
+  return std::clamp(static_cast<int>(std::nearbyint(v)), -128, 127);
+}
 
 // Writes block b (32 elements at xb) of one token with the scale d = amax/127, the way Q8_0 does.
 // Columns listed in [*skip, skip_end) (sorted; the cursor advances past those in this block) get

@@ -4,8 +4,12 @@
 # (maybe-)uninitialized warnings report as our bug; they are silenced for these two files only.
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   set(_frugal_kernels_dir ${PROJECT_SOURCE_DIR}/src/kernels)
+  set(_frugal_avx512_quiet "")
+  if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    set(_frugal_avx512_quiet "-Wno-uninitialized;-Wno-maybe-uninitialized")  # GCC only (clang has no such warning)
+  endif()
   set_source_files_properties(${_frugal_kernels_dir}/matmul_avx512.cpp PROPERTIES
-    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-Wno-uninitialized;-Wno-maybe-uninitialized")
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;${_frugal_avx512_quiet}")
   set_source_files_properties(${_frugal_kernels_dir}/matmul_avx512vnni.cpp PROPERTIES
-    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-Wno-uninitialized;-Wno-maybe-uninitialized")
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;${_frugal_avx512_quiet}")
 endif()

@@ -86,8 +86,14 @@ Status Model::bind_w8a8(const std::string& name, WeightMatrix& m) {
 }
 
 Result<std::shared_ptr<Model>> Model::load(const std::string& path) {
+  FRUGAL_ASSIGN_OR_RETURN(auto file, GgufFile::open(path));
+  return load(std::move(file));
+}
+
+Result<std::shared_ptr<Model>> Model::load(std::unique_ptr<GgufFile> file) {
   std::shared_ptr<Model> model(new Model());
-  FRUGAL_ASSIGN_OR_RETURN(model->file_, GgufFile::open(path));
+  model->file_ = std::move(file);
+  const std::string path = model->file_->path();
   auto prefix = [&](const Status& s) { return Status::error("'" + path + "': " + s.message()); };
   auto config = read_model_config(*model->file_);
   if (!config) return prefix(config.status());

@@ -41,6 +41,8 @@ struct LayerWeights {
 class Model {
  public:
   static Result<std::shared_ptr<Model>> load(const std::string& path);
+  // Loads from an already parsed file (e.g. GgufFile::open_memory), which the model then owns.
+  static Result<std::shared_ptr<Model>> load(std::unique_ptr<GgufFile> file);
 
   const ModelConfig& config() const { return config_; }
   const GgufFile& file() const { return *file_; }

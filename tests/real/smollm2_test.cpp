@@ -43,6 +43,23 @@ TEST_F(SmolLm2, TokenIdsEqualLlamaTokenize) {
   testing::expect_same_ids_as_llama_tokenize(model_->tokenizer(), real_model_path());
 }
 
+// SmolLM2 has no token for the control bytes 0x04, 0x06, 0x13, 0x14, 0x16 and 0x1D, and names
+// <|endoftext|> as its unknown token; llama.cpp drops such bytes (found by tokenizer_fuzzer).
+TEST_F(SmolLm2, BytesWithoutATokenAreDroppedLikeLlamaTokenize) {
+  require_peer("llama-tokenize");
+  const std::string text = "a\x1d" "b\x04" "c fnr\x1d\x13\x14\x16 end\x06";
+  const std::string path = testing::temp_dir() + "/control.txt";
+  std::ofstream(path, std::ios::binary) << text;
+  const auto peer = run_command(shell_quote(peer_tool("llama-tokenize")) + " -m " + shell_quote(real_model_path()) +
+                                " -f " + shell_quote(path) + " --ids --log-disable");
+  ASSERT_EQ(peer.exit_code, 0) << peer.err;
+  const std::vector<int32_t> ids = model_->tokenizer().encode(text, true, true);
+  std::string ours = "[";
+  for (size_t k = 0; k < ids.size(); ++k) ours += (k ? ", " : "") + std::to_string(ids[k]);
+  EXPECT_EQ(ours + "]", peer.out.substr(peer.out.rfind('['), peer.out.rfind(']') - peer.out.rfind('[') + 1));
+  EXPECT_EQ(model_->tokenizer().decode(ids), "abc fnr end");
+}
+
 TEST_F(SmolLm2, FrugalTokenizeIdsMatchesLlamaTokenizeFormat) {
   require_peer("llama-tokenize");
   const std::string text = "Hello, world! It's 2024.";

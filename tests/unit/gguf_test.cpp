@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 
 #include "io/gguf_writer.h"
 #include "support/test_support.h"
@@ -73,6 +74,18 @@ TEST(Gguf, ParsesHandAssembledFile) {
   EXPECT_EQ(values[7], 3.5f);
   EXPECT_FALSE(f.get_string("a.u8").is_ok());
   EXPECT_FALSE(f.get_int("nope").is_ok());
+
+  // The same bytes parsed in memory (GgufFile::open_memory, as the fuzzer does): same values,
+  // tensor data pointing into the caller's buffer, and the given name in error messages.
+  auto in_memory = GgufFile::open_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "hand bytes");
+  ASSERT_TRUE(in_memory.is_ok()) << in_memory.status().message();
+  EXPECT_EQ((*in_memory)->path(), "hand bytes");
+  EXPECT_EQ((*in_memory)->get_int("a.i64").value(), -1234567890123LL);
+  ASSERT_EQ((*in_memory)->tensors().size(), 1u);
+  EXPECT_EQ((*in_memory)->tensors()[0].data, reinterpret_cast<const uint8_t*>(b.data()) + b.size() - 32);
+  auto cut = GgufFile::open_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size() - 1, "cut bytes");
+  ASSERT_FALSE(cut.is_ok());
+  EXPECT_NE(cut.status().message().find("'cut bytes' is truncated"), std::string::npos) << cut.status().message();
 }
 
 TEST(Gguf, WriterRoundTripsEveryKindAndAlignment) {
@@ -212,6 +225,32 @@ TEST(Gguf, IntegerViewsOfMetadataSaturate) {
   EXPECT_EQ((*file)->find("u64.max")->uint_value, ~uint64_t{0});
   EXPECT_EQ((*file)->get_int_or("f32.huge", 0), INT64_MIN);
   EXPECT_EQ((*file)->get_int_or("f64.nan", 0), INT64_MIN);
+}
+
+// Found by fuzz/gguf_model_fuzzer.cpp (input fuzz/regressions/gguf_model/tensor-size-wraps): an
+// F32 tensor of 2^22 x 2^40 elements has 2^62 elements (fits in int64) but 2^64 bytes, which
+// wrapped to 0 and passed the end-of-file check with data nowhere in the file.
+TEST(Gguf, RejectsTensorWhoseByteSizeWraps) {
+  std::string b;
+  put<uint32_t>(b, 0x46554747);
+  put<uint32_t>(b, 3);
+  put<uint64_t>(b, 1);  // one tensor
+  put<uint64_t>(b, 0);  // no metadata
+  put_string(b, "huge");
+  put<uint32_t>(b, 2);
+  put<uint64_t>(b, uint64_t{1} << 22);
+  put<uint64_t>(b, uint64_t{1} << 40);
+  put<uint32_t>(b, 0);  // F32
+  put<uint64_t>(b, 0);
+  while (b.size() % 32) b += '\0';
+  auto file = GgufFile::open_memory(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "wrap.gguf");
+  ASSERT_FALSE(file.is_ok());
+  EXPECT_NE(file.status().message().find("tensor 'huge' is too large"), std::string::npos) << file.status().message();
+  // The committed fuzzer input is exactly these bytes.
+  const std::string path = std::string(FRUGAL_SOURCE_DIR) + "/fuzz/regressions/gguf_model/tensor-size-wraps";
+  std::ifstream in(path, std::ios::binary);
+  ASSERT_TRUE(in.good()) << path;
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), b);
 }
 
 }  // namespace

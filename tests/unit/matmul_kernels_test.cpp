@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -160,6 +161,42 @@ TEST(ActivationQuant, FollowsGgmlDefinitions) {
     for (int64_t k0 = 0; k0 < cols; ++k0) {
       const float d = k.view.value(t, ActivationArray::kD16, k0 / 16);
       EXPECT_NEAR(d * k.view.code(t, k0), x[t * cols + k0], std::fabs(d) * 0.5f + 1e-7f);
+    }
+  }
+}
+
+// A corrupt model's activations hold NaN and infinities (found by fuzz/gguf_model_fuzzer.cpp: the
+// scalar quantizer converted NaN to int, undefined behaviour that UBSan reports). Every quantizer
+// must stay defined, and blocks without such values must come out as if the others were finite.
+TEST(ActivationQuant, NonFiniteValuesStayInTheirBlock) {
+  std::mt19937 rng(17);
+  const int64_t cols = 512, n_tokens = 2;
+  std::vector<float> x = random_activations(n_tokens, cols, rng);
+  std::vector<float> clean = x;
+  const int64_t bad[] = {5, 40, cols + 300};
+  const float values[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(), -1e38f};
+  for (int i = 0; i < 3; ++i) {
+    x[bad[i]] = values[i];
+    clean[bad[i]] = 0.0f;
+  }
+  for (ActivationFormat format : {ActivationFormat::kQ8Block32, ActivationFormat::kQ8K}) {
+    const int64_t block = format == ActivationFormat::kQ8K ? 256 : 32;
+    const Activations expected = quantize_reference(format, clean, n_tokens, cols);
+    for (Isa isa : supported_isas()) {
+      std::vector<uint8_t> bytes(expected.bytes.size(), 0xab);
+      const QuantizedActivations view = kernels::make_activation_view(format, cols, n_tokens, bytes.data());
+      if (isa == Isa::kScalar) {
+        kernels::quantize_activations_reference(x.data(), cols, 0, 1, view);
+      } else {
+        kernels::kernel_table(isa).quantize(x.data(), cols, 0, 1, view);
+      }
+      for (int64_t t = 0; t < n_tokens; ++t) {
+        for (int64_t k = 0; k < cols; ++k) {
+          bool touched = false;
+          for (int64_t b : bad) touched = touched || (b / cols == t && (b % cols) / block == k / block);
+          if (!touched) ASSERT_EQ(view.code(t, k), expected.view.code(t, k)) << isa_name(isa) << " token " << t << " column " << k;
+        }
+      }
     }
   }
 }

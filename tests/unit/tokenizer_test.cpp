@@ -275,6 +275,27 @@ TEST(ByteLevelBpe, InvalidUtf8BecomesReplacementCharacters) {
   EXPECT_EQ(tok->decode(tok->encode("\xE6\x97", false, false)), "\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
+// Found by fuzz/tokenizer_fuzzer.cpp on SmolLM2's vocabulary, which has no token for a few
+// control bytes (0x04, 0x1D, ...) and names <|endoftext|> as its unknown token: such a byte is
+// dropped, as llama.cpp drops it, never replaced by the unknown token.
+TEST(ByteLevelBpe, ByteWithoutATokenIsDropped) {
+  TinyBpe v = make_tiny_bpe("smollm");
+  v.data.tokens[0x1D] = "<unused_1d>";
+  v.data.types[0x1D] = TokenType::kUnused;
+  v.data.unknown_id = v.data.eos_id;
+  auto tok = create_or_die(v.data);
+  ASSERT_NE(tok, nullptr);
+  // The fuzzer's input: "\0l]<en\\Zfnr" 0x1D "\0"x7 "o>lo w28ld" (tests/../fuzz/regressions).
+  const std::string text = std::string("\0l]<en\\Zfnr\x1d", 12) + std::string(7, '\0') + "o>lo w28ld";
+  std::string without = text;
+  without.erase(11, 1);
+  const std::vector<TokenId> ids = tok->encode(text, false, true);
+  for (TokenId id : ids) EXPECT_NE(id, v.data.eos_id);
+  EXPECT_EQ(ids, tok->encode(without, false, true));
+  EXPECT_EQ(tok->decode(ids, true), without);
+  EXPECT_EQ(tok->encode("a\x1d" "b", false, false), (std::vector<TokenId>{'a', 'b'}));
+}
+
 TEST(ByteLevelBpe, LongRunsAreFast) {
   auto tok = create_or_die(make_tiny_bpe("llama3").data);
   ASSERT_NE(tok, nullptr);
