@@ -194,7 +194,9 @@ TEST(ActivationQuant, NonFiniteValuesStayInTheirBlock) {
         for (int64_t k = 0; k < cols; ++k) {
           bool touched = false;
           for (int64_t b : bad) touched = touched || (b / cols == t && (b % cols) / block == k / block);
-          if (!touched) ASSERT_EQ(view.code(t, k), expected.view.code(t, k)) << isa_name(isa) << " token " << t << " column " << k;
+          if (!touched) {
+            ASSERT_EQ(view.code(t, k), expected.view.code(t, k)) << isa_name(isa) << " token " << t << " column " << k;
+          }
         }
       }
     }

@@ -181,7 +181,9 @@ TEST(Pruners, WandaAndSparseGptReconstructBetterThanMagnitude) {
         const std::string where = "seed " + std::to_string(seed) + ", " + std::to_string(outliers) + " outliers, " + pattern.name();
         EXPECT_LT(e_wanda, 0.8 * e_mag) << where;
         EXPECT_LT(e_sgpt, 0.8 * e_mag) << where;
-        if (outliers == 0) EXPECT_LT(e_sgpt, 0.8 * e_wanda) << where;
+        if (outliers == 0) {
+          EXPECT_LT(e_sgpt, 0.8 * e_wanda) << where;
+        }
       }
     }
   }
