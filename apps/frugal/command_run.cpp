@@ -79,6 +79,8 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
                     int64_t n_ctx, int n_threads) {
   auto draft_max = args.get_int("--draft-max", 8, 1, kSpeculativeBatch - 1);
   auto p_min = args.get_float("--draft-p-min", 0.5, 0, 1);
+  auto tie_margin = args.get_float("--draft-tie-margin", SpeculativeOptions{}.tie_margin, 0, 1e30);
+  if (!tie_margin) return fail(tie_margin.status().message());
   if (!draft_max) return fail(draft_max.status().message());
   if (!p_min) return fail(p_min.status().message());
   const std::string spec = args.get("--draft");
@@ -116,6 +118,7 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   SpeculativeOptions so;
   so.draft_max = static_cast<int>(*draft_max);
   so.adaptive = !args.has("--draft-fixed");
+  so.tie_margin = static_cast<float>(*tie_margin);
   SpeculativeDecoder decoder(target, drafter.get(), so);
   const Tokenizer& tokenizer = m->tokenizer();
   Timer timer;
@@ -164,7 +167,12 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
     const double plain_ts = plain_seconds > 0 ? generated.size() / plain_seconds : 0.0;
     std::fprintf(stderr, "plain greedy: %zu tokens in %.3f s (%.2f tokens/s) | speed-up %.2fx | outputs identical: %s\n",
                  generated.size(), plain_seconds, plain_ts, plain_ts > 0 ? speculative_ts / plain_ts : 0.0, same ? "yes" : "NO");
-    if (!same) return fail("speculative output differs from plain greedy decoding");
+    if (!same) {
+      const auto diff = std::mismatch(generated.begin(), generated.end(), reference->begin() + static_cast<int64_t>(prompt.size()));
+      return fail("speculative output differs from plain greedy decoding at generated token " +
+                  std::to_string(diff.first - generated.begin()) + " (" + std::to_string(*diff.first) + " vs " +
+                  std::to_string(*diff.second) + ")");
+    }
   }
   return 0;
 }
@@ -174,7 +182,7 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
 int command_run(const std::vector<std::string>& argv) {
   auto args = Args::parse(argv,
                           {"-m", "-p", "-n", "-c", "-t", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-                           "--repeat-last-n", "--seed", "--system", "--draft", "--draft-max", "--draft-p-min"},
+                           "--repeat-last-n", "--seed", "--system", "--draft", "--draft-max", "--draft-p-min", "--draft-tie-margin"},
                           {"--chat", "--draft-compare", "--draft-fixed"}, {{"--prompt", "-p"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}});
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");

@@ -227,8 +227,11 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
   }
   FRUGAL_RETURN_IF_ERROR(drafter_->draft(context_, k, draft_));
   if (draft_.empty()) {
+    // Drafting cost time but proposed nothing: a plain step, timed as speculation's.
     ++stats_.plain_steps;
-    return plain_step(out);
+    FRUGAL_RETURN_IF_ERROR(plain_step(out));
+    adapt(timer.seconds(), 1);
+    return Status::ok();
   }
   k = static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k)));
   batch_.assign(1, context_.back());
@@ -273,22 +276,26 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
     // Draft length: grow after a fully accepted draft, else move halfway to what was accepted + 1.
     const int wanted = m == k ? draft_length_ + 2 : m + 1;
     draft_length_ = std::clamp((draft_length_ + wanted + 1) / 2, 1, std::max(1, options_.draft_max));
-    // Switch-off: speculation that costs more per token than plain decoding pauses, for a
-    // doubling number of tokens while it keeps losing.
-    const double per_token = timer.seconds() / (m + 1);
-    speculative_seconds_ = speculative_samples_ == 0 ? per_token : 0.7 * speculative_seconds_ + 0.3 * per_token;
-    if (++speculative_samples_ >= 4) {
-      if (speculative_seconds_ > plain_seconds_) {
-        paused_ = pause_length_;
-        pause_length_ = std::min(pause_length_ * 2, 512);
-        speculative_samples_ = 0;
-        draft_length_ = std::max(1, options_.draft_max);
-      } else {
-        pause_length_ = std::max(1, options_.pause_tokens);
-      }
-    }
   }
+  adapt(timer.seconds(), m + 1);
   return Status::ok();
+}
+
+void SpeculativeDecoder::adapt(double seconds, int emitted) {
+  if (!options_.adaptive) return;
+  // Switch-off: speculation that costs more per token than plain decoding pauses, for a doubling
+  // number of tokens while it keeps losing (so it is never much slower than plain decoding).
+  const double per_token = seconds / emitted;
+  speculative_seconds_ = speculative_samples_ == 0 ? per_token : 0.7 * speculative_seconds_ + 0.3 * per_token;
+  if (++speculative_samples_ < 4) return;
+  if (speculative_seconds_ > plain_seconds_) {
+    paused_ = pause_length_;
+    pause_length_ = std::min(pause_length_ * 2, 512);
+    speculative_samples_ = 0;
+    draft_length_ = std::max(1, options_.draft_max);
+  } else {
+    pause_length_ = std::max(1, options_.pause_tokens);
+  }
 }
 
 Result<std::vector<int32_t>> greedy_reference(Transformer& target, std::span<const int32_t> prompt, int64_t n,
