@@ -316,3 +316,81 @@ Result<std::vector<int32_t>> greedy_reference(Transformer& target, std::span<con
 }
 
 }  // namespace frugal
+
+namespace frugal {
+namespace {
+
+int32_t draw(const std::vector<double>& probabilities, std::mt19937_64& rng) {
+  double total = 0;
+  for (double x : probabilities) total += x;
+  double r = std::uniform_real_distribution<double>(0.0, total)(rng);
+  int32_t last = 0;
+  for (size_t i = 0; i < probabilities.size(); ++i) {
+    if (probabilities[i] <= 0) continue;
+    last = static_cast<int32_t>(i);
+    r -= probabilities[i];
+    if (r < 0) return last;
+  }
+  return last;
+}
+
+}  // namespace
+
+void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOptions& o, std::vector<double>& out) {
+  // The same truncations in the same order as Sampler::sample, on a list sorted by logit.
+  std::vector<int32_t> order(static_cast<size_t>(n_vocab));
+  for (int64_t i = 0; i < n_vocab; ++i) order[i] = static_cast<int32_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  size_t n = order.size();
+  if (o.top_k > 0 && static_cast<size_t>(o.top_k) < n) n = static_cast<size_t>(o.top_k);
+  std::vector<double> p(n);
+  auto normalize = [&](size_t count, double temperature) {
+    double sum = 0;
+    for (size_t i = 0; i < count; ++i) sum += p[i] = std::exp((logits[order[i]] - logits[order[0]]) / temperature);
+    for (size_t i = 0; i < count; ++i) p[i] /= sum;
+  };
+  normalize(n, 1.0);
+  if (o.top_p < 1.0f) {
+    double cumulative = 0;
+    for (size_t i = 0; i < n; ++i) {
+      cumulative += p[i];
+      if (cumulative >= o.top_p) {
+        n = i + 1;
+        break;
+      }
+    }
+  }
+  if (o.min_p > 0.0f) {
+    const double threshold = p[0] * o.min_p;
+    size_t keep = 1;
+    while (keep < n && p[keep] >= threshold) ++keep;
+    n = keep;
+  }
+  normalize(n, o.temperature);
+  out.assign(static_cast<size_t>(n_vocab), 0.0);
+  for (size_t i = 0; i < n; ++i) out[order[i]] = p[i];
+}
+
+std::vector<int32_t> speculative_sample(std::span<const std::vector<double>> p, std::span<const std::vector<double>> q,
+                                        std::span<const int32_t> drafts, std::mt19937_64& rng) {
+  std::vector<int32_t> out;
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (size_t i = 0; i < drafts.size(); ++i) {
+    const int32_t d = drafts[i];
+    const double pd = p[i][d], qd = q[i][d];
+    if (qd > 0 && uniform(rng) < std::min(1.0, pd / qd)) {
+      out.push_back(d);
+      continue;
+    }
+    // Rejected: the residual norm(max(0, p - q)) makes the emitted token exactly p-distributed.
+    std::vector<double> residual(p[i].size());
+    double total = 0;
+    for (size_t v = 0; v < residual.size(); ++v) total += residual[v] = std::max(0.0, p[i][v] - q[i][v]);
+    out.push_back(total > 0 ? draw(residual, rng) : draw(p[i], rng));
+    return out;
+  }
+  out.push_back(draw(p[drafts.size()], rng));
+  return out;
+}
+
+}  // namespace frugal

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "base/status.h"
 #include "model/model.h"
 #include "model/transformer.h"
+#include "runtime/sampler.h"
 
 namespace frugal {
 
@@ -138,5 +140,24 @@ Result<std::vector<int32_t>> greedy_reference(Transformer& target, std::span<con
 
 // Index of the largest logit (lowest index on ties) and its margin over the runner-up.
 int32_t argmax_with_margin(const float* logits, int64_t n, float* margin);
+
+}  // namespace frugal
+
+namespace frugal {
+
+// Speculative sampling (Leviathan et al. 2023, Algorithm 1; Chen et al. 2023): the target's and
+// the draft's next-token distributions p and q after the same samplers. Not yet wired into
+// SpeculativeDecoder (greedy only there); tested for distributional equality on its own.
+
+// The sampling distribution Sampler draws from (top-k, top-p, min-p, then temperature; no
+// repetition penalty), as n_vocab probabilities (zero outside the kept set). temperature must be > 0.
+void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOptions& options, std::vector<double>& out);
+
+// One verification with the rejection rule: draft i (drawn from q[i]) is accepted with
+// probability min(1, p[i][d] / q[i][d]); at the first rejection a token is drawn from
+// norm(max(0, p[i] - q[i])) and the step ends; when all k are accepted one bonus token is drawn
+// from p[k]. p has k + 1 rows, q has k. Returns the emitted tokens (accepted drafts + one more).
+std::vector<int32_t> speculative_sample(std::span<const std::vector<double>> p, std::span<const std::vector<double>> q,
+                                        std::span<const int32_t> drafts, std::mt19937_64& rng);
 
 }  // namespace frugal
