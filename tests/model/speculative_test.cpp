@@ -232,6 +232,26 @@ TEST(Speculative, DraftWithAnotherVocabularyIsRefused) {
   EXPECT_FALSE(make_model_drafter(target, *target, bad).is_ok());
 }
 
+TEST(Speculative, RunCommandComparesWithPlainGreedyAndRefusesAnotherVocabulary) {
+  const std::string dir = testing::temp_dir();
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/target.gguf", {}).is_ok());
+  testing::TinyModelOptions o;
+  o.n_merges = 5;
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/other.gguf", o).is_ok());
+  const std::string base = testing::shell_quote(testing::frugal_binary()) + " run -m " + testing::shell_quote(dir + "/target.gguf") +
+                           " -p 'hello hello hello hello' -n 24 -t 1 --temp 0";
+  auto ok = testing::run_command(base + " --draft ngram --draft-max 4 --draft-compare");
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_NE(ok.err.find("outputs identical: yes"), std::string::npos) << ok.err;
+  EXPECT_NE(ok.err.find("acceptance"), std::string::npos) << ok.err;
+  auto refused = testing::run_command(base + " --draft " + testing::shell_quote(dir + "/other.gguf"));
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("vocabulary"), std::string::npos) << refused.err;
+  auto sampling = testing::run_command(base.substr(0, base.size() - 9) + " --temp 0.8 --draft ngram");
+  EXPECT_NE(sampling.exit_code, 0);
+  EXPECT_NE(sampling.err.find("--temp 0"), std::string::npos) << sampling.err;
+}
+
 TEST(Speculative, NgramLookupProposesWhatFollowedTheLatestMatch) {
   auto ngram = make_ngram_drafter({});
   std::vector<int32_t> out;
