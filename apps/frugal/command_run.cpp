@@ -2,7 +2,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "cli_args.h"
@@ -69,13 +71,119 @@ void print_speed(const Speed& s) {
                s.generate_seconds > 0 ? s.generated_tokens / s.generate_seconds : 0.0);
 }
 
+// Greedy generation with speculative decoding (runtime/speculative.h): --draft MODEL.gguf | ngram |
+// self:N (the target's first N blocks). Prints the continuation, then acceptance statistics; with
+// --draft-compare also plain greedy decoding of the same prompt, its speed and whether the two
+// outputs are identical.
+int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, const std::vector<int32_t>& prompt, int64_t max_new,
+                    int64_t n_ctx, int n_threads) {
+  auto draft_max = args.get_int("--draft-max", 8, 1, kSpeculativeBatch - 1);
+  auto p_min = args.get_float("--draft-p-min", 0.5, 0, 1);
+  auto tie_margin = args.get_float("--draft-tie-margin", SpeculativeOptions{}.tie_margin, 0, 1e30);
+  if (!tie_margin) return fail(tie_margin.status().message());
+  if (!draft_max) return fail(draft_max.status().message());
+  if (!p_min) return fail(p_min.status().message());
+  const std::string spec = args.get("--draft");
+  std::unique_ptr<Drafter> drafter;
+  ModelDrafterOptions mo;
+  mo.n_threads = n_threads;
+  mo.n_ctx = n_ctx;
+  mo.p_min = static_cast<float>(*p_min);
+  if (spec == "ngram") {
+    drafter = make_ngram_drafter({});
+  } else if (spec.rfind("self:", 0) == 0) {
+    try {
+      mo.exit_layer = std::stoll(spec.substr(5));
+    } catch (...) {
+      return fail("--draft self:N needs a layer count, got '" + spec + "'");
+    }
+    if (mo.exit_layer <= 0) return fail("--draft self:N needs N >= 1, got '" + spec + "'");
+    auto d = make_model_drafter(m, *m, mo);
+    if (!d) return fail(d.status().message());
+    drafter = std::move(*d);
+  } else {
+    auto draft_model = Model::load(spec);
+    if (!draft_model) return fail("draft model: " + draft_model.status().message());
+    auto d = make_model_drafter(*draft_model, *m, mo);
+    if (!d) return fail(d.status().message());
+    drafter = std::move(*d);
+  }
+  if (static_cast<int64_t>(prompt.size()) >= n_ctx) return fail("the prompt does not fit in the context (raise -c)");
+  TransformerOptions options;
+  options.n_ctx = n_ctx;
+  options.n_threads = n_threads;
+  options.n_batch = kSpeculativeBatch;
+  options.all_logits = true;
+  Transformer target(m, options);
+  SpeculativeOptions so;
+  so.draft_max = static_cast<int>(*draft_max);
+  so.adaptive = !args.has("--draft-fixed");
+  so.tie_margin = static_cast<float>(*tie_margin);
+  SpeculativeDecoder decoder(target, drafter.get(), so);
+  const Tokenizer& tokenizer = m->tokenizer();
+  Timer timer;
+  Status s = decoder.start(prompt);
+  if (!s) return fail(s.message());
+  const double prompt_seconds = timer.seconds();
+  timer.reset();
+  std::vector<int32_t> generated, out;
+  bool done = false;
+  while (!done && static_cast<int64_t>(generated.size()) < max_new) {
+    out.clear();
+    if (target.position() + 2 >= n_ctx) break;
+    s = decoder.step(out);
+    if (!s) return fail(s.message());
+    for (int32_t token : out) {
+      if (tokenizer.is_end_of_generation(token) || static_cast<int64_t>(generated.size()) >= max_new) {
+        done = tokenizer.is_end_of_generation(token);
+        break;
+      }
+      generated.push_back(token);
+      const std::string piece = tokenizer.token_to_piece(token);
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+    }
+    std::fflush(stdout);
+  }
+  const double seconds = timer.seconds();
+  const SpeculativeStats& st = decoder.stats();
+  const double speculative_ts = seconds > 0 ? generated.size() / seconds : 0.0;
+  std::fprintf(stderr,
+               "\nprompt: %zu tokens in %.3f s | generation: %zu tokens in %.3f s (%.2f tokens/s)\n"
+               "speculative (%s, draft-max %lld%s): %lld verifications, acceptance %.1f%% (%lld of %lld drafted), "
+               "%.2f tokens per verification, %lld plain steps, %lld tie fallbacks\n",
+               prompt.size(), prompt_seconds, generated.size(), seconds, speculative_ts, drafter->name().c_str(),
+               static_cast<long long>(*draft_max), so.adaptive ? ", adaptive" : "", static_cast<long long>(st.verifications),
+               100.0 * st.acceptance_rate(), static_cast<long long>(st.accepted), static_cast<long long>(st.drafted),
+               st.tokens_per_verification(), static_cast<long long>(st.plain_steps), static_cast<long long>(st.tie_fallbacks));
+  if (args.has("--draft-compare") && !generated.empty()) {
+    // Plain greedy decoding of the same number of tokens: speed and token-for-token equality.
+    TransformerOptions plain_options = options;
+    plain_options.all_logits = false;
+    Transformer plain(m, plain_options);
+    double plain_seconds = 0;
+    auto reference = greedy_reference(plain, prompt, static_cast<int64_t>(generated.size()), &plain_seconds);
+    if (!reference) return fail(reference.status().message());
+    const bool same = std::equal(generated.begin(), generated.end(), reference->begin() + static_cast<int64_t>(prompt.size()));
+    const double plain_ts = plain_seconds > 0 ? generated.size() / plain_seconds : 0.0;
+    std::fprintf(stderr, "plain greedy: %zu tokens in %.3f s (%.2f tokens/s) | speed-up %.2fx | outputs identical: %s\n",
+                 generated.size(), plain_seconds, plain_ts, plain_ts > 0 ? speculative_ts / plain_ts : 0.0, same ? "yes" : "NO");
+    if (!same) {
+      const auto diff = std::mismatch(generated.begin(), generated.end(), reference->begin() + static_cast<int64_t>(prompt.size()));
+      return fail("speculative output differs from plain greedy decoding at generated token " +
+                  std::to_string(diff.first - generated.begin()) + " (" + std::to_string(*diff.first) + " vs " +
+                  std::to_string(*diff.second) + ")");
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int command_run(const std::vector<std::string>& argv) {
   auto args = Args::parse(argv,
                           {"-m", "-p", "-n", "-c", "-t", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-                           "--repeat-last-n", "--seed", "--system"},
-                          {"--chat"}, {{"--prompt", "-p"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}});
+                           "--repeat-last-n", "--seed", "--system", "--draft", "--draft-max", "--draft-p-min", "--draft-tie-margin"},
+                          {"--chat", "--draft-compare", "--draft-fixed"}, {{"--prompt", "-p"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}});
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
   const bool chat = args->has("--chat");
@@ -117,6 +225,16 @@ int command_run(const std::vector<std::string>& argv) {
   std::vector<int32_t> history;
   Speed speed;
 
+  if (args->has("--draft")) {
+    // Speculative decoding is exact for greedy decoding only (so far).
+    if (chat) return fail("--draft works with -p (not --chat) so far");
+    if (args->has("--temp") && *temp > 0) return fail("--draft needs greedy decoding (--temp 0): speculative sampling is not implemented yet");
+    const std::string prompt = args->get("-p");
+    std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
+    if (tokens.empty()) return fail("the prompt is empty");
+    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+    return run_speculative(*args, m, tokens, max_new, *n_ctx, static_cast<int>(*n_threads));
+  }
   if (!chat) {
     const std::string prompt = args->get("-p");
     std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);

@@ -20,6 +20,11 @@ commands:
   run         [-m MODEL] -p PROMPT [-n N] [-c CTX] [-t THREADS] [--temp T] [--top-k K]
               [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--chat]
                                      generate text (streamed); --chat holds a conversation
+              [--draft DRAFT.gguf|ngram|self:N] [--draft-max K] [--draft-p-min P]
+              [--draft-fixed] [--draft-compare]
+                                     exact greedy speculative decoding (--temp 0) with a draft
+                                     model, prompt lookup, or the first N layers; --draft-compare
+                                     also runs plain greedy and reports the speed-up
   tokenize    [-m MODEL] -p TEXT [--ids] [--no-bos] [--no-parse-special]
   perplexity  [-m MODEL] -f FILE [-c CTX] [--chunks N] [-t THREADS]
   eval        [-m MODEL] [--base BASE.gguf] [-f TEXT] [-c 512] [--chunks 40] [-o md|json]

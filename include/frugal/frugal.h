@@ -16,3 +16,4 @@
 #include "runtime/evaluation.h"
 #include "runtime/perplexity.h"
 #include "runtime/sampler.h"
+#include "runtime/speculative.h"

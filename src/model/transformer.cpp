@@ -63,7 +63,8 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
   const ModelConfig& c = model_->config();
   const int64_t embd = c.n_embd;
   embed_tokens(*model_, tokens, n, residual_.data(), pool_);
-  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+  const int64_t n_layer = options_.exit_layer > 0 ? std::min(options_.exit_layer, c.n_layer) : c.n_layer;
+  for (int64_t layer = 0; layer < n_layer; ++layer) {
     const LayerWeights& w = model_->layers()[layer];
     const BlockBatch batch{n, position_, 0, cache_.key_row(layer, 0), cache_.value_row(layer, 0)};
     // Without an observer a block cannot fail.

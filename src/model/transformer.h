@@ -21,6 +21,9 @@ struct TransformerOptions {
   int n_threads = 2;
   // Logit rows kept per call: 1 (just the last token, for generation) or n_batch (perplexity).
   bool all_logits = false;
+  // Runs only the first exit_layer blocks, then the final norm and head (early exit, for a
+  // self-draft sharing the model's weights; Elhoushi et al. 2024, "LayerSkip"). 0: all blocks.
+  int64_t exit_layer = 0;
 };
 
 class Transformer {

@@ -1,6 +1,7 @@
 // Test helpers (see test_support.h).
 #include "test_support.h"
 
+#include <algorithm>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -117,6 +118,7 @@ CommandResult run_command(const std::string& command) {
 Status write_tiny_model(const std::string& path, const TinyModelOptions& o) {
   std::vector<std::string> tokens = byte_tokens();
   std::vector<std::string> merges = {"Ġ t", "h e", "Ġt he", "i n", "Ġ a", "e r", "o n", "Ġ s"};
+  merges.resize(static_cast<size_t>(std::clamp<int64_t>(o.n_merges, 0, static_cast<int64_t>(merges.size()))));
   for (const auto& m : merges) {
     const auto space = m.find(' ');
     tokens.push_back(m.substr(0, space) + m.substr(space + 1));

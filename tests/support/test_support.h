@@ -40,6 +40,8 @@ struct TinyModelOptions {
   DType weight_type = DType::F32;  // for the 2-D matrices
   bool tied_output = false;
   uint64_t seed = 1;
+  // Merges in the vocabulary (at most 8; fewer gives a smaller, different vocabulary).
+  int64_t n_merges = 8;
   // A Gemma 3 graph ("gemma3": scaled embeddings, per-head q/k norms, post-norms, GeGLU, every
   // layer but each sliding_window_pattern-th one windowed to sliding_window keys, logit
   // soft-capping) instead of Llama's.

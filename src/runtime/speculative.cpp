@@ -1,0 +1,396 @@
+// Speculative decoding (see speculative.h): the drafters, the verifier with KV-cache rollback and
+// the one-token fallback on near-ties, and the adaptive draft length / switch-off.
+#include "runtime/speculative.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "base/timer.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+
+namespace frugal {
+
+int32_t argmax_with_margin(const float* logits, int64_t n, float* margin) {
+  int32_t best = 0;
+  float top = logits[0], second = -INFINITY;
+  for (int64_t i = 1; i < n; ++i) {
+    if (logits[i] > top) {
+      second = top;
+      top = logits[i];
+      best = static_cast<int32_t>(i);
+    } else if (logits[i] > second) {
+      second = logits[i];
+    }
+  }
+  if (margin) *margin = top - second;
+  return best;
+}
+
+namespace {
+
+// Evaluates tokens in calls of at most n_batch (a target keeping all logits takes no more).
+Status evaluate_chunked(Transformer& t, std::span<const int32_t> tokens, int64_t n_batch) {
+  for (size_t start = 0; start < tokens.size(); start += static_cast<size_t>(n_batch)) {
+    const int64_t count = std::min<int64_t>(n_batch, static_cast<int64_t>(tokens.size() - start));
+    FRUGAL_RETURN_IF_ERROR(t.evaluate(tokens.data() + start, count));
+  }
+  return Status::ok();
+}
+
+// Logits of row i of the last batch computed as a one-row output head (final norm, matmul on one
+// token, soft-capping), as a target keeping only the last row's logits computes them: the head's
+// matmul on several rows sums in another order.
+int32_t single_row_argmax(Transformer& t, int64_t i) {
+  const Model& model = t.model();
+  const ModelConfig& c = model.config();
+  std::vector<float> normed(c.n_embd), logits(c.n_vocab);
+  std::vector<float> ws((matmul_workspace_bytes(c.n_embd, 1, t.pool().size()) + sizeof(float) - 1) / sizeof(float));
+  rms_norm(t.hidden_state(i), model.output_norm().data(), c.rms_eps, c.n_embd, normed.data());
+  matmul(model.output(), normed.data(), c.n_embd, 1, logits.data(), c.n_vocab, ws.data(), ws.size() * sizeof(float), t.pool());
+  if (c.final_logit_softcap > 0) {
+    const float cap = c.final_logit_softcap;
+    for (float& l : logits) l = cap * std::tanh(l / cap);
+  }
+  return argmax_with_margin(logits.data(), c.n_vocab, nullptr);
+}
+
+class ModelDrafter final : public Drafter {
+ public:
+  ModelDrafter(std::shared_ptr<const Model> model, const ModelDrafterOptions& options)
+      : options_(options), transformer_(std::move(model), transformer_options(options)) {}
+
+  std::string name() const override { return options_.exit_layer > 0 ? "self-draft" : "draft model"; }
+
+  Status draft(std::span<const int32_t> context, int max_tokens, std::vector<int32_t>& out) override {
+    out.clear();
+    if (context.empty() || max_tokens <= 0) return Status::ok();
+    // Resynchronise: keep the common prefix, evaluate the rest (at least one token, for logits).
+    size_t common = 0;
+    while (common < history_.size() && common < context.size() && history_[common] == context[common]) ++common;
+    if (common == context.size()) --common;
+    if (static_cast<int64_t>(context.size()) >= transformer_.context_size()) return Status::ok();
+    transformer_.truncate(static_cast<int64_t>(common));
+    history_.assign(context.begin(), context.begin() + static_cast<int64_t>(common));
+    FRUGAL_RETURN_IF_ERROR(transformer_.evaluate(context.data() + common, static_cast<int64_t>(context.size() - common)));
+    history_.insert(history_.end(), context.begin() + static_cast<int64_t>(common), context.end());
+    const int64_t vocab = transformer_.model().config().n_vocab;
+    for (int i = 0; i < max_tokens; ++i) {
+      const float* logits = transformer_.last_logits();
+      const int32_t token = argmax_with_margin(logits, vocab, nullptr);
+      if (options_.p_min > 0) {
+        // Top probability of the softmax: 1 / sum exp(l - max) (Leviathan et al.'s draft confidence
+        // cut-off, as llama.cpp's --draft-p-min).
+        const float top = logits[token];
+        double sum = 0;
+        for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(logits[v] - top));
+        if (1.0 / sum < options_.p_min) break;
+      }
+      out.push_back(token);
+      if (i + 1 == max_tokens || transformer_.position() + 1 >= transformer_.context_size()) break;
+      FRUGAL_RETURN_IF_ERROR(transformer_.evaluate(&token, 1));
+      history_.push_back(token);
+    }
+    return Status::ok();
+  }
+
+ private:
+  static TransformerOptions transformer_options(const ModelDrafterOptions& o) {
+    TransformerOptions t;
+    t.n_ctx = o.n_ctx;
+    t.n_batch = std::min<int64_t>(512, o.n_ctx);
+    t.n_threads = o.n_threads;
+    t.exit_layer = o.exit_layer;
+    return t;
+  }
+
+  ModelDrafterOptions options_;
+  Transformer transformer_;
+  std::vector<int32_t> history_;  // tokens in the draft's cache
+};
+
+class NgramDrafter final : public Drafter {
+ public:
+  explicit NgramDrafter(const NgramDrafterOptions& options) : options_(options) {}
+  std::string name() const override { return "n-gram lookup"; }
+
+  Status draft(std::span<const int32_t> context, int max_tokens, std::vector<int32_t>& out) override {
+    out.clear();
+    const int64_t size = static_cast<int64_t>(context.size());
+    for (int n = options_.max_ngram; n >= std::max(1, options_.min_ngram); --n) {
+      if (size < n + 1) continue;
+      const int32_t* suffix = context.data() + size - n;
+      // Latest earlier occurrence: recent text predicts the continuation best.
+      for (int64_t s = size - n - 1; s >= 0; --s) {
+        if (!std::equal(suffix, suffix + n, context.data() + s)) continue;
+        for (int64_t i = s + n; i < size && static_cast<int>(out.size()) < max_tokens; ++i) out.push_back(context[i]);
+        return Status::ok();
+      }
+    }
+    return Status::ok();
+  }
+
+ private:
+  NgramDrafterOptions options_;
+};
+
+}  // namespace
+
+Status check_same_vocabulary(const Model& target, const Model& draft) {
+  const auto& a = target.tokenizer().vocab().tokens;
+  const auto& b = draft.tokenizer().vocab().tokens;
+  if (target.config().n_vocab != draft.config().n_vocab || a.size() != b.size()) {
+    return Status::error("the draft model's vocabulary has " + std::to_string(draft.config().n_vocab) + " tokens, the target's " +
+                         std::to_string(target.config().n_vocab) + ": a draft must share the target's vocabulary");
+  }
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i] != b[i]) {
+      return Status::error("the draft model's vocabulary differs from the target's at token " + std::to_string(i) + " ('" + b[i] +
+                           "' vs '" + a[i] + "'): a draft must share the target's vocabulary");
+    }
+  }
+  return Status::ok();
+}
+
+Result<std::unique_ptr<Drafter>> make_model_drafter(std::shared_ptr<const Model> draft, const Model& target,
+                                                    const ModelDrafterOptions& options) {
+  FRUGAL_RETURN_IF_ERROR(check_same_vocabulary(target, *draft));
+  if (options.exit_layer < 0 || options.exit_layer > draft->config().n_layer) {
+    return Status::error("self-draft exit layer " + std::to_string(options.exit_layer) + " is outside 1.." +
+                         std::to_string(draft->config().n_layer));
+  }
+  return std::unique_ptr<Drafter>(new ModelDrafter(std::move(draft), options));
+}
+
+std::unique_ptr<Drafter> make_ngram_drafter(const NgramDrafterOptions& options) {
+  return std::make_unique<NgramDrafter>(options);
+}
+
+SpeculativeDecoder::SpeculativeDecoder(Transformer& target, Drafter* drafter, const SpeculativeOptions& options)
+    : target_(target),
+      drafter_(drafter),
+      options_(options),
+      draft_length_(std::clamp(options.draft_max, 1, static_cast<int>(kSpeculativeBatch - 1))),
+      pause_length_(std::max(1, options.pause_tokens)) {
+  options_.draft_max = draft_length_;
+}
+
+Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
+  if (prompt.empty()) return Status::error("speculative decoding needs a prompt of at least one token");
+  target_.truncate(0);
+  stats_ = {};
+  context_.assign(prompt.begin(), prompt.end());
+  // As plain decoding: the whole prompt, then the first token from its last row.
+  FRUGAL_RETURN_IF_ERROR(evaluate_chunked(target_, prompt, kSpeculativeBatch));
+  const int64_t last_row = static_cast<int64_t>((prompt.size() - 1) % kSpeculativeBatch);
+  const int32_t first = single_row_argmax(target_, last_row);
+  first_pending_ = true;
+  context_.push_back(first);
+  return Status::ok();
+}
+
+void SpeculativeDecoder::emit(int32_t token, std::vector<int32_t>& out) {
+  context_.push_back(token);
+  out.push_back(token);
+  ++stats_.emitted;
+}
+
+Status SpeculativeDecoder::plain_step(std::vector<int32_t>& out) {
+  const int32_t last = context_.back();
+  FRUGAL_RETURN_IF_ERROR(target_.evaluate(&last, 1));
+  emit(argmax_with_margin(target_.last_logits(), target_.model().config().n_vocab, nullptr), out);
+  return Status::ok();
+}
+
+Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
+  if (context_.empty()) return Status::error("speculative decoding: step() before start()");
+  if (first_pending_) {
+    // The token the prompt's last row chose.
+    first_pending_ = false;
+    out.push_back(context_.back());
+    ++stats_.emitted;
+    return Status::ok();
+  }
+  const int64_t vocab = target_.model().config().n_vocab;
+  const int64_t pos0 = target_.position();  // holds context_ minus its last token
+  const int64_t room = std::min<int64_t>(target_.context_size() - pos0 - 1, kSpeculativeBatch - 1);
+  Timer timer;
+  int k = std::min<int>(draft_length_, static_cast<int>(room));
+  if (drafter_ == nullptr || paused_ > 0 || k <= 0 || (options_.adaptive && plain_seconds_ == 0)) {
+    // Plain step: speculation off, paused, or plain decoding's speed not measured yet.
+    if (paused_ > 0) --paused_;
+    ++stats_.plain_steps;
+    FRUGAL_RETURN_IF_ERROR(plain_step(out));
+    const double s = timer.seconds();
+    plain_seconds_ = plain_seconds_ == 0 ? s : 0.8 * plain_seconds_ + 0.2 * s;
+    return Status::ok();
+  }
+  FRUGAL_RETURN_IF_ERROR(drafter_->draft(context_, k, draft_));
+  if (draft_.empty()) {
+    // Drafting cost time but proposed nothing: a plain step, timed as speculation's.
+    ++stats_.plain_steps;
+    FRUGAL_RETURN_IF_ERROR(plain_step(out));
+    adapt(timer.seconds(), 1);
+    return Status::ok();
+  }
+  k = static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k)));
+  batch_.assign(1, context_.back());
+  batch_.insert(batch_.end(), draft_.begin(), draft_.begin() + k);
+  FRUGAL_RETURN_IF_ERROR(target_.evaluate(batch_.data(), k + 1));
+  ++stats_.verifications;
+  stats_.drafted += k;
+
+  // Row j holds the target's logits after batch_[j]; draft j is batch_[j + 1].
+  int m = 0;
+  bool tie = false;
+  int32_t correction = -1;
+  for (int j = 0; j <= k; ++j) {
+    float margin = 0;
+    const int32_t best = argmax_with_margin(target_.logits(j), vocab, &margin);
+    if (margin < options_.tie_margin) {
+      tie = true;
+      break;
+    }
+    if (j < k && best == batch_[j + 1]) {
+      ++m;
+      continue;
+    }
+    correction = best;
+    break;
+  }
+  stats_.accepted += m;
+  for (int j = 0; j < m; ++j) emit(batch_[j + 1], out);
+  if (tie) {
+    // Roll back to just before the undecided row's token and decide it with the one-token path.
+    target_.truncate(pos0 + m);
+    ++stats_.tie_fallbacks;
+    ++stats_.plain_steps;
+    FRUGAL_RETURN_IF_ERROR(plain_step(out));
+  } else {
+    // Keep [last, accepted drafts]; the rejected drafts' keys and values are forgotten.
+    target_.truncate(pos0 + 1 + m);
+    emit(correction, out);
+  }
+
+  if (options_.adaptive) {
+    // Draft length: grow after a fully accepted draft, else move halfway to what was accepted + 1.
+    const int wanted = m == k ? draft_length_ + 2 : m + 1;
+    draft_length_ = std::clamp((draft_length_ + wanted + 1) / 2, 1, std::max(1, options_.draft_max));
+  }
+  adapt(timer.seconds(), m + 1);
+  return Status::ok();
+}
+
+void SpeculativeDecoder::adapt(double seconds, int emitted) {
+  if (!options_.adaptive) return;
+  // Switch-off: speculation that costs more per token than plain decoding pauses, for a doubling
+  // number of tokens while it keeps losing (so it is never much slower than plain decoding).
+  const double per_token = seconds / emitted;
+  speculative_seconds_ = speculative_samples_ == 0 ? per_token : 0.7 * speculative_seconds_ + 0.3 * per_token;
+  if (++speculative_samples_ < 4) return;
+  if (speculative_seconds_ > plain_seconds_) {
+    paused_ = pause_length_;
+    pause_length_ = std::min(pause_length_ * 2, 512);
+    speculative_samples_ = 0;
+    draft_length_ = std::max(1, options_.draft_max);
+  } else {
+    pause_length_ = std::max(1, options_.pause_tokens);
+  }
+}
+
+Result<std::vector<int32_t>> greedy_reference(Transformer& target, std::span<const int32_t> prompt, int64_t n,
+                                              double* decode_seconds) {
+  if (prompt.empty()) return Status::error("greedy decoding needs a prompt of at least one token");
+  target.truncate(0);
+  std::vector<int32_t> out(prompt.begin(), prompt.end());
+  FRUGAL_RETURN_IF_ERROR(evaluate_chunked(target, prompt, kSpeculativeBatch));
+  const int64_t vocab = target.model().config().n_vocab;
+  Timer timer;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t next = argmax_with_margin(target.last_logits(), vocab, nullptr);
+    out.push_back(next);
+    if (i + 1 < n) FRUGAL_RETURN_IF_ERROR(target.evaluate(&next, 1));
+  }
+  if (decode_seconds) *decode_seconds = timer.seconds();
+  return out;
+}
+
+}  // namespace frugal
+
+namespace frugal {
+namespace {
+
+int32_t draw(const std::vector<double>& probabilities, std::mt19937_64& rng) {
+  double total = 0;
+  for (double x : probabilities) total += x;
+  double r = std::uniform_real_distribution<double>(0.0, total)(rng);
+  int32_t last = 0;
+  for (size_t i = 0; i < probabilities.size(); ++i) {
+    if (probabilities[i] <= 0) continue;
+    last = static_cast<int32_t>(i);
+    r -= probabilities[i];
+    if (r < 0) return last;
+  }
+  return last;
+}
+
+}  // namespace
+
+void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOptions& o, std::vector<double>& out) {
+  // The same truncations in the same order as Sampler::sample, on a list sorted by logit.
+  std::vector<int32_t> order(static_cast<size_t>(n_vocab));
+  for (int64_t i = 0; i < n_vocab; ++i) order[i] = static_cast<int32_t>(i);
+  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  size_t n = order.size();
+  if (o.top_k > 0 && static_cast<size_t>(o.top_k) < n) n = static_cast<size_t>(o.top_k);
+  std::vector<double> p(n);
+  auto normalize = [&](size_t count, double temperature) {
+    double sum = 0;
+    for (size_t i = 0; i < count; ++i) sum += p[i] = std::exp((logits[order[i]] - logits[order[0]]) / temperature);
+    for (size_t i = 0; i < count; ++i) p[i] /= sum;
+  };
+  normalize(n, 1.0);
+  if (o.top_p < 1.0f) {
+    double cumulative = 0;
+    for (size_t i = 0; i < n; ++i) {
+      cumulative += p[i];
+      if (cumulative >= o.top_p) {
+        n = i + 1;
+        break;
+      }
+    }
+  }
+  if (o.min_p > 0.0f) {
+    const double threshold = p[0] * o.min_p;
+    size_t keep = 1;
+    while (keep < n && p[keep] >= threshold) ++keep;
+    n = keep;
+  }
+  normalize(n, o.temperature);
+  out.assign(static_cast<size_t>(n_vocab), 0.0);
+  for (size_t i = 0; i < n; ++i) out[order[i]] = p[i];
+}
+
+std::vector<int32_t> speculative_sample(std::span<const std::vector<double>> p, std::span<const std::vector<double>> q,
+                                        std::span<const int32_t> drafts, std::mt19937_64& rng) {
+  std::vector<int32_t> out;
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  for (size_t i = 0; i < drafts.size(); ++i) {
+    const int32_t d = drafts[i];
+    const double pd = p[i][d], qd = q[i][d];
+    if (qd > 0 && uniform(rng) < std::min(1.0, pd / qd)) {
+      out.push_back(d);
+      continue;
+    }
+    // Rejected: the residual norm(max(0, p - q)) makes the emitted token exactly p-distributed.
+    std::vector<double> residual(p[i].size());
+    double total = 0;
+    for (size_t v = 0; v < residual.size(); ++v) total += residual[v] = std::max(0.0, p[i][v] - q[i][v]);
+    out.push_back(total > 0 ? draw(residual, rng) : draw(p[i], rng));
+    return out;
+  }
+  out.push_back(draw(p[drafts.size()], rng));
+  return out;
+}
+
+}  // namespace frugal

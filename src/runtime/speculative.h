@@ -1,0 +1,163 @@
+// Exact greedy speculative decoding (Leviathan et al. 2023, arXiv:2211.17192; Chen et al. 2023,
+// arXiv:2302.01318): a cheap drafter proposes k tokens, the target evaluates [last, d1..dk] in one
+// batched forward, keeps the longest draft prefix equal to its own argmax plus one token of its
+// own, and rolls its KV cache back over the rejected positions. Drafters: a draft model with the
+// same vocabulary (also the target compressed by frugal), the target itself exiting early after a
+// few layers, and prompt lookup (n-gram matches in the context, Saxena 2023, no model at all).
+//
+// Exactness. The batched rows are not bit-identical to the one-token path: decode (one token) and
+// prefill (token groups) are different matmul kernels that sum in another order. On float or
+// tiny models the difference is ~1e-5 and the verifier treats a row whose top-2 logit margin is
+// below `tie_margin` as undecidable from the batch: it accepts the drafts before it, rolls back,
+// and decides that token with the one-token path plain greedy decoding uses; the output is then
+// token-for-token plain greedy's (tests/model/speculative_test.cpp). On a real quantized model the
+// tiny differences flip roundings of the 8-bit activation quantization and grow through the
+// layers: SmolLM2-135M Q4_1 rows differ by up to ~0.9 logits (tests/real/speculative_test.cpp), so
+// greedy speculation there follows plain greedy only until the first decision within that gap.
+// Full exactness on quantized models needs batch-invariant kernels (prefill summing each token in
+// decode's order); see docs/SPECULATIVE.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "model/model.h"
+#include "model/transformer.h"
+#include "runtime/sampler.h"
+
+namespace frugal {
+
+// Proposes tokens to follow a context. A drafter may keep state (a KV cache) between calls; it is
+// told the whole context each time and resynchronises on the common prefix.
+class Drafter {
+ public:
+  virtual ~Drafter() = default;
+  virtual std::string name() const = 0;
+  // Appends up to max_tokens proposed tokens to `out` (cleared first); fewer, or none, when unsure.
+  virtual Status draft(std::span<const int32_t> context, int max_tokens, std::vector<int32_t>& out) = 0;
+};
+
+struct ModelDrafterOptions {
+  int n_threads = 2;
+  int64_t n_ctx = 2048;
+  // Stop drafting once the draft's top probability falls below this (0: never).
+  float p_min = 0.5f;
+  // > 0: run only this many blocks of the draft model (early-exit self-draft).
+  int64_t exit_layer = 0;
+};
+
+// The same vocabulary: same token count and the same piece for every token; otherwise an error
+// naming the first difference.
+Status check_same_vocabulary(const Model& target, const Model& draft);
+
+// A draft model (which may be the target itself with exit_layer set). Checks the vocabulary.
+Result<std::unique_ptr<Drafter>> make_model_drafter(std::shared_ptr<const Model> draft, const Model& target,
+                                                    const ModelDrafterOptions& options);
+
+struct NgramDrafterOptions {
+  int max_ngram = 4;  // longest suffix searched for
+  int min_ngram = 2;  // shortest (1 proposes too often on open text)
+};
+// Prompt lookup: the latest earlier occurrence of the context's last n tokens (longest n first);
+// proposes the tokens that followed it.
+std::unique_ptr<Drafter> make_ngram_drafter(const NgramDrafterOptions& options);
+
+struct SpeculativeOptions {
+  int draft_max = 8;
+  // A verification row whose top two logits are closer than this is decided by the one-token
+  // path instead (see the header comment).
+  float tie_margin = 0.01f;
+  // Adaptive length and switch-off: the draft length follows the measured accepted length, and
+  // speculation pauses for `pause_tokens` plain steps when its measured time per token exceeds
+  // plain decoding's.
+  bool adaptive = true;
+  int pause_tokens = 16;
+};
+
+struct SpeculativeStats {
+  int64_t verifications = 0;  // batched target forwards
+  int64_t drafted = 0;        // draft tokens verified
+  int64_t accepted = 0;       // draft tokens accepted
+  int64_t emitted = 0;        // tokens produced (accepted + target's own)
+  int64_t tie_fallbacks = 0;  // rows decided by the one-token path
+  int64_t plain_steps = 0;    // one-token steps (no draft, paused, or tie)
+  double acceptance_rate() const { return drafted > 0 ? static_cast<double>(accepted) / drafted : 0.0; }
+  double tokens_per_verification() const {
+    return verifications > 0 ? static_cast<double>(emitted - plain_steps) / verifications : 0.0;
+  }
+};
+
+// Rows per verification and prompt chunk: the target keeps all logits of up to this many tokens.
+inline constexpr int64_t kSpeculativeBatch = 64;
+
+// Greedy generation with a drafter. The target must keep all logits (TransformerOptions::all_logits)
+// with n_batch == kSpeculativeBatch (drafts are at most kSpeculativeBatch - 1 tokens). Usage: start(prompt), then step() until done; each step emits >= 1 token.
+class SpeculativeDecoder {
+ public:
+  SpeculativeDecoder(Transformer& target, Drafter* drafter, const SpeculativeOptions& options);
+
+  // Clears the target's cache and evaluates the prompt (all but its last token).
+  Status start(std::span<const int32_t> prompt);
+  // Appends the next tokens (one or more) to `out` (not cleared).
+  Status step(std::vector<int32_t>& out);
+  // The prompt and every emitted token.
+  const std::vector<int32_t>& context() const { return context_; }
+  const SpeculativeStats& stats() const { return stats_; }
+  int current_draft_length() const { return draft_length_; }
+
+ private:
+  Status plain_step(std::vector<int32_t>& out);
+  void emit(int32_t token, std::vector<int32_t>& out);
+  // Feeds one speculative step's time and emitted tokens to the switch-off rule.
+  void adapt(double seconds, int emitted);
+
+  Transformer& target_;
+  Drafter* drafter_;
+  SpeculativeOptions options_;
+  SpeculativeStats stats_;
+  std::vector<int32_t> context_;  // the target's cache holds all but the last
+  std::vector<int32_t> batch_, draft_;
+  int draft_length_;
+  // Adaptation: exponential moving averages of seconds per emitted token.
+  double plain_seconds_ = 0, speculative_seconds_ = 0;
+  int speculative_samples_ = 0;
+  int paused_ = 0;
+  int pause_length_ = 16;
+  bool first_pending_ = false;
+};
+
+// Plain greedy decoding with the one-token path (the reference speculative decoding must match):
+// the prompt (in chunks of kSpeculativeBatch), then n tokens each from evaluate(previous, 1).
+// Returns the prompt followed by the n tokens.
+// decode_seconds (optional): time spent after the prompt.
+Result<std::vector<int32_t>> greedy_reference(Transformer& target, std::span<const int32_t> prompt, int64_t n,
+                                              double* decode_seconds = nullptr);
+
+// Index of the largest logit (lowest index on ties) and its margin over the runner-up.
+int32_t argmax_with_margin(const float* logits, int64_t n, float* margin);
+
+}  // namespace frugal
+
+namespace frugal {
+
+// Speculative sampling (Leviathan et al. 2023, Algorithm 1; Chen et al. 2023): the target's and
+// the draft's next-token distributions p and q after the same samplers. Not yet wired into
+// SpeculativeDecoder (greedy only there); tested for distributional equality on its own.
+
+// The sampling distribution Sampler draws from (top-k, top-p, min-p, then temperature; no
+// repetition penalty), as n_vocab probabilities (zero outside the kept set). temperature must be > 0.
+void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOptions& options, std::vector<double>& out);
+
+// One verification with the rejection rule: draft i (drawn from q[i]) is accepted with
+// probability min(1, p[i][d] / q[i][d]); at the first rejection a token is drawn from
+// norm(max(0, p[i] - q[i])) and the step ends; when all k are accepted one bonus token is drawn
+// from p[k]. p has k + 1 rows, q has k. Returns the emitted tokens (accepted drafts + one more).
+std::vector<int32_t> speculative_sample(std::span<const std::vector<double>> p, std::span<const std::vector<double>> q,
+                                        std::span<const int32_t> drafts, std::mt19937_64& rng);
+
+}  // namespace frugal
