@@ -266,13 +266,19 @@ Result<PruneReport> prune_model(const std::string& input, const std::string& out
   writer.set_string(names::kPrunePatternKey, plan.pattern.name());
   PruneReport report;
   report.description = plan.description;
+  // Streamed: header first, then each tensor as it is reached; a pruned matrix is freed and the
+  // input's pages released once written, so the output is never held whole in memory.
+  for (const GgufTensorInfo& t : file.tensors()) writer.declare(t.name, t.dims);
+  if (on_progress) on_progress(1, 1, "writing " + output);
+  FRUGAL_RETURN_IF_ERROR(writer.begin(output));
   int64_t params = 0;
   for (const GgufTensorInfo& t : file.tensors()) {
     params += t.element_count();
     report.bytes_in += t.bytes;
     auto it = pruned.find(t.name);
     if (it == pruned.end()) {
-      writer.add_tensor(t.name, t.traits->type, t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
+      FRUGAL_RETURN_IF_ERROR(writer.write_next(t.traits->type, t.data, t.bytes));
+      file.release(t);
       report.bytes_out += t.bytes;
       continue;
     }
@@ -284,10 +290,11 @@ Result<PruneReport> prune_model(const std::string& input, const std::string& out
     report.weights_in_pruned += t.element_count();
     ++report.tensors_pruned;
     report.bytes_out += it->second.bytes.size();
-    writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
+    FRUGAL_RETURN_IF_ERROR(writer.write_next(it->second.type, it->second.bytes.data(), it->second.bytes.size()));
+    pruned.erase(it);
+    file.release(t);
   }
-  if (on_progress) on_progress(1, 1, "writing " + output);
-  FRUGAL_RETURN_IF_ERROR(writer.write(output));
+  FRUGAL_RETURN_IF_ERROR(writer.finish());
   report.bits_per_weight = 8.0 * static_cast<double>(report.bytes_out) / static_cast<double>(params);
   report.seconds = timer.seconds();
   return report;

@@ -292,6 +292,18 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   writer.set_string(names::kQuantizeFormatKey, plan.description());
   if (plan.int8_method()) writer.set_string(names::kActivationQuantKey, "per_token");
 
+  // Streaming output: every tensor is declared (input order, then the method's additions), the
+  // header goes to disk first and each tensor's data follows as soon as it is encoded, so memory
+  // holds one tensor at a time (plus the calibrated results), not the whole output model.
+  for (const GgufTensorInfo& t : tensors) writer.declare(t.name, t.dims);
+  std::vector<std::string> added;
+  for (const auto& [name, tensor] : calibrated) {
+    if (file->find_tensor(name) == nullptr) {
+      writer.declare(name, tensor.dims);
+      added.push_back(name);
+    }
+  }
+  FRUGAL_RETURN_IF_ERROR(writer.begin(output));
   int64_t params = 0;
   std::vector<float> values;
   auto done_one = [&](size_t i) {
@@ -305,14 +317,16 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
       // A calibrated matrix, or a norm rescaled by AWQ/SmoothQuant.
       report.bytes_out += it->second.bytes.size();
       ++(t.dims.size() == 1 ? report.tensors_kept : report.tensors_quantized);
-      writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
+      FRUGAL_RETURN_IF_ERROR(writer.write_next(it->second.type, it->second.bytes.data(), it->second.bytes.size()));
       calibrated.erase(it);
+      file->release(t);
       done_one(i);
       continue;
     }
     const bool is_embedding = t.name == names::kTokenEmbedding;
     if (!is_quantizable_weight(t) || (is_embedding && keep_embedding)) {
-      writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
+      FRUGAL_RETURN_IF_ERROR(writer.write_next(static_cast<DType>(t.type_id), t.data, t.bytes));
+      file->release(t);
       report.bytes_out += t.bytes;
       ++report.tensors_kept;
       done_one(i);
@@ -343,16 +357,18 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
       encoded = encode_quantized(compress::quantize_matrix(target, values.data(), rows, cols, nullptr, compress::GridFit::kMinMax));
     }
     report.bytes_out += encoded.bytes.size();
-    writer.add_tensor(t.name, encoded.type, t.dims, std::move(encoded.bytes));
+    FRUGAL_RETURN_IF_ERROR(writer.write_next(encoded.type, encoded.bytes.data(), encoded.bytes.size()));
+    file->release(t);
     ++report.tensors_quantized;
     done_one(i);
   }
   // Tensors the method added (LLM.int8() outlier parts).
-  for (auto& [name, tensor] : calibrated) {
+  for (const std::string& name : added) {
+    const EncodedTensor& tensor = calibrated.at(name);
     report.bytes_out += tensor.bytes.size();
-    writer.add_tensor(name, tensor.type, tensor.dims, std::move(tensor.bytes));
+    FRUGAL_RETURN_IF_ERROR(writer.write_next(tensor.type, tensor.bytes.data(), tensor.bytes.size()));
   }
-  FRUGAL_RETURN_IF_ERROR(writer.write(output));
+  FRUGAL_RETURN_IF_ERROR(writer.finish());
   report.bits_per_weight = 8.0 * static_cast<double>(report.bytes_out) / static_cast<double>(params);
   report.seconds = timer.seconds();
   return report;
