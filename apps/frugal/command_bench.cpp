@@ -1,11 +1,13 @@
 // frugal bench: prompt-processing and generation speed, printed in llama-bench's table and JSON
 // layout (same field names) so the two tools' outputs can be compared line by line.
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <map>
 
 #include "cli_args.h"
 #include "commands.h"
+#include "runtime/memory_check.h"
 
 namespace frugal::cli {
 namespace {
@@ -58,6 +60,10 @@ int command_bench(const std::vector<std::string>& argv) {
   auto model = Model::load(model_path(*args));
   if (!model) return fail(model.status().message());
   std::shared_ptr<const Model> m = *model;
+  // A model too large for this machine gets a message, not an OOM kill (issue 14).
+  auto memory = check_memory(*m, *n_prompt + *n_gen, std::max<int64_t>(1, std::min<int64_t>(512, *n_prompt)));
+  if (!memory) return fail(memory.status().message());
+  if (!memory->empty()) std::fprintf(stderr, "frugal: warning: %s\n", memory->c_str());
   BenchmarkOptions options;
   options.n_prompt = *n_prompt;
   options.n_gen = *n_gen;

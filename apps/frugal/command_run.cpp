@@ -1,6 +1,7 @@
 // frugal run: stream a continuation of a prompt, or hold a chat (--chat) with the model's template.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <algorithm>
 #include <iostream>
@@ -9,6 +10,7 @@
 
 #include "cli_args.h"
 #include "commands.h"
+#include "runtime/memory_check.h"
 
 namespace frugal::cli {
 namespace {
@@ -205,6 +207,10 @@ int command_run(const std::vector<std::string>& argv) {
   auto model = Model::load(model_path(*args));
   if (!model) return fail(model.status().message());
   std::shared_ptr<const Model> m = *model;
+  // A model or context too large for this machine gets a message, not an OOM kill (issue 14).
+  auto memory = check_memory(*m, *n_ctx, std::min<int64_t>(512, *n_ctx));
+  if (!memory) return fail(memory.status().message());
+  if (!memory->empty()) std::fprintf(stderr, "frugal: warning: %s\n", memory->c_str());
 
   TransformerOptions options;
   options.n_ctx = *n_ctx;

@@ -42,7 +42,8 @@ EncodedTensor encode_quantized(const compress::QuantizedMatrix& m) {
 
 Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Model& model, const std::vector<int32_t>& calibration,
                                                                  const CalibratedOptions& options,
-                                                                 const std::function<void(int64_t, int64_t)>& on_layer) {
+                                                                 const std::function<void(int64_t, int64_t)>& on_layer,
+                                                                 const CalibratedLayerSink& sink) {
   const ModelConfig& c = model.config();
   const CalibratedMethod method = options.method;
   const bool int8_method = method == CalibratedMethod::kSmoothQuant || method == CalibratedMethod::kW8A8 ||
@@ -265,6 +266,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
       std::copy(saved_hidden.begin(), saved_hidden.end(), pass->hidden());
     }
     FRUGAL_RETURN_IF_ERROR(pass->ffn(layer, &working));
+    if (sink) FRUGAL_RETURN_IF_ERROR(sink(out, layer + 1));
     if (on_layer) on_layer(layer + 1, c.n_layer);
   }
   return out;

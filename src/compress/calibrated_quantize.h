@@ -60,8 +60,13 @@ EncodedTensor encode_quantized(const compress::QuantizedMatrix& m);
 // encoded tensors by GGUF name; AWQ and SmoothQuant also return the RMSNorm weights they rescaled
 // (F32), LLM.int8() the outlier tensors NAME.outlier_columns (F32 indices) and
 // NAME.outlier_weight (F16, rows x n) of matrix NAME.weight.
+// With `sink`, after each layer the results so far are handed to it with the number of layers
+// done; it may move them out (quantize writes them to disk), so the returned map holds only what
+// it left and memory stays at one layer's results (issue 14).
+using CalibratedLayerSink = std::function<Status(std::map<std::string, EncodedTensor>&, int64_t layers_done)>;
 Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Model& model, const std::vector<int32_t>& calibration,
                                                                  const CalibratedOptions& options,
-                                                                 const std::function<void(int64_t, int64_t)>& on_layer);
+                                                                 const std::function<void(int64_t, int64_t)>& on_layer,
+                                                                 const CalibratedLayerSink& sink = nullptr);
 
 }  // namespace frugal

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <set>
 
 #include "base/check.h"
 #include "base/timer.h"
@@ -109,27 +110,57 @@ int64_t count_zeros(const GgufTensorInfo& t) {
   return zeros;
 }
 
+namespace {
+
+// The quantization plan the pruned values are stored with, or null when each matrix keeps its
+// type (or Q8_0 when its type cannot store an exact zero).
+Result<std::unique_ptr<QuantizePlan>> storage_plan(const PruneOptions& o, const PrunePlan& plan) {
+  if (!plan.joint_quantization && o.format.empty()) return std::unique_ptr<QuantizePlan>();
+  QuantizeOptions q;
+  q.method = plan.joint_quantization ? "gptq" : "rtn";
+  q.format = o.format;
+  q.bits = o.bits != 0 ? o.bits : 4;
+  q.group = o.group;
+  q.symmetric = o.symmetric;
+  q.group_fallback = true;
+  FRUGAL_ASSIGN_OR_RETURN(QuantizePlan resolved, QuantizePlan::make(q));
+  return std::make_unique<QuantizePlan>(std::move(resolved));
+}
+
+// Whether any block matrix will be stored in another type than the input's: decided before
+// pruning, because the streamed output's header (with or without general.file_type) is
+// written before the first pruned matrix exists. Mirrors `store` in prune_block_matrices.
+Result<bool> pruned_types_change(const Model& model, const PruneOptions& o, const PrunePlan& plan) {
+  FRUGAL_ASSIGN_OR_RETURN(std::unique_ptr<QuantizePlan> storage, storage_plan(o, plan));
+  for (int64_t layer = 0; layer < model.config().n_layer; ++layer) {
+    for (BlockMatrix m : names::kBlockMatrices) {
+      const WeightMatrix& w = model.layers()[layer].matrix(m);
+      DType type = stores_exact_zero(w.traits->type) ? w.traits->type : DType::Q8_0;
+      if (storage) {
+        const std::string name = names::block_prefix(layer) + names::block_tensor_suffix(names::block_tensor_of(m));
+        FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, storage->target_for(name, w.cols));
+        if (!target.is_format) return true;  // frugal's generic group types never equal an input type
+        type = target.type;
+      }
+      if (type != w.traits->type) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& model, const std::vector<int32_t>& calibration,
                                                                   const PruneOptions& o, const PrunePlan& plan,
-                                                                  const std::function<void(int64_t, int64_t)>& on_layer) {
+                                                                  const std::function<void(int64_t, int64_t)>& on_layer,
+                                                                  const PrunedLayerSink& sink) {
   const ModelConfig& c = model.config();
   if (!plan.layer_sparsity.empty() && static_cast<int64_t>(plan.layer_sparsity.size()) != c.n_layer) {
     return Status::error(std::to_string(plan.layer_sparsity.size()) + " per-layer sparsities for a model of " + std::to_string(c.n_layer) +
                          " layers");
   }
   // How the pruned values are stored (see prune_model.h).
-  std::unique_ptr<QuantizePlan> storage;
-  if (plan.joint_quantization || !o.format.empty()) {
-    QuantizeOptions q;
-    q.method = plan.joint_quantization ? "gptq" : "rtn";
-    q.format = o.format;
-    q.bits = o.bits != 0 ? o.bits : 4;
-    q.group = o.group;
-    q.symmetric = o.symmetric;
-    q.group_fallback = true;
-    FRUGAL_ASSIGN_OR_RETURN(QuantizePlan resolved, QuantizePlan::make(q));
-    storage = std::make_unique<QuantizePlan>(std::move(resolved));
-  }
+  FRUGAL_ASSIGN_OR_RETURN(std::unique_ptr<QuantizePlan> storage, storage_plan(o, plan));
   compress::GptqOptions gptq;
   gptq.percdamp = o.percdamp;
   if (plan.pattern.is_n_m()) {
@@ -210,6 +241,7 @@ Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& m
       for (BlockInput input : {BlockInput::kAttention, BlockInput::kAttentionOutput, BlockInput::kFfn, BlockInput::kFfnHidden}) {
         FRUGAL_RETURN_IF_ERROR(prune_input(working, input, nullptr, 0, 0));
       }
+      if (sink) FRUGAL_RETURN_IF_ERROR(sink(out));
       if (on_layer) on_layer(layer + 1, c.n_layer);
     }
     return out;
@@ -226,6 +258,7 @@ Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& m
     // later layers see the outputs of the pruned ones (sequential, as both papers do).
     working.set_hook([&](BlockInput input, float* x, int64_t n, int64_t cols) { return prune_input(working, input, x, n, cols); });
     FRUGAL_RETURN_IF_ERROR(pass->layer(layer, &working));
+    if (sink) FRUGAL_RETURN_IF_ERROR(sink(out));
     if (on_layer) on_layer(layer + 1, c.n_layer);
   }
   return out;
@@ -245,17 +278,9 @@ Result<PruneReport> prune_model(const std::string& input, const std::string& out
     tokens = model->tokenizer().encode(text, true, false);
     if (static_cast<int64_t>(tokens.size()) > options.calibration_tokens) tokens.resize(static_cast<size_t>(options.calibration_tokens));
   }
-  FRUGAL_ASSIGN_OR_RETURN(auto pruned, prune_block_matrices(*model, tokens, options, plan, [&](int64_t done, int64_t total) {
-                            if (on_progress) on_progress(done, total, "layer " + std::to_string(done));
-                          }));
-
   const GgufFile& file = model->file();
+  FRUGAL_ASSIGN_OR_RETURN(const bool types_changed, pruned_types_change(*model, options, plan));
   GgufWriter writer(file.alignment());
-  bool types_changed = false;
-  for (const GgufTensorInfo& t : file.tensors()) {
-    auto it = pruned.find(t.name);
-    if (it != pruned.end() && it->second.type != t.traits->type) types_changed = true;
-  }
   for (const auto& [key, value] : file.metadata()) {
     // The file type names the input's layout; a changed layout is "mixed" (key left out).
     if (key == names::kFileTypeKey && types_changed) continue;
@@ -267,27 +292,58 @@ Result<PruneReport> prune_model(const std::string& input, const std::string& out
   PruneReport report;
   report.description = plan.description;
   int64_t params = 0;
-  for (const GgufTensorInfo& t : file.tensors()) {
-    params += t.element_count();
-    report.bytes_in += t.bytes;
-    auto it = pruned.find(t.name);
-    if (it == pruned.end()) {
-      writer.add_tensor(t.name, t.traits->type, t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
-      report.bytes_out += t.bytes;
-      continue;
+  // Streamed (issue 14): the header goes out first; after each layer, every tensor up to the
+  // first one not yet available is written in file order (input tensors copied, pruned ones
+  // moved out of the map and freed), and the input's pages are released once consumed. Memory:
+  // one layer's pruned matrices plus the calibration pass, not the whole output model.
+  for (const GgufTensorInfo& t : file.tensors()) writer.declare(t.name, t.dims);
+  FRUGAL_RETURN_IF_ERROR(writer.begin(output));
+  const std::vector<GgufTensorInfo>& tensors = file.tensors();
+  std::set<std::string> to_prune;
+  for (int64_t layer = 0; layer < model->config().n_layer; ++layer) {
+    for (BlockMatrix m : names::kBlockMatrices) {
+      to_prune.insert(names::block_prefix(layer) + names::block_tensor_suffix(names::block_tensor_of(m)));
     }
-    // Count the zeros as stored (after encoding).
-    GgufTensorInfo encoded = t;
-    encoded.traits = &type_traits(it->second.type);
-    encoded.data = it->second.bytes.data();
-    report.zeros += count_zeros(encoded);
-    report.weights_in_pruned += t.element_count();
-    ++report.tensors_pruned;
-    report.bytes_out += it->second.bytes.size();
-    writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
   }
+  size_t next = 0;
+  bool pruning_done = false;  // then a block matrix the method left alone is copied as it is
+  auto drain = [&](std::map<std::string, EncodedTensor>& pruned) -> Status {
+    for (; next < tensors.size(); ++next) {
+      const GgufTensorInfo& t = tensors[next];
+      auto it = pruned.find(t.name);
+      if (it == pruned.end()) {
+        if (!pruning_done && to_prune.count(t.name) != 0) break;  // its layer is not done yet
+        params += t.element_count();
+        report.bytes_in += t.bytes;
+        FRUGAL_RETURN_IF_ERROR(writer.write_next(t.traits->type, t.data, t.bytes));
+        file.release(t);
+        report.bytes_out += t.bytes;
+        continue;
+      }
+      params += t.element_count();
+      report.bytes_in += t.bytes;
+      // Count the zeros as stored (after encoding).
+      GgufTensorInfo encoded = t;
+      encoded.traits = &type_traits(it->second.type);
+      encoded.data = it->second.bytes.data();
+      report.zeros += count_zeros(encoded);
+      report.weights_in_pruned += t.element_count();
+      ++report.tensors_pruned;
+      report.bytes_out += it->second.bytes.size();
+      FRUGAL_RETURN_IF_ERROR(writer.write_next(it->second.type, it->second.bytes.data(), it->second.bytes.size()));
+      pruned.erase(it);
+      file.release(t);
+    }
+    return Status::ok();
+  };
+  FRUGAL_ASSIGN_OR_RETURN(auto rest, prune_block_matrices(*model, tokens, options, plan, [&](int64_t done, int64_t total) {
+                            if (on_progress) on_progress(done, total, "layer " + std::to_string(done));
+                          }, drain));
+  pruning_done = true;
+  FRUGAL_RETURN_IF_ERROR(drain(rest));
+  if (next != tensors.size()) return Status::error("internal: pruning left '" + tensors[next].name + "' unwritten");
   if (on_progress) on_progress(1, 1, "writing " + output);
-  FRUGAL_RETURN_IF_ERROR(writer.write(output));
+  FRUGAL_RETURN_IF_ERROR(writer.finish());
   report.bits_per_weight = 8.0 * static_cast<double>(report.bytes_out) / static_cast<double>(params);
   report.seconds = timer.seconds();
   return report;

@@ -74,9 +74,13 @@ struct PruneReport {
 
 // The pruned (and possibly quantized) block matrices of `model`, encoded, by GGUF name.
 // `calibration` may be empty for methods that need none. `on_layer(done, total)` reports progress.
+// With `sink`, each layer's results are handed to it once the layer is done (it may move them
+// out, so the returned map holds only what it left: memory stays at one layer, issue 14).
+using PrunedLayerSink = std::function<Status(std::map<std::string, EncodedTensor>&)>;
 Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& model, const std::vector<int32_t>& calibration,
                                                                   const PruneOptions& options, const PrunePlan& plan,
-                                                                  const std::function<void(int64_t, int64_t)>& on_layer);
+                                                                  const std::function<void(int64_t, int64_t)>& on_layer,
+                                                                  const PrunedLayerSink& sink = nullptr);
 
 // Reads IN, prunes, writes OUT (atomically). `on_progress(done, total, what)` reports progress.
 Result<PruneReport> prune_model(const std::string& input, const std::string& output, const PruneOptions& options,

@@ -241,12 +241,13 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
 
   // Calibrated methods choose the quantized values of the block matrices; the rest is RTN.
   std::map<std::string, EncodedTensor> calibrated;
+  std::vector<int32_t> tokens;
+  CalibratedOptions calibrated_options;
   if (options.method != "rtn") {
     if (options.calibration_path.empty()) return Status::error(options.method + " needs calibration text (--calib FILE)");
     FRUGAL_ASSIGN_OR_RETURN(std::string text, read_text_file(options.calibration_path));
     if (text.empty()) return Status::error("calibration file '" + options.calibration_path + "' is empty");
-    std::vector<int32_t> tokens = model->tokenizer().encode(text, true, false);
-    CalibratedOptions calibrated_options;
+    tokens = model->tokenizer().encode(text, true, false);
     calibrated_options.chunk = std::min<int64_t>(512, options.calibration_tokens);
     calibrated_options.n_threads = options.n_threads;
     calibrated_options.gptq.act_order = options.act_order;
@@ -267,9 +268,6 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
                                                                   : CalibratedMethod::kLlmInt8;
     calibrated_options.target_for = [&](const std::string& name, int64_t) { return targets.at(name); };
     if (static_cast<int64_t>(tokens.size()) > options.calibration_tokens) tokens.resize(options.calibration_tokens);
-    FRUGAL_ASSIGN_OR_RETURN(calibrated, calibrated_quantize_model(*model, tokens, calibrated_options, [&](int64_t done, int64_t total) {
-                              if (on_tensor) on_tensor(done, total, "layer " + std::to_string(done));
-                            }));
   }
   GgufWriter writer(file->alignment());
   // Keys that describe the input's encoding are not copied but set for the output below: a
@@ -294,29 +292,33 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
 
   int64_t params = 0;
   std::vector<float> values;
+  bool calibrating = false;  // progress then counts layers, not tensors
   auto done_one = [&](size_t i) {
-    if (on_tensor) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), tensors[i].name);
+    if (on_tensor && !calibrating) on_tensor(static_cast<int64_t>(i + 1), static_cast<int64_t>(tensors.size()), tensors[i].name);
   };
-  for (size_t i = 0; i < tensors.size(); ++i) {
+  // Writes tensor i: its calibrated result from `results` (then freed), else RTN or a copy.
+  auto emit = [&](size_t i, std::map<std::string, EncodedTensor>& results) -> Status {
     const GgufTensorInfo& t = tensors[i];
     params += t.element_count();
     report.bytes_in += t.bytes;
-    if (auto it = calibrated.find(t.name); it != calibrated.end()) {
+    if (auto it = results.find(t.name); it != results.end()) {
       // A calibrated matrix, or a norm rescaled by AWQ/SmoothQuant.
       report.bytes_out += it->second.bytes.size();
       ++(t.dims.size() == 1 ? report.tensors_kept : report.tensors_quantized);
-      writer.add_tensor(t.name, it->second.type, t.dims, std::move(it->second.bytes));
-      calibrated.erase(it);
+      FRUGAL_RETURN_IF_ERROR(writer.write_next(it->second.type, it->second.bytes.data(), it->second.bytes.size()));
+      results.erase(it);
+      file->release(t);
       done_one(i);
-      continue;
+      return Status::ok();
     }
     const bool is_embedding = t.name == names::kTokenEmbedding;
     if (!is_quantizable_weight(t) || (is_embedding && keep_embedding)) {
-      writer.add_tensor(t.name, static_cast<DType>(t.type_id), t.dims, std::vector<uint8_t>(t.data, t.data + t.bytes));
+      FRUGAL_RETURN_IF_ERROR(writer.write_next(static_cast<DType>(t.type_id), t.data, t.bytes));
+      file->release(t);
       report.bytes_out += t.bytes;
       ++report.tensors_kept;
       done_one(i);
-      continue;
+      return Status::ok();
     }
     const int64_t cols = t.dims[0], rows = t.element_count() / cols;
     values.resize(static_cast<size_t>(rows * cols));
@@ -343,16 +345,64 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
       encoded = encode_quantized(compress::quantize_matrix(target, values.data(), rows, cols, nullptr, compress::GridFit::kMinMax));
     }
     report.bytes_out += encoded.bytes.size();
-    writer.add_tensor(t.name, encoded.type, t.dims, std::move(encoded.bytes));
+    FRUGAL_RETURN_IF_ERROR(writer.write_next(encoded.type, encoded.bytes.data(), encoded.bytes.size()));
+    file->release(t);
     ++report.tensors_quantized;
     done_one(i);
+    return Status::ok();
+  };
+  // Streaming output (issue 14): the header goes to disk first and tensors follow in file order
+  // as soon as they exist: with a calibrated method, after each layer everything up to the first
+  // tensor of a layer not yet done. Memory holds one tensor (RTN) or one layer's results, never
+  // the output model. LLM.int8() adds outlier tensors whose presence and shapes are known only
+  // after calibration, so for it the results of all layers are collected before writing.
+  size_t next = 0;
+  auto drain = [&](std::map<std::string, EncodedTensor>& results, int64_t layers_done) -> Status {
+    for (; next < tensors.size(); ++next) {
+      if (auto block = names::parse_block_tensor(tensors[next].name); block && block->first >= layers_done) break;
+      FRUGAL_RETURN_IF_ERROR(emit(next, results));
+    }
+    return Status::ok();
+  };
+  constexpr int64_t kAllLayers = INT64_MAX;
+  auto calibrate = [&](const CalibratedLayerSink& sink) -> Result<std::map<std::string, EncodedTensor>> {
+    calibrating = true;
+    auto result = calibrated_quantize_model(*model, tokens, calibrated_options, [&](int64_t done, int64_t total) {
+      if (on_tensor) on_tensor(done, total, "layer " + std::to_string(done));
+    }, sink);
+    calibrating = false;
+    return result;
+  };
+  for (const GgufTensorInfo& t : tensors) writer.declare(t.name, t.dims);
+  std::vector<std::string> added;
+  if (options.method == "rtn") {
+    FRUGAL_RETURN_IF_ERROR(writer.begin(output));
+    FRUGAL_RETURN_IF_ERROR(drain(calibrated, kAllLayers));
+  } else if (calibrated_options.method != CalibratedMethod::kLlmInt8) {
+    FRUGAL_RETURN_IF_ERROR(writer.begin(output));
+    FRUGAL_ASSIGN_OR_RETURN(calibrated, calibrate(drain));
+    FRUGAL_RETURN_IF_ERROR(drain(calibrated, kAllLayers));
+    // A result for a tensor already written (RTN'd before its calibrated value existed) would be
+    // lost silently; the methods only produce a layer's own tensors, and this keeps it so.
+    if (!calibrated.empty()) return Status::error("internal: calibrated result for '" + calibrated.begin()->first + "' came after it was written");
+  } else {
+    FRUGAL_ASSIGN_OR_RETURN(calibrated, calibrate(nullptr));
+    for (const auto& [name, tensor] : calibrated) {
+      if (file->find_tensor(name) == nullptr) {
+        writer.declare(name, tensor.dims);
+        added.push_back(name);
+      }
+    }
+    FRUGAL_RETURN_IF_ERROR(writer.begin(output));
+    FRUGAL_RETURN_IF_ERROR(drain(calibrated, kAllLayers));
   }
   // Tensors the method added (LLM.int8() outlier parts).
-  for (auto& [name, tensor] : calibrated) {
+  for (const std::string& name : added) {
+    const EncodedTensor& tensor = calibrated.at(name);
     report.bytes_out += tensor.bytes.size();
-    writer.add_tensor(name, tensor.type, tensor.dims, std::move(tensor.bytes));
+    FRUGAL_RETURN_IF_ERROR(writer.write_next(tensor.type, tensor.bytes.data(), tensor.bytes.size()));
   }
-  FRUGAL_RETURN_IF_ERROR(writer.write(output));
+  FRUGAL_RETURN_IF_ERROR(writer.finish());
   report.bits_per_weight = 8.0 * static_cast<double>(report.bytes_out) / static_cast<double>(params);
   report.seconds = timer.seconds();
   return report;

@@ -79,6 +79,8 @@ class GgufFile {
   size_t alignment() const { return alignment_; }
   size_t file_size() const { return file_->size(); }
   const std::string& path() const { return file_->path(); }
+  // Drops a consumed tensor's pages from the resident set (MappedFile::release).
+  void release(const GgufTensorInfo& t) const { file_->release(t.data, t.bytes); }
 
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return kvs_; }
   const GgufValue* find(const std::string& key) const;

@@ -142,7 +142,7 @@ void GgufWriter::add_tensor(const std::string& name, DType type, std::vector<int
   tensors_.push_back({name, type, std::move(dims), std::move(bytes)});
 }
 
-Status GgufWriter::write(const std::string& path) const {
+std::vector<uint8_t> GgufWriter::header(const std::vector<uint64_t>& offsets) const {
   std::vector<uint8_t> head;
   append<uint32_t>(head, 0x46554747);
   append<uint32_t>(head, 3);
@@ -159,18 +159,26 @@ Status GgufWriter::write(const std::string& path) const {
     append<uint32_t>(head, static_cast<uint32_t>(GgufType::kUint32));
     append<uint32_t>(head, static_cast<uint32_t>(alignment_));
   }
-  uint64_t offset = 0;
-  std::vector<uint64_t> offsets;
-  for (const auto& t : tensors_) {
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const auto& t = tensors_[i];
     append_string(head, t.name);
     append<uint32_t>(head, static_cast<uint32_t>(t.dims.size()));
     for (int64_t d : t.dims) append<uint64_t>(head, static_cast<uint64_t>(d));
     append<uint32_t>(head, static_cast<uint32_t>(t.type));
-    append<uint64_t>(head, offset);
+    append<uint64_t>(head, offsets[i]);
+  }
+  head.resize((head.size() + alignment_ - 1) / alignment_ * alignment_, 0);
+  return head;
+}
+
+Status GgufWriter::write(const std::string& path) const {
+  uint64_t offset = 0;
+  std::vector<uint64_t> offsets;
+  for (const auto& t : tensors_) {
     offsets.push_back(offset);
     offset += (t.bytes.size() + alignment_ - 1) / alignment_ * alignment_;
   }
-  head.resize((head.size() + alignment_ - 1) / alignment_ * alignment_, 0);
+  const std::vector<uint8_t> head = header(offsets);
 
   std::string temp = path + ".tmp-" + std::to_string(getpid());
   FILE* f = std::fopen(temp.c_str(), "wb");
@@ -189,6 +197,100 @@ Status GgufWriter::write(const std::string& path) const {
     int err = errno;
     std::remove(temp.c_str());
     return Status::error("cannot write '" + path + "': " + std::strerror(err));
+  }
+  return Status::ok();
+}
+
+void GgufWriter::declare(const std::string& name, std::vector<int64_t> dims) {
+  // The type is a placeholder until write_next: the header's size depends only on names and
+  // dims, because each type and offset is a fixed-width field rewritten by finish().
+  tensors_.push_back({name, DType::F32, std::move(dims), {}});
+}
+
+GgufWriter::~GgufWriter() {
+  if (file_ != nullptr) {
+    std::fclose(file_);
+    std::remove(temp_.c_str());
+  }
+}
+
+Status GgufWriter::fail(const std::string& what) {
+  const int err = errno;
+  failed_ = true;
+  if (file_ != nullptr) {
+    std::fclose(file_);
+    file_ = nullptr;
+    std::remove(temp_.c_str());
+  }
+  return Status::error("cannot write '" + path_ + "': " + what + (err != 0 ? std::string(": ") + std::strerror(err) : ""));
+}
+
+Status GgufWriter::begin(const std::string& path) {
+  if (file_ != nullptr) return Status::error("GgufWriter::begin called twice for '" + path + "'");
+  for (const auto& t : tensors_) {
+    if (!t.bytes.empty()) return Status::error("GgufWriter: '" + t.name + "' was added with data; streaming takes declare() only");
+  }
+  path_ = path;
+  temp_ = path + ".tmp-" + std::to_string(getpid());
+  next_ = 0;
+  data_offset_ = 0;
+  failed_ = false;
+  offsets_.assign(tensors_.size(), 0);
+  errno = 0;
+  file_ = std::fopen(temp_.c_str(), "wb");
+  if (file_ == nullptr) return fail("cannot create the temporary file");
+  // Provisional header: right size, final metadata, types and offsets filled in by finish().
+  const std::vector<uint8_t> head = header(offsets_);
+  if (std::fwrite(head.data(), 1, head.size(), file_) != head.size()) return fail("header");
+  return Status::ok();
+}
+
+Status GgufWriter::write_next(DType type, const uint8_t* data, size_t bytes) {
+  if (file_ == nullptr) return Status::error("GgufWriter::write_next without a successful begin()");
+  if (next_ >= tensors_.size()) return fail("more tensors written than declared");
+  Tensor& t = tensors_[next_];
+  // The size must match the declared shape, or a reader would see the wrong extent.
+  const TypeTraits* traits = find_type_traits(static_cast<uint32_t>(type));
+  if (traits != nullptr && !t.dims.empty() && t.dims[0] % traits->block_size == 0) {
+    int64_t rows = 1;
+    for (size_t d = 1; d < t.dims.size(); ++d) rows *= t.dims[d];
+    const size_t expected = static_cast<size_t>(rows) * row_bytes(*traits, t.dims[0]);
+    if (expected != bytes) {
+      return fail("tensor '" + t.name + "' has " + std::to_string(bytes) + " bytes, its shape and type need " + std::to_string(expected));
+    }
+  }
+  t.type = type;
+  offsets_[next_] = data_offset_;
+  errno = 0;
+  if (bytes > 0 && std::fwrite(data, 1, bytes, file_) != bytes) return fail("data of '" + t.name + "'");
+  static const uint8_t pad[256] = {};
+  const size_t padding = (alignment_ - bytes % alignment_) % alignment_;
+  if (padding > 0 && std::fwrite(pad, 1, padding, file_) != padding) return fail("padding of '" + t.name + "'");
+  data_offset_ += bytes + padding;
+  ++next_;
+  return Status::ok();
+}
+
+Status GgufWriter::finish() {
+  if (file_ == nullptr) return Status::error("GgufWriter::finish without a successful begin()");
+  if (next_ != tensors_.size()) {
+    return fail(std::to_string(tensors_.size() - next_) + " declared tensors were never written");
+  }
+  const std::vector<uint8_t> head = header(offsets_);
+  errno = 0;
+  if (std::fseek(file_, 0, SEEK_SET) != 0 || std::fwrite(head.data(), 1, head.size(), file_) != head.size()) {
+    return fail("header");
+  }
+  FILE* f = file_;
+  file_ = nullptr;
+  if (std::fclose(f) != 0) {
+    std::remove(temp_.c_str());
+    return Status::error("cannot write '" + path_ + "': " + std::strerror(errno));
+  }
+  if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
+    const int err = errno;
+    std::remove(temp_.c_str());
+    return Status::error("cannot write '" + path_ + "': " + std::strerror(err));
   }
   return Status::ok();
 }

@@ -23,6 +23,11 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the pages wholly inside [p, p + n) from this process's resident set (madvise
+  // MADV_DONTNEED on a read-only file mapping: the next read faults them back in from the file).
+  // A streaming pass over a model calls it on each tensor it has consumed, so the input's pages
+  // do not add up to the whole file in peak RSS. No effect on a borrowed buffer.
+  void release(const uint8_t* p, size_t n) const;
 
  private:
   MappedFile() = default;
