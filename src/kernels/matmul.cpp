@@ -64,9 +64,12 @@ void sparse_expand_rows(const KernelTable& table, const WeightMatrix& w, int64_t
                         float* y, int64_t y_stride, uint8_t* scratch, uint8_t* tile) {
   static const TypeTraits& q8 = type_traits(DType::Q8_0);
   const size_t tile_row = static_cast<size_t>(w.cols / 32) * 34;
+  auto* expand = table.isa == Isa::kAvx512Vnni && kernels::sparse_q8_avx512_supported() ? kernels::sparse_q8_to_q8_0_avx512
+                 : table.isa != Isa::kScalar                                            ? kernels::sparse_q8_to_q8_0_avx2
+                                                                                        : kernels::sparse_q8_to_q8_0;
   for (int64_t rt = r0; rt < r1; rt += kFallbackRows) {
     const int64_t nr = std::min(kFallbackRows, r1 - rt);
-    kernels::sparse_q8_to_q8_0(w, rt, rt + nr, tile);
+    expand(w, rt, rt + nr, tile);
     const WeightMatrix dense{&q8, tile, nr, w.cols, tile_row};
     table.quant_rows[kernels::kKernelQ8_0](dense, 0, nr, a, y + rt, y_stride, scratch);
   }

@@ -72,5 +72,7 @@ bool sparse_q8_avx512_supported();
 // Rows [r0, r1) of a sparse-q8 matrix as Q8_0 blocks (the 64-block scale on both 32-halves, so the
 // values are the same), row-major with (cols / 32) * 34 bytes per row: the prefill path.
 void sparse_q8_to_q8_0(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out);
+void sparse_q8_to_q8_0_avx2(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out);
+void sparse_q8_to_q8_0_avx512(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out);  // VBMI2
 
 }  // namespace frugal::kernels

@@ -53,6 +53,29 @@ inline __m128i expand16(uint32_t m16, const int8_t*& v, const int8_t* end) {
 
 }  // namespace
 
+void sparse_q8_to_q8_0_avx2(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out) {
+  const int c = sparse_q8_capacity(w.traits->type);
+  FRUGAL_CHECK(c != 0);
+  for (int64_t r = r0; r < r1; ++r) {
+    const SparseQ8Row row = sparse_q8_row(w.row(r), w.cols, c);
+    uint8_t* blocks = out + (r - r0) * (w.cols / 32) * 34;
+    const int8_t* v = row.values;
+    for (int64_t b = 0; b < row.blocks; ++b) {
+      uint64_t m;
+      std::memcpy(&m, row.masks + 8 * b, 8);
+      for (int half = 0; half < 2; ++half) {
+        uint8_t* q = blocks + (2 * b + half) * 34;
+        std::memcpy(q, row.scales + 2 * b, 2);
+        const uint32_t m32 = static_cast<uint32_t>(m >> (32 * half));
+        const __m128i w0 = expand16(m32 & 0xffff, v, row.values_end);
+        const __m128i w1 = expand16(m32 >> 16, v, row.values_end);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 2), w0);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 18), w1);
+      }
+    }
+  }
+}
+
 void sparse_q8_rows_avx2(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
                          int64_t y_stride, uint8_t* scratch) {
   if (a.n_tokens != 1) {  // the driver sends only decode here; anything else takes the twin

@@ -229,6 +229,15 @@ TEST(SparseQ8Kernels, MatmulDecodeAndPrefillMatchTheDenseProduct) {
     type_traits(DType::Q8_0).dequantize_row(tile.data() + r * (cols / 32 * 34), b.data(), cols);
     ASSERT_EQ(a, b) << r;
   }
+  // The SIMD expansions write the twin's bytes.
+  for (Isa isa : testing::supported_isas()) {
+    auto* expand = isa == Isa::kAvx512Vnni && kernels::sparse_q8_avx512_supported() ? kernels::sparse_q8_to_q8_0_avx512
+                   : isa != Isa::kScalar                                            ? kernels::sparse_q8_to_q8_0_avx2
+                                                                                    : kernels::sparse_q8_to_q8_0;
+    std::vector<uint8_t> fast(tile.size());
+    expand(w, 3, rows, fast.data());
+    EXPECT_TRUE(std::equal(fast.begin(), fast.end() - 3 * (cols / 32 * 34), tile.begin() + 3 * (cols / 32 * 34))) << isa_name(isa);
+  }
   ThreadPool pool(2);
   for (int64_t n_tokens : {1, 3, 17}) {
     std::normal_distribution<float> normal;
