@@ -12,6 +12,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
+#include "tensor/sparse_q8.h"
 
 namespace frugal {
 namespace {
@@ -30,7 +31,10 @@ constexpr Shape kShapes[] = {
 };
 
 constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
-                            DType::Q6_K, DType::F16,  DType::BF16, DType::F32};
+                            DType::Q6_K, DType::F16,  DType::BF16, DType::F32,
+                            // sparse-q8 with room for 32 and 19 of 64 weights: the reference
+                            // quantizer keeps the largest, so 50% and 70% sparse (tensor/sparse_q8.h).
+                            static_cast<DType>(kSparseQ8TypeBase | 32), static_cast<DType>(kSparseQ8TypeBase | 19)};
 
 // Decode reads each weight once per token from memory: cycling through enough copies that they
 // do not fit in the last-level cache gives the same streaming behaviour.

@@ -38,7 +38,7 @@ commands:
   prune       [-m MODEL] -o OUT.gguf --method @PRUNE@ --sparsity S
               [--pattern unstructured|2:4|4:8] [--calib FILE] [--calib-tokens N] [--format TYPE]
               [--bits B --group G] [-t THREADS]
-                                     pruning (zeros stored densely) into a new GGUF file
+                                     pruning (zeros stored densely, or compactly with --format sparse-q8)
   methods                            every compression method, what it needs, how it treats each matrix
   bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout

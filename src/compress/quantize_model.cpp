@@ -17,6 +17,7 @@
 #include "compress/w8a8.h"
 #include "model/model.h"
 #include "tensor/generic_group.h"
+#include "tensor/sparse_q8.h"
 
 namespace frugal {
 namespace {
@@ -100,6 +101,12 @@ Result<DType> parse_format(const std::string& name) {
     if (lower(name) == lower(type_traits(t).name)) return t;
     list += (list.empty() ? "" : ", ") + std::string(type_traits(t).name);
   }
+  // frugal's bitmask sparse int8 (tensor/sparse_q8.h): the capacity is fitted to each matrix when
+  // it is encoded (sparse_q8_type_for), so the name stands for the whole family.
+  if (lower(name) == "sparse-q8" || lower(name) == "sparse_q8") return *sparse_q8_type(64);
+  for (int c = 1; c <= 64; ++c) {
+    if (lower(name) == type_traits(*sparse_q8_type(c)).name) return *sparse_q8_type(c);
+  }
   // frugal's generic group types: fq<bits>[s]_g<group>.
   for (int bits = 2; bits <= 8; ++bits) {
     for (int64_t group : {32, 64, 128, 256}) {
@@ -110,7 +117,7 @@ Result<DType> parse_format(const std::string& name) {
     }
   }
   return Status::error("unknown format '" + name + "' (choose one of: " + list +
-                       ", or frugal's fq<bits>[s]_g<group> such as fq3_g128, fq4s_g64)");
+                       ", or frugal's fq<bits>[s]_g<group> such as fq3_g128, fq4s_g64, or sparse-q8)");
 }
 
 Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
@@ -336,10 +343,12 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
         return Status::error("tensor '" + t.name + "' has rows of " + std::to_string(cols) + " elements, not a multiple of the " +
                              to.name + " block size");
       }
-      encoded.type = target.type;
-      encoded.bytes.resize(static_cast<size_t>(rows) * row_bytes(to, cols));
+      // sparse-q8 fits its capacity to the densest row of this matrix.
+      const TypeTraits& stored = is_sparse_q8(target.type) ? type_traits(sparse_q8_type_for(values.data(), rows, cols)) : to;
+      encoded.type = stored.type;
+      encoded.bytes.resize(static_cast<size_t>(rows) * row_bytes(stored, cols));
       for (int64_t r = 0; r < rows; ++r) {
-        to.quantize_row(values.data() + r * cols, encoded.bytes.data() + static_cast<size_t>(r) * row_bytes(to, cols), cols);
+        stored.quantize_row(values.data() + r * cols, encoded.bytes.data() + static_cast<size_t>(r) * row_bytes(stored, cols), cols);
       }
     } else {
       encoded = encode_quantized(compress::quantize_matrix(target, values.data(), rows, cols, nullptr, compress::GridFit::kMinMax));

@@ -317,6 +317,15 @@ Result<std::unique_ptr<GgufFile>> GgufFile::parse(std::unique_ptr<MappedFile> ma
       return Status::error("'" + p + "' is truncated or corrupt: tensor '" + t.name + "' data lies past the end of the file");
     }
     t.data = file->file_->data() + data_start + t.offset;
+    // Formats with internal structure (sparse-q8 masks) are checked once here, so kernels need
+    // no bounds checks.
+    if (t.traits->validate != nullptr) {
+      std::string why;
+      const int64_t cols = t.dims[0];
+      if (!t.traits->validate(*t.traits, t.data, t.element_count() / cols, cols, &why)) {
+        return Status::error("'" + p + "' is corrupt: tensor '" + t.name + "' (" + t.traits->name + "): " + why);
+      }
+    }
   }
   return file;
 }

@@ -13,3 +13,8 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   set_source_files_properties(${_frugal_kernels_dir}/matmul_avx512vnni.cpp PROPERTIES
     COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;${_frugal_avx512_quiet}")
 endif()
+# sparse-q8 decode (vpexpandb + vpdpbusd); only called when the CPU reports VBMI2 and VNNI.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+  set_source_files_properties(${PROJECT_SOURCE_DIR}/src/kernels/matmul_sparse_avx512.cpp PROPERTIES
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512vbmi2;${_frugal_avx512_quiet}")
+endif()

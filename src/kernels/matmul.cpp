@@ -44,13 +44,35 @@ constexpr int kMaxTargets = 8;
 
 size_t align_64(size_t n) { return (n + 63) / 64 * 64; }
 
+// Bytes of the Q8_0 tile a sparse-q8 matrix is expanded into for prefill (kFallbackRows rows).
+size_t sparse_tile_bytes(int64_t cols) { return align_64(static_cast<size_t>(kFallbackRows * (cols / 32) * 34)); }
+
+// Per thread: the kernels' own scratch, then the sparse-q8 prefill tile (its last bytes).
 size_t scratch_bytes_per_thread(int64_t cols) {
   size_t bytes = static_cast<size_t>(kFallbackRows * cols) * sizeof(float);
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
     if (static_cast<int>(isa) > static_cast<int>(best_supported_isa())) break;
     bytes = std::max(bytes, kernels::kernel_table(isa).scratch_bytes(cols));
   }
-  return align_64(bytes);
+  return align_64(bytes) + sparse_tile_bytes(cols);
+}
+
+// Prefill with sparse-q8 weights: each tile of rows is expanded to Q8_0 once and multiplied with
+// all tokens by the active ISA's Q8_0 kernel (the same values: both 32-halves of a 64-block get
+// its scale), so prefill runs at the dense int8 speed.
+void sparse_expand_rows(const KernelTable& table, const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a,
+                        float* y, int64_t y_stride, uint8_t* scratch, uint8_t* tile) {
+  static const TypeTraits& q8 = type_traits(DType::Q8_0);
+  const size_t tile_row = static_cast<size_t>(w.cols / 32) * 34;
+  auto* expand = table.isa == Isa::kAvx512Vnni && kernels::sparse_q8_avx512_supported() ? kernels::sparse_q8_to_q8_0_avx512
+                 : table.isa != Isa::kScalar                                            ? kernels::sparse_q8_to_q8_0_avx2
+                                                                                        : kernels::sparse_q8_to_q8_0;
+  for (int64_t rt = r0; rt < r1; rt += kFallbackRows) {
+    const int64_t nr = std::min(kFallbackRows, r1 - rt);
+    expand(w, rt, rt + nr, tile);
+    const WeightMatrix dense{&q8, tile, nr, w.cols, tile_row};
+    table.quant_rows[kernels::kKernelQ8_0](dense, 0, nr, a, y + rt, y_stride, scratch);
+  }
 }
 
 // Where each part of the workspace lives (offsets from the 64-byte-aligned start).
@@ -118,7 +140,7 @@ bool same_input_quantization(const WeightMatrix& a, const WeightMatrix& b) {
          std::equal(a.outlier_columns, a.outlier_columns + a.n_outliers, b.outlier_columns);
 }
 
-enum class Path { kQuantized, kFloat, kFallback };
+enum class Path { kQuantized, kFloat, kFallback, kSparseExpand };
 
 struct TargetPlan {
   Path path;
@@ -196,7 +218,10 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     const int index = kernels::kernel_type_index(w.traits->type);
     p.format = kernels::activation_format_for(w.traits->type);
     FRUGAL_CHECK(!per_token || p.format == ActivationFormat::kQ8Block32);
-    if (index >= 0 && table.quant_rows[index] != nullptr) {
+    if (index == kernels::kKernelSparseQ8 && n_tokens > 1) {
+      p.path = Path::kSparseExpand;
+      need_block32 = true;
+    } else if (index >= 0 && table.quant_rows[index] != nullptr) {
       p.path = Path::kQuantized;
       p.quant_rows = table.quant_rows[index];
       need_block32 |= p.format == ActivationFormat::kQ8Block32;
@@ -221,7 +246,8 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
   }
   int64_t n_chunks = 0;
   for (int i = 0; i < n_targets; ++i) {
-    plans[i].chunk_rows = plans[i].path == Path::kFallback ? std::max(chunk, kFallbackRows) : chunk;
+    plans[i].chunk_rows =
+        plans[i].path == Path::kFallback || plans[i].path == Path::kSparseExpand ? std::max(chunk, kFallbackRows) : chunk;
     plans[i].first_chunk = n_chunks;
     n_chunks += (targets[i].weight->rows + plans[i].chunk_rows - 1) / plans[i].chunk_rows;
   }
@@ -275,6 +301,10 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
           break;
         case Path::kFloat:
           p.float_rows(w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride);
+          break;
+        case Path::kSparseExpand:
+          sparse_expand_rows(table, w, r0, r1, block32, tg.y, tg.y_stride, scratch,
+                             scratch + layout.scratch_stride - sparse_tile_bytes(cols));
           break;
         case Path::kFallback:
           fallback_rows(table, w, r0, r1, x, x_stride, n_tokens, tg.y, tg.y_stride, reinterpret_cast<float*>(scratch));

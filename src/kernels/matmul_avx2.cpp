@@ -179,7 +179,11 @@ struct FastTile<SimdAvx2, DecodeQ8_0Signed> : OneSubBlock<Q8TileAvx2, SimdAvx2> 
 }  // namespace
 
 const KernelTable& avx2_kernel_table() {
-  static const KernelTable table = make_kernel_table<SimdAvx2>(Isa::kAvx2);
+  static const KernelTable table = [] {
+    KernelTable t = make_kernel_table<SimdAvx2>(Isa::kAvx2);
+    t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_avx2;
+    return t;
+  }();
   return table;
 }
 

@@ -5,7 +5,11 @@
 namespace frugal::kernels {
 
 const KernelTable& avx512_kernel_table() {
-  static const KernelTable table = make_kernel_table<SimdAvx512<false>>(Isa::kAvx512);
+  static const KernelTable table = [] {
+    KernelTable t = make_kernel_table<SimdAvx512<false>>(Isa::kAvx512);
+    t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_avx2;
+    return t;
+  }();
   return table;
 }
 

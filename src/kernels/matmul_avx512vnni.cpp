@@ -5,7 +5,11 @@
 namespace frugal::kernels {
 
 const KernelTable& avx512vnni_kernel_table() {
-  static const KernelTable table = make_kernel_table<SimdAvx512<true>>(Isa::kAvx512Vnni);
+  static const KernelTable table = [] {
+    KernelTable t = make_kernel_table<SimdAvx512<true>>(Isa::kAvx512Vnni);
+    t.quant_rows[kKernelSparseQ8] = sparse_q8_avx512_supported() ? sparse_q8_rows_avx512 : sparse_q8_rows_avx2;
+    return t;
+  }();
   return table;
 }
 

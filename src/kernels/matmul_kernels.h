@@ -28,6 +28,7 @@ enum KernelType : int {
   kKernelQ4_0, kKernelQ4_1, kKernelQ5_0, kKernelQ5_1, kKernelQ8_0,
   kKernelQ2_K, kKernelQ3_K, kKernelQ4_K, kKernelQ5_K, kKernelQ6_K,
   kKernelF32, kKernelF16, kKernelBF16,
+  kKernelSparseQ8,  // every capacity of sparse-q8 (tensor/sparse_q8.h); decode only, see matmul.cpp
   kKernelTypeCount,
 };
 // -1 for types without a kernel (they use the dequantize-to-float fallback in matmul.cpp).
@@ -56,5 +57,22 @@ void quant_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const Q
                           int64_t y_stride, uint8_t* scratch);
 void float_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, int64_t x_stride,
                           int64_t n_tokens, float* y, int64_t y_stride);
+
+// sparse-q8 rows times Q8Block32 activations (tensor/sparse_q8.h). The scalar twin takes any
+// number of tokens; the SIMD kernels take one token (decode) and the driver expands larger inputs
+// to Q8_0 tiles (sparse_q8_to_q8_0). avx512: VBMI2 vpexpandb + VNNI vpdpbusd, used when
+// sparse_q8_avx512_supported().
+void sparse_q8_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
+                              int64_t y_stride, uint8_t* scratch);
+void sparse_q8_rows_avx2(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
+                         int64_t y_stride, uint8_t* scratch);
+void sparse_q8_rows_avx512(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
+                           int64_t y_stride, uint8_t* scratch);
+bool sparse_q8_avx512_supported();
+// Rows [r0, r1) of a sparse-q8 matrix as Q8_0 blocks (the 64-block scale on both 32-halves, so the
+// values are the same), row-major with (cols / 32) * 34 bytes per row: the prefill path.
+void sparse_q8_to_q8_0(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out);
+void sparse_q8_to_q8_0_avx2(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out);
+void sparse_q8_to_q8_0_avx512(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out);  // VBMI2
 
 }  // namespace frugal::kernels

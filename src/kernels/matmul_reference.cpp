@@ -8,6 +8,7 @@
 #include "kernels/matmul_kernels.h"
 #include "tensor/fp16.h"
 #include "tensor/quant_blocks.h"
+#include "tensor/sparse_q8.h"
 
 namespace frugal::kernels {
 namespace {
@@ -197,7 +198,7 @@ int kernel_type_index(DType type) {
     case DType::F32: return kKernelF32;
     case DType::F16: return kKernelF16;
     case DType::BF16: return kKernelBF16;
-    default: return -1;
+    default: return is_sparse_q8(type) ? kKernelSparseQ8 : -1;
   }
 }
 
@@ -256,6 +257,54 @@ void float_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const f
   }
 }
 
+void sparse_q8_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
+                              int64_t y_stride, uint8_t*) {
+  const int c = sparse_q8_capacity(w.traits->type);
+  FRUGAL_CHECK(c != 0);
+  int q[kSparseBlock];
+  for (int64_t r = r0; r < r1; ++r) {
+    const SparseQ8Row row = sparse_q8_row(w.row(r), w.cols, c);
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      const int8_t* v = row.values;
+      double sum = 0.0;
+      for (int64_t b = 0; b < row.blocks; ++b) {
+        uint64_t m;
+        std::memcpy(&m, row.masks + 8 * b, 8);
+        uint16_t h;
+        std::memcpy(&h, row.scales + 2 * b, 2);
+        for (int j = 0; j < kSparseBlock; ++j) q[j] = (m >> j & 1) ? *v++ : 0;
+        for (int half = 0; half < 2; ++half) {
+          int64_t isum = 0;
+          for (int j = 0; j < 32; ++j) isum += q[32 * half + j] * a.code(t, b * kSparseBlock + 32 * half + j);
+          sum += static_cast<double>(fp16_to_float(h)) * a.value(t, ActivationArray::kD32, 2 * b + half) * static_cast<double>(isum);
+        }
+      }
+      y[t * y_stride + r] = static_cast<float>(sum);
+    }
+  }
+}
+
+void sparse_q8_to_q8_0(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out) {
+  const int c = sparse_q8_capacity(w.traits->type);
+  FRUGAL_CHECK(c != 0);
+  for (int64_t r = r0; r < r1; ++r) {
+    const SparseQ8Row row = sparse_q8_row(w.row(r), w.cols, c);
+    BlockQ8_0* blocks = reinterpret_cast<BlockQ8_0*>(out) + (r - r0) * (w.cols / 32);
+    const int8_t* v = row.values;
+    for (int64_t b = 0; b < row.blocks; ++b) {
+      uint64_t m;
+      std::memcpy(&m, row.masks + 8 * b, 8);
+      uint16_t h;
+      std::memcpy(&h, row.scales + 2 * b, 2);
+      for (int half = 0; half < 2; ++half) {
+        BlockQ8_0& q = blocks[2 * b + half];
+        q.d = h;
+        for (int j = 0; j < 32; ++j) q.qs[j] = (m >> (32 * half + j) & 1) ? *v++ : 0;
+      }
+    }
+  }
+}
+
 const KernelTable& scalar_kernel_table() {
   static const KernelTable table = [] {
     KernelTable t{};
@@ -264,6 +313,7 @@ const KernelTable& scalar_kernel_table() {
     t.quantize = quantize_scalar;
     for (int i = kKernelQ4_0; i <= kKernelQ6_K; ++i) t.quant_rows[i] = quant_rows_reference;
     for (int i = kKernelF32; i <= kKernelBF16; ++i) t.float_rows[i] = float_rows_reference;
+    t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_reference;
     t.scratch_bytes = scalar_scratch_bytes;
     return t;
   }();

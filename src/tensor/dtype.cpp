@@ -10,6 +10,7 @@
 #include "tensor/fp16.h"
 #include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
+#include "tensor/sparse_q8.h"
 
 namespace frugal {
 namespace quant {
@@ -149,6 +150,7 @@ const TypeTraits* find_type_traits(uint32_t ggml_type_id) {
   for (const TypeTraits& t : kTraits) {
     if (static_cast<uint32_t>(t.type) == ggml_type_id) return &t;
   }
+  if (const TypeTraits* sparse = find_sparse_q8_traits(ggml_type_id)) return sparse;
   return find_generic_group_traits(ggml_type_id);
 }
 
@@ -163,6 +165,7 @@ std::string_view ggml_type_name(uint32_t ggml_type_id) {
   if (ggml_type_id < known) return kGgmlNames[ggml_type_id];
   if (ggml_type_id < kNumberedNames) return numbered_names()[ggml_type_id].data();
   if (const TypeTraits* generic = find_generic_group_traits(ggml_type_id)) return generic->name;
+  if (const TypeTraits* sparse = find_sparse_q8_traits(ggml_type_id)) return sparse->name;
   return "unknown type";
 }
 

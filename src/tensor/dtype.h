@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace frugal {
@@ -43,6 +44,9 @@ struct TypeTraits {
   void (*quantize_row)(const float* src, void* dst, int64_t n);
   // Dot product of n stored elements with n float activations.
   float (*dot_f32)(const void* row, const float* x, int64_t n);
+  // Formats whose bytes can be inconsistent beyond their size (sparse-q8: mask popcounts against
+  // the room for values) check a loaded tensor of rows x cols here; false with a message refuses it.
+  bool (*validate)(const TypeTraits& traits, const uint8_t* data, int64_t rows, int64_t cols, std::string* why) = nullptr;
 };
 
 // The traits for a GGML or frugal generic group type id, or nullptr when frugal does not support
