@@ -10,8 +10,10 @@
 namespace frugal::cli {
 
 int command_perplexity(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv, {"-m", "-f", "-c", "-t", "--chunks"}, {},
-                          {{"--file", "-f"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}});
+  std::set<std::string> with_value = {"-m", "-f", "-c", "-t", "--chunks"};
+  std::map<std::string, std::string> aliases = {{"--file", "-f"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}};
+  add_cache_flags(with_value, aliases, false);
+  auto args = Args::parse(argv, with_value, {}, aliases);
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
   if (!args->has("-f")) return fail("perplexity needs a text file: -f FILE");
@@ -40,6 +42,8 @@ int command_perplexity(const std::vector<std::string>& argv) {
   options.n_batch = *n_ctx;
   options.n_threads = static_cast<int>(*n_threads);
   options.all_logits = true;
+  if (Status s = read_cache_flags(*args, options); !s) return fail(s.message());
+  if (Status s = check_transformer_options(m->config(), options); !s) return fail(s.message());
   Transformer transformer(m, options);
   PerplexityOptions ppl_options;
   ppl_options.n_ctx = *n_ctx;
