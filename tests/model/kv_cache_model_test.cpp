@@ -152,6 +152,39 @@ TEST(RollingCache, ContinuesPastTheWindowWithReRotatedKeys) {
   }
 }
 
+// Streaming perplexity: a window longer than the stream gives the plain cache's number; a window
+// far shorter than the stream still scores every token, with the cache's memory fixed.
+TEST(RollingCache, StreamingPerplexity) {
+  auto model = tiny_model(false);
+  ASSERT_TRUE(model);
+  std::vector<int32_t> stream;
+  for (int i = 0; i < 4; ++i) stream.insert(stream.end(), kTokens.begin(), kTokens.end());
+  const int64_t n = static_cast<int64_t>(stream.size());
+  TransformerOptions plain;
+  plain.n_ctx = n;
+  plain.n_batch = 8;
+  plain.all_logits = true;
+  Transformer a(model, plain);
+  auto pa = compute_streaming_perplexity(a, stream, -1, 8, nullptr);
+  ASSERT_TRUE(pa.is_ok()) << pa.status().message();
+  TransformerOptions wide = plain;
+  wide.window = n;
+  Transformer b(model, wide);
+  auto pb = compute_streaming_perplexity(b, stream, -1, 8, nullptr);
+  ASSERT_TRUE(pb.is_ok());
+  EXPECT_EQ(pa->scored_tokens, n - 1);
+  EXPECT_NEAR(pa->ppl, pb->ppl, 1e-9 * pa->ppl);
+  TransformerOptions narrow = plain;
+  narrow.window = 24;
+  Transformer c(model, narrow);
+  auto pc = compute_streaming_perplexity(c, stream, -1, 8, nullptr);
+  ASSERT_TRUE(pc.is_ok());
+  EXPECT_EQ(pc->scored_tokens, n - 1);
+  EXPECT_GT(c.evicted(), 0);
+  EXPECT_TRUE(std::isfinite(pc->ppl));
+  EXPECT_GT(pc->ppl, 1.0);
+}
+
 TEST(RollingCache, BadSettingsAreRefused) {
   auto model = tiny_model(false);
   ASSERT_TRUE(model);
