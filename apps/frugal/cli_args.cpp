@@ -91,4 +91,30 @@ int default_threads() {
   return n == 0 ? 1 : static_cast<int>(n);
 }
 
+void add_cache_flags(std::set<std::string>& with_value, std::map<std::string, std::string>& aliases, bool rolling) {
+  with_value.insert({"-ctk", "-ctv"});
+  aliases["--cache-type-k"] = "-ctk";
+  aliases["--cache-type-v"] = "-ctv";
+  if (rolling) with_value.insert({"--window", "--sinks"});
+}
+
+Status read_cache_flags(const Args& args, TransformerOptions& options) {
+  auto k = parse_kv_type(args.get("-ctk", "f16"));
+  if (!k) return Status::error("-ctk: " + k.status().message());
+  auto v = parse_kv_type(args.get("-ctv", "f16"));
+  if (!v) return Status::error("-ctv: " + v.status().message());
+  options.cache_type_k = *k;
+  options.cache_type_v = *v;
+  auto window = args.get_int("--window", 0, 0, 1 << 24);
+  auto sinks = args.get_int("--sinks", 4, 0, 1 << 24);
+  FRUGAL_RETURN_IF_ERROR(window.status());
+  FRUGAL_RETURN_IF_ERROR(sinks.status());
+  options.window = *window;
+  options.sinks = *sinks;
+  if (options.window > 0 && options.window <= options.sinks) {
+    return Status::error("--window " + std::to_string(options.window) + " must be larger than --sinks " + std::to_string(options.sinks));
+  }
+  return Status::ok();
+}
+
 }  // namespace frugal::cli

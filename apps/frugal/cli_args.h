@@ -34,4 +34,9 @@ std::string model_path(const Args& args);
 // Default number of threads: the machine's cores.
 int default_threads();
 
+// The KV cache flags -ctk/--cache-type-k, -ctv/--cache-type-v (f16, q8_0, q4_0) and, where the
+// command supports a rolling cache, --window N --sinks S (StreamingLLM); they go into `options`.
+void add_cache_flags(std::set<std::string>& with_value, std::map<std::string, std::string>& aliases, bool rolling);
+Status read_cache_flags(const Args& args, TransformerOptions& options);
+
 }  // namespace frugal::cli

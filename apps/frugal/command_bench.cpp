@@ -36,16 +36,19 @@ std::string json_escape(const std::string& s) {
 }  // namespace
 
 int command_bench(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv, {"-m", "-p", "-n", "-t", "-r", "-o"}, {"--bandwidth"},
-                          {{"--n-prompt", "-p"}, {"--n-gen", "-n"}, {"--threads", "-t"}, {"--repetitions", "-r"},
-                           {"--output", "-o"}, {"--model", "-m"}});
+  std::set<std::string> with_value = {"-m", "-p", "-n", "-t", "-r", "-o", "-d"};
+  std::map<std::string, std::string> aliases = {{"--n-prompt", "-p"}, {"--n-gen", "-n"},     {"--threads", "-t"}, {"--repetitions", "-r"},
+                                                {"--output", "-o"},   {"--model", "-m"},     {"--n-depth", "-d"}};
+  add_cache_flags(with_value, aliases, false);
+  auto args = Args::parse(argv, with_value, {"--bandwidth"}, aliases);
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
   auto n_prompt = args->get_int("-p", 512, 0, 1 << 16);
   auto n_gen = args->get_int("-n", 128, 0, 1 << 16);
   auto n_threads = args->get_int("-t", default_threads(), 1, 512);
   auto reps = args->get_int("-r", 5, 1, 1000);
-  for (const Status* s : {&n_prompt.status(), &n_gen.status(), &n_threads.status(), &reps.status()}) {
+  auto depth = args->get_int("-d", 0, 0, 1 << 20);
+  for (const Status* s : {&n_prompt.status(), &n_gen.status(), &n_threads.status(), &reps.status(), &depth.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
   if (args->has("--bandwidth")) {
@@ -69,6 +72,12 @@ int command_bench(const std::vector<std::string>& argv) {
   options.n_gen = *n_gen;
   options.n_threads = static_cast<int>(*n_threads);
   options.repetitions = static_cast<int>(*reps);
+  options.n_depth = *depth;
+  TransformerOptions cache;
+  if (Status s = read_cache_flags(*args, cache); !s) return fail(s.message());
+  options.cache_type_k = cache.cache_type_k;
+  options.cache_type_v = cache.cache_type_v;
+  const std::string type_k = kv_type_name(cache.cache_type_k), type_v = kv_type_name(cache.cache_type_v);
   auto report = run_benchmark(m, options);
   if (!report) return fail(report.status().message());
 
@@ -86,6 +95,9 @@ int command_bench(const std::vector<std::string>& argv) {
                   m->parameter_count() / 1e6, "CPU", options.n_threads, t.name.c_str(), ts, ttft,
                   report->peak_rss_bytes / 1048576.0);
     }
+    std::printf("\nKV cache %s/%s: %.2f KiB per token, %.2f MiB at %lld tokens\n", type_k.c_str(), type_v.c_str(),
+                report->kv_bytes_per_token / 1024.0, report->kv_bytes_per_token * static_cast<double>(report->n_ctx) / 1048576.0,
+                static_cast<long long>(report->n_ctx));
     return 0;
   }
   char when[32];
@@ -109,8 +121,10 @@ int command_bench(const std::vector<std::string>& argv) {
     std::printf("    \"model_size\": %zu,\n    \"model_n_params\": %lld,\n", m->weight_bytes(), static_cast<long long>(m->parameter_count()));
     std::printf("    \"n_batch\": %lld,\n    \"n_ubatch\": %lld,\n    \"n_threads\": %d,\n", static_cast<long long>(std::min<int64_t>(512, std::max<int64_t>(1, t.n_prompt))),
                 static_cast<long long>(std::min<int64_t>(512, std::max<int64_t>(1, t.n_prompt))), options.n_threads);
-    std::printf("    \"type_k\": \"f16\",\n    \"type_v\": \"f16\",\n");
-    std::printf("    \"n_prompt\": %lld,\n    \"n_gen\": %lld,\n    \"n_depth\": 0,\n", static_cast<long long>(t.n_prompt), static_cast<long long>(t.n_gen));
+    std::printf("    \"type_k\": \"%s\",\n    \"type_v\": \"%s\",\n    \"kv_bytes_per_token\": %lld,\n", type_k.c_str(), type_v.c_str(),
+                static_cast<long long>(report->kv_bytes_per_token));
+    std::printf("    \"n_prompt\": %lld,\n    \"n_gen\": %lld,\n    \"n_depth\": %lld,\n", static_cast<long long>(t.n_prompt),
+                static_cast<long long>(t.n_gen), static_cast<long long>(options.n_depth));
     std::printf("    \"test_time\": \"%s\",\n", when);
     std::printf("    \"avg_ns\": %.0f,\n    \"stddev_ns\": %.0f,\n    \"avg_ts\": %.6f,\n    \"stddev_ts\": %.6f,\n", t.avg_ns, t.stddev_ns, t.avg_ts, t.stddev_ts);
     std::printf("    \"samples_ns\": %s,\n    \"samples_ts\": %s,\n", list(t.samples_ns, "%.0f").c_str(), list(t.samples_ts, "%.4f").c_str());

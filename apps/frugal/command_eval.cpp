@@ -32,10 +32,11 @@ Result<TaskAccuracy> run_task(const std::string& label, int64_t n,
 }  // namespace
 
 int command_eval(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv,
-                          {"-m", "--base", "-f", "-c", "--chunks", "-t", "-o", "--hellaswag", "--hellaswag-file", "--sst2",
-                           "--sst2-file"},
-                          {}, {{"--model", "-m"}, {"--file", "-f"}, {"--threads", "-t"}, {"--output", "-o"}});
+  std::set<std::string> with_value = {"-m", "--base", "-f", "-c", "--chunks", "-t", "-o", "--hellaswag", "--hellaswag-file", "--sst2",
+                                      "--sst2-file"};
+  std::map<std::string, std::string> aliases = {{"--model", "-m"}, {"--file", "-f"}, {"--threads", "-t"}, {"--output", "-o"}};
+  add_cache_flags(with_value, aliases, false);
+  auto args = Args::parse(argv, with_value, {}, aliases);
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
   auto n_ctx = args->get_int("-c", 512, 16, 1 << 16);
@@ -85,9 +86,15 @@ int command_eval(const std::vector<std::string>& argv) {
   options.n_batch = *n_ctx;
   options.n_threads = static_cast<int>(*n_threads);
   options.all_logits = true;
+  // -ctk/-ctv apply to the evaluated model only: `-m M --base M -ctk q8_0` measures the KV cache
+  // type against the same model with the default f16 cache, as a weight format is measured.
+  const TransformerOptions base_options = options;
+  if (Status s = read_cache_flags(*args, options); !s) return fail(s.message());
+  if (Status s = check_transformer_options((*model)->config(), options); !s) return fail(s.message());
   Transformer transformer(*model, options);
   std::unique_ptr<Transformer> base_transformer;
-  if (base_model) base_transformer = std::make_unique<Transformer>(base_model, options);
+  if (base_model) base_transformer = std::make_unique<Transformer>(base_model, base_options);
+  const std::string kv_k = kv_type_name(options.cache_type_k), kv_v = kv_type_name(options.cache_type_v);
 
   const std::vector<int32_t> tokens = (base_model ? base_model : model.value())->tokenizer().encode(*text, true, false);
   DivergenceResult divergence;
@@ -158,6 +165,8 @@ int command_eval(const std::vector<std::string>& argv) {
                   t.name.c_str(), t.model.stderr_pct(), t.name.c_str(), static_cast<long long>(t.model.tasks));
       if (t.has_base) std::printf("  \"base_%s_acc\": %.4f,\n", t.name.c_str(), t.base.accuracy_pct());
     }
+    std::printf("  \"type_k\": \"%s\",\n  \"type_v\": \"%s\",\n  \"kv_bytes_per_token\": %lld,\n", kv_k.c_str(), kv_v.c_str(),
+                static_cast<long long>(transformer.kv_bytes_per_token()));
     std::printf("  \"bits_per_weight\": %.4f\n}\n", 8.0 * static_cast<double>((*model)->weight_bytes()) / static_cast<double>((*model)->parameter_count()));
     return 0;
   }
@@ -166,6 +175,8 @@ int command_eval(const std::vector<std::string>& argv) {
   char base_bits[32] = "";
   if (base_model) std::snprintf(base_bits, sizeof base_bits, "%.3f", bits(*base_model));
   std::printf("| bits per weight | %.3f | %s |\n", bits(**model), base_bits);
+  std::printf("| KV cache (K/V) | %s/%s, %.1f KiB per token | %s |\n", kv_k.c_str(), kv_v.c_str(), transformer.kv_bytes_per_token() / 1024.0,
+              base_transformer ? "f16/f16" : "");
   if (base_transformer) {
     std::printf("| PPL (-c %lld, %lld chunks) | %.4f ± %.4f | %.4f ± %.4f |\n", static_cast<long long>(*n_ctx),
                 static_cast<long long>(divergence.chunks), divergence.ppl, divergence.ppl_error, divergence.base_ppl, divergence.base_ppl_error);

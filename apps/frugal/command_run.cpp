@@ -29,10 +29,17 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
   size_t common = 0;
   while (common < history.size() && common < tokens.size() && history[common] == tokens[common]) ++common;
   if (common == tokens.size() && common > 0) --common;  // re-evaluate one token to get logits
-  transformer.truncate(static_cast<int64_t>(common));
+  if (transformer.evicted() > 0 && common < history.size()) {
+    // A rolling cache that has dropped tokens no longer maps positions to history indices: only
+    // an append continues it; anything else starts over (the window then rolls again).
+    common = 0;
+    transformer.truncate(0);
+  } else if (transformer.evicted() == 0) {
+    transformer.truncate(static_cast<int64_t>(common));
+  }
   history.resize(common);
   const int64_t fresh = static_cast<int64_t>(tokens.size() - common);
-  if (static_cast<int64_t>(tokens.size()) >= transformer.context_size()) {
+  if (!transformer.rolling() && static_cast<int64_t>(tokens.size()) >= transformer.context_size()) {
     return Status::error("prompt is " + std::to_string(tokens.size()) + " tokens, longer than the context of " +
                          std::to_string(transformer.context_size()) + " (raise -c)");
   }
@@ -54,7 +61,7 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
     std::fflush(stdout);
     if (reply) *reply += piece;
     ++speed.generated_tokens;
-    if (transformer.position() + 1 >= transformer.context_size()) {
+    if (!transformer.rolling() && transformer.position() + 1 >= transformer.context_size()) {
       std::fprintf(stderr, "\n[context of %lld tokens is full]\n", static_cast<long long>(transformer.context_size()));
       break;
     }
@@ -182,10 +189,12 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
 }  // namespace
 
 int command_run(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv,
-                          {"-m", "-p", "-n", "-c", "-t", "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty",
-                           "--repeat-last-n", "--seed", "--system", "--draft", "--draft-max", "--draft-p-min", "--draft-tie-margin"},
-                          {"--chat", "--draft-compare", "--draft-fixed"}, {{"--prompt", "-p"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}});
+  std::set<std::string> with_value = {"-m", "-p", "-n", "-c", "-t", "--temp", "--top-k", "--top-p", "--min-p",
+                                      "--repeat-penalty", "--repeat-last-n", "--seed", "--system", "--draft",
+                                      "--draft-max", "--draft-p-min", "--draft-tie-margin"};
+  std::map<std::string, std::string> aliases = {{"--prompt", "-p"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}};
+  add_cache_flags(with_value, aliases, true);
+  auto args = Args::parse(argv, with_value, {"--chat", "--draft-compare", "--draft-fixed"}, aliases);
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
   const bool chat = args->has("--chat");
@@ -216,6 +225,9 @@ int command_run(const std::vector<std::string>& argv) {
   options.n_ctx = *n_ctx;
   options.n_threads = static_cast<int>(*n_threads);
   options.n_batch = std::min<int64_t>(512, *n_ctx);
+  if (Status s = read_cache_flags(*args, options); !s) return fail(s.message());
+  if (options.window > 0) options.n_batch = std::min(options.n_batch, options.window - options.sinks);
+  if (Status s = check_transformer_options(m->config(), options); !s) return fail(s.message());
   Transformer transformer(m, options);
   SamplerOptions sampling;
   sampling.temperature = static_cast<float>(*temp);
@@ -235,6 +247,9 @@ int command_run(const std::vector<std::string>& argv) {
     // Speculative decoding is exact for greedy decoding only (so far).
     if (chat) return fail("--draft works with -p (not --chat) so far");
     if (args->has("--temp") && *temp > 0) return fail("--draft needs greedy decoding (--temp 0): speculative sampling is not implemented yet");
+    if (options.window > 0 || options.cache_type_k != KvType::kF16 || options.cache_type_v != KvType::kF16) {
+      return fail("--draft runs with the default f16 KV cache and no --window so far");
+    }
     const std::string prompt = args->get("-p");
     std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
     if (tokens.empty()) return fail("the prompt is empty");

@@ -43,6 +43,12 @@ commands:
   bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout
 
+KV cache (run, perplexity, eval, bench): -ctk/--cache-type-k and -ctv/--cache-type-v f16|q8_0|q4_0
+(eval applies them to MODEL only, so -m M --base M measures the cache type); run and perplexity:
+--window N [--sinks 4] keeps the first S tokens and the last N-S (StreamingLLM) so generation never
+fills the context; perplexity --window scores one stream (--stream-tokens N, --stream-batch B).
+bench -d DEPTH: tokens in the cache before each test.
+
 MODEL defaults to $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-Instruct.Q4_1.gguf
 (scripts/setup.sh fetches it).
 )";

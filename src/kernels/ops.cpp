@@ -58,4 +58,9 @@ void attend_one_head(const float* q, const uint16_t* k, const uint16_t* v, int64
   active_ops().attend_f16(q, k, v, kv_stride, first, last, head_dim, scale, out);
 }
 
+void attend_one_head(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+                     float scale, float* out) {
+  active_ops().attend_kv(q, k, v, first, last, head_dim, scale, out);
+}
+
 }  // namespace frugal

@@ -34,4 +34,23 @@ void attend_one_head(const float* q, const float* k, const float* v, int64_t kv_
 void attend_one_head(const float* q, const uint16_t* k, const uint16_t* v, int64_t kv_stride,
                      int64_t first, int64_t last, int64_t head_dim, float scale, float* out);
 
+// Element type of a KV cache (-ctk/-ctv). q8_0 and q4_0 are the GGUF block formats (blocks of 32
+// elements: an fp16 scale d, then 32 int8 values x = d q, or 16 bytes of nibbles x = d (q - 8),
+// element j in the low nibble of byte j % 16 and element j + 16 in its high nibble). Blocks never
+// cross a head (head_dim must be a multiple of 32 for the block types).
+enum class KvType : uint8_t { kF16, kQ8_0, kQ4_0 };
+
+// Keys or values of one KV head: row j (a position) starts at data + j * row_bytes, head offset
+// already applied by the caller.
+struct KvRows {
+  const uint8_t* data = nullptr;
+  int64_t row_bytes = 0;
+  KvType type = KvType::kF16;
+};
+
+// Attention on the cache in its stored type: blocks are dequantized inside the attention loop, so a
+// quantized cache is never expanded to float in memory (the decode bandwidth saving is the point).
+void attend_one_head(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+                     float scale, float* out);
+
 }  // namespace frugal

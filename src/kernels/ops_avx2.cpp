@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "kernels/ops_kernels.h"
@@ -106,6 +107,132 @@ void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t f
   for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
 }
 
+// Loaders of 8 consecutive elements (i a multiple of 8) of a cache row in its stored type; the
+// block types scale the integers by the block's fp16 d as they are converted.
+struct F16Loader {
+  static __m256 load8(const uint8_t* row, int64_t i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+  }
+};
+
+inline float block_scale(const uint8_t* block) {
+  uint16_t d;
+  std::memcpy(&d, block, 2);
+  return _cvtsh_ss(d);
+}
+
+struct Q8Loader {
+  static __m256 load8(const uint8_t* row, int64_t i) {
+    const uint8_t* block = row + (i >> 5) * 34;
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + (i & 31)));
+    return _mm256_mul_ps(_mm256_set1_ps(block_scale(block)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+  }
+};
+
+struct Q4Loader {
+  static __m256 load8(const uint8_t* row, int64_t i) {
+    const uint8_t* block = row + (i >> 5) * 18;
+    const int64_t j = i & 31;
+    __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + (j & 15)));
+    if (j >= 16) q = _mm_srli_epi16(q, 4);
+    q = _mm_and_si128(q, _mm_set1_epi8(0x0F));
+    const __m256i w = _mm256_sub_epi32(_mm256_cvtepu8_epi32(q), _mm256_set1_epi32(8));
+    return _mm256_mul_ps(_mm256_set1_ps(block_scale(block)), _mm256_cvtepi32_ps(w));
+  }
+};
+
+template <typename L>
+inline float dot8_rows(const float* a, const uint8_t* row, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), L::load8(row, i), acc);
+  return horizontal_sum(acc);
+}
+
+template <typename L>
+inline __m256 dot_8_rows(const float* q, const uint8_t* k, int64_t stride, int64_t n) {
+  __m256 a[8];
+  for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
+  for (int64_t i = 0; i < n; i += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + i);
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(qv, L::load8(k + j * stride, i), a[j]);
+  }
+  const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+  const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+  return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+
+template <typename L>
+inline void scale_add8_row(float* out, float c, float p, const uint8_t* v, int64_t n) {
+  const __m256 vc = _mm256_set1_ps(c), vp = _mm256_set1_ps(p);
+  for (int64_t i = 0; i < n; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vp, L::load8(v, i), _mm256_mul_ps(vc, _mm256_loadu_ps(out + i))));
+  }
+}
+
+// The tiled online softmax of attend() above over rows of any stored type.
+template <typename KL, typename VL>
+void attend_rows(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+                 float scale, float* out) {
+  constexpr int64_t kTile = 64;
+  float scores[kTile];
+  float running_max = -std::numeric_limits<float>::infinity();
+  float running_sum = 0;
+  std::fill(out, out + head_dim, 0.0f);
+  for (int64_t j0 = first; j0 <= last; j0 += kTile) {
+    const int64_t n = std::min(kTile, last - j0 + 1);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(q, k.data + (j0 + j) * k.row_bytes, k.row_bytes, head_dim),
+                                                 _mm256_set1_ps(scale)));
+    }
+    for (; j < n; ++j) scores[j] = dot8_rows<KL>(q, k.data + (j0 + j) * k.row_bytes, head_dim) * scale;
+    float tile_max = -std::numeric_limits<float>::infinity();
+    for (j = 0; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
+    float correction = 1.0f;
+    if (tile_max > running_max) {
+      correction = std::exp(running_max - tile_max);
+      running_sum *= correction;
+      running_max = tile_max;
+    }
+    const int64_t padded = (n + 7) / 8 * 8;
+    for (j = n; j < padded; ++j) scores[j] = -std::numeric_limits<float>::infinity();
+    const __m256 vmax = _mm256_set1_ps(running_max);
+    __m256 vsum = _mm256_setzero_ps();
+    for (j = 0; j < padded; j += 8) {
+      const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores + j), vmax));
+      _mm256_storeu_ps(scores + j, p);
+      vsum = _mm256_add_ps(vsum, p);
+    }
+    alignas(32) float sums[8];
+    _mm256_store_ps(sums, vsum);
+    for (float x : sums) running_sum += x;
+    for (j = 0; j < n; ++j) {
+      scale_add8_row<VL>(out, j == 0 ? correction : 1.0f, scores[j], v.data + (j0 + j) * v.row_bytes, head_dim);
+    }
+  }
+  const float inv = 1.0f / running_sum;
+  for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
+}
+
+template <typename KL>
+void attend_kv_k(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+                 float scale, float* out) {
+  switch (v.type) {
+    case KvType::kF16: return attend_rows<KL, F16Loader>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ8_0: return attend_rows<KL, Q8Loader>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ4_0: return attend_rows<KL, Q4Loader>(q, k, v, first, last, head_dim, scale, out);
+  }
+}
+
+void attend_kv(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+               float scale, float* out) {
+  switch (k.type) {
+    case KvType::kF16: return attend_kv_k<F16Loader>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ8_0: return attend_kv_k<Q8Loader>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ4_0: return attend_kv_k<Q4Loader>(q, k, v, first, last, head_dim, scale, out);
+  }
+}
+
 void attend_f32(const float* q, const float* k, const float* v, int64_t kv_stride, int64_t first, int64_t last,
                 int64_t head_dim, float scale, float* out) {
   attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
@@ -202,7 +329,7 @@ void softmax(float* x, int64_t n) {
 }  // namespace
 
 const OpsTable& avx2_ops_table() {
-  static const OpsTable table{Isa::kAvx2, rms_norm, swiglu, geglu, softmax, attend_f32, attend_f16};
+  static const OpsTable table{Isa::kAvx2, rms_norm, swiglu, geglu, softmax, attend_f32, attend_f16, attend_kv};
   return table;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "kernels/cpu_features.h"
+#include "kernels/ops.h"
 
 namespace frugal::kernels {
 
@@ -16,6 +17,8 @@ using AttendF32Fn = void (*)(const float* q, const float* k, const float* v, int
                              int64_t last, int64_t head_dim, float scale, float* out);
 using AttendF16Fn = void (*)(const float* q, const uint16_t* k, const uint16_t* v, int64_t kv_stride,
                              int64_t first, int64_t last, int64_t head_dim, float scale, float* out);
+using AttendKvFn = void (*)(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last,
+                            int64_t head_dim, float scale, float* out);
 
 // One level's implementations of the ops in ops.h (same contracts; RoPE has no SIMD form: its
 // cost is rope_dim/2 sin/cos per token, and it stays portable C++ in ops.cpp).
@@ -27,6 +30,7 @@ struct OpsTable {
   SoftmaxFn softmax;
   AttendF32Fn attend_f32;  // head_dim a multiple of 8 (checked when the model config is read)
   AttendF16Fn attend_f16;
+  AttendKvFn attend_kv;  // any KvType for keys and values (head_dim a multiple of 32 for block types)
 };
 
 // The table of one level (AVX-512 levels use the AVX2 ops: at head_dim 64-256 and the FFN widths
@@ -46,5 +50,7 @@ void attend_reference(const float* q, const float* k, const float* v, int64_t kv
                       int64_t head_dim, float scale, float* out);
 void attend_reference(const float* q, const uint16_t* k, const uint16_t* v, int64_t kv_stride, int64_t first,
                       int64_t last, int64_t head_dim, float scale, float* out);
+void attend_reference(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+                      float scale, float* out);
 
 }  // namespace frugal::kernels

@@ -3,6 +3,7 @@
 // and what the twin tests compare every SIMD level against.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "kernels/ops_kernels.h"
@@ -45,7 +46,57 @@ void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t f
   }
 }
 
+// Element i of a row of the cache in its stored type (the GGUF q8_0/q4_0 block layouts of ops.h).
+double kv_element(const uint8_t* row, KvType type, int64_t i) {
+  switch (type) {
+    case KvType::kF16: {
+      uint16_t h;
+      std::memcpy(&h, row + 2 * i, 2);
+      return fp16_to_float(h);
+    }
+    case KvType::kQ8_0: {
+      const uint8_t* block = row + (i / 32) * 34;
+      uint16_t d;
+      std::memcpy(&d, block, 2);
+      return static_cast<double>(fp16_to_float(d)) * static_cast<int8_t>(block[2 + i % 32]);
+    }
+    case KvType::kQ4_0: {
+      const uint8_t* block = row + (i / 32) * 18;
+      uint16_t d;
+      std::memcpy(&d, block, 2);
+      const int64_t j = i % 32;
+      const int q = j < 16 ? (block[2 + j] & 0xF) : (block[2 + j - 16] >> 4);
+      return static_cast<double>(fp16_to_float(d)) * (q - 8);
+    }
+  }
+  return 0;
+}
+
+double kv_dot(const float* q, const uint8_t* row, KvType type, int64_t n) {
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(q[i]) * kv_element(row, type, i);
+  return sum;
+}
+
 }  // namespace
+
+void attend_reference(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+                      float scale, float* out) {
+  constexpr int64_t kSlice = 256;
+  double max = -std::numeric_limits<double>::infinity();
+  for (int64_t j = first; j <= last; ++j) max = std::max(max, scale * kv_dot(q, k.data + j * k.row_bytes, k.type, head_dim));
+  for (int64_t d0 = 0; d0 < head_dim; d0 += kSlice) {
+    const int64_t nd = std::min(kSlice, head_dim - d0);
+    double acc[kSlice] = {};
+    double sum = 0;
+    for (int64_t j = first; j <= last; ++j) {
+      const double p = std::exp(scale * kv_dot(q, k.data + j * k.row_bytes, k.type, head_dim) - max);
+      sum += p;
+      for (int64_t d = 0; d < nd; ++d) acc[d] += p * kv_element(v.data + j * v.row_bytes, v.type, d0 + d);
+    }
+    for (int64_t d = 0; d < nd; ++d) out[d0 + d] = static_cast<float>(acc[d] / sum);
+  }
+}
 
 void rms_norm_reference(const float* x, const float* weight, float eps, int64_t n, float* y) {
   double sum = 0;
@@ -102,6 +153,7 @@ const OpsTable& scalar_ops_table() {
     t.softmax = softmax_reference;
     t.attend_f32 = attend_reference;
     t.attend_f16 = attend_reference;
+    t.attend_kv = attend_reference;
     return t;
   }();
   return table;

@@ -110,6 +110,10 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
   float* k = ws.k.data();
   float* v = ws.v.data();
   float* attn = ws.attn.data();
+  uint8_t* keys = static_cast<uint8_t*>(batch.keys);
+  uint8_t* values = static_cast<uint8_t*>(batch.values);
+  const int64_t key_row = kv_row_bytes(batch.key_type, kvd), value_row = kv_row_bytes(batch.value_type, kvd);
+  const int64_t key_head = kv_row_bytes(batch.key_type, hd), value_head = kv_row_bytes(batch.value_type, hd);
 
   pool.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) rms_norm(residual + t * embd, w.attn_norm.data(), c.rms_eps, embd, normed + t * embd);
@@ -129,8 +133,8 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
       rope(q + t * qd, c.n_head, hd, c.rope_dim, pos, inv_freq, c.rope_style);
       rope(k + t * kvd, c.n_head_kv, hd, c.rope_dim, pos, inv_freq, c.rope_style);
       const int64_t row = sequence_start(t) + pos;
-      KvCache::store(k + t * kvd, kvd, batch.keys + row * kvd);
-      KvCache::store(v + t * kvd, kvd, batch.values + row * kvd);
+      KvCache::store(k + t * kvd, kvd, batch.key_type, keys + row * key_row);
+      KvCache::store(v + t * kvd, kvd, batch.value_type, values + row * value_row);
     }
   });
   // Causal attention: token t sees positions [0, pos(t)] of its sequence (a windowed layer only
@@ -141,8 +145,9 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
       const int64_t t = task / c.n_head, h = task % c.n_head, kv_head = h / group;
       const int64_t pos = position(t), start = sequence_start(t);
       const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-      attend_one_head(q + t * qd + h * hd, batch.keys + start * kvd + kv_head * hd, batch.values + start * kvd + kv_head * hd, kvd,
-                      first, pos, hd, attention_scale_, attn + t * qd + h * hd);
+      const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
+      const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
+      attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
     }
   });
   if (observer) FRUGAL_RETURN_IF_ERROR(observer->on_input(layer, BlockInput::kAttentionOutput, attn, n, qd));

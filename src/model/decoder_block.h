@@ -11,6 +11,7 @@
 #include "base/status.h"
 #include "base/thread_pool.h"
 #include "io/gguf_names.h"
+#include "kernels/ops.h"
 #include "model/model.h"
 #include "model/model_config.h"
 #include "tensor/weight_matrix.h"
@@ -51,13 +52,16 @@ class BlockObserver {
 // pos0 + t; keys/values rows are the cache's rows of this layer, row = position). Calibration
 // (sequence_length > 0): independent sequences of sequence_length tokens laid end to end; token t
 // is at position t % sequence_length, its keys/values go to row t and attention stays inside its
-// sequence. Keys and values are IEEE half, like the KV cache, so both uses compute the same thing.
+// sequence. Keys and values are IEEE half unless the runtime cache says otherwise (-ctk/-ctv),
+// so calibration computes what the default runtime computes.
 struct BlockBatch {
   int64_t n = 0;
   int64_t pos0 = 0;
   int64_t sequence_length = 0;  // 0: one sequence continuing the cache
-  uint16_t* keys = nullptr;     // row 0 of this layer's keys, kv_dim() elements per row
-  uint16_t* values = nullptr;
+  void* keys = nullptr;         // row 0 of this layer's keys, kv_dim() elements per row
+  void* values = nullptr;
+  KvType key_type = KvType::kF16;
+  KvType value_type = KvType::kF16;
 };
 
 // Activation buffers of a block for up to max_tokens tokens; matmuls run on at most
@@ -89,6 +93,10 @@ class DecoderBlock {
                ThreadPool& pool, BlockObserver* observer = nullptr) const;
 
   const ModelConfig& config() const { return config_; }
+  // RoPE inverse frequencies of a layer (sliding-window layers of Gemma 3 have their own base).
+  const float* inv_freq(int64_t layer) const {
+    return config_.layer_is_windowed[layer] ? inv_freq_windowed_.data() : inv_freq_.data();
+  }
 
  private:
   // fuse_ffn_norm: also writes ffn_norm(residual) into ws.normed; normed_ready: it is there already.

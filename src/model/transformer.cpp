@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "base/check.h"
 #include "kernels/matmul.h"
@@ -15,17 +16,36 @@ Transformer::Transformer(std::shared_ptr<const Model> model, const TransformerOp
     : model_(std::move(model)),
       options_(options),
       pool_(options.n_threads),
-      cache_(model_->config().n_layer, options.n_ctx, model_->config().kv_dim()),
+      cache_(model_->config().n_layer, options.window > 0 ? options.window : options.n_ctx, model_->config().kv_dim(),
+             options.cache_type_k, options.cache_type_v),
       block_(model_->config()),
       workspace_(model_->config(), options.n_batch, options.n_batch, pool_.size()) {
   const ModelConfig& c = model_->config();
   residual_.resize(options_.n_batch * c.n_embd);
+  shift_row_.resize(c.kv_dim());
   logits_.resize((options_.all_logits ? options_.n_batch : 1) * c.n_vocab);
+}
+
+Status check_transformer_options(const ModelConfig& config, const TransformerOptions& options) {
+  FRUGAL_RETURN_IF_ERROR(check_kv_type(options.cache_type_k, config.head_dim));
+  FRUGAL_RETURN_IF_ERROR(check_kv_type(options.cache_type_v, config.head_dim));
+  if (options.window < 0 || options.sinks < 0) return Status::error("--window and --sinks must not be negative");
+  if (options.window > 0 && options.window <= options.sinks) {
+    return Status::error("--window " + std::to_string(options.window) + " must be larger than --sinks " + std::to_string(options.sinks));
+  }
+  return Status::ok();
 }
 
 Status Transformer::evaluate(const int32_t* tokens, int64_t n) {
   if (n <= 0) return Status::error("nothing to evaluate: empty token list");
-  if (position_ + n > options_.n_ctx) {
+  if (options_.window > 0) {
+    // A batch must fit next to the sinks; evaluate() splits it into n_batch steps, each evicting.
+    const int64_t room = options_.window - options_.sinks;
+    if (std::min(n, options_.n_batch) > room) {
+      return Status::error("a batch of " + std::to_string(std::min(n, options_.n_batch)) + " tokens does not fit in --window " +
+                           std::to_string(options_.window) + " next to " + std::to_string(options_.sinks) + " sinks");
+    }
+  } else if (position_ + n > options_.n_ctx) {
     return Status::error("context overflow: " + std::to_string(position_ + n) + " tokens do not fit in a context of " +
                          std::to_string(options_.n_ctx) + " (raise -c)");
   }
@@ -38,6 +58,7 @@ Status Transformer::evaluate(const int32_t* tokens, int64_t n) {
   }
   for (int64_t start = 0; start < n; start += options_.n_batch) {
     const int64_t count = std::min(options_.n_batch, n - start);
+    if (options_.window > 0) evict_for(count);
     forward_batch(tokens + start, count, options_.all_logits);
   }
   last_count_ = options_.all_logits ? n : 1;
@@ -59,6 +80,35 @@ void Transformer::truncate(int64_t position) {
   position_ = std::min(position_, position);
 }
 
+// StreamingLLM's rolling cache (Xiao et al. 2023, "Efficient Streaming Language Models with
+// Attention Sinks"): the first `sinks` positions stay, the oldest others go, and the kept tokens
+// take consecutive positions after the sinks. Keys carry RoPE, and a rotation by angle p·f followed
+// by one by -d·f is the rotation at p - d (Su et al. 2021), so each moved key is rotated by -drop
+// instead of being recomputed. Tokens are dropped in steps of an eighth of the window rather than
+// one at a time, so the move and re-rotation (O(window) per step) cost O(1) per token amortized.
+void Transformer::evict_for(int64_t n) {
+  const int64_t cap = cache_.capacity(), sinks = options_.sinks;
+  if (position_ + n <= cap) return;
+  const int64_t need = position_ + n - cap;
+  const int64_t drop = std::min(std::max(need, (cap - sinks) / 8), position_ - sinks);
+  const ModelConfig& c = model_->config();
+  const int64_t kvd = c.kv_dim(), moved = position_ - sinks - drop;
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+    const float* inv_freq = block_.inv_freq(layer);
+    // In order: rows move towards the front, so each source row is read before it is overwritten
+    // (a parallel split would let one thread overwrite rows another has yet to read).
+    for (int64_t i = 0; i < moved; ++i) {
+      KvCache::load(cache_.key_row(layer, sinks + drop + i), kvd, cache_.key_type(), shift_row_.data());
+      rope(shift_row_.data(), c.n_head_kv, c.head_dim, c.rope_dim, -drop, inv_freq, c.rope_style);
+      KvCache::store(shift_row_.data(), kvd, cache_.key_type(), cache_.key_row(layer, sinks + i));
+    }
+    std::memmove(cache_.value_row(layer, sinks), cache_.value_row(layer, sinks + drop),
+                 static_cast<size_t>(moved * cache_.value_row_bytes()));
+  }
+  position_ -= drop;
+  evicted_ += drop;
+}
+
 void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_logits) {
   const ModelConfig& c = model_->config();
   const int64_t embd = c.n_embd;
@@ -66,7 +116,8 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
   const int64_t n_layer = options_.exit_layer > 0 ? std::min(options_.exit_layer, c.n_layer) : c.n_layer;
   for (int64_t layer = 0; layer < n_layer; ++layer) {
     const LayerWeights& w = model_->layers()[layer];
-    const BlockBatch batch{n, position_, 0, cache_.key_row(layer, 0), cache_.value_row(layer, 0)};
+    const BlockBatch batch{n,         position_, 0, cache_.key_row(layer, 0), cache_.value_row(layer, 0), cache_.key_type(),
+                           cache_.value_type()};
     // Without an observer a block cannot fail.
     FRUGAL_CHECK(block_.layer(layer, w, residual_.data(), batch, workspace_, pool_).is_ok());
   }

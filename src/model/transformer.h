@@ -24,7 +24,18 @@ struct TransformerOptions {
   // Runs only the first exit_layer blocks, then the final norm and head (early exit, for a
   // self-draft sharing the model's weights; Elhoushi et al. 2024, "LayerSkip"). 0: all blocks.
   int64_t exit_layer = 0;
+  KvType cache_type_k = KvType::kF16;  // -ctk
+  KvType cache_type_v = KvType::kF16;  // -ctv
+  // Rolling cache (StreamingLLM, Xiao et al. 2023): window > 0 keeps at most `window` positions
+  // (the cache holds min(n_ctx, window)); when a batch does not fit, the oldest tokens after the
+  // first `sinks` ("attention sinks") are dropped and the kept keys re-rotated to their new
+  // positions, so generation continues in constant memory. 0: the context simply fills.
+  int64_t window = 0;
+  int64_t sinks = 4;
 };
+
+// Checks options against a model (cache types vs head size, window vs sinks).
+Status check_transformer_options(const ModelConfig& config, const TransformerOptions& options);
 
 class Transformer {
  public:
@@ -42,16 +53,24 @@ class Transformer {
   const float* hidden_state(int64_t i) const;
 
   int64_t position() const { return position_; }
-  int64_t context_size() const { return options_.n_ctx; }
+  // Positions the cache holds (the window when rolling).
+  int64_t context_size() const { return cache_.capacity(); }
+  bool rolling() const { return options_.window > 0; }
   // Forgets everything after `position` tokens (0 clears the cache).
   void truncate(int64_t position);
 
   const Model& model() const { return *model_; }
   ThreadPool& pool() { return pool_; }
   size_t kv_cache_bytes() const { return cache_.bytes(); }
+  int64_t kv_bytes_per_token() const { return cache_.bytes_per_token(); }
+  const KvCache& kv_cache() const { return cache_; }
+  // Tokens dropped by the rolling cache so far (0 without a window).
+  int64_t evicted() const { return evicted_; }
 
  private:
   void forward_batch(const int32_t* tokens, int64_t n, bool keep_all_logits);
+  // Makes room for n more tokens in the rolling cache (see TransformerOptions::window).
+  void evict_for(int64_t n);
 
   std::shared_ptr<const Model> model_;
   TransformerOptions options_;
@@ -59,6 +78,8 @@ class Transformer {
   KvCache cache_;
   int64_t position_ = 0;
   int64_t last_count_ = 0;
+  int64_t evicted_ = 0;
+  std::vector<float> shift_row_;
 
   DecoderBlock block_;
   BlockWorkspace workspace_;

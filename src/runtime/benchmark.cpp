@@ -61,9 +61,13 @@ Result<BenchmarkReport> run_benchmark(const std::shared_ptr<const Model>& model,
   if (o.n_prompt < 0 || o.n_gen < 0 || (o.n_prompt == 0 && o.n_gen == 0)) return Status::error("nothing to benchmark");
   if (o.repetitions < 1) return Status::error("repetitions must be at least 1");
   TransformerOptions options;
-  options.n_ctx = std::max<int64_t>(16, std::max(o.n_prompt, o.n_gen + 1));
-  options.n_batch = std::max<int64_t>(1, std::min<int64_t>(512, o.n_prompt));
+  if (o.n_depth < 0) return Status::error("depth must not be negative");
+  options.n_ctx = std::max<int64_t>(16, o.n_depth + std::max(o.n_prompt, o.n_gen + 1));
+  options.n_batch = std::max<int64_t>(1, std::min<int64_t>(512, std::max(o.n_prompt, o.n_depth)));
   options.n_threads = o.n_threads;
+  options.cache_type_k = o.cache_type_k;
+  options.cache_type_v = o.cache_type_v;
+  FRUGAL_RETURN_IF_ERROR(check_transformer_options(model->config(), options));
   Transformer transformer(model, options);
   const int32_t n_vocab = static_cast<int32_t>(model->config().n_vocab);
   std::mt19937_64 rng(o.seed);
@@ -72,16 +76,25 @@ Result<BenchmarkReport> run_benchmark(const std::shared_ptr<const Model>& model,
   greedy.temperature = 0;
   Sampler sampler(greedy, n_vocab);
   BenchmarkReport report;
+  report.kv_bytes_per_token = transformer.kv_bytes_per_token();
+  report.n_ctx = options.n_ctx;
+  // The depth's tokens are evaluated once; every repetition then rewinds to them (llama-bench -d).
+  const std::string at_depth = o.n_depth > 0 ? " @ d" + std::to_string(o.n_depth) : "";
+  if (o.n_depth > 0) {
+    std::vector<int32_t> context(o.n_depth);
+    for (auto& t : context) t = random_token(rng);
+    FRUGAL_RETURN_IF_ERROR(transformer.evaluate(context.data(), o.n_depth));
+  }
 
   if (o.n_prompt > 0) {
     BenchmarkTest test;
-    test.name = "pp" + std::to_string(o.n_prompt);
+    test.name = "pp" + std::to_string(o.n_prompt) + at_depth;
     test.n_prompt = o.n_prompt;
     std::vector<int32_t> prompt(o.n_prompt);
     double ttft_total = 0;
     for (int rep = -1; rep < o.repetitions; ++rep) {  // rep -1 is the warm-up
       for (auto& t : prompt) t = random_token(rng);
-      transformer.truncate(0);
+      transformer.truncate(o.n_depth);
       Timer timer;
       FRUGAL_RETURN_IF_ERROR(transformer.evaluate(prompt.data(), o.n_prompt));
       const double prompt_seconds = timer.seconds();
@@ -98,10 +111,10 @@ Result<BenchmarkReport> run_benchmark(const std::shared_ptr<const Model>& model,
   }
   if (o.n_gen > 0) {
     BenchmarkTest test;
-    test.name = "tg" + std::to_string(o.n_gen);
+    test.name = "tg" + std::to_string(o.n_gen) + at_depth;
     test.n_gen = o.n_gen;
     for (int rep = -1; rep < o.repetitions; ++rep) {
-      transformer.truncate(0);
+      transformer.truncate(o.n_depth);
       int32_t token = random_token(rng);
       Timer timer;
       for (int64_t i = 0; i < o.n_gen; ++i) {

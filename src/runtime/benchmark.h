@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "kernels/ops.h"
 #include "model/model.h"
 
 namespace frugal {
@@ -18,6 +19,9 @@ struct BenchmarkOptions {
   int n_threads = 2;
   int repetitions = 5;
   uint64_t seed = 1234;
+  int64_t n_depth = 0;  // tokens already in the cache before each test (llama-bench's -d)
+  KvType cache_type_k = KvType::kF16;
+  KvType cache_type_v = KvType::kF16;
 };
 
 struct BenchmarkTest {
@@ -34,6 +38,8 @@ struct BenchmarkTest {
 struct BenchmarkReport {
   std::vector<BenchmarkTest> tests;
   int64_t peak_rss_bytes = 0;
+  int64_t kv_bytes_per_token = 0;  // keys + values of all layers, in the cache's types
+  int64_t n_ctx = 0;               // positions the benchmark's cache holds
 };
 
 // Runs the pp test (if n_prompt > 0) and the tg test (if n_gen > 0), each after one warm-up.

@@ -61,4 +61,40 @@ Result<PerplexityResult> compute_perplexity(Transformer& transformer, const std:
   return result;
 }
 
+Result<PerplexityResult> compute_streaming_perplexity(Transformer& transformer, const std::vector<int32_t>& tokens,
+                                                      int64_t max_tokens, int64_t batch,
+                                                      const std::function<void(int64_t, int64_t, double)>& on_batch) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  if (max_tokens > 0) n = std::min(n, max_tokens);
+  if (n < 2) return Status::error("streaming perplexity needs at least 2 tokens");
+  if (batch < 1) return Status::error("streaming perplexity needs a batch of at least 1 token");
+  const int64_t n_vocab = transformer.model().config().n_vocab;
+  const int64_t total = (n - 1 + batch - 1) / batch;
+  PerplexityResult result;
+  Timer timer;
+  double nll = 0, nll_squared = 0;
+  transformer.truncate(0);
+  // Token i's logits predict token i + 1; the last token is fed only as a target.
+  for (int64_t start = 0, b = 0; start < n - 1; start += batch, ++b) {
+    const int64_t count = std::min(batch, n - 1 - start);
+    FRUGAL_RETURN_IF_ERROR(transformer.evaluate(tokens.data() + start, count));
+    for (int64_t i = 0; i < count; ++i) {
+      const double token_nll = -log_softmax_at(transformer.logits(i), n_vocab, tokens[start + i + 1]);
+      nll += token_nll;
+      nll_squared += token_nll * token_nll;
+      ++result.scored_tokens;
+    }
+    result.running_ppl.push_back(std::exp(nll / static_cast<double>(result.scored_tokens)));
+    ++result.chunks;
+    if (on_batch) on_batch(b + 1, total, result.running_ppl.back());
+  }
+  const double count = static_cast<double>(result.scored_tokens);
+  const double mean = nll / count;
+  const double variance = nll_squared / count - mean * mean;
+  result.ppl = std::exp(mean);
+  result.ppl_error = variance > 0 && count > 1 ? std::sqrt(variance / (count - 1)) * result.ppl : 0;
+  result.seconds = timer.seconds();
+  return result;
+}
+
 }  // namespace frugal

@@ -35,4 +35,12 @@ Result<PerplexityResult> compute_perplexity(Transformer& transformer, const std:
                                             const PerplexityOptions& options,
                                             const std::function<void(int64_t, int64_t, double)>& on_chunk);
 
+// Streaming perplexity under a rolling cache (TransformerOptions::window; StreamingLLM, Xiao et al.
+// 2023): the first `max_tokens` tokens (all if <= 0) are fed as one stream in batches of the
+// transformer's n_batch (all_logits must be on) and every token after the first is scored, so
+// the text may be far longer than the window. running_ppl holds the PPL after each batch.
+Result<PerplexityResult> compute_streaming_perplexity(Transformer& transformer, const std::vector<int32_t>& tokens,
+                                                      int64_t max_tokens, int64_t batch,
+                                                      const std::function<void(int64_t, int64_t, double)>& on_batch);
+
 }  // namespace frugal
