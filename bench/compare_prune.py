@@ -124,11 +124,17 @@ class Runner(cq.Runner):
         if method not in UNCALIBRATED:
             cmd += ["--calib", self.args.calib, "--calib-tokens", str(self.args.calib_tokens)]
         seconds = self.cached(path, cmd)
+        self.cpu_seconds = None
         if seconds is None:
             for stale in (path, path + ".json"):
                 if os.path.exists(stale):
                     os.remove(stale)
+            before = os.times()
             _, _, seconds = cq.run(cmd)
+            after = os.times()
+            # CPU seconds of the command (user + system): on a shared machine the wall time also
+            # counts the neighbours' load, the CPU time does not.
+            self.cpu_seconds = (after.children_user + after.children_system) - (before.children_user + before.children_system)
             self.record(path, seconds, cmd)
         return path, seconds, cmd
 
@@ -166,10 +172,10 @@ def markdown(report):
                      f"{r['file_bytes'] / 1048576:.1f} | {r['ppl']:.3f} | {cell(r.get('delta_ppl_pct'), '+.1f')} | "
                      f"{cell(r.get('kld_mean'), '.4f')} | {cell(r.get('kld_p99'), '.3f')} | {cell(r.get('same_top_pct'), '.1f')} | "
                      f"{cell(r.get('hellaswag_acc'), '.1f')} | {cell(r.get('sst2_acc'), '.1f')} | {cell(r.get('decode_ts'), '.1f')}{busy} | "
-                     f"{cell(r.get('compress_seconds'), '.1f')} |")
+                     f"{cell(r.get('compress_seconds'), '.1f')}{f' ({cpu:.0f})' if (cpu := r.get('compress_cpu_seconds')) else ''} |")
     lines += ["", f"HellaSwag ±{ref.get('hellaswag_stderr', 0):.1f}, SST-2 ±{ref.get('sst2_stderr', 0):.1f} points (binomial "
               "standard error at the reference's accuracy). Compress s is the wall time of the `frugal prune` / `frugal "
-              "quantize` command (calibration included) on the shared machine. Decode t/s is the best repetition; * marks a "
+              "quantize` command (calibration included) on the shared machine, CPU seconds (user + system) in brackets where recorded. Decode t/s is the best repetition; * marks a "
               f"row during whose benchmark other processes used more than {cq.BUSY_LIMIT} of a core, so its speed is not "
               "comparable (the machine was shared with other jobs throughout)."]
     failed = [r for r in report["rows"] if "error" in r]
@@ -217,7 +223,8 @@ def plots(report, out_dir, name):
         ax.set_ylabel("KL divergence to the reference (mean, log scale)")
         ax.set_title(f"{os.path.basename(report['base'])}: pruning and quantization, KLD vs {xkey.replace('_ts', ' speed')}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        if seen:
+            ax.legend(fontsize=8)
         fig.tight_layout()
         path = os.path.join(out_dir, f"{name}_{suffix}.png")
         fig.savefig(path, dpi=130)
@@ -248,6 +255,8 @@ def main():
     parser.add_argument("--only", help="run only rows whose id matches this regular expression (the reference always runs)")
     parser.add_argument("--reuse", action="store_true", help="reuse files already made in --work by the same command")
     parser.add_argument("--list", action="store_true", help="print the row ids and exit")
+    parser.add_argument("--skip-reference", action="store_true",
+                        help="do not evaluate the reference alone (for a part run joined later with --combine)")
     parser.add_argument("--work", default=os.path.join(os.environ.get("FRUGAL_CACHE", os.path.expanduser("~/.cache/frugal")), "prune-compare"))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     parser.add_argument("--name", default="prune_comparison", help="file name stem of the report and plots")
@@ -255,7 +264,29 @@ def main():
     parser.add_argument("--model", help="base GGUF (default: scripts/fetch_model.sh's SmolLM2 Q4_1)")
     parser.add_argument("--data", default=os.environ.get("FRUGAL_DATA", os.path.join(os.path.dirname(ROOT), "shared", "data")))
     parser.add_argument("--frugal", default=os.path.join(ROOT, "build", "frugal"))
+    parser.add_argument("--combine", nargs="+", metavar="JSON",
+                        help="measure nothing: join the rows of these reports (runs split with --only, e.g. in parallel; "
+                             "the first one's reference and settings are kept) into --out/--name, in this script's row order")
     args = parser.parse_args()
+    if args.combine:
+        reports = []
+        for p in args.combine:
+            with open(p) as f:
+                reports.append(json.load(f))
+        report = reports[0]
+        by_id = {}
+        for rep in reports:
+            for r in rep["rows"][1:]:
+                if r["id"] not in by_id or "error" in by_id[r["id"]]:
+                    by_id[r["id"]] = r
+        order = [rid for rid, *_ in ROWS]
+        report["rows"] = report["rows"][:1] + sorted(by_id.values(), key=lambda r: order.index(r["id"]) if r["id"] in order else len(order))
+        report["label"] = args.label or report.get("label")
+        report["seconds"] = sum(rep.get("seconds", 0) for rep in reports)
+        os.makedirs(args.out, exist_ok=True)
+        print(write_report(report, args))
+        plots(report, args.out, args.name)
+        return
     args.text = os.path.join(args.data, "wikitext2-test.txt")
     args.calib = os.path.join(args.data, "tinyshakespeare.txt")
     only = re.compile(args.only) if args.only else None
@@ -295,11 +326,14 @@ def main():
         try:
             if r["id"] == "reference":
                 path = base
+                if args.skip_reference:
+                    raise cq.CommandFailed("skipped (--skip-reference)")
             else:
                 cq.log(f"    frugal {r['command_name']} {' '.join(r['args'])} ...")
                 path, r["compress_seconds"], cmd = runner.made_file(r["id"], r["command_name"], r["args"])
                 r["command"] = f"frugal {r['command_name']} -m BASE -o OUT " + " ".join(cmd[cmd.index("-t"):]).replace(args.calib, "tinyshakespeare.txt")
-                cq.log(f"    made in {r['compress_seconds']:.1f} s")
+                r["compress_cpu_seconds"] = runner.cpu_seconds
+                cq.log(f"    made in {r['compress_seconds']:.1f} s" + (f" ({runner.cpu_seconds:.1f} s CPU)" if runner.cpu_seconds else ""))
             r["file"] = path
             r.update(cq.layout(path))
             method = r.get("args", ["--method", "none"])[r.get("args", ["--method"]).index("--method") + 1]
