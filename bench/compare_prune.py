@@ -277,7 +277,8 @@ def main():
         by_id = {}
         for rep in reports:
             for r in rep["rows"][1:]:
-                if r["id"] not in by_id or "error" in by_id[r["id"]]:
+                # A measured row wins over a failed one or one a cut-short run never reached.
+                if r["id"] not in by_id or ("ppl" in r and "ppl" not in by_id[r["id"]]):
                     by_id[r["id"]] = r
         order = [rid for rid, *_ in ROWS]
         report["rows"] = report["rows"][:1] + sorted(by_id.values(), key=lambda r: order.index(r["id"]) if r["id"] in order else len(order))
