@@ -163,7 +163,7 @@ def gguf_tensors(path):
         name, dims, ttype, offset = infos[i]
         end = infos[order[k + 1]][3] if k + 1 < len(order) else len(data) - start
         tensors.append({"name": name, "dims": dims, "type": type_name(ttype),
-                        "elements": math.prod(dims), "bytes": end - offset})
+                        "elements": math.prod(dims), "bytes": end - offset, "offset": start + offset})
     return tensors
 
 
