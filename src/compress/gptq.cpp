@@ -354,8 +354,10 @@ Result<GptqHessian> gptq_prepare(const double* hessian, int64_t cols, const Gptq
   if (options.act_order) {
     // Columns with large activations first (GPTQ "act-order" / desc_act): their errors can still
     // be compensated by the many columns that follow.
-    std::stable_sort(p.order.begin(), p.order.end(),
-                     [&](int64_t a, int64_t b) { return diag[static_cast<size_t>(a)] > diag[static_cast<size_t>(b)]; });
+    std::sort(p.order.begin(), p.order.end(), [&](int64_t a, int64_t b) {
+      const double da = diag[static_cast<size_t>(a)], db = diag[static_cast<size_t>(b)];
+      return da > db || (da == db && a < b);
+    });
   }
   double mean_diag = 0.0;
   for (double d : diag) mean_diag += d;

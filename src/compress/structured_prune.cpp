@@ -45,7 +45,7 @@ std::vector<int64_t> least_influential_blocks(const std::vector<double>& influen
   std::vector<int64_t> order(influence.size());
   std::iota(order.begin(), order.end(), 0);
   // Ties go to the later block: deeper blocks are the redundant ones in both papers.
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
     return influence[a] < influence[b] || (influence[a] == influence[b] && a > b);
   });
   order.resize(std::min<size_t>(order.size(), static_cast<size_t>(std::max<int64_t>(count, 0))));
@@ -93,7 +93,7 @@ std::vector<int64_t> top_channels(const std::vector<double>& scores, int64_t kee
   std::vector<int64_t> order(scores.size());
   std::iota(order.begin(), order.end(), 0);
   keep = std::clamp<int64_t>(keep, 0, static_cast<int64_t>(scores.size()));
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] > scores[b]; });
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] > scores[b] || (scores[a] == scores[b] && a < b); });
   order.resize(static_cast<size_t>(keep));
   std::sort(order.begin(), order.end());
   return order;

@@ -340,7 +340,7 @@ void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOp
   // The same truncations in the same order as Sampler::sample, on a list sorted by logit.
   std::vector<int32_t> order(static_cast<size_t>(n_vocab));
   for (int64_t i = 0; i < n_vocab; ++i) order[i] = static_cast<int32_t>(i);
-  std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b]; });
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
   size_t n = order.size();
   if (o.top_k > 0 && static_cast<size_t>(o.top_k) < n) n = static_cast<size_t>(o.top_k);
   std::vector<double> p(n);

@@ -59,7 +59,10 @@ void quantize_with_capacity(const float* src, uint8_t* dst, int64_t n, int c) {
   } else {
     std::vector<int64_t> order(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) order[i] = i;
-    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return std::fabs(src[a]) > std::fabs(src[b]); });
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      const float fa = std::fabs(src[a]), fb = std::fabs(src[b]);
+      return fa > fb || (fa == fb && a < b);
+    });
     for (int64_t i = 0; i < cap; ++i) keep[order[i]] = 1;
   }
   std::memset(dst, 0, static_cast<size_t>(nb * (10 + c)));
