@@ -14,12 +14,18 @@
 # FRUGAL_PEER_AMX=on|off skips the checks. The choice is part of the cache key (build-*-amx-on|off)
 # and is written to $bin/peer_build.txt, which the benchmarks quote so a speed ratio says which
 # llama.cpp it faced (on a host where AMX works, its AMX path is the bar).
+#
+# FRUGAL_PEER_EXTRA_TOOLS (space-separated, e.g. "llama-server llama-speculative llama-lookup")
+# adds tools only the benchmarks need, so the test suite does not pay for building them.
 set -euo pipefail
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 cache="${FRUGAL_CACHE:-$HOME/.cache/frugal}"
 src_root="$cache/peer/llama_cpp_python-$version"
 llama_src="$src_root/vendor/llama.cpp"
 tools=(llama-tokenize llama-perplexity llama-bench llama-quantize llama-imatrix llama-simple)
+read -r -a extra_tools <<< "${FRUGAL_PEER_EXTRA_TOOLS:-}"
+build_server=OFF
+for tool in "${extra_tools[@]}"; do [ "$tool" = llama-server ] && build_server=ON; done
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 mkdir -p "$cache/peer"
 
@@ -29,7 +35,9 @@ variant_is_built() {
   local bin; bin="$(variant_dir "$1")/bin"
   [ -x "$bin/llama-perplexity" ] && [ -x "$bin/llama-tokenize" ] && [ -x "$bin/llama-bench" ] &&
     [ -x "$bin/llama-quantize" ] && [ -x "$bin/llama-imatrix" ] && [ -f "$bin/peer_build.txt" ] &&
-    [ -x "$bin/llama-logits" ] && [ "$bin/llama-logits" -nt "$repo/tests/peer/llama_logits.cpp" ]
+    [ -x "$bin/llama-logits" ] && [ "$bin/llama-logits" -nt "$repo/tests/peer/llama_logits.cpp" ] || return 1
+  local tool
+  for tool in "${extra_tools[@]}"; do [ -x "$bin/$tool" ] || return 1; done
 }
 
 # build_variant on|off REASON: builds (if not cached) and records why this variant was chosen.
@@ -45,9 +53,9 @@ build_variant() {
       rm -rf "$dl"
     fi
     cmake -S "$llama_src" -B "$build" -DCMAKE_BUILD_TYPE=Release \
-      -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF \
+      -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=$build_server -DLLAMA_BUILD_TESTS=OFF \
       -DBUILD_SHARED_LIBS=OFF -DCMAKE_C_FLAGS="$flags" -DCMAKE_CXX_FLAGS="$flags" >&2
-    cmake --build "$build" -j "$(nproc)" --target "${tools[@]}" llama >&2
+    cmake --build "$build" -j "$(nproc)" --target "${tools[@]}" "${extra_tools[@]}" llama >&2
     # frugal's own logits dumper (tests/peer/llama_logits.cpp), linked against llama.cpp's libraries.
     g++ -std=c++17 -O2 $flags "$repo/tests/peer/llama_logits.cpp" -I "$llama_src/include" -I "$llama_src/ggml/include" \
       "$build/src/libllama.a" "$build/ggml/src/libggml.a" "$build/ggml/src/libggml-cpu.a" \
