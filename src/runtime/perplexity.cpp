@@ -16,6 +16,35 @@ double log_softmax_at(const float* logits, int64_t n_vocab, int32_t target) {
   return static_cast<double>(logits[target]) - max - std::log(sum);
 }
 
+namespace {
+
+// Negative log-likelihoods of scored tokens: running perplexity and llama.cpp's error estimate
+// (standard error of the mean NLL, propagated through exp).
+class NllAccumulator {
+ public:
+  void add(double token_nll) {
+    sum_ += token_nll;
+    sum_squared_ += token_nll * token_nll;
+    ++count_;
+  }
+  int64_t count() const { return count_; }
+  double perplexity() const { return std::exp(sum_ / static_cast<double>(count_)); }
+  void finish(PerplexityResult& result) const {
+    const double count = static_cast<double>(count_);
+    const double mean = sum_ / count;
+    const double variance = sum_squared_ / count - mean * mean;
+    result.scored_tokens = count_;
+    result.ppl = std::exp(mean);
+    result.ppl_error = variance > 0 && count > 1 ? std::sqrt(variance / (count - 1)) * result.ppl : 0;
+  }
+
+ private:
+  double sum_ = 0, sum_squared_ = 0;
+  int64_t count_ = 0;
+};
+
+}  // namespace
+
 Result<PerplexityResult> compute_perplexity(Transformer& transformer, const std::vector<int32_t>& tokens,
                                             const PerplexityOptions& options,
                                             const std::function<void(int64_t, int64_t, double)>& on_chunk) {
@@ -35,7 +64,7 @@ Result<PerplexityResult> compute_perplexity(Transformer& transformer, const std:
 
   PerplexityResult result;
   Timer timer;
-  double nll = 0, nll_squared = 0;
+  NllAccumulator nll;
   std::vector<int32_t> chunk(n_ctx);
   for (int64_t c = 0; c < total; ++c) {
     std::copy_n(tokens.begin() + c * n_ctx, n_ctx, chunk.begin());
@@ -43,20 +72,13 @@ Result<PerplexityResult> compute_perplexity(Transformer& transformer, const std:
     transformer.truncate(0);
     FRUGAL_RETURN_IF_ERROR(transformer.evaluate(chunk.data(), n_ctx));
     for (int64_t i = first; i < n_ctx - 1; ++i) {
-      const double token_nll = -log_softmax_at(transformer.logits(i), n_vocab, tokens[c * n_ctx + i + 1]);
-      nll += token_nll;
-      nll_squared += token_nll * token_nll;
-      ++result.scored_tokens;
+      nll.add(-log_softmax_at(transformer.logits(i), n_vocab, tokens[c * n_ctx + i + 1]));
     }
-    result.running_ppl.push_back(std::exp(nll / static_cast<double>(result.scored_tokens)));
+    result.running_ppl.push_back(nll.perplexity());
     ++result.chunks;
     if (on_chunk) on_chunk(c + 1, total, result.running_ppl.back());
   }
-  const double count = static_cast<double>(result.scored_tokens);
-  const double mean = nll / count;
-  const double variance = nll_squared / count - mean * mean;
-  result.ppl = std::exp(mean);
-  result.ppl_error = variance > 0 && count > 1 ? std::sqrt(variance / (count - 1)) * result.ppl : 0;
+  nll.finish(result);
   result.seconds = timer.seconds();
   return result;
 }
@@ -72,27 +94,20 @@ Result<PerplexityResult> compute_streaming_perplexity(Transformer& transformer, 
   const int64_t total = (n - 1 + batch - 1) / batch;
   PerplexityResult result;
   Timer timer;
-  double nll = 0, nll_squared = 0;
+  NllAccumulator nll;
   transformer.truncate(0);
   // Token i's logits predict token i + 1; the last token is fed only as a target.
   for (int64_t start = 0, b = 0; start < n - 1; start += batch, ++b) {
     const int64_t count = std::min(batch, n - 1 - start);
     FRUGAL_RETURN_IF_ERROR(transformer.evaluate(tokens.data() + start, count));
     for (int64_t i = 0; i < count; ++i) {
-      const double token_nll = -log_softmax_at(transformer.logits(i), n_vocab, tokens[start + i + 1]);
-      nll += token_nll;
-      nll_squared += token_nll * token_nll;
-      ++result.scored_tokens;
+      nll.add(-log_softmax_at(transformer.logits(i), n_vocab, tokens[start + i + 1]));
     }
-    result.running_ppl.push_back(std::exp(nll / static_cast<double>(result.scored_tokens)));
+    result.running_ppl.push_back(nll.perplexity());
     ++result.chunks;
     if (on_batch) on_batch(b + 1, total, result.running_ppl.back());
   }
-  const double count = static_cast<double>(result.scored_tokens);
-  const double mean = nll / count;
-  const double variance = nll_squared / count - mean * mean;
-  result.ppl = std::exp(mean);
-  result.ppl_error = variance > 0 && count > 1 ? std::sqrt(variance / (count - 1)) * result.ppl : 0;
+  nll.finish(result);
   result.seconds = timer.seconds();
   return result;
 }
