@@ -13,6 +13,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_rotation.h"
 
 namespace frugal {
 namespace {
@@ -132,6 +133,11 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
       const int64_t pos = position(t);
       rope(q + t * qd, c.n_head, hd, c.rope_dim, pos, inv_freq, c.rope_style);
       rope(k + t * kvd, c.n_head_kv, hd, c.rope_dim, pos, inv_freq, c.rope_style);
+      if (batch.rotate_keys) {
+        hadamard_transform_heads(q + t * qd, c.n_head, hd);
+        hadamard_transform_heads(k + t * kvd, c.n_head_kv, hd);
+      }
+      if (batch.rotate_values) hadamard_transform_heads(v + t * kvd, c.n_head_kv, hd);
       const int64_t row = sequence_start(t) + pos;
       KvCache::store(k + t * kvd, kvd, batch.key_type, keys + row * key_row);
       KvCache::store(v + t * kvd, kvd, batch.value_type, values + row * value_row);
@@ -148,6 +154,7 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
       const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
       const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
       attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
+      if (batch.rotate_values) hadamard_transform(attn + t * qd + h * hd, hd);
     }
   });
   if (observer) FRUGAL_RETURN_IF_ERROR(observer->on_input(layer, BlockInput::kAttentionOutput, attn, n, qd));

@@ -62,6 +62,10 @@ struct BlockBatch {
   void* values = nullptr;
   KvType key_type = KvType::kF16;
   KvType value_type = KvType::kF16;
+  // Heads are Hadamard-rotated before they are stored (kv/kv_rotation.h): keys (and with them the
+  // queries) and values (and the attention output back). Only for quantized cache types.
+  bool rotate_keys = false;
+  bool rotate_values = false;
 };
 
 // Activation buffers of a block for up to max_tokens tokens; matmuls run on at most

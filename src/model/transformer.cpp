@@ -9,6 +9,7 @@
 #include "base/check.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
+#include "kv/kv_rotation.h"
 
 namespace frugal {
 
@@ -19,7 +20,9 @@ Transformer::Transformer(std::shared_ptr<const Model> model, const TransformerOp
       cache_(model_->config().n_layer, options.window > 0 ? options.window : options.n_ctx, model_->config().kv_dim(),
              options.cache_type_k, options.cache_type_v),
       block_(model_->config()),
-      workspace_(model_->config(), options.n_batch, options.n_batch, pool_.size()) {
+      workspace_(model_->config(), options.n_batch, options.n_batch, pool_.size()),
+      rotate_keys_(options.kv_rotation && kv_rotation_applies(options.cache_type_k, model_->config().head_dim)),
+      rotate_values_(options.kv_rotation && kv_rotation_applies(options.cache_type_v, model_->config().head_dim)) {
   const ModelConfig& c = model_->config();
   residual_.resize(options_.n_batch * c.n_embd);
   shift_row_.resize(c.kv_dim());
@@ -99,7 +102,11 @@ void Transformer::evict_for(int64_t n) {
     // (a parallel split would let one thread overwrite rows another has yet to read).
     for (int64_t i = 0; i < moved; ++i) {
       KvCache::load(cache_.key_row(layer, sinks + drop + i), kvd, cache_.key_type(), shift_row_.data());
+      // A rotated key is un-rotated for RoPE (which acts on the original channel pairs), then
+      // rotated again (H is its own inverse).
+      if (rotate_keys_) hadamard_transform_heads(shift_row_.data(), c.n_head_kv, c.head_dim);
       rope(shift_row_.data(), c.n_head_kv, c.head_dim, c.rope_dim, -drop, inv_freq, c.rope_style);
+      if (rotate_keys_) hadamard_transform_heads(shift_row_.data(), c.n_head_kv, c.head_dim);
       KvCache::store(shift_row_.data(), kvd, cache_.key_type(), cache_.key_row(layer, sinks + i));
     }
     std::memmove(cache_.value_row(layer, sinks), cache_.value_row(layer, sinks + drop),
@@ -116,8 +123,10 @@ void Transformer::forward_batch(const int32_t* tokens, int64_t n, bool keep_all_
   const int64_t n_layer = options_.exit_layer > 0 ? std::min(options_.exit_layer, c.n_layer) : c.n_layer;
   for (int64_t layer = 0; layer < n_layer; ++layer) {
     const LayerWeights& w = model_->layers()[layer];
-    const BlockBatch batch{n,         position_, 0, cache_.key_row(layer, 0), cache_.value_row(layer, 0), cache_.key_type(),
-                           cache_.value_type()};
+    BlockBatch batch{n,         position_, 0, cache_.key_row(layer, 0), cache_.value_row(layer, 0), cache_.key_type(),
+                     cache_.value_type()};
+    batch.rotate_keys = rotate_keys_;
+    batch.rotate_values = rotate_values_;
     // Without an observer a block cannot fail.
     FRUGAL_CHECK(block_.layer(layer, w, residual_.data(), batch, workspace_, pool_).is_ok());
   }

@@ -26,6 +26,9 @@ struct TransformerOptions {
   int64_t exit_layer = 0;
   KvType cache_type_k = KvType::kF16;  // -ctk
   KvType cache_type_v = KvType::kF16;  // -ctv
+  // Hadamard-rotate heads stored in a quantized cache type (kv/kv_rotation.h); off only to
+  // measure what the rotation buys.
+  bool kv_rotation = true;
   // Rolling cache (StreamingLLM, Xiao et al. 2023): window > 0 keeps at most `window` positions
   // (the cache holds min(n_ctx, window)); when a batch does not fit, the oldest tokens after the
   // first `sinks` ("attention sinks") are dropped and the kept keys re-rotated to their new
@@ -64,6 +67,9 @@ class Transformer {
   size_t kv_cache_bytes() const { return cache_.bytes(); }
   int64_t kv_bytes_per_token() const { return cache_.bytes_per_token(); }
   const KvCache& kv_cache() const { return cache_; }
+  // Whether the cache holds Hadamard-rotated keys / values (TransformerOptions::kv_rotation).
+  bool rotates_keys() const { return rotate_keys_; }
+  bool rotates_values() const { return rotate_values_; }
   // Tokens dropped by the rolling cache so far (0 without a window).
   int64_t evicted() const { return evicted_; }
 
@@ -83,6 +89,7 @@ class Transformer {
 
   DecoderBlock block_;
   BlockWorkspace workspace_;
+  bool rotate_keys_, rotate_values_;  // see TransformerOptions::kv_rotation
   std::vector<float> residual_, logits_;
   int64_t last_batch_ = 0;
 };

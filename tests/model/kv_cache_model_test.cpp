@@ -87,6 +87,36 @@ TEST_P(QuantizedCache, DecodeMatchesRecomputeAndStaysCloseToF16) {
   }
 }
 
+// The Hadamard rotation (kv/kv_rotation.h) is on by default for quantized caches and really runs:
+// switching it off changes the logits, and both stay close to the f16 cache's.
+TEST_P(QuantizedCache, HadamardRotationIsOnByDefaultAndChangesOnlyRounding) {
+  auto model = tiny_model(GetParam());
+  ASSERT_TRUE(model);
+  const int64_t vocab = model->config().n_vocab;
+  TransformerOptions f16;
+  f16.n_ctx = 64;
+  EXPECT_FALSE(Transformer(model, f16).rotates_keys());
+  const auto reference = decode(model, f16, kTokens);
+  TransformerOptions rotated = f16;
+  rotated.cache_type_k = rotated.cache_type_v = KvType::kQ8_0;
+  TransformerOptions plain = rotated;
+  plain.kv_rotation = false;
+  EXPECT_TRUE(Transformer(model, rotated).rotates_keys());
+  EXPECT_TRUE(Transformer(model, rotated).rotates_values());
+  EXPECT_FALSE(Transformer(model, plain).rotates_keys());
+  const auto a = decode(model, rotated, kTokens), b = decode(model, plain, kTokens);
+  float differ = 0, scale = 0, a_vs_f16 = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (int64_t v = 0; v < vocab; ++v) {
+      differ = std::max(differ, std::fabs(a[i][v] - b[i][v]));
+      a_vs_f16 = std::max(a_vs_f16, std::fabs(a[i][v] - reference[i][v]));
+      scale = std::max(scale, std::fabs(reference[i][v]));
+    }
+  }
+  EXPECT_GT(differ, 0.0f) << "kv_rotation changed nothing";
+  EXPECT_LT(a_vs_f16, 0.02f * scale);
+}
+
 INSTANTIATE_TEST_SUITE_P(Graphs, QuantizedCache, ::testing::Values(false, true),
                          [](const auto& info) { return std::string(info.param ? "gemma3" : "llama"); });
 
@@ -108,16 +138,19 @@ TEST(RollingCache, WindowLongerThanTheTextChangesNothing) {
 // holds (up to the f16 rounding of the rotated key).
 TEST(RollingCache, ContinuesPastTheWindowWithReRotatedKeys) {
   for (bool gemma3 : {false, true}) {
+   // q8_0 keys are stored Hadamard-rotated: the shift must un-rotate, apply RoPE and rotate again.
+   for (KvType key_type : {KvType::kF16, KvType::kQ8_0}) {
     auto model = tiny_model(gemma3);
     ASSERT_TRUE(model);
     TransformerOptions options;
+    options.cache_type_k = key_type;
     options.n_ctx = 1 << 20;  // ignored when rolling: the window is the cache
     options.window = 16;
     options.sinks = 4;
     options.n_batch = 4;
     Transformer t(model, options);
     const size_t bytes = t.kv_cache_bytes();
-    EXPECT_EQ(bytes, Transformer(model, TransformerOptions{.n_ctx = 16}).kv_cache_bytes());
+    EXPECT_EQ(bytes, Transformer(model, TransformerOptions{.n_ctx = 16, .cache_type_k = key_type}).kv_cache_bytes());
     std::vector<int32_t> kept;  // the tokens the cache holds, in order
     for (int step = 0; step < 3; ++step) {
       for (int32_t token : kTokens) {
@@ -136,19 +169,23 @@ TEST(RollingCache, ContinuesPastTheWindowWithReRotatedKeys) {
 
     TransformerOptions fresh_options;
     fresh_options.n_ctx = 16;
+    fresh_options.cache_type_k = key_type;
     Transformer fresh(model, fresh_options);
     ASSERT_TRUE(fresh.evaluate(kept.data(), static_cast<int64_t>(kept.size())).is_ok());
     const int64_t kvd = model->config().kv_dim();
     std::vector<float> a(kvd), b(kvd);
     float worst = 0, scale = 0;
     for (int64_t p = 0; p < t.position(); ++p) {
-      KvCache::load(t.kv_cache().key_row(0, p), kvd, KvType::kF16, a.data());
-      KvCache::load(fresh.kv_cache().key_row(0, p), kvd, KvType::kF16, b.data());
+      KvCache::load(t.kv_cache().key_row(0, p), kvd, key_type, a.data());
+      KvCache::load(fresh.kv_cache().key_row(0, p), kvd, key_type, b.data());
       for (int64_t i = 0; i < kvd; ++i) worst = std::max(worst, std::fabs(a[i] - b[i])), scale = std::max(scale, std::fabs(b[i]));
     }
     EXPECT_GT(scale, 0.1f);
-    // A key re-rotated up to ~7 times, each rounding to f16 (relative 2^-11): a few 1e-3 of its scale.
-    EXPECT_LT(worst, 5e-3f * scale) << (gemma3 ? "gemma3" : "llama");
+    // A key re-rotated up to ~7 times, each rounding to f16 (relative 2^-11): a few 1e-3 of its
+    // scale; q8_0 re-quantizes each time (steps of 1/127 of a block's max).
+    EXPECT_LT(worst, (key_type == KvType::kF16 ? 5e-3f : 4e-2f) * scale)
+        << (gemma3 ? "gemma3 " : "llama ") << kv_type_name(key_type);
+   }
   }
 }
 

@@ -1,6 +1,7 @@
 // The quantized KV cache: q8_0/q4_0 row quantizers (round trip within half a step), attention on
 // every K/V type pair against its scalar twin on every ISA, quantized attention against the f16
-// path, and refusal of unknown types / head sizes the blocks cannot tile.
+// path, refusal of unknown types / head sizes the blocks cannot tile, and the Hadamard head
+// rotation (the Sylvester matrix, its own inverse, and why it is there: outliers).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,6 +11,7 @@
 #include "kernels/ops.h"
 #include "kernels/ops_kernels.h"
 #include "kv/kv_cache.h"
+#include "kv/kv_rotation.h"
 #include "support/isa_scope.h"
 
 namespace frugal {
@@ -128,6 +130,68 @@ TEST(KvCache, RefusesUnknownTypesAndUntileableHeads) {
   EXPECT_FALSE(check_kv_type(KvType::kQ8_0, 16).is_ok());
   EXPECT_TRUE(check_kv_type(KvType::kF16, 16).is_ok());
   EXPECT_TRUE(check_kv_type(KvType::kQ4_0, 64).is_ok());
+}
+
+// The fast transform equals multiplying by the normalized Sylvester matrix, H_2n = [[H, H], [H, -H]]
+// / sqrt(2), entry (i, j) = (-1)^popcount(i & j) / sqrt(n).
+TEST(KvRotation, FastTransformIsTheNormalizedSylvesterMatrix) {
+  std::mt19937 rng(7);
+  for (int64_t n : {2, 8, 64}) {
+    const std::vector<float> x = normal_values(n, 1.0f, rng);
+    std::vector<float> fast = x;
+    hadamard_transform(fast.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      double expected = 0;
+      for (int64_t j = 0; j < n; ++j) expected += (__builtin_popcountll(i & j) % 2 ? -1.0 : 1.0) * x[j];
+      EXPECT_NEAR(fast[i], expected / std::sqrt(static_cast<double>(n)), 1e-5) << "n " << n << " i " << i;
+    }
+    // Orthonormal and symmetric: applied twice it gives x back, and it keeps dot products.
+    std::vector<float> twice = fast;
+    hadamard_transform(twice.data(), n);
+    double norm_x = 0, norm_fast = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_NEAR(twice[i], x[i], 1e-5);
+      norm_x += x[i] * x[i];
+      norm_fast += fast[i] * fast[i];
+    }
+    EXPECT_NEAR(norm_fast, norm_x, 1e-4 * norm_x);
+  }
+}
+
+TEST(KvRotation, AppliesToQuantizedTypesAndPowerOfTwoHeads) {
+  EXPECT_FALSE(kv_rotation_applies(KvType::kF16, 64));
+  EXPECT_TRUE(kv_rotation_applies(KvType::kQ8_0, 64));
+  EXPECT_TRUE(kv_rotation_applies(KvType::kQ4_0, 256));
+  EXPECT_FALSE(kv_rotation_applies(KvType::kQ4_0, 96));  // tiles q4_0 blocks, but no Sylvester matrix
+}
+
+// Why the rotation is there: a head with one outlier channel (as real keys have) loses most of its
+// other channels to q4_0's block scale; rotated first, the outlier's energy is spread over the
+// head and the round trip (rotate, quantize, dequantize, rotate back) is several times closer.
+TEST(KvRotation, SpreadsAnOutlierBeforeBlockQuantization) {
+  std::mt19937 rng(11);
+  const int64_t head_dim = 64;
+  double error_plain = 0, error_rotated = 0;
+  for (int trial = 0; trial < 50; ++trial) {
+    std::vector<float> x = normal_values(head_dim, 1.0f, rng);
+    x[trial % head_dim] = 40.0f;  // one massive channel
+    for (KvType type : {KvType::kQ4_0}) {
+      const std::vector<uint8_t> plain = encode_rows(x, 1, head_dim, type);
+      std::vector<float> back(head_dim);
+      KvCache::load(plain.data(), head_dim, type, back.data());
+      std::vector<float> rotated = x;
+      hadamard_transform(rotated.data(), head_dim);
+      const std::vector<uint8_t> stored = encode_rows(rotated, 1, head_dim, type);
+      std::vector<float> rotated_back(head_dim);
+      KvCache::load(stored.data(), head_dim, type, rotated_back.data());
+      hadamard_transform(rotated_back.data(), head_dim);
+      for (int64_t i = 0; i < head_dim; ++i) {
+        error_plain += (back[i] - x[i]) * (back[i] - x[i]);
+        error_rotated += (rotated_back[i] - x[i]) * (rotated_back[i] - x[i]);
+      }
+    }
+  }
+  EXPECT_LT(error_rotated * 3, error_plain) << "rotated " << error_rotated << " plain " << error_plain;
 }
 
 }  // namespace
