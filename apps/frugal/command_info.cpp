@@ -15,14 +15,16 @@ int fail(const std::string& message) {
 }
 
 int command_info(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv, {"-m", "-c"}, {"--metadata", "--tensors"});
+  Command command("info");
+  command.model()
+      .option("-c,--ctx-size", "N", "context for the KV cache and memory estimate", "2048")
+      .flag("--metadata", "also print every metadata key")
+      .flag("--tensors", "list the zeros of every 2-D tensor, not only the sparse ones");
+  auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
-  if (args->positional().size() > 1 || (args->has("-m") && !args->positional().empty())) {
-    return fail("unexpected argument '" + args->positional().back() + "'");
-  }
-  // `frugal info MODEL` as well as `frugal info -m MODEL`.
-  const std::string path = args->positional().empty() ? model_path(*args) : args->positional()[0];
-  auto n_ctx = args->get_int("-c", 2048, 1, 1 << 20);
+  if (args->help_shown()) return 0;
+  const std::string path = model_path(*args);
+  auto n_ctx = args->get_int("-c", 1, 1 << 20);
   if (!n_ctx) return fail(n_ctx.status().message());
   auto model = Model::load(path);
   if (!model) return fail(model.status().message());
