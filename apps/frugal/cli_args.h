@@ -72,6 +72,9 @@ class Command {
   Command& repeated(const std::string& names, const std::string& placeholder, const std::string& help);
   // -m/--model MODEL, also accepted as the first positional argument (`frugal CMD MODEL`).
   Command& model();
+  // A further positional argument that stands for the flag `key` (quantize's TYPE for --preset).
+  // Positionals fill MODEL first (unless -m is given), then these in order.
+  Command& positional(const std::string& key, const std::string& placeholder, const std::string& help);
   // -t/--threads N with the machine's core count as default.
   Command& threads();
   // -ctk/--cache-type-k, -ctv/--cache-type-v and, with `rolling`, --window/--sinks.
@@ -97,8 +100,11 @@ class Command {
   std::map<std::string, std::string> rewrites_;  // "-ctk" -> "--cache-type-k"
   std::map<std::string, std::string> defaults_;
   std::vector<std::unique_ptr<Declared>> declared_;
-  std::string positional_model_;
-  bool has_model_ = false;
+  struct Slot {
+    std::string key;
+    std::string value;
+  };
+  std::vector<std::unique_ptr<Slot>> positionals_;
 };
 
 // The one-line summary of a command (the global usage lists them); "" when unknown.
@@ -114,7 +120,7 @@ int default_threads();
 void add_cache_flags(std::set<std::string>& with_value, std::map<std::string, std::string>& aliases, bool rolling);
 Status read_cache_flags(const Args& args, TransformerOptions& options);
 
-// Reads a whole text file, or stdin for "-".
+// Reads a whole text file (plain or .bz2), or stdin for "-".
 Result<std::string> read_text_argument(const std::string& path);
 // llama.cpp's escape processing for -p (common's string_process_escapes): \n \r \t \' \" \\ and
 // \xHH; any other or incomplete sequence is kept as written.
@@ -125,6 +131,9 @@ void warn_threads(int64_t n_threads);
 // std::bad_alloc or the OOM killer), warns when only the weights do not fit or when n_ctx exceeds
 // the model's trained context (positions it never saw: quality falls off).
 Status check_context(const Model& model, int64_t n_ctx, int64_t n_batch);
+// Refuses an output path whose directory does not exist or is not writable, before any work; also
+// makes a SIGINT/SIGTERM remove the pending temporary output (NAME.tmp-PID).
+Status prepare_output(const std::string& path);
 // Prints "frugal: warning: MESSAGE" on stderr.
 void warn(const std::string& message);
 
