@@ -195,9 +195,9 @@ int command_bench(const std::vector<std::string>& argv) {
     records.push_back(std::move(r));
   }
   if (format == "json") {
-    std::printf("%s\n", nlohmann::ordered_json(records).dump(2).c_str());
+    std::printf("%s\n", nlohmann::ordered_json(records).dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else if (format == "jsonl") {
-    for (const auto& r : records) std::printf("%s\n", r.dump().c_str());
+    for (const auto& r : records) std::printf("%s\n", r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     // csv: one header, one line per test; the sample lists are left out as llama-bench does.
     std::string header;

@@ -90,7 +90,7 @@ int command_perplexity(const std::vector<std::string>& argv) {
       nlohmann::json out = {{"model", m->file().path()}, {"text", args->get("-f")}, {"window", options.window},
                             {"sinks", options.sinks}, {"tokens_scored", result->scored_tokens}, {"ppl", result->ppl},
                             {"ppl_error", result->ppl_error}, {"seconds", result->seconds}};
-      std::printf("%s\n", out.dump(2).c_str());
+      std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       return 0;
     }
     std::printf("Final estimate: PPL = %.4f +/- %.5f\n", result->ppl, result->ppl_error);
@@ -124,7 +124,7 @@ int command_perplexity(const std::vector<std::string>& argv) {
                           {"chunks", result->chunks}, {"tokens_scored", result->scored_tokens}, {"ppl", result->ppl},
                           {"ppl_error", result->ppl_error}, {"running_ppl", running_ppl}, {"seconds", result->seconds},
                           {"type_k", kv_type_name(options.cache_type_k)}, {"type_v", kv_type_name(options.cache_type_v)}};
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return 0;
   }
   std::printf("Final estimate: PPL = %.4f +/- %.5f\n", result->ppl, result->ppl_error);

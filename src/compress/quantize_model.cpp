@@ -149,6 +149,7 @@ Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
       GgufValue v;
       v.type = GgufType::kUint32;
       v.uint_value = *o.file_type;
+      v.int_value = *o.file_type;
       plan.reference_file_type_ = v;
     }
     plan.description_ = o.tensor_types_label.empty() ? std::string("per-tensor types") : o.tensor_types_label;
