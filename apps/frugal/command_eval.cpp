@@ -35,6 +35,8 @@ int command_eval(const std::vector<std::string>& argv) {
   Command command("eval");
   command.model()
       .option("--base", "BASE", "the uncompressed model to compare against (KL divergence, same top token)")
+      .option("--save-base", "FILE", "with --base: also save the base's log-probabilities to FILE for --base-logits")
+      .option("--base-logits", "FILE", "compare against the base log-probabilities saved with --save-base (no --base run)")
       .option("-f,--file", "FILE", "evaluation text (- for stdin)", default_data("wikitext2-test.txt"))
       .option("-c,--ctx-size", "N", "tokens per chunk", "512")
       .option("--chunks", "N", "chunks scored", "40")
@@ -59,6 +61,11 @@ int command_eval(const std::vector<std::string>& argv) {
   }
   const std::string format = args->get("-o");
   if (format != "md" && format != "json") return fail("-o must be md or json, got '" + format + "'");
+  if (args->has("--save-base") && !args->has("--base")) return fail("--save-base needs --base (the model whose logits are saved)");
+  if (args->has("--base-logits") && args->has("--base")) return fail("--base-logits replaces --base: give one of them");
+  if (args->has("--save-base")) {
+    if (Status s = prepare_output(args->get("--save-base")); !s) return fail(s.message());
+  }
   if (args->has("--hellaswag-file") && *hellaswag_n == 0) return fail("--hellaswag-file needs --hellaswag N (the number of tasks)");
   if (args->has("--sst2-file") && *sst2_n == 0) return fail("--sst2-file needs --sst2 N (the number of sentences)");
   warn_threads(*n_threads);
@@ -110,12 +117,18 @@ int command_eval(const std::vector<std::string>& argv) {
   const std::string kv_k = kv_type_name(options.cache_type_k), kv_v = kv_type_name(options.cache_type_v);
 
   const std::vector<int32_t> tokens = (base_model ? base_model : model.value())->tokenizer().encode(*text, true, false);
+  // Comparing against a base: run live (--base, optionally saved with --save-base) or read back
+  // from --base-logits, which a sweep computes once.
+  const bool compare = base_transformer != nullptr || args->has("--base-logits");
   DivergenceResult divergence;
   PerplexityResult perplexity;
-  if (base_transformer) {
+  if (compare) {
     const int64_t total = std::min<int64_t>(static_cast<int64_t>(tokens.size()) / *n_ctx, *chunks > 0 ? *chunks : INT64_MAX);
     ProgressBar progress("kl-divergence", total, "chunks");
-    auto r = compare_distributions(transformer, *base_transformer, tokens, *n_ctx, *chunks,
+    BaseLogitsOptions files;
+    files.save_path = args->get("--save-base");
+    files.load_path = args->get("--base-logits");
+    auto r = compare_distributions(transformer, base_transformer.get(), tokens, *n_ctx, *chunks, files,
                                    [&](int64_t done, int64_t) { progress.update(done); });
     progress.finish();
     if (!r) return fail(r.status().message());
@@ -159,14 +172,15 @@ int command_eval(const std::vector<std::string>& argv) {
     if (!s) return fail(s.message());
   }
 
-  const double ppl = base_transformer ? divergence.ppl : perplexity.ppl;
-  const double ppl_error = base_transformer ? divergence.ppl_error : perplexity.ppl_error;
+  const double ppl = compare ? divergence.ppl : perplexity.ppl;
+  const double ppl_error = compare ? divergence.ppl_error : perplexity.ppl_error;
   if (format == "json") {
     std::printf("{\n  \"model\": \"%s\",\n", (*model)->file().path().c_str());
     if (base_model) std::printf("  \"base\": \"%s\",\n", base_model->file().path().c_str());
+    if (args->has("--base-logits")) std::printf("  \"base_logits\": \"%s\",\n", args->get("--base-logits").c_str());
     std::printf("  \"text\": \"%s\",\n  \"ctx\": %lld,\n", text_path.c_str(), static_cast<long long>(*n_ctx));
     std::printf("  \"ppl\": %.6f,\n  \"ppl_error\": %.6f,\n", ppl, ppl_error);
-    if (base_transformer) {
+    if (compare) {
       std::printf("  \"base_ppl\": %.6f,\n  \"base_ppl_error\": %.6f,\n  \"delta_ppl_pct\": %.4f,\n", divergence.base_ppl,
                   divergence.base_ppl_error, 100.0 * (divergence.ppl / divergence.base_ppl - 1));
       std::printf("  \"kld_mean\": %.8f,\n  \"kld_mean_error\": %.8f,\n  \"kld_median\": %.8f,\n  \"kld_p99\": %.8f,\n  \"kld_max\": %.8f,\n",
@@ -190,7 +204,7 @@ int command_eval(const std::vector<std::string>& argv) {
   std::printf("| bits per weight | %.3f | %s |\n", bits(**model), base_bits);
   std::printf("| KV cache (K/V) | %s/%s, %.1f KiB per token | %s |\n", kv_k.c_str(), kv_v.c_str(), transformer.kv_bytes_per_token() / 1024.0,
               base_transformer ? "f16/f16" : "");
-  if (base_transformer) {
+  if (compare) {
     std::printf("| PPL (-c %lld, %lld chunks) | %.4f ± %.4f | %.4f ± %.4f |\n", static_cast<long long>(*n_ctx),
                 static_cast<long long>(divergence.chunks), divergence.ppl, divergence.ppl_error, divergence.base_ppl, divergence.base_ppl_error);
     std::printf("| ΔPPL | %+.3f%% | |\n", 100.0 * (divergence.ppl / divergence.base_ppl - 1));

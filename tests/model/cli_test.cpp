@@ -227,6 +227,35 @@ TEST_F(Cli, EvalRunsTasksOnlyWhenAsked) {
   EXPECT_TRUE(j.contains("ppl"));
 }
 
+// --save-base once, then --base-logits: the same comparison without running the base again.
+TEST_F(Cli, EvalReusesSavedBaseLogits) {
+  testing::TinyModelOptions o;
+  o.seed = 7;
+  const std::string other = dir_ + "/other.gguf", saved = dir_ + "/base.bin";
+  ASSERT_TRUE(testing::write_tiny_model(other, o).is_ok());
+  const std::string common = " -f " + shell_quote(text_) + " -c 64 --chunks 3 -t 1 -o json";
+  const auto live = run_command(frugal() + " eval " + shell_quote(model_) + " --base " + shell_quote(other) + " --save-base " +
+                                shell_quote(saved) + common);
+  ASSERT_EQ(live.exit_code, 0) << live.err;
+  ASSERT_TRUE(testing::file_exists(saved));
+  const auto reused = run_command(frugal() + " eval " + shell_quote(model_) + " --base-logits " + shell_quote(saved) + common);
+  ASSERT_EQ(reused.exit_code, 0) << reused.err;
+  const auto a = nlohmann::json::parse(live.out), b = nlohmann::json::parse(reused.out);
+  EXPECT_EQ(a.at("ppl").get<double>(), b.at("ppl").get<double>());
+  EXPECT_EQ(a.at("same_top_pct").get<double>(), b.at("same_top_pct").get<double>());
+  EXPECT_EQ(a.at("tokens").get<int64_t>(), b.at("tokens").get<int64_t>());
+  EXPECT_GT(a.at("kld_mean").get<double>(), 1e-3);  // two different random models
+  // 16-bit log-probabilities: the KL divergence and base PPL agree to well under 0.1%.
+  EXPECT_NEAR(b.at("kld_mean").get<double>(), a.at("kld_mean").get<double>(), 1e-3 * a.at("kld_mean").get<double>());
+  EXPECT_NEAR(b.at("base_ppl").get<double>(), a.at("base_ppl").get<double>(), 1e-3 * a.at("base_ppl").get<double>());
+  // A file for another context or more chunks than it holds is refused.
+  expect_refused("eval " + shell_quote(model_) + " --base-logits " + shell_quote(saved) + " -f " + shell_quote(text_) + " -c 32 --chunks 3",
+                 "saved with -c 64");
+  expect_refused("eval " + shell_quote(model_) + " --base-logits " + shell_quote(saved) + " -f " + shell_quote(text_) + " -c 64 --chunks 9",
+                 "holds 3 chunks");
+  expect_refused("eval " + shell_quote(model_) + " --save-base " + shell_quote(saved) + common, "--save-base needs --base");
+}
+
 TEST_F(Cli, InterruptedQuantizeLeavesNoTemporaryFile) {
   // A model large enough that quantizing it takes a while; SIGINT arrives while NAME.tmp-PID exists.
   testing::TinyModelOptions o;
