@@ -92,6 +92,7 @@ int command_eval(const std::vector<std::string>& argv) {
 
   auto model = Model::load(model_path(*args));
   if (!model) return fail(model.status().message());
+  if (Status s = check_context(**model, *n_ctx, *n_ctx); !s) return fail(s.message());
   std::shared_ptr<const Model> base_model;
   if (args->has("--base")) {
     auto base = Model::load(args->get("--base"));
