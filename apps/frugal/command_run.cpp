@@ -211,7 +211,11 @@ int command_run(const std::vector<std::string>& argv) {
       .option("--draft-max", "K", "most tokens drafted per step", "8")
       .option("--draft-p-min", "P", "stop drafting below this draft probability", "0.5")
       .option("--draft-tie-margin", "M", "logit margin under which a verification tie falls back to a plain step",
-              std::to_string(SpeculativeOptions{}.tie_margin))
+              [] {
+                char text[32];
+                std::snprintf(text, sizeof text, "%g", SpeculativeOptions{}.tie_margin);
+                return std::string(text);
+              }())
       .flag("--draft-fixed", "always draft --draft-max tokens (no adaptive length)")
       .flag("--draft-compare", "also run plain greedy decoding and report the speed-up and equality")
       .cache_flags(true);
