@@ -45,7 +45,8 @@ int command_quantize(const std::vector<std::string>& argv) {
               "exactly onto frugal's types; IQ*/TQ* presets are not available):\n" + compress::preset_table() +
               "In every quantized preset the output head (or the tied token embedding) is q6_K, or q8_0 when the\n"
               "base block does not divide its rows; rows a K-quant block does not divide fall back to q4_0/q5_0/q5_1/\n"
-              "q8_0 as llama-quantize does (SmolLM2's 576-wide rows do). `frugal quantize MODEL Q4_K_M -o OUT.gguf` as llama-quantize; with --method gptq|awq the same mix is\n"
+              "q8_0 as llama-quantize does (SmolLM2's 576-wide rows do).\n"
+              "`frugal quantize MODEL Q4_K_M -o OUT.gguf` as llama-quantize; with --method gptq|awq the same mix is\n"
               "calibrated. `frugal methods` lists the methods.");
   auto args = command.parse(argv);
   if (!args) return fail(args.status().message());

@@ -134,6 +134,11 @@ TEST_F(Cli, ModelIsPositionalEverywhere) {
   EXPECT_EQ(run_command(frugal() + " perplexity " + m + " -f " + shell_quote(text_) + " -c 64 --chunks 1 -t 1").exit_code, 0);
   const auto q = run_command(frugal() + " quantize " + m + " Q8_0 -o " + shell_quote(dir_ + "/q8.gguf"));
   EXPECT_EQ(q.exit_code, 0) << q.err;
+  // A preset with a calibrated method needs no reference file.
+  const auto awq = run_command(frugal() + " quantize " + m + " Q4_K_M --method awq --calib " + shell_quote(text_) +
+                               " --calib-tokens 64 -t 1 -o " + shell_quote(dir_ + "/awq.gguf"));
+  EXPECT_EQ(awq.exit_code, 0) << awq.err;
+  EXPECT_NE(awq.err.find("llama-quantize preset Q4_K_M"), std::string::npos) << awq.err;
   // -m with a positional TYPE (llama-quantize's order without the output).
   const auto q2 = run_command(frugal() + " quantize -m " + m + " q4_0 -o " + shell_quote(dir_ + "/q4.gguf"));
   EXPECT_EQ(q2.exit_code, 0) << q2.err;
