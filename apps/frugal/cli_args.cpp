@@ -115,6 +115,7 @@ Result<double> Args::get_float(const std::string& flag, double fallback, double 
 
 Command::Command(std::string name) : name_(std::move(name)) {
   app_ = std::make_unique<CLI::App>(command_summary(name_), "frugal " + name_);
+  app_->option_defaults()->group("Flags");
   app_->set_help_flag("-h,--help", "print this help and exit");
   app_->allow_extras(true);  // reported by parse() as frugal's own one-line errors
   app_->get_formatter()->column_width(36);

@@ -19,6 +19,7 @@ int command_tokenize(const std::vector<std::string>& argv) {
   if (!args) return fail(args.status().message());
   if (args->help_shown()) return 0;
   std::string text;
+  if (args->has("--no-escape") && !args->has("-p")) return fail("--no-escape applies only to -p");
   if (args->has("-f") && args->has("-p")) return fail("give the text with -p or -f, not both");
   if (args->has("-f")) {
     auto read = read_text_argument(args->get("-f"));
@@ -29,7 +30,6 @@ int command_tokenize(const std::vector<std::string>& argv) {
   } else {
     return fail("tokenize needs a text: -p TEXT or -f FILE");
   }
-  if (args->has("--no-escape") && !args->has("-p")) warn("--no-escape applies to -p only");
   // Only the tokenizer is needed, but loading the model also validates the file.
   auto file = GgufFile::open(model_path(*args));
   if (!file) return fail(file.status().message());
