@@ -41,7 +41,7 @@ argument; without it, $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-In
 
 std::string usage() {
   std::string text = "frugal — run, compress and measure LLMs on your own hardware\n\nusage: frugal COMMAND [MODEL] [flags]\n"
-                     "       frugal --version\n\ncommands:\n";
+                     "       frugal COMMAND --help   (or frugal help COMMAND)\n       frugal --version\n\ncommands:\n";
   for (const CommandEntry& c : kCommands) {
     char line[256];
     std::snprintf(line, sizeof line, "  %-11s %s\n", c.name, c.summary);
@@ -68,6 +68,12 @@ int command_methods(const std::vector<std::string>& argv) {
 }
 
 int run_command(int argc, char** argv) {
+  // `frugal help CMD` is `frugal CMD --help`.
+  if (argc == 3 && std::strcmp(argv[1], "help") == 0) {
+    for (const CommandEntry& c : kCommands) {
+      if (std::strcmp(argv[2], c.name) == 0) return c.run({"--help"});
+    }
+  }
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     std::fputs(usage().c_str(), argc < 2 ? stderr : stdout);
