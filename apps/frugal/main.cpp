@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cli_args.h"
+#include "frugal_git_describe.h"
 #include "commands.h"
 #include "compress/methods.h"
 
