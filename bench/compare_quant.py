@@ -327,8 +327,16 @@ class Runner:
         out = {}
         start = time.monotonic()
         if with_base:
-            stdout, _, _ = run([a.frugal, "eval", "-m", path, "--base", self.base, "-f", a.text, "-c", "512",
+            # The base's log-probabilities are computed once per run (--save-base) and read back by
+            # every later row (--base-logits), so the sweep does not re-run the base for each file.
+            base_logits = os.path.join(a.work, f"base-logits-c512-{a.chunks}.bin")
+            if getattr(self, "base_logits_ready", False):
+                base_args = ["--base-logits", base_logits]
+            else:
+                base_args = ["--base", self.base, "--save-base", base_logits]
+            stdout, _, _ = run([a.frugal, "eval", "-m", path] + base_args + ["-f", a.text, "-c", "512",
                                 "--chunks", str(a.chunks), "--hellaswag", "0", "--sst2", "0", "-o", "json", "-t", self.threads])
+            self.base_logits_ready = True
             out.update(json_from(stdout))
         # Task accuracy of the model alone (the base's is measured once, on the reference row).
         if a.hellaswag > 0 or a.sst2 > 0 or not with_base:

@@ -1,9 +1,13 @@
 // frugal bench: prompt-processing and generation speed, printed in llama-bench's table and JSON
 // layout (same field names) so the two tools' outputs can be compared line by line.
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "cli_args.h"
 #include "commands.h"
@@ -23,32 +27,64 @@ std::string file_type_name(const Model& m) {
   return it != names.end() ? it->second : "mixed";
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) continue;
-    out += c;
+// "128,512" -> {128, 512}: llama-bench's comma lists.
+Result<std::vector<int64_t>> int_list(const Args& args, const std::string& flag, int64_t min, int64_t max) {
+  std::vector<int64_t> values;
+  const std::string text = args.get(flag);
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    const std::string item = text.substr(start, comma - start);
+    start = comma + 1;
+    errno = 0;
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno != 0) return Status::error(flag + " expects integers separated by commas, got '" + text + "'");
+    if (v < min || v > max) {
+      return Status::error(flag + " values must be between " + std::to_string(min) + " and " + std::to_string(max) + ", got " + item);
+    }
+    values.push_back(v);
   }
-  return out;
+  return values;
+}
+
+// One row of the report: a test and the settings it ran with.
+struct Row {
+  BenchmarkTest test;
+  int64_t peak_rss = 0;
+};
+
+std::string csv_field(const std::string& s) {
+  if (s.find_first_of(",\"\n") == std::string::npos) return s;
+  std::string out = "\"";
+  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return out + "\"";
 }
 
 }  // namespace
 
 int command_bench(const std::vector<std::string>& argv) {
-  std::set<std::string> with_value = {"-m", "-p", "-n", "-t", "-r", "-o", "-d"};
-  std::map<std::string, std::string> aliases = {{"--n-prompt", "-p"}, {"--n-gen", "-n"},     {"--threads", "-t"}, {"--repetitions", "-r"},
-                                                {"--output", "-o"},   {"--model", "-m"},     {"--n-depth", "-d"}};
-  add_cache_flags(with_value, aliases, false);
-  auto args = Args::parse(argv, with_value, {"--bandwidth"}, aliases);
+  Command command("bench");
+  command.model()
+      .option("-p,--n-prompt", "N[,N...]", "prompt lengths: one pp test each (0 = none)", "512")
+      .option("-n,--n-gen", "N[,N...]", "generated tokens: one tg test each (0 = none)", "128")
+      .option("-d,--n-depth", "N", "tokens in the cache before each test", "0")
+      .threads()
+      .option("-r,--repetitions", "N", "repetitions of each test", "5")
+      .option("-o,--output", "FORMAT", "md, csv, json or jsonl (llama-bench's field names)", "md")
+      .cache_flags(false)
+      .flag("--bandwidth", "measure the memory copy bandwidth (the bound for decode speed) and stop")
+      .footer("As llama-bench: -p 128,512 -n 64,128 runs pp128, pp512, tg64 and tg128, each after a warm-up.");
+  auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
-  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
-  auto n_prompt = args->get_int("-p", 512, 0, 1 << 16);
-  auto n_gen = args->get_int("-n", 128, 0, 1 << 16);
-  auto n_threads = args->get_int("-t", default_threads(), 1, 512);
-  auto reps = args->get_int("-r", 5, 1, 1000);
-  auto depth = args->get_int("-d", 0, 0, 1 << 20);
-  for (const Status* s : {&n_prompt.status(), &n_gen.status(), &n_threads.status(), &reps.status(), &depth.status()}) {
+  if (args->help_shown()) return 0;
+  auto n_prompts = int_list(*args, "-p", 0, 1 << 16);
+  auto n_gens = int_list(*args, "-n", 0, 1 << 16);
+  auto n_threads = args->get_int("-t", 1, 512);
+  auto reps = args->get_int("-r", 1, 1000);
+  auto depth = args->get_int("-d", 0, 1 << 20);
+  for (const Status* s : {&n_prompts.status(), &n_gens.status(), &n_threads.status(), &reps.status(), &depth.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
   if (args->has("--bandwidth")) {
@@ -56,20 +92,26 @@ int command_bench(const std::vector<std::string>& argv) {
     std::printf("copy bandwidth: %.2f GB/s\n", measure_copy_bandwidth() / 1e9);
     return 0;
   }
-  const std::string format = args->get("-o", "md");
-  if (format != "md" && format != "json") return fail("-o must be md or json, got '" + format + "'");
-  if (*n_prompt == 0 && *n_gen == 0) return fail("nothing to benchmark: -p and -n are both 0");
+  const std::string format = args->get("-o");
+  if (format != "md" && format != "json" && format != "csv" && format != "jsonl") {
+    return fail("-o must be md, csv, json or jsonl, got '" + format + "'");
+  }
+  std::vector<int64_t> prompts, gens;
+  for (int64_t p : *n_prompts) if (p > 0) prompts.push_back(p);
+  for (int64_t n : *n_gens) if (n > 0) gens.push_back(n);
+  if (prompts.empty() && gens.empty()) return fail("nothing to benchmark: -p and -n are both 0");
+  warn_threads(*n_threads);
 
   auto model = Model::load(model_path(*args));
   if (!model) return fail(model.status().message());
   std::shared_ptr<const Model> m = *model;
+  const int64_t max_prompt = prompts.empty() ? 0 : *std::max_element(prompts.begin(), prompts.end());
+  const int64_t max_gen = gens.empty() ? 0 : *std::max_element(gens.begin(), gens.end());
   // A model too large for this machine gets a message, not an OOM kill (issue 14).
-  auto memory = check_memory(*m, *n_prompt + *n_gen, std::max<int64_t>(1, std::min<int64_t>(512, *n_prompt)));
+  auto memory = check_memory(*m, *depth + max_prompt + max_gen, std::max<int64_t>(1, std::min<int64_t>(512, max_prompt)));
   if (!memory) return fail(memory.status().message());
   if (!memory->empty()) std::fprintf(stderr, "frugal: warning: %s\n", memory->c_str());
   BenchmarkOptions options;
-  options.n_prompt = *n_prompt;
-  options.n_gen = *n_gen;
   options.n_threads = static_cast<int>(*n_threads);
   options.repetitions = static_cast<int>(*reps);
   options.n_depth = *depth;
@@ -78,8 +120,24 @@ int command_bench(const std::vector<std::string>& argv) {
   options.cache_type_k = cache.cache_type_k;
   options.cache_type_v = cache.cache_type_v;
   const std::string type_k = kv_type_name(cache.cache_type_k), type_v = kv_type_name(cache.cache_type_v);
-  auto report = run_benchmark(m, options);
-  if (!report) return fail(report.status().message());
+  // llama-bench's order: every pp test, then every tg test, each on its own.
+  std::vector<Row> rows;
+  BenchmarkReport last;
+  auto run = [&](int64_t p, int64_t n) -> Status {
+    options.n_prompt = p;
+    options.n_gen = n;
+    auto report = run_benchmark(m, options);
+    if (!report) return report.status();
+    for (const auto& t : report->tests) rows.push_back({t, report->peak_rss_bytes});
+    last = *report;
+    return Status::ok();
+  };
+  for (int64_t p : prompts) {
+    if (Status s = run(p, 0); !s) return fail(s.message());
+  }
+  for (int64_t n : gens) {
+    if (Status s = run(0, n); !s) return fail(s.message());
+  }
 
   const std::string model_type = m->config().architecture + " " + std::to_string((m->parameter_count() + 500000) / 1000000) +
                                  "M " + file_type_name(*m);
@@ -87,51 +145,77 @@ int command_bench(const std::vector<std::string>& argv) {
   if (format == "md") {
     std::printf("| model                          |       size |     params | backend    | threads |            test |                  t/s |   ttft ms |  peak RSS |\n");
     std::printf("| ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: | --------: | --------: |\n");
-    for (const auto& t : report->tests) {
+    for (const auto& row : rows) {
+      const BenchmarkTest& t = row.test;
       char ts[64], ttft[32];
       std::snprintf(ts, sizeof ts, "%.2f ± %.2f", t.avg_ts, t.stddev_ts);
       if (t.n_prompt > 0) std::snprintf(ttft, sizeof ttft, "%.2f", t.ttft_ms); else std::snprintf(ttft, sizeof ttft, "-");
       std::printf("| %-30s | %6.2f MiB | %8.2f M | %-10s | %7d | %15s | %20s | %9s | %5.1f MiB |\n", model_type.c_str(), size_mib,
-                  m->parameter_count() / 1e6, "CPU", options.n_threads, t.name.c_str(), ts, ttft,
-                  report->peak_rss_bytes / 1048576.0);
+                  m->parameter_count() / 1e6, "CPU", options.n_threads, t.name.c_str(), ts, ttft, row.peak_rss / 1048576.0);
     }
     std::printf("\nKV cache %s/%s: %.2f KiB per token, %.2f MiB at %lld tokens\n", type_k.c_str(), type_v.c_str(),
-                report->kv_bytes_per_token / 1024.0, report->kv_bytes_per_token * static_cast<double>(report->n_ctx) / 1048576.0,
-                static_cast<long long>(report->n_ctx));
+                last.kv_bytes_per_token / 1024.0, last.kv_bytes_per_token * static_cast<double>(last.n_ctx) / 1048576.0,
+                static_cast<long long>(last.n_ctx));
     return 0;
   }
   char when[32];
   std::time_t now = std::time(nullptr);
   std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  std::printf("[\n");
-  for (size_t i = 0; i < report->tests.size(); ++i) {
-    const auto& t = report->tests[i];
-    auto list = [](const std::vector<double>& v, const char* fmt) {
-      std::string s = "[ ";
-      char buf[64];
-      for (size_t k = 0; k < v.size(); ++k) {
-        std::snprintf(buf, sizeof buf, fmt, v[k]);
-        s += (k ? ", " : "") + std::string(buf);
-      }
-      return s + " ]";
-    };
-    std::printf("  {\n");
-    std::printf("    \"build_commit\": \"frugal\",\n    \"backends\": \"CPU\",\n    \"isa\": \"%s\",\n", active_isa_name());
-    std::printf("    \"model_filename\": \"%s\",\n    \"model_type\": \"%s\",\n", json_escape(m->file().path()).c_str(), model_type.c_str());
-    std::printf("    \"model_size\": %zu,\n    \"model_n_params\": %lld,\n", m->weight_bytes(), static_cast<long long>(m->parameter_count()));
-    std::printf("    \"n_batch\": %lld,\n    \"n_ubatch\": %lld,\n    \"n_threads\": %d,\n", static_cast<long long>(std::min<int64_t>(512, std::max<int64_t>(1, t.n_prompt))),
-                static_cast<long long>(std::min<int64_t>(512, std::max<int64_t>(1, t.n_prompt))), options.n_threads);
-    std::printf("    \"type_k\": \"%s\",\n    \"type_v\": \"%s\",\n    \"kv_bytes_per_token\": %lld,\n", type_k.c_str(), type_v.c_str(),
-                static_cast<long long>(report->kv_bytes_per_token));
-    std::printf("    \"n_prompt\": %lld,\n    \"n_gen\": %lld,\n    \"n_depth\": %lld,\n", static_cast<long long>(t.n_prompt),
-                static_cast<long long>(t.n_gen), static_cast<long long>(options.n_depth));
-    std::printf("    \"test_time\": \"%s\",\n", when);
-    std::printf("    \"avg_ns\": %.0f,\n    \"stddev_ns\": %.0f,\n    \"avg_ts\": %.6f,\n    \"stddev_ts\": %.6f,\n", t.avg_ns, t.stddev_ns, t.avg_ts, t.stddev_ts);
-    std::printf("    \"samples_ns\": %s,\n    \"samples_ts\": %s,\n", list(t.samples_ns, "%.0f").c_str(), list(t.samples_ts, "%.4f").c_str());
-    std::printf("    \"ttft_ms\": %.3f,\n    \"peak_rss_bytes\": %lld\n", t.n_prompt > 0 ? t.ttft_ms : 0.0, static_cast<long long>(report->peak_rss_bytes));
-    std::printf("  }%s\n", i + 1 < report->tests.size() ? "," : "");
+  // The fields and their order follow llama-bench's json/csv output (plus frugal's isa, ttft, RSS).
+  std::vector<nlohmann::ordered_json> records;
+  for (const auto& row : rows) {
+    const BenchmarkTest& t = row.test;
+    const int64_t batch = std::min<int64_t>(512, std::max<int64_t>(1, t.n_prompt));
+    nlohmann::ordered_json r;
+    r["build_commit"] = "frugal";
+    r["backends"] = "CPU";
+    r["isa"] = active_isa_name();
+    r["model_filename"] = m->file().path();
+    r["model_type"] = model_type;
+    r["model_size"] = m->weight_bytes();
+    r["model_n_params"] = m->parameter_count();
+    r["n_batch"] = batch;
+    r["n_ubatch"] = batch;
+    r["n_threads"] = options.n_threads;
+    r["type_k"] = type_k;
+    r["type_v"] = type_v;
+    r["kv_bytes_per_token"] = last.kv_bytes_per_token;
+    r["n_prompt"] = t.n_prompt;
+    r["n_gen"] = t.n_gen;
+    r["n_depth"] = options.n_depth;
+    r["test_time"] = when;
+    r["avg_ns"] = static_cast<int64_t>(t.avg_ns);
+    r["stddev_ns"] = static_cast<int64_t>(t.stddev_ns);
+    r["avg_ts"] = t.avg_ts;
+    r["stddev_ts"] = t.stddev_ts;
+    r["samples_ns"] = t.samples_ns;
+    r["samples_ts"] = t.samples_ts;
+    r["ttft_ms"] = t.n_prompt > 0 ? t.ttft_ms : 0.0;
+    r["peak_rss_bytes"] = row.peak_rss;
+    records.push_back(std::move(r));
   }
-  std::printf("]\n");
+  if (format == "json") {
+    std::printf("%s\n", nlohmann::ordered_json(records).dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else if (format == "jsonl") {
+    for (const auto& r : records) std::printf("%s\n", r.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else {
+    // csv: one header, one line per test; the sample lists are left out as llama-bench does.
+    std::string header;
+    for (auto it = records.front().begin(); it != records.front().end(); ++it) {
+      if (it.key() == "samples_ns" || it.key() == "samples_ts") continue;
+      header += (header.empty() ? "" : ",") + it.key();
+    }
+    std::printf("%s\n", header.c_str());
+    for (const auto& r : records) {
+      std::string line;
+      for (auto it = r.begin(); it != r.end(); ++it) {
+        if (it.key() == "samples_ns" || it.key() == "samples_ts") continue;
+        const std::string value = it->is_string() ? it->get<std::string>() : it->dump();
+        line += (line.empty() ? "" : ",") + csv_field(value);
+      }
+      std::printf("%s\n", line.c_str());
+    }
+  }
   return 0;
 }
 

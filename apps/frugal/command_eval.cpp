@@ -32,30 +32,50 @@ Result<TaskAccuracy> run_task(const std::string& label, int64_t n,
 }  // namespace
 
 int command_eval(const std::vector<std::string>& argv) {
-  std::set<std::string> with_value = {"-m", "--base", "-f", "-c", "--chunks", "-t", "-o", "--hellaswag", "--hellaswag-file", "--sst2",
-                                      "--sst2-file"};
-  std::map<std::string, std::string> aliases = {{"--model", "-m"}, {"--file", "-f"}, {"--threads", "-t"}, {"--output", "-o"}};
-  add_cache_flags(with_value, aliases, false);
-  auto args = Args::parse(argv, with_value, {}, aliases);
+  Command command("eval");
+  command.model()
+      .option("--base", "BASE", "the uncompressed model to compare against (KL divergence, same top token)")
+      .option("--save-base", "FILE", "with --base: also save the base's log-probabilities to FILE for --base-logits")
+      .option("--base-logits", "FILE", "compare against the base log-probabilities saved with --save-base (no --base run)")
+      .option("-f,--file", "FILE", "evaluation text (- for stdin)", default_data("wikitext2-test.txt"))
+      .option("-c,--ctx-size", "N", "tokens per chunk", "512")
+      .option("--chunks", "N", "chunks scored", "40")
+      .threads()
+      .option("-o,--output", "FORMAT", "md or json", "md")
+      .option("--hellaswag", "N", "zero-shot HellaSwag on the first N tasks (0 = skip; ~0.15 s per task for SmolLM2 on 2 cores)", "0")
+      .option("--hellaswag-file", "FILE", "HellaSwag validation set", default_data("hellaswag-val.txt.bz2"))
+      .option("--sst2", "N", "zero-shot SST-2 on the first N sentences (0 = skip; ~0.05 s each)", "0")
+      .option("--sst2-file", "FILE", "SST-2 dev set", default_data("sst2-dev.tsv"))
+      .cache_flags(false)
+      .footer("-ctk/-ctv apply to MODEL only, so `-m M --base M -ctk q8_0` measures the KV cache type.");
+  auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
-  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
-  auto n_ctx = args->get_int("-c", 512, 16, 1 << 16);
-  auto chunks = args->get_int("--chunks", 40, -1, INT32_MAX);
-  auto n_threads = args->get_int("-t", default_threads(), 1, 512);
-  auto hellaswag_n = args->get_int("--hellaswag", 200, 0, INT32_MAX);
-  auto sst2_n = args->get_int("--sst2", 200, 0, INT32_MAX);
+  if (args->help_shown()) return 0;
+  auto n_ctx = args->get_int("-c", 16, 1 << 16);
+  auto chunks = args->get_int("--chunks", 1, INT32_MAX);
+  auto n_threads = args->get_int("-t", 1, 512);
+  auto hellaswag_n = args->get_int("--hellaswag", 0, INT32_MAX);
+  auto sst2_n = args->get_int("--sst2", 0, INT32_MAX);
   for (const Status* s : {&n_ctx.status(), &chunks.status(), &n_threads.status(), &hellaswag_n.status(), &sst2_n.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
-  const std::string format = args->get("-o", "md");
+  const std::string format = args->get("-o");
   if (format != "md" && format != "json") return fail("-o must be md or json, got '" + format + "'");
-  const std::string text_path = args->get("-f", default_data("wikitext2-test.txt"));
-  auto text = read_text_file(text_path);
+  if (args->has("--save-base") && !args->has("--base")) return fail("--save-base needs --base (the model whose logits are saved)");
+  if (args->has("--base-logits") && args->has("--base")) return fail("--base-logits replaces --base: give one of them");
+  if (args->has("--save-base")) {
+    if (Status s = prepare_output(args->get("--save-base")); !s) return fail(s.message());
+  }
+  if (args->has("--hellaswag-file") && *hellaswag_n == 0) return fail("--hellaswag-file needs --hellaswag N (the number of tasks)");
+  if (args->has("--sst2-file") && *sst2_n == 0) return fail("--sst2-file needs --sst2 N (the number of sentences)");
+  warn_threads(*n_threads);
+  const std::string text_path = args->get("-f");
+  auto text = read_text_argument(text_path);
   if (!text) return fail(text.status().message());
   if (text->empty()) return fail("'" + text_path + "' is empty");
   std::vector<HellaswagTask> hellaswag;
   if (*hellaswag_n > 0) {
-    auto raw = read_text_file(args->get("--hellaswag-file", default_data("hellaswag-val.txt.bz2")));
+    auto raw = read_text_file(args->get("--hellaswag-file"));
     if (!raw) return fail(raw.status().message());
     auto parsed = parse_hellaswag(*raw);
     if (!parsed) return fail(parsed.status().message());
@@ -63,7 +83,7 @@ int command_eval(const std::vector<std::string>& argv) {
   }
   std::vector<Sst2Example> sst2;
   if (*sst2_n > 0) {
-    auto raw = read_text_file(args->get("--sst2-file", default_data("sst2-dev.tsv")));
+    auto raw = read_text_file(args->get("--sst2-file"));
     if (!raw) return fail(raw.status().message());
     auto parsed = parse_sst2(*raw);
     if (!parsed) return fail(parsed.status().message());
@@ -72,6 +92,7 @@ int command_eval(const std::vector<std::string>& argv) {
 
   auto model = Model::load(model_path(*args));
   if (!model) return fail(model.status().message());
+  if (Status s = check_context(**model, *n_ctx, *n_ctx); !s) return fail(s.message());
   std::shared_ptr<const Model> base_model;
   if (args->has("--base")) {
     auto base = Model::load(args->get("--base"));
@@ -97,12 +118,18 @@ int command_eval(const std::vector<std::string>& argv) {
   const std::string kv_k = kv_type_name(options.cache_type_k), kv_v = kv_type_name(options.cache_type_v);
 
   const std::vector<int32_t> tokens = (base_model ? base_model : model.value())->tokenizer().encode(*text, true, false);
+  // Comparing against a base: run live (--base, optionally saved with --save-base) or read back
+  // from --base-logits, which a sweep computes once.
+  const bool compare = base_transformer != nullptr || args->has("--base-logits");
   DivergenceResult divergence;
   PerplexityResult perplexity;
-  if (base_transformer) {
+  if (compare) {
     const int64_t total = std::min<int64_t>(static_cast<int64_t>(tokens.size()) / *n_ctx, *chunks > 0 ? *chunks : INT64_MAX);
     ProgressBar progress("kl-divergence", total, "chunks");
-    auto r = compare_distributions(transformer, *base_transformer, tokens, *n_ctx, *chunks,
+    BaseLogitsOptions files;
+    files.save_path = args->get("--save-base");
+    files.load_path = args->get("--base-logits");
+    auto r = compare_distributions(transformer, base_transformer.get(), tokens, *n_ctx, *chunks, files,
                                    [&](int64_t done, int64_t) { progress.update(done); });
     progress.finish();
     if (!r) return fail(r.status().message());
@@ -146,14 +173,15 @@ int command_eval(const std::vector<std::string>& argv) {
     if (!s) return fail(s.message());
   }
 
-  const double ppl = base_transformer ? divergence.ppl : perplexity.ppl;
-  const double ppl_error = base_transformer ? divergence.ppl_error : perplexity.ppl_error;
+  const double ppl = compare ? divergence.ppl : perplexity.ppl;
+  const double ppl_error = compare ? divergence.ppl_error : perplexity.ppl_error;
   if (format == "json") {
     std::printf("{\n  \"model\": \"%s\",\n", (*model)->file().path().c_str());
     if (base_model) std::printf("  \"base\": \"%s\",\n", base_model->file().path().c_str());
+    if (args->has("--base-logits")) std::printf("  \"base_logits\": \"%s\",\n", args->get("--base-logits").c_str());
     std::printf("  \"text\": \"%s\",\n  \"ctx\": %lld,\n", text_path.c_str(), static_cast<long long>(*n_ctx));
     std::printf("  \"ppl\": %.6f,\n  \"ppl_error\": %.6f,\n", ppl, ppl_error);
-    if (base_transformer) {
+    if (compare) {
       std::printf("  \"base_ppl\": %.6f,\n  \"base_ppl_error\": %.6f,\n  \"delta_ppl_pct\": %.4f,\n", divergence.base_ppl,
                   divergence.base_ppl_error, 100.0 * (divergence.ppl / divergence.base_ppl - 1));
       std::printf("  \"kld_mean\": %.8f,\n  \"kld_mean_error\": %.8f,\n  \"kld_median\": %.8f,\n  \"kld_p99\": %.8f,\n  \"kld_max\": %.8f,\n",
@@ -177,7 +205,7 @@ int command_eval(const std::vector<std::string>& argv) {
   std::printf("| bits per weight | %.3f | %s |\n", bits(**model), base_bits);
   std::printf("| KV cache (K/V) | %s/%s, %.1f KiB per token | %s |\n", kv_k.c_str(), kv_v.c_str(), transformer.kv_bytes_per_token() / 1024.0,
               base_transformer ? "f16/f16" : "");
-  if (base_transformer) {
+  if (compare) {
     std::printf("| PPL (-c %lld, %lld chunks) | %.4f ± %.4f | %.4f ± %.4f |\n", static_cast<long long>(*n_ctx),
                 static_cast<long long>(divergence.chunks), divergence.ppl, divergence.ppl_error, divergence.base_ppl, divergence.base_ppl_error);
     std::printf("| ΔPPL | %+.3f%% | |\n", 100.0 * (divergence.ppl / divergence.base_ppl - 1));

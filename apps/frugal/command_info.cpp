@@ -2,6 +2,8 @@
 #include <cstdio>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
 #include "cli_args.h"
 #include "commands.h"
 #include "compress/prune_model.h"
@@ -14,21 +16,95 @@ int fail(const std::string& message) {
   return 1;
 }
 
-int command_info(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv, {"-m", "-c"}, {"--metadata", "--tensors"});
-  if (!args) return fail(args.status().message());
-  if (args->positional().size() > 1 || (args->has("-m") && !args->positional().empty())) {
-    return fail("unexpected argument '" + args->positional().back() + "'");
+namespace {
+
+// The same facts as the text output, as one JSON object (field names in snake_case).
+int print_info_json(const Model& m, int64_t n_ctx, bool metadata, bool tensors) {
+  const ModelConfig& c = m.config();
+  const GgufFile& f = m.file();
+  const VocabData& v = m.tokenizer().vocab();
+  nlohmann::ordered_json j;
+  j["file"] = f.path();
+  j["gguf_version"] = f.version();
+  j["name"] = c.name;
+  j["architecture"] = c.architecture;
+  j["layers"] = c.n_layer;
+  j["embedding"] = c.n_embd;
+  j["feed_forward"] = c.n_ff;
+  j["heads"] = c.n_head;
+  j["heads_kv"] = c.n_head_kv;
+  j["head_dim"] = c.head_dim;
+  j["rope_base"] = c.rope_base;
+  j["rope_dim"] = c.rope_dim;
+  j["rms_eps"] = c.rms_eps;
+  j["sliding_window"] = c.sliding_window;
+  j["context_train"] = c.n_ctx_train;
+  j["tied_output"] = m.tied_output();
+  j["tokenizer"] = {{"model", v.model}, {"pre", v.pre}, {"tokens", m.tokenizer().vocab_size()}, {"merges", v.merges.size()},
+                    {"bos", v.bos_id}, {"eos", v.eos_id}, {"eot", v.eot_id}, {"add_bos", v.add_bos}};
+  j["chat_template"] = chat_format_name(m.chat_format());
+  j["kernels"] = active_isa_name();
+  nlohmann::ordered_json by_type = nlohmann::ordered_json::object();
+  for (const auto& t : f.tensors()) {
+    auto& entry = by_type[t.traits->name];
+    if (entry.is_null()) entry = {{"tensors", 0}, {"parameters", 0}};
+    entry["tensors"] = entry["tensors"].get<int64_t>() + 1;
+    entry["parameters"] = entry["parameters"].get<int64_t>() + t.element_count();
   }
-  // `frugal info MODEL` as well as `frugal info -m MODEL`.
-  const std::string path = args->positional().empty() ? model_path(*args) : args->positional()[0];
-  auto n_ctx = args->get_int("-c", 2048, 1, 1 << 20);
+  j["tensor_types"] = by_type;
+  const int64_t params = m.parameter_count();
+  j["parameters"] = params;
+  j["bits_per_weight"] = 8.0 * static_cast<double>(m.weight_bytes()) / static_cast<double>(params);
+  j["file_size"] = f.file_size();
+  const double kv_bytes = 2.0 * c.n_layer * c.kv_dim() * sizeof(uint16_t) * static_cast<double>(n_ctx);
+  j["ctx"] = n_ctx;
+  j["kv_cache_bytes"] = static_cast<int64_t>(kv_bytes);
+  int64_t zeros = 0, matrix_params = 0;
+  nlohmann::ordered_json sparse = nlohmann::ordered_json::array();
+  for (const auto& t : f.tensors()) {
+    if (t.dims.size() != 2) continue;
+    const int64_t z = count_zeros(t);
+    zeros += z;
+    matrix_params += t.element_count();
+    if (tensors || static_cast<double>(z) >= 0.01 * static_cast<double>(t.element_count())) {
+      sparse.push_back({{"name", t.name}, {"type", t.traits->name}, {"zeros", z}, {"parameters", t.element_count()}});
+    }
+  }
+  j["zero_weights"] = zeros;
+  j["matrix_weights"] = matrix_params;
+  j["sparse_tensors"] = sparse;
+  if (metadata) {
+    nlohmann::ordered_json meta = nlohmann::ordered_json::object();
+    for (const auto& [key, value] : f.metadata()) meta[key] = value.to_display_string();
+    j["metadata"] = meta;
+  }
+  std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int command_info(const std::vector<std::string>& argv) {
+  Command command("info");
+  command.model()
+      .option("-c,--ctx-size", "N", "context for the KV cache and memory estimate", "2048")
+      .flag("--metadata", "also print every metadata key")
+      .flag("--tensors", "list the zeros of every 2-D tensor, not only the sparse ones")
+      .option("-o,--output", "FORMAT", "text or json", "text");
+  auto args = command.parse(argv);
+  if (!args) return fail(args.status().message());
+  if (args->help_shown()) return 0;
+  const std::string path = model_path(*args);
+  auto n_ctx = args->get_int("-c", 1, 1 << 20);
   if (!n_ctx) return fail(n_ctx.status().message());
   auto model = Model::load(path);
   if (!model) return fail(model.status().message());
   const Model& m = **model;
   const ModelConfig& c = m.config();
   const GgufFile& f = m.file();
+  const std::string format = args->get("-o");
+  if (format != "text" && format != "json") return fail("-o must be text or json, got '" + format + "'");
+  if (format == "json") return print_info_json(m, *n_ctx, args->has("--metadata"), args->has("--tensors"));
 
   std::printf("file:            %s\n", f.path().c_str());
   std::printf("format:          GGUF v%u, %zu metadata keys, %zu tensors, alignment %zu\n", f.version(),

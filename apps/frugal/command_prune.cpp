@@ -19,13 +19,8 @@ std::string calibration_default() {
   return std::string(FRUGAL_DEFAULT_DATA_DIR) + "/tinyshakespeare.txt";
 }
 
-std::string prune_help() {
-  return "usage: frugal prune [-m MODEL] -o OUT.gguf --method " + compress::method_names(compress::MethodKind::kPrune) +
-         " --sparsity S\n"
-         "                    [--pattern unstructured|2:4|4:8] [--calib FILE] [--calib-tokens N] [--format TYPE]\n"
-         "                    [--bits B [--group G] [--symmetric]] [--damp D] [--owl [--owl-m M] [--owl-lambda L]]\n"
-         "                    [-t THREADS]\n"
-         "Zeroes the fraction S of every decoder-block matrix, layer by layer on the outputs of the pruned layers.\n"
+std::string prune_footer() {
+  return "Zeroes the fraction S of every decoder-block matrix, layer by layer on the outputs of the pruned layers.\n"
          "N:M patterns zero N of every M consecutive weights of a row (S is then N/M). Zeros are stored densely:\n"
          "a matrix keeps its type when the type stores 0 exactly, else Q8_0, unless --format names one;\n"
          "sparsegpt with --bits or a quantized --format prunes and quantizes in one sweep.\n"
@@ -101,49 +96,67 @@ int prune_structured(const Args& args, const PruneOptions& prune) {
 }  // namespace
 
 int command_prune(const std::vector<std::string>& argv) {
-  for (const std::string& a : argv) {
-    if (a == "--help" || a == "-h") {
-      std::fputs(prune_help().c_str(), stdout);
-      return 0;
-    }
-  }
-  auto args = Args::parse(argv,
-                          {"-m", "-o", "--method", "--sparsity", "--pattern", "--calib", "--calib-tokens", "--format", "--bits",
-                           "--group", "-t", "--damp", "--owl-m", "--owl-lambda"},
-                          {"--symmetric", "--owl"}, {{"--model", "-m"}, {"--output", "-o"}, {"--threads", "-t"}});
+  Command command("prune");
+  command.model()
+      .option("-o,--output", "OUT.gguf", "the pruned model (written to a temporary name, then renamed)")
+      .option("--method", "METHOD", compress::method_names(compress::MethodKind::kPrune))
+      .option("--sparsity", "S", "fraction of weights (or blocks, channels, KV groups) removed, in [0, 1)")
+      .option("--pattern", "P", "unstructured, 2:4 or 4:8", "unstructured")
+      .option("--calib", "FILE", "calibration text", calibration_default())
+      .option("--calib-tokens", "N", "calibration tokens", "16384")
+      .option("--format", "TYPE", "storage type of the pruned matrices (sparse-q8: only the non-zeros)")
+      .option("--bits", "B", "sparsegpt: quantize to B bits while pruning (0 = no)", "0")
+      .option("--group", "G", "quantization group with --bits (-1 = per channel)", "32")
+      .flag("--symmetric", "symmetric quantization with --bits")
+      .option("--damp", "D", "SparseGPT's Hessian dampening (fraction of mean diag H)", "0.1")
+      .flag("--owl", "per-block sparsities from the outlier ratio (OWL)")
+      .option("--owl-m", "M", "OWL outlier multiple", "5")
+      .option("--owl-lambda", "L", "OWL spread of the per-block sparsities", "0.08")
+      .threads()
+      .footer(prune_footer());
+  auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
-  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
+  if (args->help_shown()) return 0;
   if (!args->has("-o")) return fail("prune needs an output file: -o OUT.gguf");
   if (!args->has("--method")) return fail("prune needs --method " + compress::method_names(compress::MethodKind::kPrune));
   auto sparsity = args->get_float("--sparsity", -1.0, -1.0, 1.0);
-  auto calib_tokens = args->get_int("--calib-tokens", 16384, 64, 1 << 24);
-  auto bits = args->get_int("--bits", 0, 0, 8);
-  auto group = args->get_int("--group", 32, -1, 1 << 20);
-  auto n_threads = args->get_int("-t", default_threads(), 1, 512);
-  auto damp = args->get_float("--damp", 0.1, 0.0, 100.0);
+  auto calib_tokens = args->get_int("--calib-tokens", 64, 1 << 24);
+  auto bits = args->get_int("--bits", 0, 8);
+  auto group = args->get_int("--group", -1, 1 << 20);
+  auto n_threads = args->get_int("-t", 1, 512);
+  auto damp = args->get_float("--damp", 0.0, 100.0);
   if (!sparsity) return fail(sparsity.status().message());
   if (!damp) return fail(damp.status().message());
   for (const Status* s : {&calib_tokens.status(), &bits.status(), &group.status(), &n_threads.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
   if (args->has("--sparsity") && *sparsity < 0) return fail("--sparsity must be in [0, 1)");
+  warn_threads(*n_threads);
+  if (!args->has("--bits") && !args->has("--format")) {
+    for (const char* flag : {"--group", "--symmetric"}) {
+      if (args->has(flag)) return fail(std::string(flag) + " applies only with --bits or a quantized --format");
+    }
+  }
+  // The output directory must exist before the calibration, not only at the final rename.
+  if (Status s = prepare_output(args->get("-o")); !s) return fail(s.message());
+  if (args->has("--damp") && args->get("--method") != "sparsegpt") return fail("--damp applies only to --method sparsegpt");
   PruneOptions options;
   options.method = args->get("--method");
   options.sparsity = *sparsity;
-  options.pattern = args->get("--pattern", "unstructured");
+  options.pattern = args->get("--pattern");
   options.format = args->get("--format");
   options.bits = static_cast<int>(*bits);
   options.group = *group;
   options.symmetric = args->has("--symmetric");
-  options.calibration_path = args->get("--calib", calibration_default());
+  options.calibration_path = args->get("--calib");
   options.calibration_tokens = *calib_tokens;
   options.n_threads = static_cast<int>(*n_threads);
   options.percdamp = *damp;
   if (is_structured_method(options.method)) return prune_structured(*args, options);
   if (args->has("--owl")) {
     compress::OwlOptions owl;
-    auto m = args->get_float("--owl-m", owl.outlier_multiple, 1e-6, 1e6);
-    auto lambda = args->get_float("--owl-lambda", owl.lambda, 0.0, 0.5);
+    auto m = args->get_float("--owl-m", 1e-6, 1e6);
+    auto lambda = args->get_float("--owl-lambda", 0.0, 0.5);
     if (!m) return fail(m.status().message());
     if (!lambda) return fail(lambda.status().message());
     owl.outlier_multiple = *m;

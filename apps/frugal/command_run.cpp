@@ -39,7 +39,7 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
   }
   history.resize(common);
   const int64_t fresh = static_cast<int64_t>(tokens.size() - common);
-  if (!transformer.rolling() && static_cast<int64_t>(tokens.size()) >= transformer.context_size()) {
+  if (!transformer.rolling() && static_cast<int64_t>(tokens.size()) > transformer.context_size()) {
     return Status::error("prompt is " + std::to_string(tokens.size()) + " tokens, longer than the context of " +
                          std::to_string(transformer.context_size()) + " (raise -c)");
   }
@@ -86,9 +86,9 @@ void print_speed(const Speed& s) {
 // outputs are identical.
 int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, const std::vector<int32_t>& prompt, int64_t max_new,
                     int64_t n_ctx, int n_threads) {
-  auto draft_max = args.get_int("--draft-max", 8, 1, kSpeculativeBatch - 1);
-  auto p_min = args.get_float("--draft-p-min", 0.5, 0, 1);
-  auto tie_margin = args.get_float("--draft-tie-margin", SpeculativeOptions{}.tie_margin, 0, 1e30);
+  auto draft_max = args.get_int("--draft-max", 1, kSpeculativeBatch - 1);
+  auto p_min = args.get_float("--draft-p-min", 0, 1);
+  auto tie_margin = args.get_float("--draft-tie-margin", 0, 1e30);
   if (!tie_margin) return fail(tie_margin.status().message());
   if (!draft_max) return fail(draft_max.status().message());
   if (!p_min) return fail(p_min.status().message());
@@ -189,37 +189,78 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
 }  // namespace
 
 int command_run(const std::vector<std::string>& argv) {
-  std::set<std::string> with_value = {"-m", "-p", "-n", "-c", "-t", "--temp", "--top-k", "--top-p", "--min-p",
-                                      "--repeat-penalty", "--repeat-last-n", "--seed", "--system", "--draft",
-                                      "--draft-max", "--draft-p-min", "--draft-tie-margin"};
-  std::map<std::string, std::string> aliases = {{"--prompt", "-p"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}};
-  add_cache_flags(with_value, aliases, true);
-  auto args = Args::parse(argv, with_value, {"--chat", "--draft-compare", "--draft-fixed"}, aliases);
+  Command command("run");
+  command.model()
+      .option("-p,--prompt", "TEXT", "the prompt; escapes (\\n \\t \\\\ \\\" \\xHH) are processed unless --no-escape")
+      .option("-f,--file", "FILE", "read the prompt from FILE (- for stdin)")
+      .flag("--no-escape", "take -p literally")
+      .flag("--no-display-prompt", "do not print the prompt before the continuation")
+      .option("-n,--n-predict", "N", "tokens to generate (-1 = until the end of text or the context)", "128")
+      .option("-c,--ctx-size", "N", "context size in tokens", "2048")
+      .threads()
+      .option("--temp", "T", "sampling temperature (0 = greedy)", "0.8")
+      .option("--top-k", "K", "keep the K most likely tokens (0 = all)", "40")
+      .option("--top-p", "P", "nucleus sampling threshold", "0.95")
+      .option("--min-p", "P", "drop tokens below P x the top probability", "0.05")
+      .option("--repeat-penalty", "R", "penalty on recently seen tokens (1 = off)", "1.0")
+      .option("--repeat-last-n", "N", "tokens the repeat penalty looks back on", "64")
+      .option("--seed", "S", "sampling seed (-1 = random)", "-1")
+      .flag("--chat", "hold a conversation in the model's chat template (stdin, one line per turn)")
+      .option("--system", "TEXT", "system message of the conversation (--chat)")
+      .option("--draft", "D", "speculative decoding (greedy, --temp 0): DRAFT.gguf, ngram (prompt lookup) or self:N (first N layers)")
+      .option("--draft-max", "K", "most tokens drafted per step", "8")
+      .option("--draft-p-min", "P", "stop drafting below this draft probability", "0.5")
+      .option("--draft-tie-margin", "M", "logit margin under which a verification tie falls back to a plain step",
+              [] {
+                char text[32];
+                std::snprintf(text, sizeof text, "%g", SpeculativeOptions{}.tie_margin);
+                return std::string(text);
+              }())
+      .flag("--draft-fixed", "always draft --draft-max tokens (no adaptive length)")
+      .flag("--draft-compare", "also run plain greedy decoding and report the speed-up and equality")
+      .cache_flags(true);
+  auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
-  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
+  if (args->help_shown()) return 0;
   const bool chat = args->has("--chat");
-  if (!chat && !args->has("-p")) return fail("run needs a prompt: -p TEXT (or --chat)");
-  auto n_predict = args->get_int("-n", 128, -1, 1 << 24);
-  auto n_ctx = args->get_int("-c", 2048, 8, 1 << 20);
-  auto n_threads = args->get_int("-t", default_threads(), 1, 512);
-  auto temp = args->get_float("--temp", 0.8, 0, 100);
-  auto top_k = args->get_int("--top-k", 40, 0, 1 << 24);
-  auto top_p = args->get_float("--top-p", 0.95, 0, 1);
-  auto min_p = args->get_float("--min-p", 0.05, 0, 1);
-  auto repeat_penalty = args->get_float("--repeat-penalty", 1.0, 0.01, 100);
-  auto repeat_last_n = args->get_int("--repeat-last-n", 64, 0, 1 << 20);
-  auto seed = args->get_int("--seed", -1, -1, INT64_MAX);
+  if (args->has("-p") && args->has("-f")) return fail("give the prompt with -p or -f, not both");
+  if (!chat && !args->has("-p") && !args->has("-f")) return fail("run needs a prompt: -p TEXT or -f FILE (or --chat)");
+  if (args->has("--system") && !chat) return fail("--system applies only with --chat");
+  if (args->has("--no-escape") && !args->has("-p")) return fail("--no-escape applies only to -p");
+  if (!args->has("--draft")) {
+    for (const char* flag : {"--draft-max", "--draft-p-min", "--draft-tie-margin", "--draft-fixed", "--draft-compare"}) {
+      if (args->has(flag)) return fail(std::string(flag) + " applies only with --draft");
+    }
+  }
+  std::string prompt_text;
+  if (args->has("-f")) {
+    auto read = read_text_argument(args->get("-f"));
+    if (!read) return fail(read.status().message());
+    prompt_text = std::move(*read);
+  } else if (args->has("-p")) {
+    prompt_text = args->has("--no-escape") ? args->get("-p") : process_escapes(args->get("-p"));
+  }
+  const bool display_prompt = !args->has("--no-display-prompt");
+  auto n_predict = args->get_int("-n", -1, 1 << 24);
+  auto n_ctx = args->get_int("-c", 8, 1 << 20);
+  auto n_threads = args->get_int("-t", 1, 512);
+  auto temp = args->get_float("--temp", 0, 100);
+  auto top_k = args->get_int("--top-k", 0, 1 << 24);
+  auto top_p = args->get_float("--top-p", 0, 1);
+  auto min_p = args->get_float("--min-p", 0, 1);
+  auto repeat_penalty = args->get_float("--repeat-penalty", 0.01, 100);
+  auto repeat_last_n = args->get_int("--repeat-last-n", 0, 1 << 20);
+  auto seed = args->get_int("--seed", -1, INT64_MAX);
   for (const Status* s : {&n_predict.status(), &n_ctx.status(), &n_threads.status(), &temp.status(), &top_k.status(),
                           &top_p.status(), &min_p.status(), &repeat_penalty.status(), &repeat_last_n.status(), &seed.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
+  warn_threads(*n_threads);
   auto model = Model::load(model_path(*args));
   if (!model) return fail(model.status().message());
   std::shared_ptr<const Model> m = *model;
   // A model or context too large for this machine gets a message, not an OOM kill (issue 14).
-  auto memory = check_memory(*m, *n_ctx, std::min<int64_t>(512, *n_ctx));
-  if (!memory) return fail(memory.status().message());
-  if (!memory->empty()) std::fprintf(stderr, "frugal: warning: %s\n", memory->c_str());
+  if (Status s = check_context(*m, *n_ctx, std::min<int64_t>(512, *n_ctx)); !s) return fail(s.message());
 
   TransformerOptions options;
   options.n_ctx = *n_ctx;
@@ -250,17 +291,23 @@ int command_run(const std::vector<std::string>& argv) {
     if (options.window > 0 || options.cache_type_k != KvType::kF16 || options.cache_type_v != KvType::kF16) {
       return fail("--draft runs with the default f16 KV cache and no --window so far");
     }
-    const std::string prompt = args->get("-p");
+    const std::string& prompt = prompt_text;
     std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
     if (tokens.empty()) return fail("the prompt is empty");
-    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+    if (static_cast<int64_t>(tokens.size()) >= *n_ctx) return fail("the prompt does not fit in the context (raise -c)");
+    if (display_prompt) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
     return run_speculative(*args, m, tokens, max_new, *n_ctx, static_cast<int>(*n_threads));
   }
   if (!chat) {
-    const std::string prompt = args->get("-p");
+    const std::string& prompt = prompt_text;
     std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
     if (tokens.empty()) return fail("the prompt is empty");
-    std::fwrite(prompt.data(), 1, prompt.size(), stdout);
+    // Checked before the prompt is echoed, so a failing run prints only its error.
+    if (!transformer.rolling() && static_cast<int64_t>(tokens.size()) > transformer.context_size()) {
+      return fail("prompt is " + std::to_string(tokens.size()) + " tokens, longer than the context of " +
+                  std::to_string(transformer.context_size()) + " (raise -c)");
+    }
+    if (display_prompt) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
     Status s = generate(transformer, sampler, history, tokens, max_new, speed, nullptr);
     if (!s) return fail(s.message());
     print_speed(speed);
@@ -271,7 +318,7 @@ int command_run(const std::vector<std::string>& argv) {
   std::vector<ChatMessage> messages;
   if (args->has("--system")) messages.push_back({"system", args->get("--system")});
   const bool interactive = isatty(STDIN_FILENO) != 0;
-  std::string first = args->get("-p");
+  std::string first = prompt_text;
   for (;;) {
     std::string user;
     if (!first.empty()) {

@@ -7,20 +7,26 @@
 namespace frugal::cli {
 
 int command_tokenize(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv, {"-m", "-p", "-f"}, {"--ids", "--no-bos", "--no-parse-special"},
-                          {{"--prompt", "-p"}, {"--file", "-f"}, {"--model", "-m"}});
+  Command command("tokenize");
+  command.model()
+      .option("-p,--prompt", "TEXT", "the text (escapes such as \\n are processed unless --no-escape)")
+      .option("-f,--file", "FILE", "read the text from FILE (- for stdin)")
+      .flag("--no-escape", "take -p literally")
+      .flag("--ids", "print the ids only, as a list (llama-tokenize --ids)")
+      .flag("--no-bos", "do not add the beginning-of-sequence token")
+      .flag("--no-parse-special", "treat special-token text as plain text");
+  auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
-  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
+  if (args->help_shown()) return 0;
   std::string text;
+  if (args->has("--no-escape") && !args->has("-p")) return fail("--no-escape applies only to -p");
+  if (args->has("-f") && args->has("-p")) return fail("give the text with -p or -f, not both");
   if (args->has("-f")) {
-    FILE* f = std::fopen(args->get("-f").c_str(), "rb");
-    if (f == nullptr) return fail("cannot open '" + args->get("-f") + "'");
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    std::fclose(f);
+    auto read = read_text_argument(args->get("-f"));
+    if (!read) return fail(read.status().message());
+    text = std::move(*read);
   } else if (args->has("-p")) {
-    text = args->get("-p");
+    text = args->has("--no-escape") ? args->get("-p") : process_escapes(args->get("-p"));
   } else {
     return fail("tokenize needs a text: -p TEXT or -f FILE");
   }

@@ -6,85 +6,88 @@
 #include <string>
 #include <vector>
 
+#include "cli_args.h"
+#include "frugal_git_describe.h"
 #include "commands.h"
 #include "compress/methods.h"
 
 namespace {
 
-const char* kUsage = R"(frugal — run, compress and measure LLMs on your own hardware
+struct CommandEntry {
+  const char* name;
+  const char* summary;  // one line; also the first line of `frugal NAME --help`
+  int (*run)(const std::vector<std::string>&);
+};
 
-usage: frugal COMMAND [options]
+int command_methods(const std::vector<std::string>& argv);
 
-commands:
-  info        [-m MODEL]             architecture, hyper-parameters, tensor types, size, memory
-  run         [-m MODEL] -p PROMPT [-n N] [-c CTX] [-t THREADS] [--temp T] [--top-k K]
-              [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--chat]
-                                     generate text (streamed); --chat holds a conversation
-              [--draft DRAFT.gguf|ngram|self:N] [--draft-max K] [--draft-p-min P]
-              [--draft-fixed] [--draft-compare]
-                                     exact greedy speculative decoding (--temp 0) with a draft
-                                     model, prompt lookup, or the first N layers; --draft-compare
-                                     also runs plain greedy and reports the speed-up
-  tokenize    [-m MODEL] -p TEXT [--ids] [--no-bos] [--no-parse-special]
-  perplexity  [-m MODEL] -f FILE [-c CTX] [--chunks N] [-t THREADS]
-  eval        [-m MODEL] [--base BASE.gguf] [-f TEXT] [-c 512] [--chunks 40] [-o md|json]
-              [--hellaswag N] [--hellaswag-file F] [--sst2 N] [--sst2-file F]
-                                     PPL, KL divergence and same-top-token % against BASE;
-                                     zero-shot HellaSwag and SST-2 accuracy
-  quantize    [-m MODEL] -o OUT.gguf [--method @QUANTIZE@] [--bits B] [--group G]
-              [--symmetric] [--format TYPE] [--embedding-format TYPE] [--calib FILE] [--calib-tokens N]
-              [--act-order] [-t THREADS]
-                                     post-training quantization into a new GGUF file
-  prune       [-m MODEL] -o OUT.gguf --method @PRUNE@ --sparsity S
-              [--pattern unstructured|2:4|4:8] [--calib FILE] [--calib-tokens N] [--format TYPE]
-              [--bits B --group G] [-t THREADS]
-                                     pruning (zeros stored densely, or compactly with --format sparse-q8)
-  methods                            every compression method, what it needs, how it treats each matrix
-  bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
-                                     prompt (pp) and generation (tg) tokens/s, llama-bench layout
+// Every command, once: the global usage lists them and each command's --help shows its summary.
+const CommandEntry kCommands[] = {
+    {"info", "what a model file holds: architecture, hyper-parameters, tensor types, size, memory", frugal::cli::command_info},
+    {"run", "generate text from a prompt (streamed), or hold a conversation (--chat)", frugal::cli::command_run},
+    {"tokenize", "the model's tokens for a text", frugal::cli::command_tokenize},
+    {"perplexity", "perplexity of a text, as llama-perplexity computes it", frugal::cli::command_perplexity},
+    {"eval", "quality against a base model: PPL, KL divergence, same top token; HellaSwag, SST-2", frugal::cli::command_eval},
+    {"quantize", "post-training quantization into a new GGUF file (llama-quantize presets or a method)", frugal::cli::command_quantize},
+    {"prune", "pruning (unstructured, N:M, structured) into a new GGUF file", frugal::cli::command_prune},
+    {"methods", "every compression method, what it needs, how it treats each matrix", command_methods},
+    {"bench", "prompt (pp) and generation (tg) speed in llama-bench's layout", frugal::cli::command_bench},
+};
 
-KV cache (run, perplexity, eval, bench): -ctk/--cache-type-k and -ctv/--cache-type-v f16|q8_0|q4_0
-(eval applies them to MODEL only, so -m M --base M measures the cache type); run and perplexity:
---window N [--sinks 4] keeps the first S tokens and the last N-S (StreamingLLM) so generation never
-fills the context; perplexity --window scores one stream (--stream-tokens N, --stream-batch B).
-bench -d DEPTH: tokens in the cache before each test.
-
-MODEL defaults to $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-Instruct.Q4_1.gguf
-(scripts/setup.sh fetches it).
+const char* kUsageTail = R"(
+`frugal COMMAND --help` lists a command's flags with their defaults. MODEL is -m MODEL or the first
+argument; without it, $FRUGAL_MODEL, else ~/.cache/frugal/models/SmolLM2-135M-Instruct.Q4_1.gguf
+(scripts/setup.sh fetches it). Errors print one line, `frugal: error: ...`, and exit with 1.
 )";
 
-// The usage text with the method lists of the registry (compress/methods.h) filled in.
 std::string usage() {
-  std::string text = kUsage;
-  auto fill = [&](const std::string& slot, const std::string& value) {
-    if (const size_t at = text.find(slot); at != std::string::npos) text.replace(at, slot.size(), value);
-  };
-  fill("@QUANTIZE@", frugal::compress::method_names(frugal::compress::MethodKind::kQuantize));
-  fill("@PRUNE@", frugal::compress::method_names(frugal::compress::MethodKind::kPrune));
-  return text;
+  std::string text = "frugal — run, compress and measure LLMs on your own hardware\n\nusage: frugal COMMAND [MODEL] [flags]\n"
+                     "       frugal COMMAND --help   (or frugal help COMMAND)\n       frugal --version\n\ncommands:\n";
+  for (const CommandEntry& c : kCommands) {
+    char line[256];
+    std::snprintf(line, sizeof line, "  %-11s %s\n", c.name, c.summary);
+    text += line;
+  }
+  return text + kUsageTail;
+}
+
+std::string version() {
+  std::string v = std::string("frugal ") + FRUGAL_VERSION;
+  if (std::strlen(FRUGAL_GIT_DESCRIBE) > 0) v += std::string(" (") + FRUGAL_GIT_DESCRIBE + ")";
+  return v + "\n";
+}
+
+int command_methods(const std::vector<std::string>& argv) {
+  frugal::cli::Command command("methods");
+  auto args = command.parse(argv);
+  if (!args) return frugal::cli::fail(args.status().message());
+  if (args->help_shown()) return 0;
+  std::printf("quantization (frugal quantize --method):\n%s\npruning (frugal prune --method):\n%s",
+              frugal::compress::method_table(frugal::compress::MethodKind::kQuantize).c_str(),
+              frugal::compress::method_table(frugal::compress::MethodKind::kPrune).c_str());
+  return 0;
 }
 
 int run_command(int argc, char** argv) {
+  // `frugal help CMD` is `frugal CMD --help`.
+  if (argc == 3 && std::strcmp(argv[1], "help") == 0) {
+    for (const CommandEntry& c : kCommands) {
+      if (std::strcmp(argv[2], c.name) == 0) return c.run({"--help"});
+    }
+  }
   if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0 ||
       std::strcmp(argv[1], "help") == 0) {
     std::fputs(usage().c_str(), argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  if (std::strcmp(argv[1], "--version") == 0 || std::strcmp(argv[1], "version") == 0) {
+    std::fputs(version().c_str(), stdout);
+    return 0;
+  }
   const std::string command = argv[1];
   std::vector<std::string> rest(argv + 2, argv + argc);
-  if (command == "info") return frugal::cli::command_info(rest);
-  if (command == "run") return frugal::cli::command_run(rest);
-  if (command == "tokenize") return frugal::cli::command_tokenize(rest);
-  if (command == "perplexity") return frugal::cli::command_perplexity(rest);
-  if (command == "bench") return frugal::cli::command_bench(rest);
-  if (command == "eval") return frugal::cli::command_eval(rest);
-  if (command == "quantize") return frugal::cli::command_quantize(rest);
-  if (command == "prune") return frugal::cli::command_prune(rest);
-  if (command == "methods") {
-    std::printf("quantization (frugal quantize --method):\n%s\npruning (frugal prune --method):\n%s",
-                frugal::compress::method_table(frugal::compress::MethodKind::kQuantize).c_str(),
-                frugal::compress::method_table(frugal::compress::MethodKind::kPrune).c_str());
-    return 0;
+  for (const CommandEntry& c : kCommands) {
+    if (command == c.name) return c.run(rest);
   }
   return frugal::cli::fail("unknown command '" + command + "' (see frugal --help)");
 }
@@ -104,3 +107,14 @@ int main(int argc, char** argv) {
     return frugal::cli::fail("unexpected failure");
   }
 }
+
+namespace frugal::cli {
+
+std::string command_summary(const std::string& name) {
+  for (const CommandEntry& c : kCommands) {
+    if (name == c.name) return c.summary;
+  }
+  return "";
+}
+
+}  // namespace frugal::cli

@@ -1,6 +1,7 @@
 // ProgressBar drawing.
 #include "base/progress.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -32,21 +33,36 @@ void ProgressBar::update(int64_t done, const std::string& note) {
   last_draw_ = elapsed;
   const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0;
   const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : -1;
+  char counts[160];
+  std::snprintf(counts, sizeof counts, "%lld/%lld %s, %.2f %s/s, elapsed %s, ETA %s", static_cast<long long>(done),
+                static_cast<long long>(total_), unit_.c_str(), rate, unit_.c_str(), format_duration(elapsed).c_str(),
+                format_duration(eta).c_str());
+  if (!is_tty_) {
+    // Logs get plain lines (no bar, no carriage returns), at most every few seconds and at the end.
+    const double pct = total_ > 0 ? 100.0 * static_cast<double>(done) / static_cast<double>(total_) : 100.0;
+    std::fprintf(stderr, "%s: %.0f%% %s%s%s\n", label_.c_str(), pct, counts, note.empty() ? "" : ", ", note.c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+    return;
+  }
   constexpr int kWidth = 28;
   const int filled = total_ > 0 ? static_cast<int>(kWidth * done / total_) : kWidth;
   std::string bar(static_cast<size_t>(filled), '#');
   bar.resize(kWidth, '.');
-  std::fprintf(stderr, "%s%s [%s] %lld/%lld %s, %.2f %s/s, elapsed %s, ETA %s %s%s", is_tty_ ? "\r" : "",
-               label_.c_str(), bar.c_str(), static_cast<long long>(done), static_cast<long long>(total_),
-               unit_.c_str(), rate, unit_.c_str(), format_duration(elapsed).c_str(), format_duration(eta).c_str(),
-               note.c_str(), is_tty_ ? "\033[K" : "\n");
+  std::string line = label_ + " [" + bar + "] " + counts + (note.empty() ? "" : " " + note);
+  // A line wider than the terminal wraps, and "\r" then redraws only its last row: cut it to fit.
+  struct winsize ws = {};
+  const size_t columns = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 ? ws.ws_col - 1 : 79;
+  if (line.size() > columns) line.resize(columns);
+  std::fprintf(stderr, "\r%s\033[K", line.c_str());
   std::fflush(stderr);
+  drawn_ = true;
 }
 
 void ProgressBar::finish() {
   if (finished_) return;
   finished_ = true;
-  if (is_tty_) std::fprintf(stderr, "\n");
+  if (is_tty_ && drawn_) std::fprintf(stderr, "\n");
 }
 
 }  // namespace frugal

@@ -1,5 +1,5 @@
-// A terminal progress bar with rate and ETA, drawn on stderr (redrawn in place on a terminal,
-// printed at most every few seconds otherwise so logs stay short).
+// A terminal progress bar with rate and ETA, drawn on stderr (redrawn in place on a terminal, cut
+// to its width; plain "label: 40% 4/10 …" lines at most every few seconds otherwise, so logs stay short).
 #pragma once
 
 #include <cstdint>
@@ -21,6 +21,7 @@ class ProgressBar {
   int64_t total_;
   bool is_tty_;
   bool finished_ = false;
+  bool drawn_ = false;
   double last_draw_ = -1;
   Timer timer_;
 };

@@ -134,11 +134,25 @@ Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
       return Status::error(o.method + " stores int8 rows in q8_0 blocks; --format " + o.format + " is not supported");
     }
     if (!o.types_from.empty()) return Status::error("--types-from works with rtn, gptq and awq, not " + o.method);
+    if (!o.tensor_types.empty()) return Status::error("presets work with rtn, gptq and awq; " + o.method + " stores q8_0 only");
     if (!(o.smooth_alpha >= 0.0f && o.smooth_alpha <= 1.0f)) return Status::error("--alpha must be in [0, 1]");
     if (!(o.outlier_threshold > 0.0f)) return Status::error("--threshold must be positive");
     plan.format_ = DType::Q8_0;
     plan.description_ = "int8 per-channel (q8_0 blocks) x int8 per-token activations";
     if (o.method == "llm-int8") plan.description_ += ", outlier columns in fp16";
+    return plan;
+  }
+  if (!o.tensor_types.empty()) {
+    if (!o.format.empty() || !o.types_from.empty()) return Status::error("a preset excludes --format and --types-from");
+    plan.reference_types_ = o.tensor_types;
+    if (o.file_type) {
+      GgufValue v;
+      v.type = GgufType::kUint32;
+      v.uint_value = *o.file_type;
+      v.int_value = *o.file_type;
+      plan.reference_file_type_ = v;
+    }
+    plan.description_ = o.tensor_types_label.empty() ? std::string("per-tensor types") : o.tensor_types_label;
     return plan;
   }
   if (!o.types_from.empty()) {
@@ -188,9 +202,11 @@ Result<compress::QuantTarget> QuantizePlan::target_for(const std::string& name, 
   using compress::QuantTarget;
   if (!reference_types_.empty()) {
     auto it = reference_types_.find(name);
-    if (it == reference_types_.end()) return Status::error("tensor '" + name + "' is missing from " + options_.types_from);
+    if (it == reference_types_.end()) {
+      return Status::error("tensor '" + name + "' is missing from " + (options_.types_from.empty() ? description_ : options_.types_from));
+    }
     if (!compress::format_grid_supported(it->second) && options_.method != "rtn") {
-      return Status::error(options_.types_from + " stores '" + name + "' as " + type_traits(it->second).name + ", which " +
+      return Status::error((options_.types_from.empty() ? description_ : options_.types_from) + " stores '" + name + "' as " + type_traits(it->second).name + ", which " +
                            options_.method + " cannot target");
     }
     return QuantTarget::format(it->second);
@@ -218,10 +234,10 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   // The token embedding (also the output head when tied) keeps its type unless
   // --embedding-format or --types-from names one.
   DType embedding_type = DType::F32;
-  const bool keep_embedding = options.embedding_format.empty() && options.types_from.empty();
+  const bool keep_embedding = options.embedding_format.empty() && options.types_from.empty() && options.tensor_types.empty();
   if (!options.embedding_format.empty()) {
     FRUGAL_ASSIGN_OR_RETURN(embedding_type, parse_format(options.embedding_format));
-  } else if (!options.types_from.empty()) {
+  } else if (!options.types_from.empty() || !options.tensor_types.empty()) {
     FRUGAL_ASSIGN_OR_RETURN(const compress::QuantTarget target, plan.target_for(names::kTokenEmbedding, 0));
     embedding_type = target.type;
   }

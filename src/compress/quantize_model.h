@@ -36,6 +36,11 @@ struct QuantizeOptions {
   // Take each tensor's type from this GGUF file (e.g. llama-quantize's Q3_K_M output), so the
   // result has exactly that mixed layout and size.
   std::string types_from;
+  // The same from a computed mix (compress/quant_presets.h, a llama-quantize preset): every
+  // tensor's type, a label for the report and the general.file_type to write.
+  std::map<std::string, DType> tensor_types;
+  std::string tensor_types_label;
+  std::optional<uint32_t> file_type;
   float smooth_alpha = 0.5f;       // smoothquant: migration strength alpha
   float outlier_threshold = 6.0f;  // llm-int8: input magnitude that makes a column an outlier
   std::string embedding_format;  // type for token_embd (tied output head); empty = keep as stored

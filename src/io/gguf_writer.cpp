@@ -1,6 +1,8 @@
 // GgufWriter: serializes metadata and tensors in GGUF v3 layout (ggml docs/gguf.md).
 #include "io/gguf_writer.h"
 
+#include "base/temp_files.h"
+
 #include <unistd.h>
 
 #include <cerrno>
@@ -181,8 +183,12 @@ Status GgufWriter::write(const std::string& path) const {
   const std::vector<uint8_t> head = header(offsets);
 
   std::string temp = path + ".tmp-" + std::to_string(getpid());
+  register_temp_file(temp);  // removed by a SIGINT/SIGTERM handler if one is installed
   FILE* f = std::fopen(temp.c_str(), "wb");
-  if (f == nullptr) return Status::error("cannot write '" + path + "': " + std::strerror(errno));
+  if (f == nullptr) {
+    unregister_temp_file(temp);
+    return Status::error("cannot write '" + path + "': " + std::strerror(errno));
+  }
   bool ok = std::fwrite(head.data(), 1, head.size(), f) == head.size();
   std::vector<uint8_t> pad(alignment_, 0);
   for (size_t i = 0; ok && i < tensors_.size(); ++i) {
@@ -196,8 +202,10 @@ Status GgufWriter::write(const std::string& path) const {
   if (!ok || std::rename(temp.c_str(), path.c_str()) != 0) {
     int err = errno;
     std::remove(temp.c_str());
+    unregister_temp_file(temp);
     return Status::error("cannot write '" + path + "': " + std::strerror(err));
   }
+  unregister_temp_file(temp);
   return Status::ok();
 }
 
@@ -211,6 +219,7 @@ GgufWriter::~GgufWriter() {
   if (file_ != nullptr) {
     std::fclose(file_);
     std::remove(temp_.c_str());
+    unregister_temp_file(temp_);
   }
 }
 
@@ -221,6 +230,7 @@ Status GgufWriter::fail(const std::string& what) {
     std::fclose(file_);
     file_ = nullptr;
     std::remove(temp_.c_str());
+    unregister_temp_file(temp_);
   }
   return Status::error("cannot write '" + path_ + "': " + what + (err != 0 ? std::string(": ") + std::strerror(err) : ""));
 }
@@ -237,6 +247,7 @@ Status GgufWriter::begin(const std::string& path) {
   failed_ = false;
   offsets_.assign(tensors_.size(), 0);
   errno = 0;
+  register_temp_file(temp_);  // removed by a SIGINT/SIGTERM handler if one is installed
   file_ = std::fopen(temp_.c_str(), "wb");
   if (file_ == nullptr) return fail("cannot create the temporary file");
   // Provisional header: right size, final metadata, types and offsets filled in by finish().
@@ -285,13 +296,16 @@ Status GgufWriter::finish() {
   file_ = nullptr;
   if (std::fclose(f) != 0) {
     std::remove(temp_.c_str());
+    unregister_temp_file(temp_);
     return Status::error("cannot write '" + path_ + "': " + std::strerror(errno));
   }
   if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
     const int err = errno;
     std::remove(temp_.c_str());
+    unregister_temp_file(temp_);
     return Status::error("cannot write '" + path_ + "': " + std::strerror(err));
   }
+  unregister_temp_file(temp_);
   return Status::ok();
 }
 

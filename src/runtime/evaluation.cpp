@@ -1,10 +1,16 @@
 // compare_distributions, HellaSwag and SST-2 scoring (see evaluation.h).
 #include "runtime/evaluation.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <cmath>
 #include <sstream>
 
+#include "base/temp_files.h"
 #include "base/timer.h"
 
 namespace frugal {
@@ -63,19 +69,139 @@ double TaskAccuracy::stderr_pct() const {
   return 100.0 * std::sqrt(p * (1 - p) / static_cast<double>(tasks - 1));
 }
 
+namespace {
+
+constexpr char kBaseMagic[8] = {'F', 'R', 'G', 'L', 'K', 'L', 'D', '1'};
+
+// One scored position of the base: its log-probabilities in 16-bit steps and its top token.
+struct BaseRecordHeader {
+  float min_logprob;
+  float step;
+  int32_t top;
+  int32_t reserved;
+};
+
+class BaseFile {
+ public:
+  ~BaseFile() {
+    if (f_ != nullptr) {
+      std::fclose(f_);
+      if (writing_) {
+        std::remove(temp_.c_str());
+        unregister_temp_file(temp_);
+      }
+    }
+  }
+
+  Status create(const std::string& path, int64_t vocab, int64_t n_ctx, int64_t chunks, const std::vector<int32_t>& tokens) {
+    path_ = path;
+    temp_ = path + ".tmp-" + std::to_string(getpid());
+    register_temp_file(temp_);
+    f_ = std::fopen(temp_.c_str(), "wb");
+    writing_ = true;
+    if (f_ == nullptr) return Status::error("cannot write '" + path + "': " + std::strerror(errno));
+    const int64_t header[3] = {vocab, n_ctx, chunks};
+    bool ok = std::fwrite(kBaseMagic, 1, 8, f_) == 8 && std::fwrite(header, sizeof header, 1, f_) == 1;
+    ok = ok && std::fwrite(tokens.data(), sizeof(int32_t), static_cast<size_t>(chunks * n_ctx), f_) == static_cast<size_t>(chunks * n_ctx);
+    return ok ? Status::ok() : Status::error("cannot write '" + path + "'");
+  }
+
+  Status open(const std::string& path, int64_t vocab, int64_t n_ctx, int64_t chunks, const std::vector<int32_t>& tokens) {
+    path_ = path;
+    f_ = std::fopen(path.c_str(), "rb");
+    if (f_ == nullptr) return Status::error("cannot open '" + path + "': " + std::strerror(errno));
+    char magic[8];
+    int64_t header[3];
+    if (std::fread(magic, 1, 8, f_) != 8 || std::memcmp(magic, kBaseMagic, 8) != 0 || std::fread(header, sizeof header, 1, f_) != 1) {
+      return Status::error("'" + path + "' is not a base-logits file (frugal eval --save-base writes them)");
+    }
+    if (header[0] != vocab) {
+      return Status::error("'" + path + "' was saved for a vocabulary of " + std::to_string(header[0]) + " tokens, the model has " +
+                           std::to_string(vocab));
+    }
+    if (header[1] != n_ctx) {
+      return Status::error("'" + path + "' was saved with -c " + std::to_string(header[1]) + ", not -c " + std::to_string(n_ctx));
+    }
+    if (header[2] < chunks) {
+      return Status::error("'" + path + "' holds " + std::to_string(header[2]) + " chunks, " + std::to_string(chunks) + " are asked for");
+    }
+    std::vector<int32_t> saved(static_cast<size_t>(header[2] * n_ctx));
+    if (std::fread(saved.data(), sizeof(int32_t), saved.size(), f_) != saved.size()) return Status::error("'" + path + "' is truncated");
+    if (!std::equal(saved.begin(), saved.begin() + chunks * n_ctx, tokens.begin())) {
+      return Status::error("'" + path + "' was saved for another text (or a model with another tokenizer)");
+    }
+    values_.resize(static_cast<size_t>(vocab));
+    return Status::ok();
+  }
+
+  // Writes the log-probabilities `lp` (and the top token) of one position.
+  Status put(const std::vector<double>& lp, int32_t top) {
+    double lo = 0;
+    for (double v : lp) lo = std::min(lo, v);
+    lo = std::max(lo, -1e4);
+    BaseRecordHeader h{static_cast<float>(lo), static_cast<float>(-lo / 65535.0), top, 0};
+    values_.resize(lp.size());
+    for (size_t v = 0; v < lp.size(); ++v) {
+      const double q = h.step > 0 ? (std::max(lp[v], lo) - lo) / h.step : 0;
+      values_[v] = static_cast<uint16_t>(std::clamp(std::lround(q), 0L, 65535L));
+    }
+    const bool ok = std::fwrite(&h, sizeof h, 1, f_) == 1 && std::fwrite(values_.data(), 2, values_.size(), f_) == values_.size();
+    return ok ? Status::ok() : Status::error("cannot write '" + path_ + "'");
+  }
+
+  Status get(std::vector<double>& lp, int64_t* top) {
+    BaseRecordHeader h;
+    if (std::fread(&h, sizeof h, 1, f_) != 1 || std::fread(values_.data(), 2, values_.size(), f_) != values_.size()) {
+      return Status::error("'" + path_ + "' is truncated");
+    }
+    for (size_t v = 0; v < values_.size(); ++v) lp[v] = h.min_logprob + h.step * values_[v];
+    *top = h.top;
+    return Status::ok();
+  }
+
+  Status finish() {
+    FILE* f = f_;
+    f_ = nullptr;
+    const bool ok = std::fclose(f) == 0 && std::rename(temp_.c_str(), path_.c_str()) == 0;
+    if (!ok) std::remove(temp_.c_str());
+    unregister_temp_file(temp_);
+    return ok ? Status::ok() : Status::error("cannot write '" + path_ + "'");
+  }
+
+ private:
+  FILE* f_ = nullptr;
+  bool writing_ = false;
+  std::string path_, temp_;
+  std::vector<uint16_t> values_;
+};
+
+}  // namespace
+
 Result<DivergenceResult> compare_distributions(Transformer& model, Transformer& base, const std::vector<int32_t>& tokens,
                                                int64_t n_ctx, int64_t max_chunks,
                                                const std::function<void(int64_t, int64_t)>& on_chunk) {
-  const int64_t vocab = base.model().config().n_vocab;
-  if (model.model().config().n_vocab != vocab) {
-    return Status::error("the model and the base have different vocabularies (" + std::to_string(model.model().config().n_vocab) +
-                         " vs " + std::to_string(vocab) + " tokens)");
+  return compare_distributions(model, &base, tokens, n_ctx, max_chunks, {}, on_chunk);
+}
+
+Result<DivergenceResult> compare_distributions(Transformer& model, Transformer* base, const std::vector<int32_t>& tokens,
+                                               int64_t n_ctx, int64_t max_chunks, const BaseLogitsOptions& files,
+                                               const std::function<void(int64_t, int64_t)>& on_chunk) {
+  const bool from_file = !files.load_path.empty();
+  if (!from_file && base == nullptr) return Status::error("compare_distributions needs a base model or a base-logits file");
+  if (from_file && !files.save_path.empty()) return Status::error("--save-base and --base-logits exclude each other");
+  const int64_t vocab = model.model().config().n_vocab;
+  if (base != nullptr && base->model().config().n_vocab != vocab) {
+    return Status::error("the model and the base have different vocabularies (" + std::to_string(vocab) +
+                         " vs " + std::to_string(base->model().config().n_vocab) + " tokens)");
   }
   int64_t total = static_cast<int64_t>(tokens.size()) / n_ctx;
   if (total == 0) return Status::error("the text is shorter than one chunk of " + std::to_string(n_ctx) + " tokens");
   if (max_chunks > 0) total = std::min(total, max_chunks);
-  const Tokenizer& tokenizer = base.model().tokenizer();
+  const Tokenizer& tokenizer = (base != nullptr ? base->model() : model.model()).tokenizer();
   const bool add_bos = tokenizer.vocab().add_bos && tokenizer.bos() >= 0;
+  BaseFile file;
+  if (from_file) FRUGAL_RETURN_IF_ERROR(file.open(files.load_path, vocab, n_ctx, total, tokens));
+  if (!files.save_path.empty()) FRUGAL_RETURN_IF_ERROR(file.create(files.save_path, vocab, n_ctx, total, tokens));
 
   DivergenceResult r;
   Timer timer;
@@ -87,20 +213,29 @@ Result<DivergenceResult> compare_distributions(Transformer& model, Transformer& 
     std::copy_n(tokens.begin() + c * n_ctx, n_ctx, chunk.begin());
     if (add_bos) chunk[0] = tokenizer.bos();
     model.truncate(0);
-    base.truncate(0);
     FRUGAL_RETURN_IF_ERROR(model.evaluate(chunk.data(), n_ctx));
-    FRUGAL_RETURN_IF_ERROR(base.evaluate(chunk.data(), n_ctx));
+    if (!from_file) {
+      base->truncate(0);
+      FRUGAL_RETURN_IF_ERROR(base->evaluate(chunk.data(), n_ctx));
+    }
     for (int64_t i = n_ctx / 2; i < n_ctx - 1; ++i) {
       const float* lm = model.logits(i);
-      const float* lb = base.logits(i);
       log_softmax(lm, vocab, lp_model);
-      log_softmax(lb, vocab, lp_base);
-      double kld = 0;
       int64_t top_model = 0, top_base = 0;
+      if (from_file) {
+        FRUGAL_RETURN_IF_ERROR(file.get(lp_base, &top_base));
+      } else {
+        const float* lb = base->logits(i);
+        log_softmax(lb, vocab, lp_base);
+        for (int64_t v = 0; v < vocab; ++v) {
+          if (lb[v] > lb[top_base]) top_base = v;
+        }
+        if (!files.save_path.empty()) FRUGAL_RETURN_IF_ERROR(file.put(lp_base, static_cast<int32_t>(top_base)));
+      }
+      double kld = 0;
       for (int64_t v = 0; v < vocab; ++v) {
         kld += std::exp(lp_base[v]) * (lp_base[v] - lp_model[v]);
         if (lm[v] > lm[top_model]) top_model = v;
-        if (lb[v] > lb[top_base]) top_base = v;
       }
       klds.push_back(std::max(0.0, kld));
       same_top += top_model == top_base;
@@ -113,6 +248,7 @@ Result<DivergenceResult> compare_distributions(Transformer& model, Transformer& 
     ++r.chunks;
     if (on_chunk) on_chunk(c + 1, total);
   }
+  if (!files.save_path.empty()) FRUGAL_RETURN_IF_ERROR(file.finish());
   const double n = static_cast<double>(klds.size());
   r.tokens = static_cast<int64_t>(klds.size());
   auto ppl_and_error = [n](double sum, double sum2, double* ppl, double* error) {

@@ -31,6 +31,20 @@ Result<DivergenceResult> compare_distributions(Transformer& model, Transformer& 
                                                int64_t n_ctx, int64_t max_chunks,
                                                const std::function<void(int64_t, int64_t)>& on_chunk);
 
+// The base model's side of compare_distributions kept in a file, so a sweep over many candidates
+// evaluates the base once (`frugal eval --save-base FILE`, then `--base-logits FILE`). Per scored
+// position it stores the base log-probabilities over the vocabulary as 16-bit steps between their
+// minimum and 0 (as llama-perplexity's --kl-divergence-base does; a step is at most |min|/65535,
+// about 5e-4 nats) and the base's top token; the header holds the vocabulary size, n_ctx, the chunk
+// count and the tokens of every chunk, so a file made for another text, context or model is refused.
+struct BaseLogitsOptions {
+  std::string save_path;  // compute with `base` and also write here
+  std::string load_path;  // read instead of running a base model (`base` may then be null)
+};
+Result<DivergenceResult> compare_distributions(Transformer& model, Transformer* base, const std::vector<int32_t>& tokens,
+                                               int64_t n_ctx, int64_t max_chunks, const BaseLogitsOptions& files,
+                                               const std::function<void(int64_t, int64_t)>& on_chunk);
+
 struct HellaswagTask {
   std::string context;
   int gold = 0;
