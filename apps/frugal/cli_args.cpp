@@ -206,6 +206,7 @@ Command& Command::threads() {
 Command& Command::cache_flags(bool rolling) {
   option("-ctk,--cache-type-k", "TYPE", "KV cache type of the keys: f16, q8_0, q4_0", "f16");
   option("-ctv,--cache-type-v", "TYPE", "KV cache type of the values: f16, q8_0, q4_0", "f16");
+  option("--kv-rotation", "on|off", "Hadamard-rotate heads stored in a quantized cache (spreads outliers)", "on");
   if (rolling) {
     option("--window", "N", "rolling KV cache of N positions (StreamingLLM); 0 = off", "0");
     option("--sinks", "S", "first tokens the rolling cache always keeps", "4");
@@ -310,7 +311,7 @@ int default_threads() {
 }
 
 void add_cache_flags(std::set<std::string>& with_value, std::map<std::string, std::string>& aliases, bool rolling) {
-  with_value.insert({"-ctk", "-ctv"});
+  with_value.insert({"-ctk", "-ctv", "--kv-rotation"});
   aliases["--cache-type-k"] = "-ctk";
   aliases["--cache-type-v"] = "-ctv";
   if (rolling) with_value.insert({"--window", "--sinks"});
@@ -323,6 +324,9 @@ Status read_cache_flags(const Args& args, TransformerOptions& options) {
   if (!v) return Status::error("-ctv: " + v.status().message());
   options.cache_type_k = *k;
   options.cache_type_v = *v;
+  const std::string rotation = args.get("--kv-rotation", "on");
+  if (rotation != "on" && rotation != "off") return Status::error("--kv-rotation must be on or off (got '" + rotation + "')");
+  options.kv_rotation = rotation == "on";
   auto window = args.get_int("--window", 0, 0, 1 << 24);
   auto sinks = args.get_int("--sinks", 4, 0, 1 << 24);
   FRUGAL_RETURN_IF_ERROR(window.status());
