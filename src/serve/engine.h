@@ -56,11 +56,19 @@ struct EngineStats {
   int64_t generated_tokens_total = 0;
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;
+  int64_t kv_blocks_cached = 0;  // unreferenced blocks kept for the prefix cache (evictable: free for new work)
   int64_t kv_block_tokens = 0;   // tokens per block
   double generated_tokens_per_second = 0.0;  // recent decode throughput over all sequences
 };
 
 using RequestId = uint64_t;
+
+// submit()'s error when the queue is full begins with this text, so the HTTP layer can answer 429
+// (overload) rather than 400 (a bad request).
+inline constexpr char kQueueFullError[] = "the request queue is full";
+inline bool is_queue_full(const Status& status) {
+  return !status.is_ok() && status.message().rfind(kQueueFullError, 0) == 0;
+}
 
 class Engine {
  public:
