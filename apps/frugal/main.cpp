@@ -40,6 +40,11 @@ commands:
               [--bits B --group G] [-t THREADS]
                                      pruning (zeros stored densely, or compactly with --format sparse-q8)
   methods                            every compression method, what it needs, how it treats each matrix
+  serve       [-m MODEL] [--host 127.0.0.1] [--port 8080] [-np SLOTS] [-c CTX] [-t THREADS]
+              [--api-key KEY] [--alias NAME] [--max-queue N] [--kv-blocks N] [-ctk/-ctv TYPE]
+                                     OpenAI-compatible HTTP server (/v1/chat/completions,
+                                     /v1/completions, /v1/models, /metrics) and a chat page at /;
+                                     -c is the context of each of the SLOTS sequences
   bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout
 
@@ -80,6 +85,7 @@ int run_command(int argc, char** argv) {
   if (command == "eval") return frugal::cli::command_eval(rest);
   if (command == "quantize") return frugal::cli::command_quantize(rest);
   if (command == "prune") return frugal::cli::command_prune(rest);
+  if (command == "serve") return frugal::cli::command_serve(rest);
   if (command == "methods") {
     std::printf("quantization (frugal quantize --method):\n%s\npruning (frugal prune --method):\n%s",
                 frugal::compress::method_table(frugal::compress::MethodKind::kQuantize).c_str(),
