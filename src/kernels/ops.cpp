@@ -63,4 +63,9 @@ void attend_one_head(const float* q, const KvRows& k, const KvRows& v, int64_t f
   active_ops().attend_kv(q, k, v, first, last, head_dim, scale, out);
 }
 
+void attend_one_head(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
+                     int64_t head_dim, float scale, float* out) {
+  active_ops().attend_paged(q, k, v, first, last, head_dim, scale, out);
+}
+
 }  // namespace frugal

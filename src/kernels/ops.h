@@ -53,4 +53,25 @@ struct KvRows {
 void attend_one_head(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
                      float scale, float* out);
 
+// Keys or values of one KV head in a paged cache (Kwon et al. 2023, "Efficient Memory Management
+// for Large Language Model Serving with PagedAttention"): position j lives in block
+// blocks[j >> block_shift] at row j & (2^block_shift - 1); block b's rows start at
+// data + b * block_bytes (layer and head offsets already applied by the caller).
+struct PagedKvRows {
+  const uint8_t* data = nullptr;
+  const int32_t* blocks = nullptr;  // the sequence's block table
+  int64_t block_bytes = 0;          // bytes from one block to the next
+  int block_shift = 4;              // log2 of the tokens per block
+  int64_t row_bytes = 0;
+  KvType type = KvType::kF16;
+  const uint8_t* row(int64_t j) const {
+    return data + static_cast<int64_t>(blocks[j >> block_shift]) * block_bytes + (j & ((int64_t{1} << block_shift) - 1)) * row_bytes;
+  }
+};
+
+// attend_one_head over a paged cache: the same tiles and arithmetic as the contiguous form, so a
+// sequence gives bit-identical outputs whether its rows are contiguous or scattered over blocks.
+void attend_one_head(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
+                     int64_t head_dim, float scale, float* out);
+
 }  // namespace frugal

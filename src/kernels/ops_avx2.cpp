@@ -148,13 +148,20 @@ inline float dot8_rows(const float* a, const uint8_t* row, int64_t n) {
   return horizontal_sum(acc);
 }
 
-template <typename L>
-inline __m256 dot_8_rows(const float* q, const uint8_t* k, int64_t stride, int64_t n) {
+// Row j of a contiguous or a paged cache: the attention below is written once over either, so
+// both give the same bits for the same rows.
+inline const uint8_t* row_of(const KvRows& rows, int64_t j) { return rows.data + j * rows.row_bytes; }
+inline const uint8_t* row_of(const PagedKvRows& rows, int64_t j) { return rows.row(j); }
+
+template <typename L, typename Rows>
+inline __m256 dot_8_rows(const float* q, const Rows& k, int64_t j0, int64_t n) {
+  const uint8_t* rows[8];
+  for (int j = 0; j < 8; ++j) rows[j] = row_of(k, j0 + j);
   __m256 a[8];
   for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
   for (int64_t i = 0; i < n; i += 8) {
     const __m256 qv = _mm256_loadu_ps(q + i);
-    for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(qv, L::load8(k + j * stride, i), a[j]);
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(qv, L::load8(rows[j], i), a[j]);
   }
   const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
   const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
@@ -170,8 +177,8 @@ inline void scale_add8_row(float* out, float c, float p, const uint8_t* v, int64
 }
 
 // The tiled online softmax of attend() above over rows of any stored type.
-template <typename KL, typename VL>
-void attend_rows(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+template <typename KL, typename VL, typename Rows>
+void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim,
                  float scale, float* out) {
   constexpr int64_t kTile = 64;
   float scores[kTile];
@@ -182,10 +189,9 @@ void attend_rows(const float* q, const KvRows& k, const KvRows& v, int64_t first
     const int64_t n = std::min(kTile, last - j0 + 1);
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(q, k.data + (j0 + j) * k.row_bytes, k.row_bytes, head_dim),
-                                                 _mm256_set1_ps(scale)));
+      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(q, k, j0 + j, head_dim), _mm256_set1_ps(scale)));
     }
-    for (; j < n; ++j) scores[j] = dot8_rows<KL>(q, k.data + (j0 + j) * k.row_bytes, head_dim) * scale;
+    for (; j < n; ++j) scores[j] = dot8_rows<KL>(q, row_of(k, j0 + j), head_dim) * scale;
     float tile_max = -std::numeric_limits<float>::infinity();
     for (j = 0; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
     float correction = 1.0f;
@@ -207,15 +213,15 @@ void attend_rows(const float* q, const KvRows& k, const KvRows& v, int64_t first
     _mm256_store_ps(sums, vsum);
     for (float x : sums) running_sum += x;
     for (j = 0; j < n; ++j) {
-      scale_add8_row<VL>(out, j == 0 ? correction : 1.0f, scores[j], v.data + (j0 + j) * v.row_bytes, head_dim);
+      scale_add8_row<VL>(out, j == 0 ? correction : 1.0f, scores[j], row_of(v, j0 + j), head_dim);
     }
   }
   const float inv = 1.0f / running_sum;
   for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
 }
 
-template <typename KL>
-void attend_kv_k(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+template <typename KL, typename Rows>
+void attend_kv_k(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim,
                  float scale, float* out) {
   switch (v.type) {
     case KvType::kF16: return attend_rows<KL, F16Loader>(q, k, v, first, last, head_dim, scale, out);
@@ -224,13 +230,24 @@ void attend_kv_k(const float* q, const KvRows& k, const KvRows& v, int64_t first
   }
 }
 
-void attend_kv(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
-               float scale, float* out) {
+template <typename Rows>
+void attend_any(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim,
+                float scale, float* out) {
   switch (k.type) {
     case KvType::kF16: return attend_kv_k<F16Loader>(q, k, v, first, last, head_dim, scale, out);
     case KvType::kQ8_0: return attend_kv_k<Q8Loader>(q, k, v, first, last, head_dim, scale, out);
     case KvType::kQ4_0: return attend_kv_k<Q4Loader>(q, k, v, first, last, head_dim, scale, out);
   }
+}
+
+void attend_kv(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+               float scale, float* out) {
+  attend_any(q, k, v, first, last, head_dim, scale, out);
+}
+
+void attend_paged(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
+                  int64_t head_dim, float scale, float* out) {
+  attend_any(q, k, v, first, last, head_dim, scale, out);
 }
 
 void attend_f32(const float* q, const float* k, const float* v, int64_t kv_stride, int64_t first, int64_t last,
@@ -329,7 +346,8 @@ void softmax(float* x, int64_t n) {
 }  // namespace
 
 const OpsTable& avx2_ops_table() {
-  static const OpsTable table{Isa::kAvx2, rms_norm, swiglu, geglu, softmax, attend_f32, attend_f16, attend_kv};
+  static const OpsTable table{Isa::kAvx2, rms_norm, swiglu, geglu, softmax, attend_f32, attend_f16, attend_kv,
+                               attend_paged};
   return table;
 }
 

@@ -19,6 +19,8 @@ using AttendF16Fn = void (*)(const float* q, const uint16_t* k, const uint16_t* 
                              int64_t first, int64_t last, int64_t head_dim, float scale, float* out);
 using AttendKvFn = void (*)(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last,
                             int64_t head_dim, float scale, float* out);
+using AttendPagedFn = void (*)(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
+                               int64_t head_dim, float scale, float* out);
 
 // One level's implementations of the ops in ops.h (same contracts; RoPE has no SIMD form: its
 // cost is rope_dim/2 sin/cos per token, and it stays portable C++ in ops.cpp).
@@ -31,6 +33,7 @@ struct OpsTable {
   AttendF32Fn attend_f32;  // head_dim a multiple of 8 (checked when the model config is read)
   AttendF16Fn attend_f16;
   AttendKvFn attend_kv;  // any KvType for keys and values (head_dim a multiple of 32 for block types)
+  AttendPagedFn attend_paged;  // attend_kv over a paged cache's block table
 };
 
 // The table of one level (AVX-512 levels use the AVX2 ops: at head_dim 64-256 and the FFN widths
@@ -52,5 +55,7 @@ void attend_reference(const float* q, const uint16_t* k, const uint16_t* v, int6
                       int64_t last, int64_t head_dim, float scale, float* out);
 void attend_reference(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
                       float scale, float* out);
+void attend_reference(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
+                      int64_t head_dim, float scale, float* out);
 
 }  // namespace frugal::kernels

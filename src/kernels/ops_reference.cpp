@@ -78,24 +78,39 @@ double kv_dot(const float* q, const uint8_t* row, KvType type, int64_t n) {
   return sum;
 }
 
-}  // namespace
+// Row j of a contiguous or a paged cache, so one definition serves both.
+const uint8_t* row_of(const KvRows& rows, int64_t j) { return rows.data + j * rows.row_bytes; }
+const uint8_t* row_of(const PagedKvRows& rows, int64_t j) { return rows.row(j); }
 
-void attend_reference(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
-                      float scale, float* out) {
+template <typename Rows>
+void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim, float scale,
+                 float* out) {
   constexpr int64_t kSlice = 256;
   double max = -std::numeric_limits<double>::infinity();
-  for (int64_t j = first; j <= last; ++j) max = std::max(max, scale * kv_dot(q, k.data + j * k.row_bytes, k.type, head_dim));
+  for (int64_t j = first; j <= last; ++j) max = std::max(max, scale * kv_dot(q, row_of(k, j), k.type, head_dim));
   for (int64_t d0 = 0; d0 < head_dim; d0 += kSlice) {
     const int64_t nd = std::min(kSlice, head_dim - d0);
     double acc[kSlice] = {};
     double sum = 0;
     for (int64_t j = first; j <= last; ++j) {
-      const double p = std::exp(scale * kv_dot(q, k.data + j * k.row_bytes, k.type, head_dim) - max);
+      const double p = std::exp(scale * kv_dot(q, row_of(k, j), k.type, head_dim) - max);
       sum += p;
-      for (int64_t d = 0; d < nd; ++d) acc[d] += p * kv_element(v.data + j * v.row_bytes, v.type, d0 + d);
+      for (int64_t d = 0; d < nd; ++d) acc[d] += p * kv_element(row_of(v, j), v.type, d0 + d);
     }
     for (int64_t d = 0; d < nd; ++d) out[d0 + d] = static_cast<float>(acc[d] / sum);
   }
+}
+
+}  // namespace
+
+void attend_reference(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
+                      float scale, float* out) {
+  attend_rows(q, k, v, first, last, head_dim, scale, out);
+}
+
+void attend_reference(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
+                      int64_t head_dim, float scale, float* out) {
+  attend_rows(q, k, v, first, last, head_dim, scale, out);
 }
 
 void rms_norm_reference(const float* x, const float* weight, float eps, int64_t n, float* y) {
@@ -154,6 +169,7 @@ const OpsTable& scalar_ops_table() {
     t.attend_f32 = attend_reference;
     t.attend_f16 = attend_reference;
     t.attend_kv = attend_reference;
+    t.attend_paged = attend_reference;
     return t;
   }();
   return table;

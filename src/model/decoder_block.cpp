@@ -103,7 +103,8 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
   const float* inv_freq = windowed ? inv_freq_windowed_.data() : inv_freq_.data();
   const int64_t seq = batch.sequence_length;
   // Position of token t, and the key/value row its sequence starts at.
-  auto position = [&](int64_t t) { return seq > 0 ? t % seq : batch.pos0 + t; };
+  const PagedBlockView* paged = batch.paged;
+  auto position = [&](int64_t t) { return paged ? paged->positions[t] : seq > 0 ? t % seq : batch.pos0 + t; };
   auto sequence_start = [&](int64_t t) { return seq > 0 ? t - t % seq : 0; };
   float* normed = ws.normed.data();
   float* q = ws.q.data();
@@ -132,6 +133,14 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
       const int64_t pos = position(t);
       rope(q + t * qd, c.n_head, hd, c.rope_dim, pos, inv_freq, c.rope_style);
       rope(k + t * kvd, c.n_head_kv, hd, c.rope_dim, pos, inv_freq, c.rope_style);
+      if (paged) {
+        const PagedKvRows key_rows{keys, paged->block_tables[t], paged->key_block_bytes, paged->block_shift, key_row, batch.key_type};
+        const PagedKvRows value_rows{values, paged->block_tables[t], paged->value_block_bytes, paged->block_shift, value_row,
+                                     batch.value_type};
+        KvCache::store(k + t * kvd, kvd, batch.key_type, const_cast<uint8_t*>(key_rows.row(pos)));
+        KvCache::store(v + t * kvd, kvd, batch.value_type, const_cast<uint8_t*>(value_rows.row(pos)));
+        continue;
+      }
       const int64_t row = sequence_start(t) + pos;
       KvCache::store(k + t * kvd, kvd, batch.key_type, keys + row * key_row);
       KvCache::store(v + t * kvd, kvd, batch.value_type, values + row * value_row);
@@ -145,6 +154,14 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
       const int64_t t = task / c.n_head, h = task % c.n_head, kv_head = h / group;
       const int64_t pos = position(t), start = sequence_start(t);
       const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+      if (paged) {
+        const PagedKvRows key_rows{keys + kv_head * key_head, paged->block_tables[t], paged->key_block_bytes, paged->block_shift,
+                                   key_row, batch.key_type};
+        const PagedKvRows value_rows{values + kv_head * value_head, paged->block_tables[t], paged->value_block_bytes,
+                                     paged->block_shift, value_row, batch.value_type};
+        attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
+        continue;
+      }
       const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
       const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
       attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);

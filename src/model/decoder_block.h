@@ -54,6 +54,18 @@ class BlockObserver {
 // is at position t % sequence_length, its keys/values go to row t and attention stays inside its
 // sequence. Keys and values are IEEE half unless the runtime cache says otherwise (-ctk/-ctv),
 // so calibration computes what the default runtime computes.
+// Tokens of several sequences over a paged KV cache (serve's batch engine; Kwon et al. 2023,
+// "PagedAttention"): token t is at position positions[t] of its sequence, whose block table is
+// block_tables[t]; BlockBatch::keys/values point at row 0 of this layer in block 0, and block b's
+// rows of this layer start block_bytes further per block.
+struct PagedBlockView {
+  const int64_t* positions = nullptr;
+  const int32_t* const* block_tables = nullptr;
+  int block_shift = 4;  // log2 of the tokens per block
+  int64_t key_block_bytes = 0;
+  int64_t value_block_bytes = 0;
+};
+
 struct BlockBatch {
   int64_t n = 0;
   int64_t pos0 = 0;
@@ -62,6 +74,7 @@ struct BlockBatch {
   void* values = nullptr;
   KvType key_type = KvType::kF16;
   KvType value_type = KvType::kF16;
+  const PagedBlockView* paged = nullptr;  // set: a multi-sequence batch over a paged cache
 };
 
 // Activation buffers of a block for up to max_tokens tokens; matmuls run on at most

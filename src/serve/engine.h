@@ -62,6 +62,13 @@ struct EngineStats {
 
 using RequestId = uint64_t;
 
+// submit()'s error when the queue is full begins with this text, so the HTTP layer can answer 429
+// (overload) rather than 400 (a bad request).
+inline constexpr char kQueueFullError[] = "the request queue is full";
+inline bool is_queue_full(const Status& status) {
+  return !status.is_ok() && status.message().rfind(kQueueFullError, 0) == 0;
+}
+
 class Engine {
  public:
   virtual ~Engine() = default;

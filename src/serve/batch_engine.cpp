@@ -1,0 +1,419 @@
+// BatchEngine: the scheduler of the continuous-batching engine (see batch_engine.h). The engine
+// thread loops: drop cancelled requests, admit queued ones while a slot is free and the KV pool
+// can promise their blocks, run one batched step (every decoding sequence's next token first,
+// then prompt chunks of prefilling ones up to step_tokens), sample per sequence, retire finished
+// sequences. Admission reserves every block a request can need (prompt + max_tokens), so an
+// admitted sequence never runs out of KV memory mid-way and nothing is ever preempted; prompt
+// blocks found in the prefix cache are shared instead of reserved.
+#include "serve/batch_engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "base/check.h"
+#include "base/timer.h"
+#include "kv/kv_cache.h"
+#include "kv/paged_kv_cache.h"
+#include "runtime/sampler.h"
+#include "serve/batch_forward.h"
+
+namespace frugal::serve {
+namespace {
+
+struct Request {
+  RequestId id = 0;
+  GenerationRequest request;
+  TokenCallback on_event;
+  std::atomic<bool> cancelled{false};
+};
+
+// A request admitted to a slot: its tokens (prompt, then generated), the KV positions stored so
+// far, and its sampler.
+struct Sequence {
+  std::shared_ptr<Request> request;
+  PagedKvCache::Sequence kv;
+  std::vector<int32_t> tokens;
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens whose keys/values came from the prefix cache
+  int64_t n_past = 0;         // positions whose keys and values are stored
+  int64_t generated = 0;
+  std::unique_ptr<Sampler> sampler;
+  std::unordered_map<int32_t, int32_t> counts;  // generated tokens (presence/frequency penalties)
+  bool finished = false;
+};
+
+class BatchEngine final : public Engine {
+ public:
+  BatchEngine(std::shared_ptr<const Model> model, const BatchEngineOptions& options, std::unique_ptr<PagedKvCache> cache)
+      : model_(std::move(model)),
+        options_(options),
+        cache_(std::move(cache)),
+        forward_(model_, *cache_, options.step_tokens, options.n_slots, options.n_threads) {
+    stats_.kv_blocks_total = cache_->total_blocks();
+    stats_.kv_block_tokens = cache_->block_tokens();
+    thread_ = std::thread([this] { run(); });
+  }
+
+  ~BatchEngine() override { shutdown(false); }
+
+  Result<RequestId> submit(GenerationRequest request, TokenCallback on_event) override {
+    const int64_t n = static_cast<int64_t>(request.prompt.size());
+    if (n == 0) return Status::error("the prompt is empty");
+    const int64_t vocab = model_->config().n_vocab;
+    for (int32_t token : request.prompt) {
+      if (token < 0 || token >= vocab) {
+        return Status::error("prompt token id " + std::to_string(token) + " is outside the vocabulary of " + std::to_string(vocab));
+      }
+    }
+    if (request.max_tokens <= 0) return Status::error("max_tokens must be at least 1, not " + std::to_string(request.max_tokens));
+    if (n + request.max_tokens > options_.n_ctx) {
+      return Status::error("the prompt's " + std::to_string(n) + " tokens plus max_tokens " + std::to_string(request.max_tokens) +
+                           " exceed the context of " + std::to_string(options_.n_ctx) + " tokens");
+    }
+    if (cache_->blocks_for(n + request.max_tokens) > cache_->total_blocks()) {
+      return Status::error("the request needs more KV blocks than the whole pool holds (" +
+                           std::to_string(cache_->total_blocks()) + " blocks of " + std::to_string(cache_->block_tokens()) + ")");
+    }
+    if (!on_event) return Status::error("submit needs a callback");
+    auto r = std::make_shared<Request>();
+    r->request = std::move(request);
+    r->on_event = std::move(on_event);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) return Status::error("the engine is shutting down");
+      if (static_cast<int64_t>(queue_.size()) >= options_.max_queue) {
+        return Status::error(std::string(kQueueFullError) + " (" + std::to_string(options_.max_queue) + " requests waiting)");
+      }
+      r->id = next_id_++;
+      queue_.push_back(r);
+      live_[r->id] = r;
+      ++stats_requests_total_;
+    }
+    wake_.notify_one();
+    return r->id;
+  }
+
+  void cancel(RequestId id) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const auto it = live_.find(id);
+      if (it == live_.end()) return;
+      it->second->cancelled = true;
+    }
+    wake_.notify_one();
+  }
+
+  EngineStats stats() const override {
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    EngineStats s = stats_;
+    {
+      std::lock_guard<std::mutex> queue_lock(mutex_);
+      s.requests_total = stats_requests_total_;
+      s.requests_queued = static_cast<int64_t>(queue_.size());
+    }
+    return s;
+  }
+
+  int64_t context_size() const override { return options_.n_ctx; }
+
+  void shutdown(bool drain) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!stopping_) {
+        stopping_ = true;
+        drain_ = drain;
+      } else if (!drain) {
+        drain_ = false;  // a second, impatient call stops draining
+      }
+    }
+    wake_.notify_all();
+    std::lock_guard<std::mutex> join_lock(join_mutex_);
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  // Calls the consumer; false (or a throw) means it wants the request stopped.
+  static bool emit(Request& r, const TokenEvent& event) {
+    try {
+      return r.on_event(event);
+    } catch (...) {
+      return false;
+    }
+  }
+
+  static TokenEvent event_for(const Sequence& s) {
+    TokenEvent e;
+    e.prompt_tokens = s.prompt_tokens;
+    e.cached_prompt_tokens = s.cached_tokens;
+    e.generated_tokens = s.generated;
+    return e;
+  }
+
+  // The final event of a request that never reached a slot.
+  static void finish_queued(Request& r, FinishReason reason, const std::string& error = {}) {
+    TokenEvent e;
+    e.finish = reason;
+    e.error = error;
+    e.prompt_tokens = static_cast<int64_t>(r.request.prompt.size());
+    emit(r, e);
+  }
+
+  void finish(Sequence& s, FinishReason reason, const std::string& error = {}) {
+    if (s.finished) return;
+    s.finished = true;
+    cache_->release(s.kv);
+    TokenEvent e = event_for(s);
+    e.finish = reason;
+    e.error = error;
+    emit(*s.request, e);
+    std::lock_guard<std::mutex> lock(mutex_);
+    live_.erase(s.request->id);
+  }
+
+  void run() {
+    for (;;) {
+      std::vector<std::shared_ptr<Request>> dropped;
+      bool stop_now = false;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty(); });
+        // Cancelled requests leave the queue; without drain, stopping cancels everything.
+        for (auto it = queue_.begin(); it != queue_.end();) {
+          if ((*it)->cancelled || (stopping_ && !drain_)) {
+            dropped.push_back(*it);
+            live_.erase((*it)->id);
+            it = queue_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        stop_now = stopping_ && (!drain_ || (queue_.empty() && active_.empty()));
+      }
+      for (auto& r : dropped) finish_queued(*r, FinishReason::kCancelled);
+      for (auto& s : active_) {
+        if (s->request->cancelled || (stop_now && !s->finished)) finish(*s, FinishReason::kCancelled);
+      }
+      retire();
+      if (stop_now && active_.empty()) break;
+      admit();
+      if (!active_.empty()) step();
+      retire();
+      publish_stats();
+    }
+    publish_stats();
+  }
+
+  void retire() {
+    active_.erase(std::remove_if(active_.begin(), active_.end(), [](const auto& s) { return s->finished; }), active_.end());
+  }
+
+  // First come, first served: the head of the queue waits for a slot and its KV blocks; those
+  // behind it wait too (no overtaking, so a long prompt is not starved by short ones).
+  void admit() {
+    for (;;) {
+      std::shared_ptr<Request> r;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (queue_.empty() || static_cast<int>(active_.size()) >= options_.n_slots) return;
+        r = queue_.front();
+      }
+      auto s = std::make_unique<Sequence>();
+      s->request = r;
+      s->tokens = r->request.prompt;
+      s->prompt_tokens = static_cast<int64_t>(s->tokens.size());
+      // Positions this sequence can ever write: the prompt and every generated token but the last.
+      const int64_t max_positions = s->prompt_tokens + r->request.max_tokens - 1;
+      int64_t cached = cache_->match_prefix(s->kv, s->tokens.data(), s->prompt_tokens);
+      // The last prompt token is always run: its logits choose the first generated token. When the
+      // whole prompt was cached, its last block is copied before that token is written (COW).
+      const bool copy_last = cached == s->prompt_tokens;
+      if (copy_last) cached = s->prompt_tokens - 1;
+      const int64_t need = cache_->blocks_for(max_positions) - static_cast<int64_t>(s->kv.blocks.size()) + (copy_last ? 1 : 0);
+      if (!cache_->reserve(s->kv, need)) {
+        cache_->release(s->kv);
+        return;  // wait for running sequences to return blocks
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        queue_.pop_front();
+      }
+      s->cached_tokens = cached;
+      s->n_past = cached;
+      s->sampler = std::make_unique<Sampler>(r->request.sampling, static_cast<int32_t>(model_->config().n_vocab));
+      for (int32_t token : s->tokens) s->sampler->accept(token);
+      {
+        std::lock_guard<std::mutex> lock(stats_mutex_);
+        stats_.prompt_tokens_total += s->prompt_tokens;
+        stats_.prompt_tokens_cached_total += cached;
+      }
+      active_.push_back(std::move(s));
+    }
+  }
+
+  // One batched forward step and the sampling after it.
+  void step() {
+    step_tokens_.clear();
+    step_positions_.clear();
+    step_tables_.clear();
+    step_logit_rows_.clear();
+    step_sampling_.clear();
+    std::vector<std::pair<Sequence*, int64_t>> runs;  // sequence, tokens it runs this step
+    int64_t budget = options_.step_tokens;
+    // Decoding sequences first (one token each, latency-bound), then prompt chunks in admission
+    // order with what is left (chunked prefill, as Sarathi (Agrawal et al. 2023) and vLLM do).
+    for (int pass = 0; pass < 2; ++pass) {
+      for (auto& s : active_) {
+        const int64_t pending = static_cast<int64_t>(s->tokens.size()) - s->n_past;
+        const bool decoding = s->n_past >= s->prompt_tokens;
+        if (s->finished || pending <= 0 || decoding != (pass == 0) || budget == 0) continue;
+        const int64_t count = std::min(pending, budget);
+        const Status writable = cache_->prepare_write(s->kv, s->n_past, s->n_past + count);
+        if (!writable.is_ok()) {
+          finish(*s, FinishReason::kError, writable.message());
+          continue;
+        }
+        budget -= count;
+        runs.push_back({s.get(), count});
+      }
+    }
+    // Block tables may grow (reallocate) in prepare_write above, so pointers are taken after it.
+    for (auto& [s, count] : runs) {
+      for (int64_t i = 0; i < count; ++i) {
+        step_tokens_.push_back(s->tokens[s->n_past + i]);
+        step_positions_.push_back(s->n_past + i);
+        step_tables_.push_back(s->kv.blocks.data());
+      }
+      if (s->n_past + count == static_cast<int64_t>(s->tokens.size())) {
+        step_logit_rows_.push_back(static_cast<int64_t>(step_tokens_.size()) - 1);
+        step_sampling_.push_back(s);
+      }
+    }
+    if (step_tokens_.empty()) return;
+    forward_.run(step_tokens_.data(), step_positions_.data(), step_tables_.data(), static_cast<int64_t>(step_tokens_.size()),
+                 step_logit_rows_.data(), static_cast<int64_t>(step_logit_rows_.size()));
+    for (auto& [s, count] : runs) {
+      s->n_past += count;
+      cache_->publish(s->kv, s->tokens.data(), s->n_past);
+    }
+    const int64_t vocab = model_->config().n_vocab;
+    int64_t generated = 0;
+    for (size_t i = 0; i < step_sampling_.size(); ++i) {
+      Sequence& s = *step_sampling_[i];
+      float* logits = const_cast<float*>(forward_.logits(static_cast<int64_t>(i)));
+      const GenerationRequest& req = s.request->request;
+      // OpenAI's penalties: logit -= count * frequency_penalty + (count > 0) * presence_penalty.
+      if (req.presence_penalty != 0.0f || req.frequency_penalty != 0.0f) {
+        for (const auto& [token, count] : s.counts) {
+          logits[token] -= static_cast<float>(count) * req.frequency_penalty + req.presence_penalty;
+        }
+      }
+      const int32_t token = s.sampler->sample(logits);
+      FRUGAL_CHECK(token >= 0 && token < vocab);
+      if (!req.ignore_end_of_text && model_->tokenizer().is_end_of_generation(token)) {
+        finish(s, FinishReason::kEndOfText);
+        continue;
+      }
+      s.sampler->accept(token);
+      ++s.counts[token];
+      s.tokens.push_back(token);
+      ++s.generated;
+      ++generated;
+      TokenEvent e = event_for(s);
+      e.token = token;
+      if (!emit(*s.request, e)) {
+        finish(s, FinishReason::kCancelled);
+      } else if (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= options_.n_ctx) {
+        finish(s, FinishReason::kLength);
+      }
+    }
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    stats_.generated_tokens_total += generated;
+    const double now = clock_.seconds();
+    rate_.push_back({now, stats_.generated_tokens_total});
+    // Decode throughput over the last few seconds of steps.
+    while (rate_.size() > 2 && now - rate_.front().first > kRateWindowSeconds) rate_.pop_front();
+  }
+
+  void publish_stats() {
+    int64_t active = 0;
+    for (const auto& s : active_) active += s->finished ? 0 : 1;
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    stats_.requests_active = active;
+    stats_.kv_blocks_used = cache_->used_blocks();
+    const double now = clock_.seconds();
+    if (rate_.size() >= 2 && now - rate_.back().first < kRateWindowSeconds) {
+      const double span = now - rate_.front().first;
+      stats_.generated_tokens_per_second =
+          span > 0 ? static_cast<double>(rate_.back().second - rate_.front().second) / span : 0.0;
+    } else {
+      stats_.generated_tokens_per_second = 0.0;
+    }
+  }
+
+  static constexpr double kRateWindowSeconds = 5.0;
+
+  std::shared_ptr<const Model> model_;
+  BatchEngineOptions options_;
+  std::unique_ptr<PagedKvCache> cache_;
+  BatchForward forward_;
+
+  mutable std::mutex mutex_;  // queue_, live_, stopping_, drain_, next_id_, stats_requests_total_
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Request>> queue_;
+  std::unordered_map<RequestId, std::shared_ptr<Request>> live_;  // queued or running (for cancel)
+  bool stopping_ = false;
+  bool drain_ = false;
+  RequestId next_id_ = 1;
+  int64_t stats_requests_total_ = 0;
+  std::mutex join_mutex_;
+  std::thread thread_;
+
+  // Engine thread only.
+  std::vector<std::unique_ptr<Sequence>> active_;
+  std::vector<int32_t> step_tokens_;
+  std::vector<int64_t> step_positions_;
+  std::vector<const int32_t*> step_tables_;
+  std::vector<int64_t> step_logit_rows_;
+  std::vector<Sequence*> step_sampling_;
+  Timer clock_;
+
+  mutable std::mutex stats_mutex_;
+  EngineStats stats_;
+  std::deque<std::pair<double, int64_t>> rate_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Engine>> make_batch_engine(std::shared_ptr<const Model> model, const BatchEngineOptions& options) {
+  if (!model) return Status::error("make_batch_engine: no model");
+  const ModelConfig& c = model->config();
+  if (options.n_slots < 1) return Status::error("-np (slots) must be at least 1, not " + std::to_string(options.n_slots));
+  if (options.n_ctx < 2) return Status::error("the context (-c) must hold at least 2 tokens, not " + std::to_string(options.n_ctx));
+  if (options.n_threads < 1) return Status::error("threads must be at least 1");
+  if (options.step_tokens < options.n_slots) {
+    return Status::error("step tokens (" + std::to_string(options.step_tokens) + ") must be at least the number of slots (" +
+                         std::to_string(options.n_slots) + ")");
+  }
+  if (options.max_queue < 0) return Status::error("the queue bound must not be negative");
+  FRUGAL_RETURN_IF_ERROR(check_kv_type(options.cache_type_k, c.head_dim));
+  FRUGAL_RETURN_IF_ERROR(check_kv_type(options.cache_type_v, c.head_dim));
+  PagedKvOptions kv;
+  kv.n_layer = c.n_layer;
+  kv.row_elements = c.kv_dim();
+  kv.block_tokens = options.block_tokens;
+  kv.n_blocks = options.kv_blocks > 0 ? options.kv_blocks
+                                      : (options.n_slots * options.n_ctx + options.block_tokens - 1) / std::max<int64_t>(1, options.block_tokens);
+  kv.key_type = options.cache_type_k;
+  kv.value_type = options.cache_type_v;
+  kv.prefix_cache = options.prefix_cache;
+  FRUGAL_ASSIGN_OR_RETURN(auto cache, PagedKvCache::create(kv));
+  return std::unique_ptr<Engine>(new BatchEngine(std::move(model), options, std::move(cache)));
+}
+
+}  // namespace frugal::serve

@@ -1,0 +1,32 @@
+// The continuous-batching Engine (engine.h) behind `frugal serve`: one engine thread steps every
+// active sequence through one batched forward pass over a paged KV cache (Yu et al. 2022, "Orca":
+// iteration-level scheduling; Kwon et al. 2023, "PagedAttention"/vLLM), admitting queued requests
+// between steps and retiring finished ones.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "base/status.h"
+#include "kernels/ops.h"
+#include "model/model.h"
+#include "serve/engine.h"
+
+namespace frugal::serve {
+
+struct BatchEngineOptions {
+  int64_t n_ctx = 4096;        // tokens one sequence may hold (prompt + generated)
+  int n_slots = 4;             // sequences decoded together at most (-np)
+  int64_t kv_blocks = 0;       // KV pool size in blocks; 0: n_slots * n_ctx / block_tokens
+  int64_t block_tokens = 16;   // tokens per KV block (a power of two)
+  int64_t step_tokens = 512;   // tokens per batched forward step (decode tokens + prompt chunks)
+  int64_t max_queue = 256;     // queued requests beyond this are refused (HTTP 429)
+  int n_threads = 2;
+  KvType cache_type_k = KvType::kF16, cache_type_v = KvType::kF16;
+  bool prefix_cache = true;
+};
+
+// Checks the options against the model and starts the engine's thread.
+Result<std::unique_ptr<Engine>> make_batch_engine(std::shared_ptr<const Model> model, const BatchEngineOptions& options);
+
+}  // namespace frugal::serve

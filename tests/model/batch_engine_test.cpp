@@ -1,0 +1,355 @@
+// Model tests of the continuous-batching engine on tiny random Llama and Gemma 3 models: batched
+// greedy decoding gives every sequence the tokens it gets alone and from the plain Transformer,
+// KV blocks all come back (finished, cancelled, failed requests), prefix sharing changes nothing
+// but the prefill work, and the queue bound, context checks, cancel and shutdown behave.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "serve/batch_engine.h"
+#include "support/test_support.h"
+
+namespace frugal::serve {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::shared_ptr<const Model> tiny_model(bool gemma3) {
+  const std::string path = testing::temp_dir() + (gemma3 ? "/tiny_gemma3.gguf" : "/tiny.gguf");
+  testing::TinyModelOptions o;
+  o.gemma3 = gemma3;
+  EXPECT_TRUE(testing::write_tiny_model(path, o).is_ok());
+  auto model = Model::load(path);
+  EXPECT_TRUE(model.is_ok()) << model.status().message();
+  return model.value();
+}
+
+std::vector<int32_t> random_prompt(int64_t n, uint32_t seed, int32_t vocab) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> pick(0, vocab - 1);
+  std::vector<int32_t> out(static_cast<size_t>(n));
+  for (auto& t : out) t = pick(rng);
+  return out;
+}
+
+// What one request produced, filled on the engine's thread.
+struct Collector {
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<int32_t> tokens;
+  FinishReason finish = FinishReason::kNone;
+  std::string error;
+  int64_t cached = -1;
+  int64_t stop_after = -1;  // the callback returns false after this many tokens
+  bool throw_after_stop = false;
+
+  TokenCallback callback() {
+    return [this](const TokenEvent& e) {
+      std::lock_guard<std::mutex> lock(mutex);
+      cached = e.cached_prompt_tokens;
+      if (e.token < 0) {
+        finish = e.finish;
+        error = e.error;
+      } else {
+        tokens.push_back(e.token);
+      }
+      changed.notify_all();
+      if (stop_after >= 0 && static_cast<int64_t>(tokens.size()) >= stop_after) {
+        if (throw_after_stop) throw std::runtime_error("consumer failed");
+        return false;
+      }
+      return true;
+    };
+  }
+  bool wait_done(std::chrono::seconds timeout = 60s) {
+    std::unique_lock<std::mutex> lock(mutex);
+    return changed.wait_for(lock, timeout, [&] { return finish != FinishReason::kNone; });
+  }
+  bool wait_tokens(size_t n) {
+    std::unique_lock<std::mutex> lock(mutex);
+    return changed.wait_for(lock, 60s, [&] { return tokens.size() >= n || finish != FinishReason::kNone; });
+  }
+};
+
+GenerationRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0.0f;
+  r.ignore_end_of_text = true;  // random models emit end-of-text at random; keep lengths fixed
+  return r;
+}
+
+// The plain Transformer's greedy loop: the whole prompt in one batch, then one token at a time.
+std::vector<int32_t> transformer_greedy(const std::shared_ptr<const Model>& model, const std::vector<int32_t>& prompt,
+                                        int64_t max_tokens) {
+  TransformerOptions options;
+  options.n_ctx = 256;
+  options.n_batch = 256;
+  options.n_threads = 2;
+  Transformer t(model, options);
+  SamplerOptions so;
+  so.temperature = 0.0f;
+  Sampler sampler(so, static_cast<int32_t>(model->config().n_vocab));
+  EXPECT_TRUE(t.evaluate(prompt.data(), static_cast<int64_t>(prompt.size())).is_ok());
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < max_tokens; ++i) {
+    const int32_t token = sampler.sample(t.last_logits());
+    out.push_back(token);
+    if (i + 1 < max_tokens) {
+      EXPECT_TRUE(t.evaluate(&token, 1).is_ok());
+    }
+  }
+  return out;
+}
+
+// Waits for the engine's stats to settle (they are published after each step).
+EngineStats idle_stats(Engine& engine) {
+  EngineStats s;
+  for (int i = 0; i < 500; ++i) {
+    s = engine.stats();
+    if (s.requests_active == 0 && s.requests_queued == 0) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  return s;
+}
+
+std::unique_ptr<Engine> make_engine(const std::shared_ptr<const Model>& model, BatchEngineOptions o) {
+  auto engine = make_batch_engine(model, o);
+  EXPECT_TRUE(engine.is_ok()) << engine.status().message();
+  return std::move(engine).value();
+}
+
+class BatchEngineGreedy : public ::testing::TestWithParam<bool> {};
+
+// Prompts of several lengths (one longer than the step, so its prefill is chunked; longer than
+// Gemma's sliding window of 8), two submitted first and two once the first is decoding.
+TEST_P(BatchEngineGreedy, BatchedMatchesAloneAndTransformer) {
+  const auto model = tiny_model(GetParam());
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  const std::vector<std::vector<int32_t>> prompts = {random_prompt(3, 1, vocab), random_prompt(41, 2, vocab),
+                                                     random_prompt(17, 3, vocab), random_prompt(9, 4, vocab)};
+  const int64_t max_tokens = 12;
+
+  std::vector<std::vector<int32_t>> reference;
+  for (const auto& p : prompts) reference.push_back(transformer_greedy(model, p, max_tokens));
+
+  BatchEngineOptions o;
+  o.n_ctx = 128;
+  o.n_slots = 1;
+  o.block_tokens = 8;
+  o.step_tokens = 64;
+  o.n_threads = 2;
+  {
+    auto alone = make_engine(model, o);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      Collector c;
+      ASSERT_TRUE(alone->submit(greedy(prompts[i], max_tokens), c.callback()).is_ok());
+      ASSERT_TRUE(c.wait_done());
+      EXPECT_EQ(c.finish, FinishReason::kLength);
+      EXPECT_EQ(c.tokens, reference[i]) << "alone, prompt " << i;
+    }
+  }
+
+  o.n_slots = 4;
+  o.step_tokens = 24;  // the 41-token prompt is prefilled in chunks next to decode tokens
+  auto batched = make_engine(model, o);
+  std::vector<Collector> c(prompts.size());
+  ASSERT_TRUE(batched->submit(greedy(prompts[0], max_tokens), c[0].callback()).is_ok());
+  ASSERT_TRUE(batched->submit(greedy(prompts[1], max_tokens), c[1].callback()).is_ok());
+  ASSERT_TRUE(c[0].wait_tokens(3));
+  ASSERT_TRUE(batched->submit(greedy(prompts[2], max_tokens), c[2].callback()).is_ok());
+  ASSERT_TRUE(batched->submit(greedy(prompts[3], max_tokens), c[3].callback()).is_ok());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(c[i].wait_done());
+    EXPECT_EQ(c[i].finish, FinishReason::kLength);
+    EXPECT_EQ(c[i].tokens, reference[i]) << "batched, prompt " << i;
+  }
+  const EngineStats s = idle_stats(*batched);
+  EXPECT_EQ(s.kv_blocks_used, 0);
+  EXPECT_EQ(s.generated_tokens_total, max_tokens * static_cast<int64_t>(prompts.size()));
+  EXPECT_EQ(s.requests_total, static_cast<int64_t>(prompts.size()));
+}
+
+INSTANTIATE_TEST_SUITE_P(LlamaAndGemma3, BatchEngineGreedy, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Gemma3" : "Llama"; });
+
+// Finished, cancelled (callback false, cancel(id), consumer throwing) requests all give their
+// blocks back, and the engine keeps serving afterwards.
+TEST(BatchEngine, BlocksAreReturnedAfterEveryRequest) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  BatchEngineOptions o;
+  o.n_ctx = 128;
+  o.n_slots = 3;
+  o.block_tokens = 4;
+  o.step_tokens = 32;
+  auto engine = make_engine(model, o);
+  Collector done, stopped, thrown, cancelled;
+  stopped.stop_after = 2;
+  thrown.stop_after = 3;
+  thrown.throw_after_stop = true;
+  ASSERT_TRUE(engine->submit(greedy(random_prompt(10, 5, vocab), 6), done.callback()).is_ok());
+  ASSERT_TRUE(engine->submit(greedy(random_prompt(21, 6, vocab), 50), stopped.callback()).is_ok());
+  ASSERT_TRUE(engine->submit(greedy(random_prompt(7, 7, vocab), 50), thrown.callback()).is_ok());
+  auto id = engine->submit(greedy(random_prompt(13, 8, vocab), 100), cancelled.callback());
+  ASSERT_TRUE(id.is_ok());
+  ASSERT_TRUE(cancelled.wait_tokens(2));
+  engine->cancel(id.value());
+  for (Collector* c : {&done, &stopped, &thrown, &cancelled}) ASSERT_TRUE(c->wait_done());
+  EXPECT_EQ(done.finish, FinishReason::kLength);
+  EXPECT_EQ(done.tokens.size(), 6u);
+  EXPECT_EQ(stopped.finish, FinishReason::kCancelled);
+  EXPECT_EQ(stopped.tokens.size(), 2u);
+  EXPECT_EQ(thrown.finish, FinishReason::kCancelled);
+  EXPECT_EQ(cancelled.finish, FinishReason::kCancelled);
+  EXPECT_LT(cancelled.tokens.size(), 100u);
+  EngineStats s = idle_stats(*engine);
+  EXPECT_EQ(s.kv_blocks_used, 0);
+  EXPECT_EQ(s.requests_active, 0);
+  // Still serving.
+  Collector after;
+  ASSERT_TRUE(engine->submit(greedy(random_prompt(5, 9, vocab), 4), after.callback()).is_ok());
+  ASSERT_TRUE(after.wait_done());
+  EXPECT_EQ(after.tokens.size(), 4u);
+  s = idle_stats(*engine);
+  EXPECT_EQ(s.kv_blocks_used, 0);
+  EXPECT_EQ(s.kv_blocks_total, 3 * 128 / 4);
+  EXPECT_EQ(s.kv_block_tokens, 4);
+}
+
+// A shared prompt prefix is prefilled once (its full blocks come from the cache) and the outputs
+// equal those of an engine without prefix caching, including a prompt cached whole (its last
+// block is copied before the last prompt token is rewritten).
+TEST(BatchEngine, PrefixSharingMatchesNoSharing) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  const std::vector<int32_t> system = random_prompt(37, 10, vocab);
+  std::vector<std::vector<int32_t>> prompts;
+  for (uint32_t i = 0; i < 3; ++i) {
+    auto p = system;
+    const auto tail = random_prompt(5 + i, 20 + i, vocab);
+    p.insert(p.end(), tail.begin(), tail.end());
+    prompts.push_back(p);
+  }
+  prompts.push_back(std::vector<int32_t>(system.begin(), system.begin() + 32));  // cached whole after the first
+  prompts.push_back(prompts.back());
+  BatchEngineOptions o;
+  o.n_ctx = 128;
+  o.n_slots = 2;
+  o.block_tokens = 16;
+  o.step_tokens = 64;
+  std::vector<std::vector<int32_t>> outputs[2];
+  std::vector<int64_t> cached;
+  for (bool sharing : {false, true}) {
+    o.prefix_cache = sharing;
+    auto engine = make_engine(model, o);
+    for (const auto& p : prompts) {
+      Collector c;
+      ASSERT_TRUE(engine->submit(greedy(p, 8), c.callback()).is_ok());
+      ASSERT_TRUE(c.wait_done());
+      ASSERT_EQ(c.finish, FinishReason::kLength);
+      outputs[sharing].push_back(c.tokens);
+      if (sharing) {
+        cached.push_back(c.cached);
+      } else {
+        EXPECT_EQ(c.cached, 0);
+      }
+    }
+    const EngineStats s = idle_stats(*engine);
+    EXPECT_EQ(s.kv_blocks_used, 0);
+    if (sharing) {
+      EXPECT_EQ(s.prompt_tokens_cached_total, 0 + 32 + 32 + 31 + 31);
+    }
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(outputs[0][i], outputs[1][i]) << "prompt " << i;
+  // The first prompt fills the cache; the next two share the system prompt's two full blocks; the
+  // last two are exactly those two blocks, cached whole but for the last token, which is rerun.
+  EXPECT_EQ(cached, (std::vector<int64_t>{0, 32, 32, 31, 31}));
+}
+
+TEST(BatchEngine, RefusesBadRequestsAndBoundsTheQueue) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  BatchEngineOptions o;
+  o.n_ctx = 64;
+  o.n_slots = 1;
+  o.max_queue = 1;
+  o.block_tokens = 8;
+  o.step_tokens = 16;
+  auto engine = make_engine(model, o);
+  Collector ignored;
+  EXPECT_FALSE(engine->submit(greedy({}, 4), ignored.callback()).is_ok());
+  EXPECT_FALSE(engine->submit(greedy({1, vocab}, 4), ignored.callback()).is_ok());
+  EXPECT_FALSE(engine->submit(greedy({1, -2}, 4), ignored.callback()).is_ok());
+  EXPECT_FALSE(engine->submit(greedy(random_prompt(60, 1, vocab), 5), ignored.callback()).is_ok());  // 65 > 64
+  EXPECT_FALSE(engine->submit(greedy(random_prompt(4, 1, vocab), 0), ignored.callback()).is_ok());
+  EXPECT_FALSE(engine->submit(greedy(random_prompt(60, 1, vocab), 4), nullptr).is_ok());
+  EXPECT_EQ(engine->context_size(), 64);
+
+  Collector running, queued, refused;
+  auto a = engine->submit(greedy(random_prompt(4, 2, vocab), 60), running.callback());
+  ASSERT_TRUE(a.is_ok());
+  ASSERT_TRUE(running.wait_tokens(1));  // admitted: the slot is taken
+  auto b = engine->submit(greedy(random_prompt(4, 3, vocab), 4), queued.callback());
+  ASSERT_TRUE(b.is_ok());
+  auto c = engine->submit(greedy(random_prompt(4, 4, vocab), 4), refused.callback());
+  ASSERT_FALSE(c.is_ok());
+  EXPECT_TRUE(is_queue_full(c.status())) << c.status().message();
+  EXPECT_EQ(engine->stats().requests_queued, 1);
+  engine->cancel(b.value());  // cancelled while queued: a final event, no tokens
+  ASSERT_TRUE(queued.wait_done());
+  EXPECT_EQ(queued.finish, FinishReason::kCancelled);
+  EXPECT_TRUE(queued.tokens.empty());
+  engine->cancel(a.value());
+  ASSERT_TRUE(running.wait_done());
+  EXPECT_EQ(running.finish, FinishReason::kCancelled);
+  EXPECT_EQ(idle_stats(*engine).kv_blocks_used, 0);
+  engine->cancel(12345);  // unknown or finished ids are ignored
+}
+
+TEST(BatchEngine, ShutdownDrainsOrCancels) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  BatchEngineOptions o;
+  o.n_ctx = 64;
+  o.n_slots = 1;
+  o.block_tokens = 8;
+  o.step_tokens = 16;
+  for (bool drain : {true, false}) {
+    auto engine = make_engine(model, o);
+    std::vector<Collector> c(3);
+    for (size_t i = 0; i < c.size(); ++i) {
+      ASSERT_TRUE(engine->submit(greedy(random_prompt(5, 30 + i, vocab), drain ? 5 : 50), c[i].callback()).is_ok());
+    }
+    engine->shutdown(drain);
+    for (auto& x : c) {
+      ASSERT_TRUE(x.wait_done(1s));  // shutdown returned after every final event
+      EXPECT_EQ(x.finish, drain ? FinishReason::kLength : FinishReason::kCancelled);
+    }
+    Collector late;
+    EXPECT_FALSE(engine->submit(greedy(random_prompt(5, 1, vocab), 4), late.callback()).is_ok());
+  }
+}
+
+TEST(BatchEngine, RejectsBadOptions) {
+  const auto model = tiny_model(false);
+  BatchEngineOptions o;
+  o.n_slots = 0;
+  EXPECT_FALSE(make_batch_engine(model, o).is_ok());
+  o = BatchEngineOptions{};
+  o.block_tokens = 10;
+  EXPECT_FALSE(make_batch_engine(model, o).is_ok());
+  o = BatchEngineOptions{};
+  o.step_tokens = 2;
+  o.n_slots = 4;
+  EXPECT_FALSE(make_batch_engine(model, o).is_ok());
+  EXPECT_FALSE(make_batch_engine(nullptr, BatchEngineOptions{}).is_ok());
+}
+
+}  // namespace
+}  // namespace frugal::serve
