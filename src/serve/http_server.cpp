@@ -65,13 +65,12 @@ ApiError make_error(int status, std::string message, std::string type, std::stri
   return e;
 }
 
-// The engine's submit errors carry only a message: its words decide the status (the engine
-// documents: queue full, stopping, prompt beyond the context, empty prompt).
+// The status for an engine's submit error: a full queue is overload (429, engine.h's
+// is_queue_full); otherwise the message decides (stopping: 503; context or bad request: 400).
 ApiError submit_error(const Status& status) {
   std::string lower = status.message();
   for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower.find("queue") != std::string::npos || lower.find("overload") != std::string::npos ||
-      lower.find("busy") != std::string::npos) {
+  if (is_queue_full(status)) {
     return make_error(429, "the server is overloaded: " + status.message() + "; retry later", "rate_limit_error",
                       "rate_limit_exceeded");
   }

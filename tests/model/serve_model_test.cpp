@@ -165,10 +165,11 @@ TEST_F(ServeModel, ClientHangingUpMidStreamFreesItsBlocks) {
   EngineStats stats;
   for (int i = 0; i < 200; ++i) {
     stats = engine_->stats();
-    if (stats.requests_active == 0) break;
+    if (stats.requests_active == 0 && stats.kv_blocks_used == 0) break;
     std::this_thread::sleep_for(10ms);
   }
   EXPECT_EQ(stats.requests_active, 0);
+  EXPECT_EQ(stats.kv_blocks_used, 0) << "the cancelled sequence still holds KV blocks";
   EXPECT_LT(stats.generated_tokens_total, 2000) << "the sequence ran to the end although nobody listened";
 }
 #else

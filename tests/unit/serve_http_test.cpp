@@ -60,7 +60,7 @@ class FakeEngine : public Engine {
   Result<RequestId> submit(GenerationRequest request, TokenCallback on_event) override {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return Status::error("the engine is stopping");
-    if (active_ >= capacity) return Status::error("the request queue is full (" + std::to_string(capacity) + " waiting)");
+    if (active_ >= capacity) return Status::error(std::string(kQueueFullError) + " (" + std::to_string(capacity) + " waiting)");
     if (static_cast<int64_t>(request.prompt.size()) + request.max_tokens > context) return Status::error("beyond the context");
     const RequestId id = next_id_++;
     ++active_;
