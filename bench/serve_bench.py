@@ -237,7 +237,9 @@ def write_markdown(path, meta, servers):
              "Model `%s`, %d threads, %d slots, %d output tokens per request (greedy, ignore_eos), streamed chat "
              "completions from %d fixed prompts; medians over %d run(s) per level. Shared 2-core machine: compare only "
              "within this table. %s" % (os.path.basename(meta["model"]), meta["threads"], meta["slots"], meta["max_tokens"],
-                                        len(PROMPTS), meta["repeats"], meta["date"]), "",
+                                        len(PROMPTS), meta["repeats"], meta["date"]),
+             "", "Load average at start: %s (2 cores). llama-server extra flags: `%s`." % (
+                 ", ".join("%.1f" % x for x in meta["load_average_at_start"]), meta["peer_args"] or "none"), "",
              "| server | clients | requests | errors | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | peak RSS MiB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in servers:
@@ -304,11 +306,13 @@ def main():
     ap.add_argument("--min-requests", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--only", choices=["frugal", "llama-server"], help="benchmark one server")
+    ap.add_argument("--peer-args", default="", help="extra llama-server flags, e.g. '--poll 0' (its threads spin-wait "
+                    "by default, which collapses on an oversubscribed machine)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     os.makedirs(args.out, exist_ok=True)
-    meta = {"model": args.model, "threads": args.threads, "slots": args.slots, "ctx_per_slot": args.ctx,
+    meta = {"peer_args": args.peer_args, "load_average_at_start": os.getloadavg(), "model": args.model, "threads": args.threads, "slots": args.slots, "ctx_per_slot": args.ctx,
             "max_tokens": args.max_tokens, "repeats": args.repeats, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     servers = []
     if args.only in (None, "frugal"):
@@ -323,7 +327,7 @@ def main():
         else:
             port = free_port()
             cmd = [args.llama_server, "-m", args.model, "--host", "127.0.0.1", "--port", str(port), "-t", str(args.threads),
-                   "-tb", str(args.threads), "-np", str(args.slots), "-c", str(args.ctx * args.slots), "--no-webui"]
+                   "-tb", str(args.threads), "-np", str(args.slots), "-c", str(args.ctx * args.slots), "--no-webui", *args.peer_args.split()]
             servers.append(bench_server("llama-server", cmd, port, args, levels, args.out))
     result = {"meta": meta, "servers": servers}
     with open(os.path.join(args.out, "serve_bench.json"), "w") as f:

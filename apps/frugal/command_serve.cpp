@@ -86,6 +86,10 @@ int command_serve(const std::vector<std::string>& argv) {
   options.api_key = args->get("--api-key");
   options.http_threads = static_cast<int>(*http_threads);
   options.model_name = args->has("--alias") ? args->get("--alias") : std::filesystem::path(path).stem().string();
+  if (options.api_key.empty() && options.host != "127.0.0.1" && options.host != "localhost" && options.host != "::1") {
+    std::fprintf(stderr, "frugal: warning: listening on %s without --api-key: anyone who reaches this address can use the model\n",
+                 options.host.c_str());
+  }
   serve::HttpServer server(shared_engine, serve::make_text_model(m), options);
   if (Status s = server.bind(); !s) {
     shared_engine->shutdown(false);

@@ -25,8 +25,9 @@ using Clock = std::chrono::steady_clock;
 // How often a waiting handler checks that its client is still connected.
 constexpr auto kPollInterval = std::chrono::milliseconds(20);
 
-// The one place the chat template is applied; a template interpreter replaces this call alone.
-std::string chat_prompt(const Model& model, const std::vector<ChatMessage>& messages) {
+// The one place the chat template is applied; the model's own (Jinja) template replaces this
+// call alone: `return model.chat_template().apply(messages, true);` (branch h-chat).
+Result<std::string> chat_prompt(const Model& model, const std::vector<ChatMessage>& messages) {
   return apply_chat_template(model.chat_format(), messages, true);
 }
 

@@ -1,6 +1,9 @@
 """OpenAI's own Python client against `frugal serve`: a non-streamed and a streamed chat, a text
 completion, model listing, typed errors (401, 400), and a clean exit on SIGTERM.
 Usage: serve_openai_test.py FRUGAL_BINARY (exit 77: skipped)."""
+import http.client
+import json
+import signal
 import sys
 
 from serve_support import Server, skip
@@ -60,10 +63,26 @@ def main():
             raise AssertionError("a wrong key was accepted")
         except openai.AuthenticationError as e:
             assert e.status_code == 401
+        drained = sigterm_mid_stream(server)
     finally:
         code = server.stop()
     assert code == 0, "frugal serve exited with %d after SIGTERM:\n%s" % (code, "".join(server.log))
+    assert drained.endswith("data: [DONE]\n\n"), "the running stream was cut by SIGTERM: %r" % drained[-200:]
     print("ok")
+
+
+def sigterm_mid_stream(server):
+    """Sends SIGTERM while an answer streams; returns the whole SSE body the client received."""
+    host, port = server.url[len("http://"):].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": True, "stream": True})
+    conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json", "Authorization": "Bearer test-key"})
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.status
+    received = resp.readline() + resp.readline()  # the first event
+    server.proc.send_signal(signal.SIGTERM)
+    received += resp.read()
+    return received.decode("utf-8", "replace")
 
 
 if __name__ == "__main__":
