@@ -10,6 +10,7 @@ bench/results/serve_bench.{json,md,png}. Only the Python standard library is nee
 are comparable only within one run of this script.
 
   python3 bench/serve_bench.py [--concurrency 1,4,16,64] [--slots 16] [--threads 2] [--max-tokens 64]
+  python3 bench/serve_bench.py --only frugal --concurrency 16 --min-requests 1000   # soak: errors, RSS flat
 """
 import argparse
 import http.client
@@ -177,6 +178,7 @@ def run_level(port, pid, concurrency, n_requests, max_tokens):
             rss_samples.append(rss_mib(pid))
 
     threading.Thread(target=sampler, daemon=True).start()
+    rss_start = rss_mib(pid)
     start = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     for t in threads:
@@ -197,6 +199,8 @@ def run_level(port, pid, concurrency, n_requests, max_tokens):
         "ttft_p50_ms": 1000 * percentile(ttfts, 50), "ttft_p99_ms": 1000 * percentile(ttfts, 99),
         "tpot_p50_ms": 1000 * percentile(tpots, 50), "tpot_p99_ms": 1000 * percentile(tpots, 99),
         "rss_mib_max_sampled": max(rss_samples) if rss_samples else rss_mib(pid),
+        # RSS before and after the level: flat across many requests means nothing leaks per request.
+        "rss_start_mib": rss_start, "rss_end_mib": rss_mib(pid),
         "peak_rss_mib": peak_rss_mib(pid),
     }
 
@@ -240,13 +244,14 @@ def write_markdown(path, meta, servers):
                                         len(PROMPTS), meta["repeats"], meta["date"]),
              "", "Load average at start: %s (2 cores). llama-server extra flags: `%s`." % (
                  ", ".join("%.1f" % x for x in meta["load_average_at_start"]), meta["peer_args"] or "none"), "",
-             "| server | clients | requests | errors | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | peak RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| server | clients | requests | errors | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | peak RSS MiB | RSS before → after MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in servers:
         for r in s["levels"]:
-            lines.append("| %s | %d | %d | %d | %.2f | %.1f | %.0f | %.0f | %.1f | %.1f | %.0f |" % (
+            lines.append("| %s | %d | %d | %d | %.2f | %.1f | %.0f | %.0f | %.1f | %.1f | %.0f | %.0f → %.0f |" % (
                 s["server"], r["concurrency"], r["requests"], r["errors"], r["requests_per_s"], r["output_tokens_per_s"],
-                r["ttft_p50_ms"], r["ttft_p99_ms"], r["tpot_p50_ms"], r["tpot_p99_ms"], r["peak_rss_mib"]))
+                r["ttft_p50_ms"], r["ttft_p99_ms"], r["tpot_p50_ms"], r["tpot_p99_ms"], r["peak_rss_mib"],
+                r["rss_start_mib"], r["rss_end_mib"]))
     by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in servers}
     if "frugal" in by and "llama-server" in by:
         lines += ["", "| clients | frugal / llama-server output tok/s | frugal TTFT p50 / llama-server's |", "|---:|---:|---:|"]

@@ -2,7 +2,9 @@
 (the reply element changes several times before it is done), then the conversation continues.
 Usage: serve_page_test.py FRUGAL_BINARY (exit 77: skipped)."""
 import os
+import re
 import shutil
+import urllib.request
 import sys
 import time
 
@@ -38,6 +40,12 @@ def wait_for(predicate, timeout, what):
             return value
         time.sleep(0.05)
     raise AssertionError("timed out waiting for " + what)
+
+
+def cancelled(server):
+    with urllib.request.urlopen(server.url + "/metrics") as r:
+        m = re.search(r"^frugal_http_cancelled_total (\d+)", r.read().decode(), re.M)
+    return int(m.group(1)) if m else 0
 
 
 def send(driver, text):
@@ -77,6 +85,16 @@ def main():
         send(driver, "Thanks!")
         wait_for(lambda: len(driver.find_elements(By.CSS_SELECTOR, ".msg.assistant.done")) == 2, 90, "the second reply")
         assert len(driver.find_elements(By.CSS_SELECTOR, ".msg.user")) == 2
+        # The stop button: a long answer is stopped after its first words, the page marks it
+        # stopped, and the server cancels the sequence (its metrics count the hang-up).
+        tokens.clear()
+        tokens.send_keys("400")
+        send(driver, "Tell me a very long story about a dragon.")
+        wait_for(lambda: len([e for e in driver.find_elements(By.CSS_SELECTOR, ".msg.assistant .content") if e.text]) == 3,
+                 90, "the third reply to start")
+        driver.find_element(By.ID, "stop").click()
+        wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".msg.assistant.stopped"), 10, "the reply to stop")
+        wait_for(lambda: cancelled(server) >= 1, 10, "the server to cancel the stopped request")
     finally:
         if driver:
             driver.quit()
