@@ -2,9 +2,15 @@
 #include "serve/http_server.h"
 
 #include <httplib.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <ctime>
+#include <filesystem>
 #include <condition_variable>
 #include <deque>
 #include <random>
@@ -113,7 +119,15 @@ struct EventQueue {
 // cpp-httplib 0.11 does not hand the socket to handlers, so it is found by the connection's
 // addresses among the process's sockets, once per request (a few dozen descriptors).
 int find_client_socket(const httplib::Request& req) {
-  for (int fd = 3; fd < 4096; ++fd) {
+  std::vector<int> fds;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", error)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      fds.push_back(std::stoi(name));
+    }
+  }
+  for (int fd : fds) {
     sockaddr_storage peer{}, local{};
     socklen_t peer_len = sizeof(peer), local_len = sizeof(local);
     if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) continue;
