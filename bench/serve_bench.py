@@ -21,6 +21,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -219,6 +220,7 @@ def median_of(runs):
 def bench_server(name, cmd, port, args, levels, log_dir):
     print("== %s: %s" % (name, " ".join(cmd)), flush=True)
     server = ServerProcess(name, cmd, port, os.path.join(log_dir, "serve_bench_%s.log" % name))
+    print("  (server log: %s)" % os.path.join(log_dir, "serve_bench_%s.log" % name), flush=True)
     rows = []
     try:
         one_request(port, PROMPTS[0], 8)  # warm-up
@@ -324,7 +326,7 @@ def main():
         port = free_port()
         cmd = [args.frugal, "serve", "-m", args.model, "--port", str(port), "-t", str(args.threads), "-np", str(args.slots),
                "-c", str(args.ctx), "--max-queue", "1024"]
-        servers.append(bench_server("frugal", cmd, port, args, levels, args.out))
+        servers.append(bench_server("frugal", cmd, port, args, levels, tempfile.gettempdir()))
     if args.only in (None, "llama-server"):
         if not os.path.exists(args.llama_server):
             print("llama-server not found at %s (FRUGAL_PEER_AMX=off FRUGAL_PEER_EXTRA_TOOLS=llama-server bash "
@@ -333,7 +335,7 @@ def main():
             port = free_port()
             cmd = [args.llama_server, "-m", args.model, "--host", "127.0.0.1", "--port", str(port), "-t", str(args.threads),
                    "-tb", str(args.threads), "-np", str(args.slots), "-c", str(args.ctx * args.slots), "--no-webui", *args.peer_args.split()]
-            servers.append(bench_server("llama-server", cmd, port, args, levels, args.out))
+            servers.append(bench_server("llama-server", cmd, port, args, levels, tempfile.gettempdir()))
     result = {"meta": meta, "servers": servers}
     with open(os.path.join(args.out, "serve_bench.json"), "w") as f:
         json.dump(result, f, indent=1)
