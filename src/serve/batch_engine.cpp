@@ -58,6 +58,7 @@ class BatchEngine final : public Engine {
     stats_.kv_blocks_total = cache_->total_blocks();
     stats_.kv_block_tokens = cache_->block_tokens();
     thread_ = std::thread([this] { run(); });
+    thread_id_ = thread_.get_id();
   }
 
   ~BatchEngine() override { shutdown(false); }
@@ -133,6 +134,9 @@ class BatchEngine final : public Engine {
       }
     }
     wake_.notify_all();
+    // From a callback (the engine's own thread) the loop stops after this step; joining would
+    // wait for itself.
+    if (std::this_thread::get_id() == thread_id_) return;
     std::lock_guard<std::mutex> join_lock(join_mutex_);
     if (thread_.joinable()) thread_.join();
   }
@@ -263,7 +267,8 @@ class BatchEngine final : public Engine {
     step_tables_.clear();
     step_logit_rows_.clear();
     step_sampling_.clear();
-    std::vector<std::pair<Sequence*, int64_t>> runs;  // sequence, tokens it runs this step
+    std::vector<std::pair<Sequence*, int64_t>>& runs = step_runs_;  // sequence, tokens it runs this step
+    runs.clear();
     int64_t budget = options_.step_tokens;
     // Decoding sequences first (one token each, latency-bound), then prompt chunks in admission
     // order with what is left (chunked prefill, as Sarathi (Agrawal et al. 2023) and vLLM do).
@@ -346,6 +351,7 @@ class BatchEngine final : public Engine {
     std::lock_guard<std::mutex> lock(stats_mutex_);
     stats_.requests_active = active;
     stats_.kv_blocks_used = cache_->used_blocks();
+    stats_.kv_blocks_cached = cache_->cached_blocks();
     const double now = clock_.seconds();
     if (rate_.size() >= 2 && now - rate_.back().first < kRateWindowSeconds) {
       const double span = now - rate_.front().first;
@@ -373,6 +379,7 @@ class BatchEngine final : public Engine {
   int64_t stats_requests_total_ = 0;
   std::mutex join_mutex_;
   std::thread thread_;
+  std::thread::id thread_id_;
 
   // Engine thread only.
   std::vector<std::unique_ptr<Sequence>> active_;
@@ -381,6 +388,7 @@ class BatchEngine final : public Engine {
   std::vector<const int32_t*> step_tables_;
   std::vector<int64_t> step_logit_rows_;
   std::vector<Sequence*> step_sampling_;
+  std::vector<std::pair<Sequence*, int64_t>> step_runs_;
   Timer clock_;
 
   mutable std::mutex stats_mutex_;

@@ -56,6 +56,7 @@ struct EngineStats {
   int64_t generated_tokens_total = 0;
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;
+  int64_t kv_blocks_cached = 0;  // unreferenced blocks kept for the prefix cache (evictable: free for new work)
   int64_t kv_block_tokens = 0;   // tokens per block
   double generated_tokens_per_second = 0.0;  // recent decode throughput over all sequences
 };
