@@ -160,6 +160,7 @@ def one_request(port, prompt, max_tokens, timeout=600):
 def run_level(port, pid, concurrency, n_requests, max_tokens):
     results, lock, next_index = [], threading.Lock(), [0]
     rss_samples = []
+    rss_warm = []  # RSS once a tenth of the requests are done (the pool's pages touched: warm)
 
     def worker():
         while True:
@@ -171,6 +172,8 @@ def run_level(port, pid, concurrency, n_requests, max_tokens):
             r = one_request(port, PROMPTS[i % len(PROMPTS)], max_tokens)
             with lock:
                 results.append(r)
+                if len(results) == max(1, n_requests // 10):
+                    rss_warm.append(rss_mib(pid))
 
     stop_sampling = threading.Event()
 
@@ -202,6 +205,7 @@ def run_level(port, pid, concurrency, n_requests, max_tokens):
         "rss_mib_max_sampled": max(rss_samples) if rss_samples else rss_mib(pid),
         # RSS before and after the level: flat across many requests means nothing leaks per request.
         "rss_start_mib": rss_start, "rss_end_mib": rss_mib(pid),
+        "rss_warm_mib": rss_warm[0] if rss_warm else float("nan"),
         "peak_rss_mib": peak_rss_mib(pid),
     }
 
@@ -246,14 +250,14 @@ def write_markdown(path, meta, servers):
                                         len(PROMPTS), meta["repeats"], meta["date"]),
              "", "Load average at start: %s (2 cores). llama-server extra flags: `%s`." % (
                  ", ".join("%.1f" % x for x in meta["load_average_at_start"]), meta["peer_args"] or "none"), "",
-             "| server | clients | requests | errors | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | peak RSS MiB | RSS before → after MiB |",
+             "| server | clients | requests | errors | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | peak RSS MiB | RSS before → at 10% → after MiB |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in servers:
         for r in s["levels"]:
-            lines.append("| %s | %d | %d | %d | %.2f | %.1f | %.0f | %.0f | %.1f | %.1f | %.0f | %.0f → %.0f |" % (
+            lines.append("| %s | %d | %d | %d | %.2f | %.1f | %.0f | %.0f | %.1f | %.1f | %.0f | %.0f → %.0f → %.0f |" % (
                 s["server"], r["concurrency"], r["requests"], r["errors"], r["requests_per_s"], r["output_tokens_per_s"],
                 r["ttft_p50_ms"], r["ttft_p99_ms"], r["tpot_p50_ms"], r["tpot_p99_ms"], r["peak_rss_mib"],
-                r["rss_start_mib"], r["rss_end_mib"]))
+                r["rss_start_mib"], r["rss_warm_mib"], r["rss_end_mib"]))
     by = {s["server"]: {r["concurrency"]: r for r in s["levels"]} for s in servers}
     if "frugal" in by and "llama-server" in by:
         lines += ["", "| clients | frugal / llama-server output tok/s | frugal TTFT p50 / llama-server's |", "|---:|---:|---:|"]

@@ -482,7 +482,10 @@ struct HttpServer::Impl {
     add("frugal_generated_tokens_total", "counter", "Tokens generated.", static_cast<double>(s.generated_tokens_total));
     add("frugal_kv_blocks_total", "gauge", "KV cache blocks in the pool.", static_cast<double>(s.kv_blocks_total));
     add("frugal_kv_blocks_used", "gauge", "KV cache blocks in use.", static_cast<double>(s.kv_blocks_used));
-    add("frugal_kv_blocks_free", "gauge", "KV cache blocks free.", static_cast<double>(s.kv_blocks_total - s.kv_blocks_used));
+    add("frugal_kv_blocks_free", "gauge", "KV cache blocks no sequence holds (free or evictable prefix cache).",
+        static_cast<double>(s.kv_blocks_total - s.kv_blocks_used));
+    add("frugal_kv_blocks_cached", "gauge", "Unreferenced KV blocks kept for the prefix cache (evictable).",
+        static_cast<double>(s.kv_blocks_cached));
     add("frugal_kv_block_tokens", "gauge", "Tokens per KV block.", static_cast<double>(s.kv_block_tokens));
     add("frugal_generated_tokens_per_second", "gauge", "Recent decode throughput over all sequences.", s.generated_tokens_per_second);
     add("frugal_http_requests_total", "counter", "HTTP requests answered.", static_cast<double>(self.counters_.http_requests.load()));

@@ -571,7 +571,7 @@ TEST_F(ServeHttp, ModelsTokenizeDetokenizeMetricsAndPage) {
   auto metrics = client_->Get("/metrics");
   EXPECT_EQ(metrics->status, 200);
   for (const char* name : {"frugal_requests_total", "frugal_requests_queued", "frugal_prompt_tokens_total",
-                           "frugal_generated_tokens_total", "frugal_kv_blocks_used", "frugal_kv_blocks_free 100",
+                           "frugal_generated_tokens_total", "frugal_kv_blocks_used", "frugal_kv_blocks_free 100", "frugal_kv_blocks_cached",
                            "frugal_generated_tokens_per_second"}) {
     EXPECT_NE(metrics->body.find(name), std::string::npos) << name;
   }
