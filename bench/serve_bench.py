@@ -11,6 +11,8 @@ are comparable only within one run of this script.
 
   python3 bench/serve_bench.py [--concurrency 1,4,16,64] [--slots 16] [--threads 2] [--max-tokens 64]
   python3 bench/serve_bench.py --only frugal --concurrency 16 --min-requests 1000   # soak: errors, RSS flat
+  python3 bench/serve_bench.py --only frugal --concurrency 16 --ctx 2048 --shared-system-words 780 \
+      [--frugal-args=--no-prefix-cache]     # a shared ~1000-token system prompt: cached prompt tokens, TTFT
 """
 import argparse
 import http.client
@@ -115,14 +117,15 @@ class ServerProcess:
         return code
 
 
-def one_request(port, prompt, max_tokens, timeout=600):
-    """Streams one chat completion; returns dict(ttft, latency, tokens, error)."""
+def one_request(port, prompt, max_tokens, system=None, timeout=600):
+    """Streams one chat completion; returns dict(ttft, latency, tokens, prompt_tokens, cached_tokens, error)."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     body = json.dumps({
-        "model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+        "model": "bench", "messages": messages, "max_tokens": max_tokens,
         "temperature": 0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True},
     })
     start = time.perf_counter()
-    ttft, chunks, usage_tokens = None, 0, None
+    ttft, chunks, usage_tokens, prompt_tokens, cached_tokens = None, 0, None, 0, 0
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
@@ -142,6 +145,8 @@ def one_request(port, prompt, max_tokens, timeout=600):
             chunk = json.loads(data)
             if chunk.get("usage"):
                 usage_tokens = chunk["usage"].get("completion_tokens")
+                prompt_tokens = chunk["usage"].get("prompt_tokens") or 0
+                cached_tokens = (chunk["usage"].get("prompt_tokens_details") or {}).get("cached_tokens") or 0
             for choice in chunk.get("choices") or []:
                 if (choice.get("delta") or {}).get("content"):
                     chunks += 1
@@ -154,10 +159,11 @@ def one_request(port, prompt, max_tokens, timeout=600):
     tokens = usage_tokens if usage_tokens is not None else chunks
     if ttft is None:
         return {"error": "no content"}
-    return {"ttft": ttft, "latency": latency, "tokens": tokens, "error": None}
+    return {"ttft": ttft, "latency": latency, "tokens": tokens, "prompt_tokens": prompt_tokens,
+            "cached_tokens": cached_tokens, "error": None}
 
 
-def run_level(port, pid, concurrency, n_requests, max_tokens):
+def run_level(port, pid, concurrency, n_requests, max_tokens, system=None):
     results, lock, next_index = [], threading.Lock(), [0]
     rss_samples = []
     rss_warm = []  # RSS once a tenth of the requests are done (the pool's pages touched: warm)
@@ -169,7 +175,7 @@ def run_level(port, pid, concurrency, n_requests, max_tokens):
                 if i >= n_requests:
                     return
                 next_index[0] += 1
-            r = one_request(port, PROMPTS[i % len(PROMPTS)], max_tokens)
+            r = one_request(port, PROMPTS[i % len(PROMPTS)], max_tokens, system)
             with lock:
                 results.append(r)
                 if len(results) == max(1, n_requests // 10):
@@ -200,6 +206,8 @@ def run_level(port, pid, concurrency, n_requests, max_tokens):
         "concurrency": concurrency, "requests": len(results), "errors": len(errors),
         "error_examples": errors[:3], "wall_s": wall,
         "requests_per_s": len(ok) / wall, "output_tokens_per_s": tokens / wall,
+        # Prompt tokens the server reports as served from its prefix cache (usage.prompt_tokens_details).
+        "prompt_tokens": sum(r["prompt_tokens"] for r in ok), "cached_prompt_tokens": sum(r["cached_tokens"] for r in ok),
         "ttft_p50_ms": 1000 * percentile(ttfts, 50), "ttft_p99_ms": 1000 * percentile(ttfts, 99),
         "tpot_p50_ms": 1000 * percentile(tpots, 50), "tpot_p99_ms": 1000 * percentile(tpots, 99),
         "rss_mib_max_sampled": max(rss_samples) if rss_samples else rss_mib(pid),
@@ -221,22 +229,33 @@ def median_of(runs):
     return out
 
 
+def shared_system_prompt(words):
+    """A fixed system prompt of about `words` words shared by every request (prefix caching)."""
+    if words <= 0:
+        return None
+    vocabulary = ("the server keeps answers short clear and polite and it never invents facts about "
+                  "people places or numbers when a question is unclear it asks one question back").split()
+    return "You are a careful assistant. " + " ".join(vocabulary[i % len(vocabulary)] for i in range(words))
+
+
 def bench_server(name, cmd, port, args, levels, log_dir):
     print("== %s: %s" % (name, " ".join(cmd)), flush=True)
     server = ServerProcess(name, cmd, port, os.path.join(log_dir, "serve_bench_%s.log" % name))
     print("  (server log: %s)" % os.path.join(log_dir, "serve_bench_%s.log" % name), flush=True)
     rows = []
+    system = shared_system_prompt(args.shared_system_words)
     try:
-        one_request(port, PROMPTS[0], 8)  # warm-up
+        one_request(port, PROMPTS[0], 8)  # warm-up (without the shared system prompt)
         for c in levels:
             n = max(args.min_requests, args.requests_per_client * c)
-            runs = [run_level(port, server.proc.pid, c, n, args.max_tokens) for _ in range(args.repeats)]
+            runs = [run_level(port, server.proc.pid, c, n, args.max_tokens, system) for _ in range(args.repeats)]
             row = median_of(runs)
             rows.append(row)
             print("  c=%-3d %4d req  %6.2f req/s  %7.1f tok/s  TTFT p50 %7.0f ms p99 %7.0f ms  TPOT p50 %6.1f ms p99 %6.1f ms  "
-                  "errors %d  peak RSS %.0f MiB" % (c, row["requests"], row["requests_per_s"], row["output_tokens_per_s"],
-                                                    row["ttft_p50_ms"], row["ttft_p99_ms"], row["tpot_p50_ms"],
-                                                    row["tpot_p99_ms"], row["errors"], row["peak_rss_mib"]), flush=True)
+                  "errors %d  peak RSS %.0f MiB  cached prompt %d/%d" % (
+                      c, row["requests"], row["requests_per_s"], row["output_tokens_per_s"], row["ttft_p50_ms"],
+                      row["ttft_p99_ms"], row["tpot_p50_ms"], row["tpot_p99_ms"], row["errors"], row["peak_rss_mib"],
+                      row["cached_prompt_tokens"], row["prompt_tokens"]), flush=True)
     finally:
         code = server.stop()
     return {"server": name, "command": cmd, "exit_code_after_sigterm": code, "levels": rows}
@@ -317,19 +336,22 @@ def main():
     ap.add_argument("--min-requests", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--only", choices=["frugal", "llama-server"], help="benchmark one server")
+    ap.add_argument("--frugal-args", default="", help="extra frugal serve flags, e.g. '--no-prefix-cache'")
     ap.add_argument("--peer-args", default="", help="extra llama-server flags, e.g. '--poll 0' (its threads spin-wait "
                     "by default, which collapses on an oversubscribed machine)")
+    ap.add_argument("--shared-system-words", type=int, default=0,
+                    help="prepend one shared system prompt of about N words to every request (~1.3 tokens a word)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     os.makedirs(args.out, exist_ok=True)
-    meta = {"peer_args": args.peer_args, "load_average_at_start": os.getloadavg(), "model": args.model, "threads": args.threads, "slots": args.slots, "ctx_per_slot": args.ctx,
-            "max_tokens": args.max_tokens, "repeats": args.repeats, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    meta = {"frugal_args": args.frugal_args, "peer_args": args.peer_args, "load_average_at_start": os.getloadavg(), "model": args.model, "threads": args.threads, "slots": args.slots, "ctx_per_slot": args.ctx,
+            "max_tokens": args.max_tokens, "repeats": args.repeats, "shared_system_words": args.shared_system_words, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     servers = []
     if args.only in (None, "frugal"):
         port = free_port()
         cmd = [args.frugal, "serve", "-m", args.model, "--port", str(port), "-t", str(args.threads), "-np", str(args.slots),
-               "-c", str(args.ctx), "--max-queue", "1024"]
+               "-c", str(args.ctx), "--max-queue", "1024", *args.frugal_args.split()]
         servers.append(bench_server("frugal", cmd, port, args, levels, tempfile.gettempdir()))
     if args.only in (None, "llama-server"):
         if not os.path.exists(args.llama_server):
