@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -142,13 +143,17 @@ class BatchEngine final : public Engine {
   }
 
  private:
-  // Calls the consumer; false (or a throw) means it wants the request stopped.
-  static bool emit(Request& r, const TokenEvent& event) {
+  // Calls the consumer: true to go on; false when it wants the request stopped (kCancelled) or
+  // threw (`failure` says what; the request fails with kError, the engine goes on).
+  static bool emit(Request& r, const TokenEvent& event, std::string* failure = nullptr) {
     try {
       return r.on_event(event);
+    } catch (const std::exception& e) {
+      if (failure) *failure = std::string("the token callback threw: ") + e.what();
     } catch (...) {
-      return false;
+      if (failure) *failure = "the token callback threw";
     }
+    return false;
   }
 
   static TokenEvent event_for(const Sequence& s) {
@@ -331,8 +336,9 @@ class BatchEngine final : public Engine {
       ++generated;
       TokenEvent e = event_for(s);
       e.token = token;
-      if (!emit(*s.request, e)) {
-        finish(s, FinishReason::kCancelled);
+      std::string failure;
+      if (!emit(*s.request, e, &failure)) {
+        finish(s, failure.empty() ? FinishReason::kCancelled : FinishReason::kError, failure);
       } else if (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= options_.n_ctx) {
         finish(s, FinishReason::kLength);
       }

@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <random>
+#include <stdexcept>
 #include <thread>
 
 #include "serve/batch_engine.h"
@@ -197,8 +198,8 @@ TEST_P(BatchEngineGreedy, BatchedMatchesAloneAndTransformer) {
 INSTANTIATE_TEST_SUITE_P(LlamaAndGemma3, BatchEngineGreedy, ::testing::Values(false, true),
                          [](const auto& info) { return info.param ? "Gemma3" : "Llama"; });
 
-// Finished, cancelled (callback false, cancel(id), consumer throwing) requests all give their
-// blocks back, and the engine keeps serving afterwards.
+// Finished, cancelled (callback false, cancel(id)) and failed (consumer throwing) requests all
+// give their blocks back, and the engine keeps serving afterwards.
 TEST(BatchEngine, BlocksAreReturnedAfterEveryRequest) {
   const auto model = tiny_model(false);
   const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
@@ -226,7 +227,9 @@ TEST(BatchEngine, BlocksAreReturnedAfterEveryRequest) {
   EXPECT_EQ(done.tokens.size(), 6u);
   EXPECT_EQ(stopped.finish, FinishReason::kCancelled);
   EXPECT_EQ(stopped.tokens.size(), 2u);
-  EXPECT_EQ(thrown.finish, FinishReason::kCancelled);
+  EXPECT_EQ(thrown.finish, FinishReason::kError);  // a failed request: its consumer threw
+  EXPECT_NE(thrown.error.find("consumer failed"), std::string::npos) << thrown.error;
+  EXPECT_EQ(thrown.tokens.size(), 3u);
   EXPECT_EQ(cancelled.finish, FinishReason::kCancelled);
   EXPECT_EQ(cancelled.tokens.size(), 2u);
   EngineStats s = idle_stats(*engine);
