@@ -1,0 +1,124 @@
+// frugal serve: an OpenAI-compatible HTTP server (src/serve/http_server.h) in front of the
+// continuous-batching engine (src/serve/batch_engine.h); SIGINT/SIGTERM drain and stop it.
+#include <pthread.h>
+#include <signal.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "cli_args.h"
+#include "commands.h"
+#include "runtime/memory_check.h"
+#include "serve/http_server.h"
+#if __has_include("serve/batch_engine.h")
+#include "serve/batch_engine.h"
+#define FRUGAL_HAVE_BATCH_ENGINE 1
+#endif
+
+namespace frugal::cli {
+
+int command_serve(const std::vector<std::string>& argv) {
+  std::set<std::string> with_value = {"-m", "--host", "--port", "-np", "-c", "-t", "--api-key", "--alias",
+                                      "--kv-blocks", "--max-queue", "--http-threads", "--step-tokens"};
+  std::map<std::string, std::string> aliases = {{"--model", "-m"}, {"--threads", "-t"}, {"--ctx-size", "-c"},
+                                                {"--parallel", "-np"}};
+  add_cache_flags(with_value, aliases, false);
+  auto args = Args::parse(argv, with_value, {"--no-prefix-cache"}, aliases);
+  if (!args) return fail(args.status().message());
+  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
+  auto port = args->get_int("--port", 8080, 0, 65535);
+  auto slots = args->get_int("-np", 4, 1, 4096);
+  auto n_ctx = args->get_int("-c", 4096, 16, 1 << 20);
+  auto n_threads = args->get_int("-t", default_threads(), 1, 512);
+  auto kv_blocks = args->get_int("--kv-blocks", 0, 0, int64_t{1} << 32);
+  auto max_queue = args->get_int("--max-queue", 256, 0, 1 << 20);
+  auto http_threads = args->get_int("--http-threads", 128, 4, 4096);
+  auto step_tokens = args->get_int("--step-tokens", 512, 1, 1 << 20);
+  for (const Status* s : {&port.status(), &slots.status(), &n_ctx.status(), &n_threads.status(), &kv_blocks.status(),
+                          &max_queue.status(), &http_threads.status(), &step_tokens.status()}) {
+    if (!s->is_ok()) return fail(s->message());
+  }
+  TransformerOptions cache;
+  if (Status s = read_cache_flags(*args, cache); !s) return fail(s.message());
+
+  const std::string path = model_path(*args);
+  auto model = Model::load(path);
+  if (!model) return fail(model.status().message());
+  std::shared_ptr<const Model> m = *model;
+  auto memory = check_memory(*m, *n_ctx * *slots, std::min<int64_t>(*step_tokens, *n_ctx));
+  if (!memory) return fail(memory.status().message());
+  if (!memory->empty()) std::fprintf(stderr, "frugal: warning: %s\n", memory->c_str());
+
+  // SIGINT/SIGTERM are blocked in every thread (the engine's and the HTTP workers inherit the
+  // mask) and taken by one watcher thread, which stops the server gracefully.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A client that hangs up mid-write must not kill the server: writes then fail with EPIPE.
+  signal(SIGPIPE, SIG_IGN);
+
+#ifdef FRUGAL_HAVE_BATCH_ENGINE
+  serve::BatchEngineOptions engine_options;
+  engine_options.n_ctx = *n_ctx;
+  engine_options.n_slots = static_cast<int>(*slots);
+  engine_options.kv_blocks = *kv_blocks;
+  engine_options.step_tokens = *step_tokens;
+  engine_options.max_queue = *max_queue;
+  engine_options.n_threads = static_cast<int>(*n_threads);
+  engine_options.cache_type_k = cache.cache_type_k;
+  engine_options.cache_type_v = cache.cache_type_v;
+  engine_options.prefix_cache = !args->has("--no-prefix-cache");
+  auto engine = serve::make_batch_engine(m, engine_options);
+  if (!engine) return fail(engine.status().message());
+  std::shared_ptr<serve::Engine> shared_engine = std::move(*engine);
+#else
+  return fail("this build has no serving engine yet (src/serve/batch_engine.h is missing)");
+  std::shared_ptr<serve::Engine> shared_engine;
+#endif
+
+  serve::HttpServerOptions options;
+  options.host = args->get("--host", "127.0.0.1");
+  options.port = static_cast<int>(*port);
+  options.api_key = args->get("--api-key");
+  options.http_threads = static_cast<int>(*http_threads);
+  options.model_name = args->has("--alias") ? args->get("--alias") : std::filesystem::path(path).stem().string();
+  if (options.api_key.empty() && options.host != "127.0.0.1" && options.host != "localhost" && options.host != "::1") {
+    std::fprintf(stderr, "frugal: warning: listening on %s without --api-key: anyone who reaches this address can use the model\n",
+                 options.host.c_str());
+  }
+  serve::HttpServer server(shared_engine, serve::make_text_model(m), options);
+  if (Status s = server.bind(); !s) {
+    shared_engine->shutdown(false);
+    return fail(s.message());
+  }
+  std::atomic<bool> finished{false};
+  std::thread watcher([&] {
+    const timespec tick{0, 200 * 1000 * 1000};
+    while (!finished.load()) {
+      const int signal_number = sigtimedwait(&stop_signals, nullptr, &tick);
+      if (signal_number == SIGINT || signal_number == SIGTERM) {
+        std::fprintf(stderr, "frugal serve: %s received, finishing the running requests\n",
+                     signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+        server.stop(true);
+        return;
+      }
+    }
+  });
+  std::fprintf(stderr, "frugal serve: %s on http://%s:%d/ (%lld slots, context %lld, %lld threads%s)\n",
+               options.model_name.c_str(), options.host.c_str(), server.port(), static_cast<long long>(*slots),
+               static_cast<long long>(*n_ctx), static_cast<long long>(*n_threads),
+               options.api_key.empty() ? "" : ", API key required");
+  std::fflush(stderr);
+  const bool ok = server.run();
+  finished = true;
+  watcher.join();
+  server.stop(true);
+  std::fprintf(stderr, "frugal serve: stopped\n");
+  return ok ? 0 : fail("the HTTP server stopped with an error");
+}
+
+}  // namespace frugal::cli

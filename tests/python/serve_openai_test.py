@@ -1,0 +1,89 @@
+"""OpenAI's own Python client against `frugal serve`: a non-streamed and a streamed chat, a text
+completion, model listing, typed errors (401, 400), and a clean exit on SIGTERM.
+Usage: serve_openai_test.py FRUGAL_BINARY (exit 77: skipped)."""
+import http.client
+import json
+import signal
+import sys
+
+from serve_support import Server, skip
+
+try:
+    import openai
+except ImportError:
+    skip("the 'openai' package is not importable (pip install openai)")
+
+
+def main():
+    server = Server(sys.argv[1], ["--api-key", "test-key"])
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="test-key", max_retries=0, timeout=120)
+        models = client.models.list()
+        model = models.data[0].id
+        messages = [{"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "What is the capital of France?"}]
+
+        whole = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0, seed=1)
+        text = whole.choices[0].message.content
+        assert whole.object == "chat.completion", whole
+        assert text, "empty answer"
+        assert whole.choices[0].finish_reason in ("stop", "length"), whole.choices[0].finish_reason
+        assert whole.usage.prompt_tokens > 10 and 0 < whole.usage.completion_tokens <= 24, whole.usage
+        print("non-streamed:", repr(text))
+
+        pieces, finish, usage = [], None, None
+        for chunk in client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0,
+                                                    seed=1, stream=True, stream_options={"include_usage": True}):
+            assert chunk.object == "chat.completion.chunk", chunk
+            if chunk.usage:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                if choice.delta.content:
+                    pieces.append(choice.delta.content)
+                if choice.finish_reason:
+                    finish = choice.finish_reason
+        streamed = "".join(pieces)
+        print("streamed:    ", repr(streamed), "in", len(pieces), "chunks")
+        assert len(pieces) > 1, "the answer did not arrive in pieces"
+        assert streamed == text, "greedy streamed answer differs from the whole one"
+        assert finish == whole.choices[0].finish_reason, finish
+        assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens, usage
+
+        completion = client.completions.create(model=model, prompt="The capital of France is", max_tokens=8, temperature=0)
+        assert completion.choices[0].text, completion
+        assert completion.usage.completion_tokens > 0
+
+        try:
+            client.chat.completions.create(model=model, messages=messages, n=2)
+            raise AssertionError("n=2 was accepted")
+        except openai.BadRequestError as e:
+            assert e.status_code == 400
+        try:
+            openai.OpenAI(base_url=server.url + "/v1", api_key="wrong", max_retries=0).models.list()
+            raise AssertionError("a wrong key was accepted")
+        except openai.AuthenticationError as e:
+            assert e.status_code == 401
+        drained = sigterm_mid_stream(server)
+    finally:
+        code = server.stop()
+    assert code == 0, "frugal serve exited with %d after SIGTERM:\n%s" % (code, "".join(server.log))
+    assert drained.endswith("data: [DONE]\n\n"), "the running stream was cut by SIGTERM: %r" % drained[-200:]
+    print("ok")
+
+
+def sigterm_mid_stream(server):
+    """Sends SIGTERM while an answer streams; returns the whole SSE body the client received."""
+    host, port = server.url[len("http://"):].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 48, "ignore_eos": True, "stream": True})
+    conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json", "Authorization": "Bearer test-key"})
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.status
+    received = resp.readline() + resp.readline()  # the first event
+    server.proc.send_signal(signal.SIGTERM)
+    received += resp.read()
+    return received.decode("utf-8", "replace")
+
+
+if __name__ == "__main__":
+    main()
