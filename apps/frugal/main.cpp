@@ -39,6 +39,8 @@ commands:
               [--pattern unstructured|2:4|4:8] [--calib FILE] [--calib-tokens N] [--format TYPE]
               [--bits B --group G] [-t THREADS]
                                      pruning (zeros stored densely, or compactly with --format sparse-q8)
+  template    [-m MODEL] [--template-file F] --messages FILE.json [--add-generation-prompt]
+                                     print the prompt the chat template renders for a conversation
   methods                            every compression method, what it needs, how it treats each matrix
   bench       [-m MODEL] [-p 512] [-n 128] [-t THREADS] [-r 5] [-o md|json] [--bandwidth]
                                      prompt (pp) and generation (tg) tokens/s, llama-bench layout
@@ -80,6 +82,7 @@ int run_command(int argc, char** argv) {
   if (command == "eval") return frugal::cli::command_eval(rest);
   if (command == "quantize") return frugal::cli::command_quantize(rest);
   if (command == "prune") return frugal::cli::command_prune(rest);
+  if (command == "template") return frugal::cli::command_template(rest);
   if (command == "methods") {
     std::printf("quantization (frugal quantize --method):\n%s\npruning (frugal prune --method):\n%s",
                 frugal::compress::method_table(frugal::compress::MethodKind::kQuantize).c_str(),

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Renders every .jinja chat template in llama.cpp's source (models/templates) with Python's jinja2,
+set up as Hugging Face's apply_chat_template sets it up, and with `frugal template`, and
+byte-compares the two for a standard conversation (system, user, assistant, user;
+add_generation_prompt=True).
+
+Exit codes: 0 all comparable templates match, 1 a mismatch, 77 skipped (jinja2 or the templates
+missing). Usage: compare_jinja2.py FRUGAL_BINARY [TEMPLATE_DIR] [-v]
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+
+SKIP = 77
+
+CONVERSATION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Hello! What is 2 + 2?"},
+    {"role": "assistant", "content": "2 + 2 = 4."},
+    {"role": "user", "content": "And 3 * 3? Answer \"briefly\" <please>."},
+]
+BOS, EOS = "<s>", "</s>"
+
+
+def hf_environment():
+    """jinja2 as transformers' _compile_jinja_template builds it (utils/chat_template_utils.py)."""
+    import jinja2
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from jinja2 import nodes
+
+    class AIChatTemplateExtension(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_render", []), [], [], body).set_lineno(lineno)
+
+        def _render(self, caller):
+            return caller()
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    def strftime_now(fmt):
+        return datetime.now().strftime(fmt)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[AIChatTemplateExtension, loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = strftime_now
+    return env
+
+
+def default_template_dir():
+    cache = os.environ.get("FRUGAL_CACHE", os.path.expanduser("~/.cache/frugal"))
+    peer = os.path.join(cache, "peer")
+    if not os.path.isdir(peer):
+        return None
+    for name in sorted(os.listdir(peer), reverse=True):
+        d = os.path.join(peer, name, "vendor", "llama.cpp", "models", "templates")
+        if name.startswith("llama_cpp_python-") and os.path.isdir(d):
+            return d
+    return None
+
+
+def main():
+    args = [a for a in sys.argv[1:] if a != "-v"]
+    verbose = "-v" in sys.argv
+    if not args:
+        print(__doc__)
+        return 2
+    frugal = args[0]
+    try:
+        env = hf_environment()
+    except ImportError:
+        print("SKIP: Python jinja2 is not installed (scripts/setup.sh installs it)")
+        return SKIP
+    template_dir = args[1] if len(args) > 1 else default_template_dir()
+    if not template_dir or not os.path.isdir(template_dir):
+        print("SKIP: llama.cpp's models/templates not found (scripts/build_llama_cpp.sh unpacks the source)")
+        return SKIP
+    names = sorted(f for f in os.listdir(template_dir) if f.endswith(".jinja"))
+    if not names:
+        print("SKIP: no .jinja templates in " + template_dir)
+        return SKIP
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(CONVERSATION, f)
+        messages_path = f.name
+    matched, both_failed, mismatched = [], [], []
+    try:
+        for name in names:
+            path = os.path.join(template_dir, name)
+            with open(path, encoding="utf-8") as f:
+                source = f.read()
+            try:
+                expected = env.from_string(source).render(
+                    messages=CONVERSATION, add_generation_prompt=True, bos_token=BOS, eos_token=EOS, tools=None)
+                expected_error = None
+            except Exception as e:  # the template itself refuses this conversation (or jinja2 cannot run it)
+                expected, expected_error = None, "%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+            run = subprocess.run([frugal, "template", "--template-file", path, "--messages", messages_path,
+                                  "--add-generation-prompt", "--bos-token", BOS, "--eos-token", EOS],
+                                 capture_output=True, timeout=60)
+            got = run.stdout.decode("utf-8", "replace") if run.returncode == 0 else None
+            got_error = run.stderr.decode("utf-8", "replace").strip() if run.returncode != 0 else None
+            if expected_error is not None and got_error is not None:
+                both_failed.append((name, expected_error, got_error))
+            elif expected is not None and got == expected:
+                matched.append(name)
+            else:
+                mismatched.append((name, expected, expected_error, got, got_error))
+    finally:
+        os.unlink(messages_path)
+
+    comparable = len(names) - len(both_failed)
+    print("jinja2 comparison: %d of %d templates render byte-identically; %d fail in both (the template "
+          "refuses this conversation); %d differ" % (len(matched), len(names), len(both_failed), len(mismatched)))
+    for name, expected_error, got_error in both_failed:
+        print("  both fail  %s\n    jinja2: %s\n    frugal: %s" % (name, expected_error, got_error))
+    for name, expected, expected_error, got, got_error in mismatched:
+        print("  DIFFERS    %s" % name)
+        if expected_error:
+            print("    jinja2 fails: " + expected_error)
+        if got_error:
+            print("    frugal fails: " + got_error)
+        if expected is not None and got is not None:
+            at = next((i for i in range(min(len(expected), len(got))) if expected[i] != got[i]), min(len(expected), len(got)))
+            print("    first difference at char %d:\n      jinja2: %r\n      frugal: %r" % (at, expected[max(0, at - 40):at + 60], got[max(0, at - 40):at + 60]))
+        if verbose and expected is not None:
+            print("    --- jinja2 ---\n" + expected + "\n    --- frugal ---\n" + (got or ""))
+    return 0 if not mismatched and comparable > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
