@@ -71,7 +71,7 @@ int command_template(const std::vector<std::string>& argv) {
   if (parsed->is_array()) {
     globals.set("messages", *parsed);
   } else if (parsed->is_object()) {
-    for (const auto& [k, v] : parsed->as_object().items) globals.set(k, v);
+    for (const auto& [k, v] : parsed->as_object().items) globals.set(k.str(), v);
   } else {
     return fail(args->get("--messages") + ": expected a JSON list of messages or an object");
   }

@@ -77,9 +77,13 @@ class Value {
   // Python len() for str (code points), list, dict; -1 for other kinds.
   int64_t length() const;
 
-  // dict helpers (nullptr / no-op when not a dict).
+  // dict helpers (nullptr / no-op when not a dict). Keys compare with Python == (1 == 1.0).
   const Value* get(const std::string& key) const;
-  void set(const std::string& key, Value value);
+  const Value* get(const char* key) const { return get(std::string(key)); }
+  const Value* get(const Value& key) const;
+  void set(const std::string& key, Value value) { set(Value(key), std::move(value)); }
+  void set(const char* key, Value value) { set(Value(key), std::move(value)); }
+  void set(const Value& key, Value value);
   // list helper.
   void push_back(Value value);
 
@@ -97,9 +101,10 @@ class Value {
 };
 
 // dict: insertion-ordered pairs (Python dicts keep insertion order; tojson and items() show it).
+// Keys are usually strings, but template literals may use numbers ({4096: 512}).
 // A namespace() is a dict whose attributes `set ns.x = ...` may assign.
 struct Object {
-  std::vector<std::pair<std::string, Value>> items;
+  std::vector<std::pair<Value, Value>> items;
   bool is_namespace = false;
 };
 

@@ -187,7 +187,7 @@ class Interpreter {
     auto frame = std::make_shared<Frame>();
     install_builtins(*frame);
     if (globals.is_object())
-      for (const auto& [k, v] : globals.as_object().items) frame->set(k, v);
+      for (const auto& [k, v] : globals.as_object().items) frame->set(k.str(), v);
     globals_ = frame;
     std::string out;
     if (exec(program.body, frame, out) != Flow::kNormal) fail(0, 0, "'break' or 'continue' outside a for loop");
@@ -379,7 +379,7 @@ class Interpreter {
       case Value::Kind::kArray: return v.as_array();
       case Value::Kind::kObject: {
         std::vector<Value> keys;
-        for (const auto& [k, _] : v.as_object().items) keys.emplace_back(k);
+        for (const auto& [k, _] : v.as_object().items) keys.push_back(k);
         return keys;
       }
       case Value::Kind::kString: {
@@ -422,7 +422,7 @@ class Interpreter {
         Value dict = Value::object();
         for (size_t i = 0; i + 1 < e.items.size(); i += 2) {
           const Value key = eval(*e.items[i], frame);
-          dict.set(key.str(), eval(*e.items[i + 1], frame));
+          dict.set(key, eval(*e.items[i + 1], frame));
         }
         return dict;
       }
@@ -510,7 +510,7 @@ class Interpreter {
         return container.as_string().find(item.as_string()) != std::string::npos;
       case Value::Kind::kArray:
         return std::any_of(container.as_array().begin(), container.as_array().end(), [&](const Value& v) { return v.equals(item); });
-      case Value::Kind::kObject: return item.is_string() && container.get(item.as_string()) != nullptr;
+      case Value::Kind::kObject: return container.get(item) != nullptr;
       case Value::Kind::kUndefined: return false;
       default: fail(e.line, e.column, "argument of type '" + kind_name(container) + "' is not iterable");
     }
@@ -638,10 +638,8 @@ class Interpreter {
       return Value();
     }
     if (obj.is_object()) {
-      if (key.is_string()) {
-        if (const Value* v = obj.get(key.as_string())) return *v;
-        return attribute(obj, key.as_string(), e);
-      }
+      if (const Value* v = obj.get(key)) return *v;
+      if (key.is_string()) return attribute(obj, key.as_string(), e);
       return Value();
     }
     return Value();
@@ -705,8 +703,8 @@ class Interpreter {
           return method(name, [obj, name](Interpreter&, CallArgs&) -> Value {
             Value out = Value::array();
             for (const auto& [k, v] : obj.as_object().items) {
-              if (name == "items") out.push_back(Value::array({Value(k), v}));
-              else if (name == "keys") out.push_back(Value(k));
+              if (name == "items") out.push_back(Value::array({k, v}));
+              else if (name == "keys") out.push_back(k);
               else out.push_back(v);
             }
             return out;
@@ -715,7 +713,7 @@ class Interpreter {
         if (name == "get") {
           return method(name, [obj](Interpreter&, CallArgs& args) -> Value {
             const Value key = args.get(0, "key");
-            const Value* v = key.is_string() ? obj.get(key.as_string()) : nullptr;
+            const Value* v = obj.get(key);
             return v ? *v : args.get(1, "default", Value::none());
           });
         }
@@ -1040,7 +1038,7 @@ class Interpreter {
       if (v.is_undefined()) return Value::array();
       if (!v.is_object()) fail(line, column, "can only get item pairs from a mapping");
       Value out = Value::array();
-      for (const auto& [k, val] : v.as_object().items) out.push_back(Value::array({Value(k), val}));
+      for (const auto& [k, val] : v.as_object().items) out.push_back(Value::array({k, val}));
       return out;
     }
     if (name == "tojson") {
@@ -1049,6 +1047,9 @@ class Interpreter {
       if (!v.to_json(out, indent.is_int() ? static_cast<int>(std::clamp<int64_t>(indent.as_int(), 0, 64)) : -1))
         fail(line, column, "object of type '" + kind_name(v) + "' is not JSON serializable");
       return Value(std::move(out));
+    }
+    if ((name == "selectattr" || name == "rejectattr" || name == "select" || name == "reject" || name == "map") && !v.truthy()) {
+      return Value::array();  // jinja2: `if value: for item in value` -- none gives nothing
     }
     if (name == "selectattr" || name == "rejectattr" || name == "select" || name == "reject") {
       const bool by_attr = name == "selectattr" || name == "rejectattr";
@@ -1155,7 +1156,7 @@ class Interpreter {
       std::vector<Value> items;
       if (dict) {
         if (!v.is_object()) fail(line, column, "dictsort needs a mapping");
-        for (const auto& [k, val] : v.as_object().items) items.push_back(Value::array({Value(k), val}));
+        for (const auto& [k, val] : v.as_object().items) items.push_back(Value::array({k, val}));
       } else {
         items = iterate(v, line, column);
       }

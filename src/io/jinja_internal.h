@@ -91,7 +91,8 @@ struct Program {
 
 std::shared_ptr<Program> parse_program(const std::vector<Token>& tokens, const Options& options);
 
-// Filters and tests the evaluator knows; the parser refuses others as jinja2 does at compile time.
+// Filters and tests the evaluator knows. An unknown one is an error when it is evaluated (jinja2
+// defers the check to run time inside conditionals, where templates probe optional filters).
 bool is_known_filter(const std::string& name);
 bool is_known_test(const std::string& name);
 

@@ -836,7 +836,6 @@ class Parser {
       next();
       name += "." + expect_name();
     }
-    if (!is_known_filter(name)) error_at(at, "no filter named '" + name + "'");
     auto e = make(Expr::Kind::kFilter, at);
     e->name = name;
     e->items.push_back(std::move(node));
@@ -867,7 +866,6 @@ class Parser {
         } else {
           error_at(name_token, "expected a test name after 'is'");
         }
-        if (!is_known_test(name)) error_at(name_token, "no test named '" + name + "'");
         e->name = name;
         e->items.push_back(std::move(node));
         if (is_op("(")) {

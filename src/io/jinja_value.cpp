@@ -164,7 +164,7 @@ std::string Value::repr() const {
       std::string out = "{";
       bool first = true;
       for (const auto& [k, v] : object_->items) {
-        out += (first ? "" : ", ") + python_repr_string(k) + ": " + v.repr();
+        out += (first ? "" : ", ") + k.repr() + ": " + v.repr();
         first = false;
       }
       return out + "}";
@@ -221,7 +221,16 @@ bool Value::to_json(std::string& out, int indent, int depth) const {
         if (!first) out += item_sep;
         first = false;
         newline(depth + 1);
-        json_string(out, k);
+        // json.dumps turns non-string keys into strings: 4096 -> "4096", True -> "true".
+        if (k.is_string()) {
+          json_string(out, k.as_string());
+        } else if (k.is_none() || k.is_bool() || k.is_int() || k.is_float()) {
+          std::string scalar;
+          k.to_json(scalar);
+          json_string(out, scalar);
+        } else {
+          return false;
+        }
         out += ": ";
         if (!v.to_json(out, indent, depth + 1)) return false;
       }
@@ -279,14 +288,21 @@ int64_t Value::length() const {
 const Value* Value::get(const std::string& key) const {
   if (kind_ != Kind::kObject) return nullptr;
   for (const auto& [k, v] : object_->items)
-    if (k == key) return &v;
+    if (k.is_string() && k.as_string() == key) return &v;
   return nullptr;
 }
 
-void Value::set(const std::string& key, Value value) {
+const Value* Value::get(const Value& key) const {
+  if (kind_ != Kind::kObject) return nullptr;
+  for (const auto& [k, v] : object_->items)
+    if (k.equals(key)) return &v;
+  return nullptr;
+}
+
+void Value::set(const Value& key, Value value) {
   if (kind_ != Kind::kObject) return;
   for (auto& [k, v] : object_->items) {
-    if (k == key) {
+    if (k.equals(key)) {
       v = std::move(value);
       return;
     }
