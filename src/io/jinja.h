@@ -39,6 +39,8 @@ class Value {
   Value(std::string s) : kind_(Kind::kString), string_(std::make_shared<std::string>(std::move(s))) {}  // NOLINT
   Value(const char* s) : Value(std::string(s)) {}  // NOLINT
   static Value array(Array items = {});
+  // A tuple is a list that prints as (a, b): dict.items() pairs and (a, b) literals.
+  static Value tuple(Array items);
   static Value object();
   static Value function(std::string name, Function f);
 
@@ -92,6 +94,7 @@ class Value {
 
  private:
   Kind kind_ = Kind::kUndefined;
+  bool tuple_ = false;
   int64_t int_ = 0;
   double float_ = 0;
   std::shared_ptr<std::string> string_;  // also the function's name

@@ -414,9 +414,9 @@ class Interpreter {
       }
       case Expr::Kind::kList:
       case Expr::Kind::kTuple: {
-        Value list = Value::array();
-        for (const auto& item : e.items) list.push_back(eval(*item, frame));
-        return list;
+        Array items;
+        for (const auto& item : e.items) items.push_back(eval(*item, frame));
+        return e.kind == Expr::Kind::kTuple ? Value::tuple(std::move(items)) : Value::array(std::move(items));
       }
       case Expr::Kind::kDict: {
         Value dict = Value::object();
@@ -703,7 +703,7 @@ class Interpreter {
           return method(name, [obj, name](Interpreter&, CallArgs&) -> Value {
             Value out = Value::array();
             for (const auto& [k, v] : obj.as_object().items) {
-              if (name == "items") out.push_back(Value::array({k, v}));
+              if (name == "items") out.push_back(Value::tuple({k, v}));
               else if (name == "keys") out.push_back(k);
               else out.push_back(v);
             }
@@ -1038,7 +1038,7 @@ class Interpreter {
       if (v.is_undefined()) return Value::array();
       if (!v.is_object()) fail(line, column, "can only get item pairs from a mapping");
       Value out = Value::array();
-      for (const auto& [k, val] : v.as_object().items) out.push_back(Value::array({k, val}));
+      for (const auto& [k, val] : v.as_object().items) out.push_back(Value::tuple({k, val}));
       return out;
     }
     if (name == "tojson") {
@@ -1156,7 +1156,7 @@ class Interpreter {
       std::vector<Value> items;
       if (dict) {
         if (!v.is_object()) fail(line, column, "dictsort needs a mapping");
-        for (const auto& [k, val] : v.as_object().items) items.push_back(Value::array({k, val}));
+        for (const auto& [k, val] : v.as_object().items) items.push_back(Value::tuple({k, val}));
       } else {
         items = iterate(v, line, column);
       }

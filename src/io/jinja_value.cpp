@@ -15,6 +15,12 @@ Value Value::array(Array items) {
   return v;
 }
 
+Value Value::tuple(Array items) {
+  Value v = array(std::move(items));
+  v.tuple_ = true;
+  return v;
+}
+
 Value Value::object() {
   Value v;
   v.kind_ = Kind::kObject;
@@ -155,8 +161,9 @@ std::string Value::repr() const {
     case Kind::kFloat: return python_float(float_);
     case Kind::kString: return python_repr_string(*string_);
     case Kind::kArray: {
-      std::string out = "[";
+      std::string out = tuple_ ? "(" : "[";
       for (size_t i = 0; i < array_->size(); ++i) out += (i ? ", " : "") + (*array_)[i].repr();
+      if (tuple_) return out + (array_->size() == 1 ? ",)" : ")");
       return out + "]";
     }
     case Kind::kObject: {
