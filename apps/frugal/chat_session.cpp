@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 
@@ -141,6 +142,14 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
   for (int32_t t : tokens) sampler.accept(t);
 
   const Tokenizer& tokenizer = transformer.model().tokenizer();
+  // --ignore-eos (as llama.cpp's): end-of-generation tokens get -inf logits.
+  std::vector<int32_t> end_tokens;
+  std::vector<float> masked;
+  const int64_t n_vocab = transformer.model().config().n_vocab;
+  if (options.ignore_eos) {
+    for (int32_t id = 0; id < std::min<int64_t>(tokenizer.vocab_size(), n_vocab); ++id)
+      if (tokenizer.is_end_of_generation(id)) end_tokens.push_back(id);
+  }
   std::string text;    // generated so far
   size_t printed = 0;  // bytes of `text` written to stdout
   timer.reset();
@@ -149,7 +158,13 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
       why = StopReason::kInterrupted;
       break;
     }
-    const int32_t next = sampler.sample(transformer.last_logits());
+    const float* logits = transformer.last_logits();
+    if (!end_tokens.empty()) {
+      masked.assign(logits, logits + n_vocab);
+      for (int32_t id : end_tokens) masked[static_cast<size_t>(id)] = -INFINITY;
+      logits = masked.data();
+    }
+    const int32_t next = sampler.sample(logits);
     sampler.accept(next);
     if (tokenizer.is_end_of_generation(next)) {
       why = StopReason::kEndOfText;

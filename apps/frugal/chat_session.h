@@ -23,6 +23,7 @@ enum class StopReason { kEndOfText, kLength, kStopSequence, kInterrupted, kConte
 struct GenerateOptions {
   int64_t max_new = 128;
   std::vector<std::string> stops;  // --stop: generation ends before the first occurrence of any
+  bool ignore_eos = false;         // --ignore-eos: end-of-generation tokens are never sampled
 };
 
 // Feeds the part of `tokens` the cache does not hold yet (the cache holds `history`), then

@@ -129,7 +129,7 @@ int command_run(const std::vector<std::string>& argv) {
                                       "--draft-max", "--draft-p-min", "--draft-tie-margin", "--stop"};
   std::map<std::string, std::string> aliases = {{"--prompt", "-p"}, {"--threads", "-t"}, {"--ctx-size", "-c"}, {"--model", "-m"}};
   add_cache_flags(with_value, aliases, true);
-  auto args = Args::parse(argv, with_value, {"--chat", "--draft-compare", "--draft-fixed"}, aliases);
+  auto args = Args::parse(argv, with_value, {"--chat", "--draft-compare", "--draft-fixed", "--ignore-eos"}, aliases);
   if (!args) return fail(args.status().message());
   if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
   const bool chat = args->has("--chat");
@@ -196,6 +196,7 @@ int command_run(const std::vector<std::string>& argv) {
   GenerateOptions generation;
   generation.max_new = max_new;
   generation.stops = stop_sequences(argv);
+  generation.ignore_eos = args->has("--ignore-eos");
   if (!chat) {
     if (args->has("--system")) return fail("--system works with --chat only");
     const std::string prompt = args->get("-p");

@@ -18,8 +18,10 @@ usage: frugal COMMAND [options]
 commands:
   info        [-m MODEL]             architecture, hyper-parameters, tensor types, size, memory
   run         [-m MODEL] -p PROMPT [-n N] [-c CTX] [-t THREADS] [--temp T] [--top-k K]
-              [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--chat]
-                                     generate text (streamed); --chat holds a conversation
+              [--top-p P] [--min-p P] [--repeat-penalty R] [--seed S] [--chat] [--system TEXT]
+              [--stop STR]... [--ignore-eos]
+                                     generate text (streamed); --chat holds a conversation in the
+                                     model's chat template (/help inside); Ctrl-C stops a reply
               [--draft DRAFT.gguf|ngram|self:N] [--draft-max K] [--draft-p-min P]
               [--draft-fixed] [--draft-compare]
                                      exact greedy speculative decoding (--temp 0) with a draft
