@@ -361,7 +361,8 @@ class Interpreter {
         if (v.is_undefined() && fallback && i >= args.positional.size()) v = in.eval(*fallback, scope);
         scope->set(name, v);
       }
-      for (const auto& [k, v] : args.keyword) {
+      for (const auto& keyword : args.keyword) {
+        const std::string& k = keyword.first;
         const bool known = std::any_of(node->params.begin(), node->params.end(), [&](const auto& p) { return p.first == k; });
         if (!known) fail(node->line, node->column, "macro '" + node->targets[0] + "' takes no keyword argument '" + k + "'");
       }
