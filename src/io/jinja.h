@@ -74,8 +74,11 @@ class Value {
   // json.dumps(value, ensure_ascii=False, indent=indent) as Hugging Face's tojson filter calls it.
   // Undefined and callables are not serialisable: returns false and leaves `out` partial.
   bool to_json(std::string& out, int indent = -1, int depth = 0) const;
-  // Python ==.
-  bool equals(const Value& other) const;
+  // Python == (containers nested deeper than 256 levels compare unequal rather than recurse on).
+  bool equals(const Value& other, int depth = 0) const;
+  // Nesting of lists and dicts: 0 for scalars, 1 + the deepest element otherwise (as recorded when
+  // the container was built; the evaluator bounds it so that no value is too deep to destroy).
+  int depth() const { return depth_; }
   // Python len() for str (code points), list, dict; -1 for other kinds.
   int64_t length() const;
 
@@ -95,6 +98,7 @@ class Value {
  private:
   Kind kind_ = Kind::kUndefined;
   bool tuple_ = false;
+  int depth_ = 0;
   int64_t int_ = 0;
   double float_ = 0;
   std::shared_ptr<std::string> string_;  // also the function's name

@@ -204,6 +204,10 @@ class Interpreter {
     step(line, column);
     return Guard{depth_};
   }
+  void charge(int64_t steps, int line, int column) {
+    steps_ += steps;
+    step(line, column);
+  }
   void step(int line, int column) {
     if (++steps_ > options_.max_steps) fail(line, column, "template takes more than " + std::to_string(options_.max_steps) + " steps");
   }
@@ -395,7 +399,16 @@ class Interpreter {
   Value eval(const Expr& e, const std::shared_ptr<Frame>& frame) {
     Guard g = enter(e.line, e.column);
     Value v = eval_inner(e, frame);
-    if (v.is_string()) check_size(v.as_string().size(), e.line, e.column);
+    // Work and memory are charged by size: building strings and lists costs steps too, so a
+    // loop that doubles a string or re-concatenates a growing list ends early with an error.
+    if (v.is_string()) {
+      check_size(v.as_string().size(), e.line, e.column);
+      charge(static_cast<int64_t>(v.as_string().size() / 64), e.line, e.column);
+    } else if (v.is_array() || v.is_object()) {
+      charge(v.length() / 16, e.line, e.column);
+      // Deeply nested values would recurse in str(), == and their own destruction.
+      if (v.depth() > options_.max_depth) fail(e.line, e.column, "value nested deeper than " + std::to_string(options_.max_depth) + " levels");
+    }
     return v;
   }
 
@@ -505,6 +518,7 @@ class Interpreter {
   }
 
   bool contains(const Value& container, const Value& item, const Expr& e) {
+    charge(std::max<int64_t>(container.length(), 0) / 16, e.line, e.column);
     switch (container.kind()) {
       case Value::Kind::kString:
         if (!item.is_string()) fail(e.line, e.column, "'in <string>' requires string as left operand, not " + kind_name(item));
@@ -1131,7 +1145,7 @@ class Interpreter {
     if (name == "unique") {
       Value out = Value::array();
       for (const Value& item : iterate(v, line, column)) {
-        step(line, column);
+        charge(out.length(), line, column);
         const bool seen = std::any_of(out.as_array().begin(), out.as_array().end(), [&](const Value& o) { return o.equals(item); });
         if (!seen) out.push_back(item);
       }

@@ -1,4 +1,5 @@
 // Jinja values with Python semantics: truthiness, str()/repr(), ==, len(), json.dumps, JSON input.
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,8 @@ namespace frugal::jinja {
 Value Value::array(Array items) {
   Value v;
   v.kind_ = Kind::kArray;
+  v.depth_ = 1;
+  for (const Value& item : items) v.depth_ = std::max(v.depth_, item.depth_ + 1);
   v.array_ = std::make_shared<Array>(std::move(items));
   return v;
 }
@@ -24,6 +27,7 @@ Value Value::tuple(Array items) {
 Value Value::object() {
   Value v;
   v.kind_ = Kind::kObject;
+  v.depth_ = 1;
   v.object_ = std::make_shared<Object>();
   return v;
 }
@@ -249,7 +253,8 @@ bool Value::to_json(std::string& out, int indent, int depth) const {
   return false;
 }
 
-bool Value::equals(const Value& other) const {
+bool Value::equals(const Value& other, int depth) const {
+  if (depth > 256) return false;
   if (is_number() && other.is_number()) {
     if ((is_float() || other.is_float())) return as_float() == other.as_float();
     return int_ == other.int_;
@@ -262,7 +267,7 @@ bool Value::equals(const Value& other) const {
     case Kind::kArray: {
       if (array_->size() != other.array_->size()) return false;
       for (size_t i = 0; i < array_->size(); ++i)
-        if (!(*array_)[i].equals((*other.array_)[i])) return false;
+        if (!(*array_)[i].equals((*other.array_)[i], depth + 1)) return false;
       return true;
     }
     case Kind::kObject: {
@@ -270,7 +275,7 @@ bool Value::equals(const Value& other) const {
       if (object_->items.size() != other.object_->items.size()) return false;
       for (const auto& [k, v] : object_->items) {
         const Value* o = other.get(k);
-        if (!o || !v.equals(*o)) return false;
+        if (!o || !v.equals(*o, depth + 1)) return false;
       }
       return true;
     }
@@ -308,6 +313,7 @@ const Value* Value::get(const Value& key) const {
 
 void Value::set(const Value& key, Value value) {
   if (kind_ != Kind::kObject) return;
+  depth_ = std::max(depth_, value.depth_ + 1);
   for (auto& [k, v] : object_->items) {
     if (k.equals(key)) {
       v = std::move(value);
@@ -318,7 +324,9 @@ void Value::set(const Value& key, Value value) {
 }
 
 void Value::push_back(Value value) {
-  if (kind_ == Kind::kArray) array_->push_back(std::move(value));
+  if (kind_ != Kind::kArray) return;
+  depth_ = std::max(depth_, value.depth_ + 1);
+  array_->push_back(std::move(value));
 }
 
 Value CallArgs::get(size_t i, const std::string& name, Value fallback) const {

@@ -181,6 +181,18 @@ TEST(Jinja, WorkAndOutputAreBounded) {
   ASSERT_FALSE(big.is_ok());
   EXPECT_NE(big.status().message().find("larger than"), std::string::npos) << big.status().message();
   EXPECT_FALSE(render("{{ 'ab' * 100000000 }}", "{}", small).is_ok());
+  // Quadratic work is charged too: a growing list re-concatenated, unique and `in` over big lists.
+  EXPECT_FALSE(render("{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + [i] %}{% endfor %}", "{}", small).is_ok());
+  EXPECT_FALSE(render("{{ range(50000) | unique | list | length }}", "{}", small).is_ok());
+  // Values nested deeper than the limit (they would recurse when printed or destroyed), and a
+  // namespace that holds itself (printing and comparing it must not recurse forever).
+  auto deep = render("{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}");
+  ASSERT_FALSE(deep.is_ok());
+  EXPECT_NE(deep.status().message().find("nested deeper"), std::string::npos) << deep.status().message();
+  auto cycle = render("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns }} {{ [ns] }} {{ ns == ns }}");
+  ASSERT_TRUE(cycle.is_ok()) << cycle.status().message();
+  EXPECT_EQ(*cycle, "<Namespace> [<Namespace>] True");
+  EXPECT_FALSE(render("{% set ns = namespace() %}{% set ns.me = ns %}{{ ns | tojson }}").is_ok());
   // Recursion: a macro calling itself forever, and expressions nested too deep to parse.
   EXPECT_FALSE(render("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}").is_ok());
   EXPECT_FALSE(Template::parse("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}").is_ok());
