@@ -58,6 +58,20 @@ Result<std::string> render_jinja_chat_template(const std::string& source, const 
   return tmpl->render(globals);
 }
 
+Result<std::string> ChatTemplate::render(const jinja::Value& variables) const {
+  if (!has_source()) return Status::error("the model has no chat template (tokenizer.chat_template)");
+  auto tmpl = jinja::Template::parse(source);
+  if (!tmpl) return tmpl.status();
+  jinja::Value globals = jinja::Value::object();
+  globals.set("bos_token", bos_token);
+  globals.set("eos_token", eos_token);
+  globals.set("tools", jinja::Value::none());
+  globals.set("add_generation_prompt", false);
+  if (variables.is_object())
+    for (const auto& [k, v] : variables.as_object().items) globals.set(k, v);
+  return tmpl->render(globals);
+}
+
 Result<std::string> ChatTemplate::apply(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                                         std::string* used) const {
   std::string why = "the model has no chat template";

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "io/jinja.h"
 
 namespace frugal {
 
@@ -45,6 +46,10 @@ struct ChatTemplate {
   // a caller that wants the model's template only can be given one later without a signature change.
   Result<std::string> apply(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
                             std::string* used = nullptr) const;
+  // The model's template only, with any variables (a dict: messages with tool_calls, tools,
+  // add_generation_prompt, ...; bos_token/eos_token default to the model's, tools to none), for
+  // callers that pass OpenAI-style messages through. Fails when there is no template.
+  Result<std::string> render(const jinja::Value& variables) const;
 };
 
 }  // namespace frugal

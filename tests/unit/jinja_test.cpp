@@ -241,7 +241,16 @@ TEST(ChatTemplate, ModelTemplateFirstFallbackOtherwise) {
   EXPECT_EQ(*out, "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
   EXPECT_NE(used.find("built-in gemma"), std::string::npos) << used;
   EXPECT_NE(used.find("System role not supported"), std::string::npos) << used;
+  // render(): any variables, the model's template only.
+  t.source = "{{ bos_token }}{% for m in messages %}{{ m.role }}:{{ m.tool_calls[0].function.name if m.tool_calls else m.content }};{% endfor %}{{ tools | length }}";
+  t.bos_token = "<s>";
+  auto variables = Value::from_json(R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]}], "tools": [{}, {}]})");
+  ASSERT_TRUE(variables.is_ok());
+  auto rendered = t.render(*variables);
+  ASSERT_TRUE(rendered.is_ok()) << rendered.status().message();
+  EXPECT_EQ(*rendered, "<s>user:Hi;assistant:f;2");
   t.source.clear();
+  EXPECT_FALSE(t.render(*variables).is_ok());
   out = t.apply({{"user", "Hi"}}, true, &used);
   ASSERT_TRUE(out.is_ok());
   EXPECT_NE(used.find("has no chat template"), std::string::npos) << used;
