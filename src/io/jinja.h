@@ -39,6 +39,14 @@ class Value {
   Value(std::string s) : kind_(Kind::kString), string_(std::make_shared<std::string>(std::move(s))) {}  // NOLINT
   Value(const char* s) : Value(std::string(s)) {}  // NOLINT
   static Value array(Array items = {});
+  // markupsafe's Markup (from |safe, |escape): text that `+` with a plain string HTML-escapes the
+  // plain side of, as jinja2 does even with autoescape off.
+  static Value markup(std::string s) {
+    Value v(std::move(s));
+    v.markup_ = true;
+    return v;
+  }
+  bool is_markup() const { return markup_; }
   // A tuple is a list that prints as (a, b): dict.items() pairs and (a, b) literals.
   static Value tuple(Array items);
   static Value object();
@@ -98,6 +106,7 @@ class Value {
  private:
   Kind kind_ = Kind::kUndefined;
   bool tuple_ = false;
+  bool markup_ = false;
   int depth_ = 0;
   int64_t int_ = 0;
   double float_ = 0;

@@ -558,7 +558,14 @@ class Interpreter {
     };
     if (a.is_undefined() || b.is_undefined()) fail(e.line, e.column, "undefined value used with '" + op + "'");
     if (op == "+") {
-      if (a.is_string() && b.is_string()) return Value(a.as_string() + b.as_string());
+      if (a.is_string() && b.is_string()) {
+        if (a.is_markup() || b.is_markup()) {
+          // Markup.__add__/__radd__: the plain operand is escaped, the result is Markup.
+          return Value::markup((a.is_markup() ? a.as_string() : html_escape(a.as_string())) +
+                               (b.is_markup() ? b.as_string() : html_escape(b.as_string())));
+        }
+        return Value(a.as_string() + b.as_string());
+      }
       if (a.is_array() && b.is_array()) {
         Array items = a.as_array();
         items.insert(items.end(), b.as_array().begin(), b.as_array().end());
@@ -1002,8 +1009,11 @@ class Interpreter {
       return Value(v.length());
     }
     if (name == "string") return Value(v.str());
-    if (name == "safe") return v;
-    if (name == "escape" || name == "e" || name == "forceescape") return Value(html_escape(need_string()));
+    if (name == "safe") return v.is_markup() ? v : Value::markup(v.str());
+    if (name == "escape" || name == "e" || name == "forceescape") {
+      if (v.is_markup() && name != "forceescape") return v;
+      return Value::markup(html_escape(need_string()));
+    }
     if (name == "trim") return Value(strip(need_string(), args.get(0, "chars"), true, true));
     if (name == "upper") return Value(ascii_upper(need_string()));
     if (name == "lower") return Value(ascii_lower(need_string()));

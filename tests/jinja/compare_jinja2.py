@@ -41,9 +41,6 @@ TOOL_CONVERSATION = [
 
 # Differences understood and accepted, by (template, conversation label): the test fails only on others.
 KNOWN_DIFFERENCES = {
-    ("meetkai-functionary-medium-v3.1.jinja", "tool-call conversation"):
-        "the template writes '...'|safe + text: markupsafe's Markup HTML-escapes the text it is added to "
-        "(so jinja2 prints &#34; for quotes); frugal has no Markup strings and prints the quotes",
     ("llama-cpp-deepseek-r1.jinja", "tool-call conversation"):
         "jinja2 fails (its map filter returns a generator that tojson cannot serialise); frugal's map returns "
         "a list and the template renders",

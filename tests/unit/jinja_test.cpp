@@ -130,6 +130,10 @@ const Case kCases[] = {
      "{% filter upper %}abc{% endfilter %}|{% generation %}gen{% endgeneration %}",
      "{}",
      "ABC|gen"},
+    {"markup from safe escapes what is added to it",
+     "{{ \"fn '\"|safe + name + \"'\\n\"|safe + d | tojson }}|{{ ('<b>'|safe ~ '<i>') }}|{{ '<x>'|e }}|{{ ('a'|safe + 'b') | length }}",
+     "{\"name\": \"a<b\", \"d\": {\"k\": \"\\\"v\\\"\"}}",
+     "fn 'a&lt;b'\n{&#34;k&#34;: &#34;\\&#34;v\\&#34;&#34;}|<b><i>|&lt;x&gt;|2"},
 };
 
 Result<std::string> render(const std::string& source, const std::string& globals_json = "{}", Options options = {}) {
