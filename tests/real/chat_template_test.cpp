@@ -61,6 +61,17 @@ TEST(ChatTemplateReal, TemplateCommandAndChatUseTheModelTemplate) {
   EXPECT_FALSE(r.out.empty());
 }
 
+TEST(ChatTemplateReal, PlainRunSaysWhenNothingIsGenerated) {
+  // A finished assistant turn: SmolLM2 ends the text at once (greedy <|im_end|>).
+  const std::string prompt = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello! How can I help you today?";
+  auto r = run_command("timeout 60 " + shell_quote(testing::frugal_binary()) + " run -m " + shell_quote(testing::real_model_path()) +
+                       " -p " + shell_quote(prompt) + " -n 8 --temp 0 -t 2");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, prompt);
+  EXPECT_NE(r.err.find("nothing generated"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("generation: 0 tokens"), std::string::npos) << r.err;
+}
+
 TEST(ChatTemplateReal, GemmaBaseModelWarnsAndGemma3TemplateRendersWithOneBos) {
   ASSERT_TRUE(testing::file_exists(gemma_path())) << gemma_path() << " missing: scripts/fetch_model.sh gemma3";
   auto model = Model::load(gemma_path());
