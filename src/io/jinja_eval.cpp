@@ -280,6 +280,8 @@ class Interpreter {
       Value* ns = frame->find(n.targets[0]);
       if (!ns || !ns->is_object() || !ns->as_object().is_namespace)
         fail(n.line, n.column, "cannot assign attribute on non-namespace object '" + n.targets[0] + "'");
+      // A namespace holding itself would be a reference cycle (leaked, and endless to print).
+      if (holds(v, &ns->as_object(), 0, n)) fail(n.line, n.column, "a namespace cannot contain itself");
       ns->set(n.target_attr, std::move(v));
       return;
     }
@@ -288,6 +290,21 @@ class Interpreter {
       return;
     }
     unpack(n.targets, v, frame, n.line, n.column);
+  }
+
+  bool holds(const Value& v, const Object* target, int depth, const Node& n) {
+    if (depth > options_.max_depth) return false;
+    if (v.is_array()) {
+      charge(v.length() / 16, n.line, n.column);
+      for (const Value& item : v.as_array())
+        if (holds(item, target, depth + 1, n)) return true;
+    } else if (v.is_object()) {
+      if (&v.as_object() == target) return true;
+      charge(v.length() / 16, n.line, n.column);
+      for (const auto& [k, item] : v.as_object().items)
+        if (holds(item, target, depth + 1, n)) return true;
+    }
+    return false;
   }
 
   void unpack(const std::vector<std::string>& targets, const Value& v, const std::shared_ptr<Frame>& frame, int line, int column) {

@@ -171,14 +171,14 @@ std::string Value::repr() const {
       return out + "]";
     }
     case Kind::kObject: {
-      if (object_->is_namespace) return "<Namespace>";
-      std::string out = "{";
+      // jinja2's Namespace repr wraps its attribute dict.
+      std::string out = object_->is_namespace ? "<Namespace {" : "{";
       bool first = true;
       for (const auto& [k, v] : object_->items) {
         out += (first ? "" : ", ") + k.repr() + ": " + v.repr();
         first = false;
       }
-      return out + "}";
+      return out + (object_->is_namespace ? "}>" : "}");
     }
     case Kind::kFunction: return "<function " + *string_ + ">";
   }
