@@ -149,6 +149,21 @@ def main():
     else:
         check(False, "the tiny model generated ASCII text to pick a stop sequence from", repr(r.stdout))
 
+    # 6. --stop in chat: the reply ends before the stop sequence; the conversation goes on.
+    chat = base + ["--chat", "-n", "40", "-c", "256"]
+    r = subprocess.run(chat, input=b"hello there\n", capture_output=True, timeout=60)
+    reply = r.stdout[:-1] if r.stdout.endswith(b"\n") else r.stdout
+    ascii_runs = [i for i in range(len(reply) // 3, len(reply) - 3) if all(32 < c < 127 for c in reply[i:i + 3])]
+    if ascii_runs:
+        stop = reply[ascii_runs[0]:ascii_runs[0] + 3]
+        cut = reply.find(stop)
+        r2 = subprocess.run(chat + ["--stop", stop.decode()], input=b"hello there\n/help\n", capture_output=True, timeout=60)
+        check(r2.returncode == 0 and r2.stdout.startswith(reply[:cut] + b"\n") and b"/system TEXT" in r2.stdout,
+              "chat --stop %r ends the reply before it (byte %d of %d), the session goes on" % (stop, cut, len(reply)),
+              repr(r2.stdout) + "\n---\n" + repr(r.stdout))
+    else:
+        check(False, "the tiny model replied with ASCII text to pick a stop sequence from", repr(r.stdout))
+
     print("%d check(s) failed" % len(FAILURES) if FAILURES else "all chat checks passed")
     return 1 if FAILURES else 0
 
