@@ -47,6 +47,7 @@ class Value {
     return v;
   }
   bool is_markup() const { return markup_; }
+  bool is_tuple() const { return tuple_; }
   // A tuple is a list that prints as (a, b): dict.items() pairs and (a, b) literals.
   static Value tuple(Array items);
   static Value object();

@@ -15,7 +15,7 @@ namespace {
 
 const std::set<std::string>& filter_names() {
   static const std::set<std::string> names = {
-      "abs", "attr", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape", "first", "float",
+      "abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e", "escape", "first", "float",
       "forceescape", "format", "indent", "int", "items", "join", "last", "length", "list", "lower", "map", "max", "min",
       "reject", "rejectattr", "replace", "reverse", "round", "safe", "select", "selectattr", "sort", "string", "sum",
       "title", "tojson", "trim", "unique", "upper", "wordcount"};
@@ -559,6 +559,14 @@ class Interpreter {
       else order = a.as_int() < b.as_int() ? -1 : (a.as_int() > b.as_int() ? 1 : 0);
     } else if (a.is_string() && b.is_string()) {
       order = a.as_string().compare(b.as_string());
+    } else if (a.is_array() && b.is_array()) {
+      // Python compares sequences element by element, then by length.
+      const Array& x = a.as_array();
+      const Array& y = b.as_array();
+      size_t i = 0;
+      while (i < x.size() && i < y.size() && x[i].equals(y[i])) ++i;
+      if (i < x.size() && i < y.size()) return compare(op, x[i], y[i], e);
+      order = x.size() < y.size() ? -1 : (x.size() > y.size() ? 1 : 0);
     } else {
       fail(e.line, e.column, "'" + op + "' not supported between instances of '" + kind_name(a) + "' and '" + kind_name(b) + "'");
     }
@@ -573,6 +581,7 @@ class Interpreter {
     auto unsupported = [&]() -> Value {
       fail(e.line, e.column, "unsupported operand types for " + op + ": '" + kind_name(a) + "' and '" + kind_name(b) + "'");
     };
+    if (op == "%" && a.is_string()) return Value(percent_format(a.as_string(), b, e));
     if (a.is_undefined() || b.is_undefined()) fail(e.line, e.column, "undefined value used with '" + op + "'");
     if (op == "+") {
       if (a.is_string() && b.is_string()) {
@@ -596,6 +605,16 @@ class Interpreter {
       std::string out;
       for (int64_t i = 0; i < n; ++i) out += s;
       return Value(std::move(out));
+    }
+    if (op == "*" && ((a.is_array() && (b.is_int() || b.is_bool())) || ((a.is_int() || a.is_bool()) && b.is_array()))) {
+      const Value& list = a.is_array() ? a : b;
+      const int64_t n = a.is_array() ? b.as_int() : a.as_int();
+      Array out;
+      for (int64_t i = 0; i < n; ++i) {
+        charge(list.length() + 1, e.line, e.column);
+        out.insert(out.end(), list.as_array().begin(), list.as_array().end());
+      }
+      return Value::array(std::move(out));
     }
     if (op == "%" && a.is_string()) return Value(percent_format(a.as_string(), b, e));
     if (!a.is_number() || !b.is_number()) return unsupported();
@@ -631,7 +650,10 @@ class Interpreter {
 
   // Python's `"%s ... %d" % args` for the conversions templates use.
   std::string percent_format(const std::string& fmt, const Value& args, const Expr& e) {
-    std::vector<Value> values = args.is_array() ? args.as_array() : std::vector<Value>{args};
+    // A tuple gives the arguments; any other value is one argument, and a list or dict (Python
+    // treats them as mappings) may go unused without an error.
+    std::vector<Value> values = args.is_tuple() ? args.as_array() : std::vector<Value>{args};
+    const bool mapping = !args.is_tuple() && (args.is_array() || args.is_object() || args.is_undefined());
     std::string out;
     size_t next = 0;
     for (size_t i = 0; i < fmt.size(); ++i) {
@@ -652,7 +674,7 @@ class Interpreter {
       else if (c == 'd' || c == 'i') out += std::to_string(v.as_int());
       else fail(e.line, e.column, std::string("unsupported format character '") + c + "'");
     }
-    if (next < values.size()) fail(e.line, e.column, "not all arguments converted during string formatting");
+    if (next < values.size() && !mapping) fail(e.line, e.column, "not all arguments converted during string formatting");
     return out;
   }
 
@@ -701,7 +723,7 @@ class Interpreter {
     } else if (obj.is_undefined()) {
       fail(e.line, e.column, "cannot slice an undefined value");
     } else {
-      fail(e.line, e.column, "'" + kind_name(obj) + "' object is not subscriptable");
+      return Value();  // jinja2: a failed subscript is undefined
     }
     const int64_t n = static_cast<int64_t>(items.size());
     const int64_t stepv = parts[2].is_int() ? parts[2].as_int() : 1;
@@ -722,7 +744,7 @@ class Interpreter {
     const int64_t stop = clamp(parts[1], stepv < 0 ? -1 : n);
     std::vector<Value> picked;
     for (int64_t i = start; stepv > 0 ? i < stop : i > stop; i += stepv) picked.push_back(items[static_cast<size_t>(i)]);
-    if (!is_string) return Value::array(std::move(picked));
+    if (!is_string) return obj.is_tuple() ? Value::tuple(std::move(picked)) : Value::array(std::move(picked));
     std::string s;
     for (const Value& v : picked) s += v.as_string();
     return Value(std::move(s));
@@ -1164,6 +1186,8 @@ class Interpreter {
       if (!v.is_number()) fail(line, column, "round needs a number");
       const int64_t precision = args.get(0, "precision", Value(0)).as_int();
       const std::string how = args.get(1, "method", Value("common")).str();
+      // Python's round(int, n) stays an int; ceil/floor go through a float division.
+      if (how == "common" && !v.is_float()) return Value(v.as_int());
       const double scale = std::pow(10.0, static_cast<double>(precision));
       double x = v.as_float() * scale;
       x = how == "ceil" ? std::ceil(x) : how == "floor" ? std::floor(x) : std::round(x);
@@ -1236,6 +1260,7 @@ class Interpreter {
       const Value width = args.get(0, "width", Value(4));
       const bool first = args.get(1, "first", Value(false)).truthy();
       const bool blank = args.get(2, "blank", Value(false)).truthy();
+      if (!v.is_string()) fail(line, column, "indent needs a string, not " + kind_name(v));
       const std::string pad = width.is_string() ? width.as_string() : std::string(static_cast<size_t>(std::clamp<int64_t>(width.as_int(), 0, 256)), ' ');
       std::string s = need_string();
       std::string out;
@@ -1255,7 +1280,17 @@ class Interpreter {
       }
       return Value(out);
     }
-    if (name == "wordcount") return Value(split(need_string(), Value(), -1).length());
+    if (name == "wordcount") {
+      // jinja2 counts \w+ runs (letters, digits, underscore; non-ASCII counts as a letter).
+      int64_t words = 0;
+      bool in_word = false;
+      for (unsigned char c : need_string()) {
+        const bool w = std::isalnum(c) || c == '_' || c >= 0x80;
+        words += w && !in_word;
+        in_word = w;
+      }
+      return Value(words);
+    }
     if (name == "center") {
       const int64_t width = std::clamp<int64_t>(args.get(0, "width", Value(80)).as_int(), 0, 4096);
       std::string s = need_string();
@@ -1266,11 +1301,30 @@ class Interpreter {
       return Value(std::string(static_cast<size_t>(left), ' ') + s + std::string(static_cast<size_t>(total - left), ' '));
     }
     if (name == "format") {
-      CallArgs a = args;
-      Value packed = Value::array(a.positional);
+      Value packed = Value::tuple(args.positional);
       return Value(percent_format(need_string(), packed, e));
     }
     if (name == "attr") return attribute(v, args.get(0, "name").str(), e);
+    if (name == "batch") {
+      const int64_t size = args.get(0, "linecount").as_int();
+      if (size <= 0) fail(line, column, "batch needs a positive size");
+      const Value fill = args.get(1, "fill_with", Value::none());
+      Value out = Value::array();
+      Array current;
+      for (const Value& item : iterate(v, line, column)) {
+        current.push_back(item);
+        if (static_cast<int64_t>(current.size()) == size) {
+          out.push_back(Value::array(std::move(current)));
+          current.clear();
+        }
+      }
+      if (!current.empty()) {
+        if (args.positional.size() > 1 || args.get(SIZE_MAX, "fill_with").kind() != Value::Kind::kUndefined)
+          while (static_cast<int64_t>(current.size()) < size) current.push_back(fill);
+        out.push_back(Value::array(std::move(current)));
+      }
+      return out;
+    }
     fail(line, column, "no filter named '" + name + "'");
   }
 
@@ -1304,16 +1358,22 @@ class Interpreter {
     if (name == "ge" || name == ">=") return compare(">=", v, arg, e);
     if (name == "in") return contains(arg, v, e);
     if (name == "odd" || name == "even" || name == "divisibleby") {
-      if (!v.is_int() && !v.is_bool()) fail(e.line, e.column, "test '" + name + "' needs an integer");
-      if (name == "odd") return v.as_int() % 2 != 0;
-      if (name == "even") return v.as_int() % 2 == 0;
-      if (arg.as_int() == 0) fail(e.line, e.column, "divisibleby(0)");
-      return v.as_int() % arg.as_int() == 0;
+      if (!v.is_number()) fail(e.line, e.column, "test '" + name + "' needs a number");
+      const Value divisor = name == "divisibleby" ? arg : Value(2);
+      if (!divisor.is_number() || divisor.as_float() == 0) fail(e.line, e.column, "test '" + name + "' needs a non-zero divisor");
+      const Value rest = binary("%", v, divisor, e);  // Python's modulo, floats included
+      if (name == "odd") return rest.as_float() == 1;
+      return rest.as_float() == 0;
     }
     if (name == "lower" || name == "upper") {
-      if (!v.is_string()) return false;
-      const std::string& s = v.as_string();
-      return name == "lower" ? s == ascii_lower(s) : s == ascii_upper(s);
+      // str(value).islower() / .isupper(): some cased character, none of the other case.
+      const std::string s = v.str();
+      bool cased = false;
+      for (unsigned char c : s) {
+        if (name == "lower" ? std::isupper(c) : std::islower(c)) return false;
+        cased |= std::isalpha(c) != 0;
+      }
+      return cased;
     }
     fail(e.line, e.column, "no test named '" + name + "'");
   }

@@ -82,6 +82,104 @@ def hf_environment():
     return env
 
 
+# Random templates for a differential check against jinja2: whitespace control (every mix of
+# {%- -%} {%+ +%}, trim_blocks and lstrip_blocks around if/for/set/comments/expressions) and
+# expressions (operators, filters, tests, methods over the value kinds templates meet).
+WS_TEXTS = ["", " ", "  ", "\n", " \n", "\n  ", "a", " a ", "\t", "\n\n", "x\n  "]
+ATOMS = ["1", "2", "-3", "0", "2.5", "'ab'", "'a b '", "''", "[1, 2, 3]", "[]", "['x', 'y']", "none", "true", "false",
+         "{'k': 1, 'j': 'v'}", "s", "n", "l", "d", "undefined_name", "(1, 2)"]
+BINOPS = ["+", "-", "*", "//", "%", "/", "~", "==", "!=", "<", ">=", "in", "not in", "and", "or"]
+FILTERS = ["length", "upper", "lower", "trim", "first", "last", "list", "reverse | list", "sort", "unique | list", "string",
+           "join(',')", "default('D')", "tojson", "int", "float", "abs", "items | list", "dictsort", "title", "capitalize",
+           "replace('a', 'b')", "sum", "max", "min", "selectattr('k') | list", "map('string') | list", "round", "wordcount",
+           "batch(2) | list"]
+TESTS = ["defined", "none", "string", "number", "integer", "float", "mapping", "iterable", "sequence", "odd", "even",
+         "boolean", "true", "false", "callable", "lower", "upper", "divisibleby 2", "equalto 1", "in [1, 2]"]
+METHODS = [".strip()", ".upper()", ".split()", ".split('a')", ".startswith('a')", ".endswith('b')", ".replace('a', 'c')",
+           ".items() | list", ".keys() | list", ".values() | list", ".get('k')", ".get('zz', 5)", "[0]", "[-1]", "[1:]",
+           "[::-1]", "[1:2]", ".k", "['k']", ".title()", ".find('b')", ".count('a')", ".lstrip('a')", ".rstrip()"]
+VARIABLES = {"s": "hello", "n": 7, "l": [3, 1, 2, 3], "d": {"k": "v", "a": 1}, "x": "X"}
+
+
+def random_whitespace_template(rng, depth=0):
+    out = ""
+    for _ in range(rng.randint(1, 4)):
+        out += rng.choice(WS_TEXTS)
+        l, r = rng.choice(["", "-", "+"]), rng.choice(["", "-", "+"])
+        kind = rng.choice(["if", "for", "set", "var", "comment"])
+        if kind == "var":
+            out += "{{%s x %s}}" % (l.strip("+"), r.strip("+"))
+        elif kind == "comment":
+            out += "{#%s c %s#}" % (l, r)
+        elif kind == "set" or depth >= 2:
+            out += "{%%%s set y = 1 %s%%}" % (l, r)
+        else:
+            inner = random_whitespace_template(rng, depth + 1)
+            l2, r2 = rng.choice(["", "-", "+"]), rng.choice(["", "-", "+"])
+            head, tail = ("if x", "endif") if kind == "if" else ("for i in [1, 2]", "endfor")
+            out += "{%%%s %s %s%%}%s{%%%s %s %s%%}" % (l, head, r, inner, l2, tail, r2)
+        out += rng.choice(WS_TEXTS)
+    return out
+
+
+def random_expression(rng, depth=0):
+    r = rng.random()
+    if depth > 2 or r < 0.3:
+        return rng.choice(ATOMS)
+    if r < 0.5:
+        return "(%s %s %s)" % (random_expression(rng, depth + 1), rng.choice(BINOPS), random_expression(rng, depth + 1))
+    if r < 0.65:
+        return "(%s | %s)" % (random_expression(rng, depth + 1), rng.choice(FILTERS))
+    if r < 0.75:
+        return "(%s is %s%s)" % (random_expression(rng, depth + 1), rng.choice(["", "not "]), rng.choice(TESTS))
+    if r < 0.9:
+        return "(%s)%s" % (random_expression(rng, depth + 1), rng.choice(METHODS))
+    if r < 0.95:
+        return "(not %s)" % random_expression(rng, depth + 1)
+    return "(%s if %s else %s)" % tuple(random_expression(rng, depth + 1) for _ in range(3))
+
+
+def compare_random(env, frugal, label, make, count, seed, verbose):
+    """Renders `count` random templates with both; returns the number of differing outputs (both
+    render but differently, or frugal fails where jinja2 renders). frugal rendering what jinja2
+    refuses is counted apart: it is more permissive in a few corners, e.g. `undefined | int`."""
+    import random
+    rng = random.Random(seed)
+    workdir = tempfile.mkdtemp()
+    template_path, variables_path = os.path.join(workdir, "t.jinja"), os.path.join(workdir, "v.json")
+    with open(variables_path, "w") as f:
+        json.dump(dict(VARIABLES, messages=[]), f)
+    differ, permissive = [], 0
+    import warnings
+    for _ in range(count):
+        source = make(rng)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = env.from_string(source).render(**VARIABLES)
+        except Exception:
+            expected = None
+        with open(template_path, "w") as f:
+            f.write(source)
+        run = subprocess.run([frugal, "template", "--template-file", template_path, "--messages", variables_path],
+                             capture_output=True, timeout=60)
+        got = run.stdout.decode("utf-8", "replace") if run.returncode == 0 else None
+        if got == expected:
+            continue
+        if expected is None:
+            permissive += 1
+        else:
+            differ.append((source, expected, got, run.stderr.decode("utf-8", "replace").strip()))
+    os.unlink(template_path)
+    os.unlink(variables_path)
+    os.rmdir(workdir)
+    print("jinja2 comparison, %d random %s (seed %d): %d differ, %d render in frugal where jinja2 raises"
+          % (count, label, seed, len(differ), permissive))
+    for source, expected, got, err in differ[:10]:
+        print("  DIFFERS    %r\n    jinja2: %r\n    frugal: %r %s" % (source, expected, got, err))
+    return len(differ)
+
+
 def default_template_dir():
     cache = os.environ.get("FRUGAL_CACHE", os.path.expanduser("~/.cache/frugal"))
     peer = os.path.join(cache, "peer")
@@ -122,6 +220,10 @@ def main():
     for label, variables in (("standard conversation", {"messages": CONVERSATION, "tools": None}),
                              ("tool-call conversation", {"messages": TOOL_CONVERSATION, "tools": TOOLS})):
         status |= compare_all(env, frugal, template_dir, names, label, variables, verbose)
+    if compare_random(env, frugal, "whitespace-control templates", random_whitespace_template, 200, 1, verbose):
+        status = 1
+    if compare_random(env, frugal, "expressions", lambda rng: "{{ %s }}" % random_expression(rng), 300, 1, verbose):
+        status = 1
     return status
 
 
