@@ -81,6 +81,8 @@ class Lexer {
       pos_ = tag + 2 + ((sign == '-' || sign == '+') ? 1 : 0);
       if (kind == '#') {
         comment(tag);
+      } else if (kind == '%' && raw_block(tag)) {
+        // {% raw %}...{% endraw %}: emitted as text, tags inside untouched.
       } else {
         tag_tokens(kind == '{', tag);
       }
@@ -120,6 +122,50 @@ class Lexer {
       ++pos_;
     }
   }
+  // At pos_ (after `{%` and its sign): if this is `raw %}`, emits the text up to `{% endraw %}`
+  // (with the same whitespace control as other block tags) and returns true.
+  bool raw_block(size_t start) {
+    size_t p = pos_;
+    while (p < s_.size() && is_space(s_[p])) ++p;
+    if (s_.compare(p, 3, "raw") != 0 || (p + 3 < s_.size() && is_name_char(s_[p + 3]))) return false;
+    p += 3;
+    while (p < s_.size() && is_space(s_[p])) ++p;
+    const bool strip_after = s_.compare(p, 3, "-%}") == 0;
+    const bool keep_after = s_.compare(p, 3, "+%}") == 0;
+    if (!strip_after && !keep_after && s_.compare(p, 2, "%}") != 0) error(start, "expected '%}' after 'raw'");
+    pos_ = p + (strip_after || keep_after ? 3 : 2);
+    // jinja2's raw_begin rule has no trim_blocks newline; only `-%}` strips after it.
+    if (strip_after) after_block_end(true, false);
+    for (size_t at = s_.find("{%", pos_); at != std::string::npos; at = s_.find("{%", at + 2)) {
+      size_t q = at + 2;
+      const char sign = q < s_.size() && (s_[q] == '-' || s_[q] == '+') ? s_[q] : '\0';
+      if (sign) ++q;
+      while (q < s_.size() && is_space(s_[q])) ++q;
+      if (s_.compare(q, 6, "endraw") != 0) continue;
+      q += 6;
+      while (q < s_.size() && is_space(s_[q])) ++q;
+      const bool end_strip = s_.compare(q, 3, "-%}") == 0;
+      const bool end_keep = s_.compare(q, 3, "+%}") == 0;
+      if (!end_strip && !end_keep && s_.compare(q, 2, "%}") != 0) continue;
+      std::string text = s_.substr(pos_, at - pos_);
+      if (sign == '-') {
+        size_t end = text.size();
+        while (end > 0 && is_space(text[end - 1])) --end;
+        text.resize(end);
+      } else if (sign != '+' && options_.lstrip_blocks) {
+        const size_t nl = text.rfind('\n');
+        if (nl != std::string::npos && std::all_of(text.begin() + static_cast<std::ptrdiff_t>(nl) + 1, text.end(), is_space)) {
+          text.resize(nl + 1);
+        }
+      }
+      emit_text(std::move(text), pos_);
+      pos_ = q + (end_strip || end_keep ? 3 : 2);
+      after_block_end(end_strip, end_keep);
+      return true;
+    }
+    error(start, "unterminated {% raw %} block: expected {% endraw %}");
+  }
+
   void comment(size_t start) {
     const size_t end = s_.find("#}", pos_);
     if (end == std::string::npos) error(start, "unterminated comment");

@@ -134,6 +134,10 @@ const Case kCases[] = {
      "{{ \"fn '\"|safe + name + \"'\\n\"|safe + d | tojson }}|{{ ('<b>'|safe ~ '<i>') }}|{{ '<x>'|e }}|{{ ('a'|safe + 'b') | length }}",
      "{\"name\": \"a<b\", \"d\": {\"k\": \"\\\"v\\\"\"}}",
      "fn 'a&lt;b'\n{&#34;k&#34;: &#34;\\&#34;v\\&#34;&#34;}|<b><i>|&lt;x&gt;|2"},
+    {"raw blocks",
+     "a {% raw %}{{ x }}{% if %}{% endraw %} b|a\n  {% raw %}\n  {{ x }}\n  {% endraw %}\nb|a {%- raw -%}  {{ x }}  {%- endraw -%} b",
+     "{}",
+     "a {{ x }}{% if %} b|a\n\n  {{ x }}\nb|a{{ x }}b"},
 };
 
 Result<std::string> render(const std::string& source, const std::string& globals_json = "{}", Options options = {}) {
@@ -157,7 +161,7 @@ TEST(Jinja, SyntaxErrorsNameLineAndColumn) {
   ASSERT_FALSE(t.is_ok());
   EXPECT_NE(t.status().message().find("line 3, column 10"), std::string::npos) << t.status().message();
   for (const char* bad : {"{% if x %}", "{% for %}", "{{ 'unterminated }}", "{{ x", "{% endif %}", "{% unknown %}",
-                          "{{ (1 }}", "{% set %}", "{# open comment", "{{ x | }}", "{% macro m( %}{% endmacro %}"}) {
+                          "{{ (1 }}", "{% set %}", "{% raw %}never closed", "{# open comment", "{{ x | }}", "{% macro m( %}{% endmacro %}"}) {
     EXPECT_FALSE(Template::parse(bad).is_ok()) << bad;
   }
 }
