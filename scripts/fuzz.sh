@@ -17,18 +17,26 @@ fi
 
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER="$cxx" \
   -DFRUGAL_FUZZ=ON -DFRUGAL_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build_dir" -j "$jobs" --target gguf_model_fuzzer tokenizer_fuzzer fuzz_seed_corpus
+cmake --build "$build_dir" -j "$jobs" --target gguf_model_fuzzer tokenizer_fuzzer jinja_fuzzer fuzz_seed_corpus
 
 out="$build_dir/fuzz"
 rm -rf "$out/seeds"
 "$out/fuzz_seed_corpus" "$out/seeds" >&2
 
 status=0
-for target in gguf_model tokenizer; do
+for target in gguf_model tokenizer jinja; do
   # The working corpus (first directory) keeps what each run learns for the next; the seeds and
   # the committed inputs of past findings (fuzz/regressions/, each also a unit test) are read only.
   corpus="$out/corpus/$target"
-  inputs=("$corpus" "$out/seeds/$target")
+  inputs=("$corpus")
+  [ -d "$out/seeds/$target" ] && inputs+=("$out/seeds/$target")
+  # jinja: the chat templates of the tests (and llama.cpp's, when the peer's source is there) seed it.
+  if [ "$target" = jinja ]; then
+    inputs+=("tests/jinja/templates")
+    for d in "${FRUGAL_CACHE:-$HOME/.cache/frugal}"/peer/llama_cpp_python-*/vendor/llama.cpp/models/templates; do
+      [ -d "$d" ] && inputs+=("$d")
+    done
+  fi
   [ -d "fuzz/regressions/$target" ] && inputs+=("fuzz/regressions/$target")
   artifacts="$out/artifacts/$target"
   log="$out/$target.log"

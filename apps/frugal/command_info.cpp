@@ -133,7 +133,12 @@ int command_info(const std::vector<std::string>& argv) {
   std::printf("tokenizer:       %s (%s), pre-tokenizer '%s', %d tokens, %zu merges, bos %d, eos %d, eot %d, add bos %s\n",
               v.model == "gpt2" ? "byte-level BPE" : "SentencePiece BPE", v.model.c_str(), v.pre.c_str(),
               m.tokenizer().vocab_size(), v.merges.size(), v.bos_id, v.eos_id, v.eot_id, v.add_bos ? "yes" : "no");
-  std::printf("chat template:   %s\n", chat_format_name(m.chat_format()));
+  if (m.chat_template().has_source()) {
+    std::printf("chat template:   the model's own (Jinja, %zu bytes; fallback %s; frugal template shows it rendered)\n",
+                m.chat_template().source.size(), chat_format_name(m.chat_format()));
+  } else {
+    std::printf("chat template:   none in the file (a base model?); chat uses the built-in %s format\n", chat_format_name(m.chat_format()));
+  }
   std::printf("kernels:         %s (best on this CPU: %s; FRUGAL_ISA forces a lower one)\n", active_isa_name(),
               isa_name(best_supported_isa()));
 

@@ -3,82 +3,17 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
 
+#include "chat_session.h"
 #include "cli_args.h"
 #include "commands.h"
 #include "runtime/memory_check.h"
 
 namespace frugal::cli {
 namespace {
-
-struct Speed {
-  int64_t prompt_tokens = 0;
-  double prompt_seconds = 0;
-  int64_t generated_tokens = 0;
-  double generate_seconds = 0;
-};
-
-// Feeds the part of `tokens` the cache does not hold yet (the cache holds `history`), then
-// samples up to `max_new` tokens, printing each piece as soon as it is known.
-Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>& history,
-                const std::vector<int32_t>& tokens, int64_t max_new, Speed& speed, std::string* reply) {
-  size_t common = 0;
-  while (common < history.size() && common < tokens.size() && history[common] == tokens[common]) ++common;
-  if (common == tokens.size() && common > 0) --common;  // re-evaluate one token to get logits
-  if (transformer.evicted() > 0 && common < history.size()) {
-    // A rolling cache that has dropped tokens no longer maps positions to history indices: only
-    // an append continues it; anything else starts over (the window then rolls again).
-    common = 0;
-    transformer.truncate(0);
-  } else if (transformer.evicted() == 0) {
-    transformer.truncate(static_cast<int64_t>(common));
-  }
-  history.resize(common);
-  const int64_t fresh = static_cast<int64_t>(tokens.size() - common);
-  if (!transformer.rolling() && static_cast<int64_t>(tokens.size()) > transformer.context_size()) {
-    return Status::error("prompt is " + std::to_string(tokens.size()) + " tokens, longer than the context of " +
-                         std::to_string(transformer.context_size()) + " (raise -c)");
-  }
-  Timer timer;
-  FRUGAL_RETURN_IF_ERROR(transformer.evaluate(tokens.data() + common, fresh));
-  speed.prompt_tokens += fresh;
-  speed.prompt_seconds += timer.seconds();
-  history.insert(history.end(), tokens.begin() + static_cast<int64_t>(common), tokens.end());
-  for (int32_t t : tokens) sampler.accept(t);
-
-  const Tokenizer& tokenizer = transformer.model().tokenizer();
-  timer.reset();
-  for (int64_t i = 0; i < max_new; ++i) {
-    const int32_t next = sampler.sample(transformer.last_logits());
-    sampler.accept(next);
-    if (tokenizer.is_end_of_generation(next)) break;
-    const std::string piece = tokenizer.token_to_piece(next);
-    std::fwrite(piece.data(), 1, piece.size(), stdout);
-    std::fflush(stdout);
-    if (reply) *reply += piece;
-    ++speed.generated_tokens;
-    if (!transformer.rolling() && transformer.position() + 1 >= transformer.context_size()) {
-      std::fprintf(stderr, "\n[context of %lld tokens is full]\n", static_cast<long long>(transformer.context_size()));
-      break;
-    }
-    FRUGAL_RETURN_IF_ERROR(transformer.evaluate(&next, 1));
-    history.push_back(next);
-  }
-  speed.generate_seconds += timer.seconds();
-  return Status::ok();
-}
-
-void print_speed(const Speed& s) {
-  std::fprintf(stderr, "\nprompt: %lld tokens in %.3f s (%.2f tokens/s) | generation: %lld tokens in %.3f s (%.2f tokens/s)\n",
-               static_cast<long long>(s.prompt_tokens), s.prompt_seconds,
-               s.prompt_seconds > 0 ? s.prompt_tokens / s.prompt_seconds : 0.0,
-               static_cast<long long>(s.generated_tokens), s.generate_seconds,
-               s.generate_seconds > 0 ? s.generated_tokens / s.generate_seconds : 0.0);
-}
 
 // Greedy generation with speculative decoding (runtime/speculative.h): --draft MODEL.gguf | ngram |
 // self:N (the target's first N blocks). Prints the continuation, then acceptance statistics; with
@@ -218,6 +153,8 @@ int command_run(const std::vector<std::string>& argv) {
               }())
       .flag("--draft-fixed", "always draft --draft-max tokens (no adaptive length)")
       .flag("--draft-compare", "also run plain greedy decoding and report the speed-up and equality")
+      .repeated("--stop", "STR", "stop generating when STR appears (repeatable; not printed)")
+      .flag("--ignore-eos", "keep generating past the end-of-text token")
       .cache_flags(true);
   auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
@@ -298,6 +235,13 @@ int command_run(const std::vector<std::string>& argv) {
     if (display_prompt) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
     return run_speculative(*args, m, tokens, max_new, *n_ctx, static_cast<int>(*n_threads));
   }
+  // Ctrl-C stops the generation (and, in --chat, the current reply) instead of killing the process.
+  install_interrupt_handler();
+  GenerateOptions generation;
+  generation.max_new = max_new;
+  generation.stops = args->get_all("--stop");
+  std::erase(generation.stops, std::string());  // an empty stop string would end every reply at once
+  generation.ignore_eos = args->has("--ignore-eos");
   if (!chat) {
     const std::string& prompt = prompt_text;
     std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
@@ -308,43 +252,26 @@ int command_run(const std::vector<std::string>& argv) {
                   std::to_string(transformer.context_size()) + " (raise -c)");
     }
     if (display_prompt) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
-    Status s = generate(transformer, sampler, history, tokens, max_new, speed, nullptr);
+    StopReason why = StopReason::kLength;
+    Status s = generate(transformer, sampler, history, tokens, generation, speed, nullptr, &why);
     if (!s) return fail(s.message());
+    if (why == StopReason::kInterrupted) std::fprintf(stderr, "\n[interrupted]");
+    if (why == StopReason::kContextFull) {
+      std::fprintf(stderr, "\n[context of %lld tokens is full]", static_cast<long long>(transformer.context_size()));
+    }
+    if (speed.generated_tokens == 0 && why == StopReason::kEndOfText) {
+      std::fprintf(stderr, "\n[nothing generated: the model ended the text right after the prompt]");
+    }
     print_speed(speed);
-    return 0;
+    return why == StopReason::kInterrupted ? 130 : 0;
   }
 
-  // Chat: each turn re-renders the whole conversation; the shared prefix stays in the KV cache.
-  std::vector<ChatMessage> messages;
-  if (args->has("--system")) messages.push_back({"system", args->get("--system")});
-  const bool interactive = isatty(STDIN_FILENO) != 0;
-  std::string first = prompt_text;
-  for (;;) {
-    std::string user;
-    if (!first.empty()) {
-      user = first;
-      first.clear();
-      if (interactive) std::printf("> %s\n", user.c_str());
-    } else {
-      if (interactive) {
-        std::printf("> ");
-        std::fflush(stdout);
-      }
-      if (!std::getline(std::cin, user)) break;
-      if (user.empty()) continue;
-      if (user == "/exit" || user == "/quit") break;
-    }
-    messages.push_back({"user", user});
-    const std::string prompt = apply_chat_template(m->chat_format(), messages, true);
-    std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
-    std::string reply;
-    Status s = generate(transformer, sampler, history, tokens, max_new, speed, &reply);
-    if (!s) return fail(s.message());
-    std::printf("\n");
-    messages.push_back({"assistant", reply});
-  }
-  print_speed(speed);
-  return 0;
+  // Chat (chat_session.cpp): the model's template, slash commands, Ctrl-C, a context that never runs out.
+  ChatOptions chat_options;
+  chat_options.system = args->get("--system");
+  chat_options.first_prompt = prompt_text;
+  chat_options.generate = generation;
+  return run_chat(*m, transformer, sampler, chat_options);
 }
 
 }  // namespace frugal::cli

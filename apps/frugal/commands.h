@@ -15,6 +15,7 @@ int command_eval(const std::vector<std::string>& argv);
 int command_quantize(const std::vector<std::string>& argv);
 int command_prune(const std::vector<std::string>& argv);
 int command_serve(const std::vector<std::string>& argv);
+int command_template(const std::vector<std::string>& argv);
 
 // Prints "frugal: error: MESSAGE" on one line and returns the failure exit code.
 int fail(const std::string& message);

@@ -32,6 +32,7 @@ const CommandEntry kCommands[] = {
     {"prune", "pruning (unstructured, N:M, structured) into a new GGUF file", frugal::cli::command_prune},
     {"methods", "every compression method, what it needs, how it treats each matrix", command_methods},
     {"bench", "prompt (pp) and generation (tg) speed in llama-bench's layout", frugal::cli::command_bench},
+    {"template", "the prompt a model's chat template renders for a conversation (JSON messages)", frugal::cli::command_template},
     {"serve", "OpenAI-compatible HTTP server with continuous batching and a chat page at /", frugal::cli::command_serve},
 };
 

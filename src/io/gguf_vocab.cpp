@@ -93,4 +93,15 @@ ChatFormat detect_chat_format(const GgufFile& file) {
   return ChatFormat::kChatMl;
 }
 
+ChatTemplate read_chat_template(const GgufFile& file, const Tokenizer& tokenizer) {
+  ChatTemplate t;
+  t.source = file.get_string_or("tokenizer.chat_template", "");
+  t.fallback = detect_chat_format(file);
+  const auto& tokens = tokenizer.vocab().tokens;
+  auto text = [&](TokenId id) { return id >= 0 && static_cast<size_t>(id) < tokens.size() ? tokens[static_cast<size_t>(id)] : std::string(); };
+  t.bos_token = text(tokenizer.bos());
+  t.eos_token = text(tokenizer.eos());
+  return t;
+}
+
 }  // namespace frugal

@@ -101,7 +101,7 @@ Result<std::shared_ptr<Model>> Model::load(std::unique_ptr<GgufFile> file) {
   auto tokenizer = load_tokenizer(*model->file_);
   if (!tokenizer) return prefix(tokenizer.status());
   model->tokenizer_ = std::move(tokenizer.value());
-  model->chat_format_ = detect_chat_format(*model->file_);
+  model->chat_template_ = read_chat_template(*model->file_, *model->tokenizer_);
   if (model->config_.n_vocab == 0) model->config_.n_vocab = model->tokenizer_->vocab_size();
   // Every id the tokenizer can produce indexes the embedding and the output head, so their rows
   // (n_vocab, checked against both tensors below) must cover the whole vocabulary.

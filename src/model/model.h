@@ -47,7 +47,9 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const GgufFile& file() const { return *file_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  ChatFormat chat_format() const { return chat_format_; }
+  ChatFormat chat_format() const { return chat_template_.fallback; }
+  // The model's chat template (tokenizer.chat_template) with its fallback format.
+  const ChatTemplate& chat_template() const { return chat_template_; }
 
   const WeightMatrix& token_embedding() const { return token_embedding_; }
   const WeightMatrix& output() const { return output_; }
@@ -68,7 +70,7 @@ class Model {
   std::unique_ptr<GgufFile> file_;
   ModelConfig config_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  ChatFormat chat_format_ = ChatFormat::kChatMl;
+  ChatTemplate chat_template_;
   WeightMatrix token_embedding_;
   WeightMatrix output_;
   bool tied_output_ = false;
