@@ -20,22 +20,34 @@
 namespace frugal::cli {
 
 int command_serve(const std::vector<std::string>& argv) {
-  std::set<std::string> with_value = {"-m", "--host", "--port", "-np", "-c", "-t", "--api-key", "--alias",
-                                      "--kv-blocks", "--max-queue", "--http-threads", "--step-tokens"};
-  std::map<std::string, std::string> aliases = {{"--model", "-m"}, {"--threads", "-t"}, {"--ctx-size", "-c"},
-                                                {"--parallel", "-np"}};
-  add_cache_flags(with_value, aliases, false);
-  auto args = Args::parse(argv, with_value, {"--no-prefix-cache"}, aliases);
+  Command command("serve");
+  command.model()
+      .option("--host", "ADDR", "address to listen on (anything but loopback wants --api-key)", "127.0.0.1")
+      .option("--port", "N", "TCP port (0: any free port, printed at start)", "8080")
+      .option("-np,--parallel", "SLOTS", "sequences decoded together (continuous batching)", "4")
+      .option("-c,--ctx-size", "N", "context of each sequence in tokens (llama-server's -c is the total)", "4096")
+      .threads()
+      .option("--api-key", "KEY", "require 'Authorization: Bearer KEY' on every API request")
+      .option("--alias", "NAME", "model name in /v1/models and answers (default: the file's stem)")
+      .option("--kv-blocks", "N", "KV pool size in blocks of 16 tokens (0: SLOTS x CTX / 16)", "0")
+      .option("--max-queue", "N", "requests waiting beyond the slots before answering 429", "256")
+      .option("--http-threads", "N", "HTTP worker threads (each open stream holds one)", "128")
+      .option("--step-tokens", "N", "tokens per batched forward step (decode tokens + prompt chunks)", "512")
+      .flag("--no-prefix-cache", "do not share KV blocks of identical prompt prefixes")
+      .cache_flags(false)
+      .footer("Endpoints: POST /v1/chat/completions, /v1/completions (\"stream\": true for Server-Sent Events), "
+              "GET /v1/models, /health, /metrics; POST /tokenize, /detokenize; the chat page at /.");
+  auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
-  if (!args->positional().empty()) return fail("unexpected argument '" + args->positional()[0] + "'");
-  auto port = args->get_int("--port", 8080, 0, 65535);
-  auto slots = args->get_int("-np", 4, 1, 4096);
-  auto n_ctx = args->get_int("-c", 4096, 16, 1 << 20);
-  auto n_threads = args->get_int("-t", default_threads(), 1, 512);
-  auto kv_blocks = args->get_int("--kv-blocks", 0, 0, int64_t{1} << 32);
-  auto max_queue = args->get_int("--max-queue", 256, 0, 1 << 20);
-  auto http_threads = args->get_int("--http-threads", 128, 4, 4096);
-  auto step_tokens = args->get_int("--step-tokens", 512, 1, 1 << 20);
+  if (args->help_shown()) return 0;
+  auto port = args->get_int("--port", 0, 65535);
+  auto slots = args->get_int("-np", 1, 4096);
+  auto n_ctx = args->get_int("-c", 16, 1 << 20);
+  auto n_threads = args->get_int("-t", 1, 512);
+  auto kv_blocks = args->get_int("--kv-blocks", 0, int64_t{1} << 32);
+  auto max_queue = args->get_int("--max-queue", 0, 1 << 20);
+  auto http_threads = args->get_int("--http-threads", 4, 4096);
+  auto step_tokens = args->get_int("--step-tokens", 1, 1 << 20);
   for (const Status* s : {&port.status(), &slots.status(), &n_ctx.status(), &n_threads.status(), &kv_blocks.status(),
                           &max_queue.status(), &http_threads.status(), &step_tokens.status()}) {
     if (!s->is_ok()) return fail(s->message());
@@ -72,6 +84,7 @@ int command_serve(const std::vector<std::string>& argv) {
   engine_options.cache_type_k = cache.cache_type_k;
   engine_options.cache_type_v = cache.cache_type_v;
   engine_options.prefix_cache = !args->has("--no-prefix-cache");
+  engine_options.kv_rotation = cache.kv_rotation;
   auto engine = serve::make_batch_engine(m, engine_options);
   if (!engine) return fail(engine.status().message());
   std::shared_ptr<serve::Engine> shared_engine = std::move(*engine);
@@ -81,7 +94,7 @@ int command_serve(const std::vector<std::string>& argv) {
 #endif
 
   serve::HttpServerOptions options;
-  options.host = args->get("--host", "127.0.0.1");
+  options.host = args->get("--host");
   options.port = static_cast<int>(*port);
   options.api_key = args->get("--api-key");
   options.http_threads = static_cast<int>(*http_threads);

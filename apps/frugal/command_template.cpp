@@ -25,10 +25,16 @@ Result<std::string> read_all(const std::string& path) {
 }  // namespace
 
 int command_template(const std::vector<std::string>& argv) {
-  auto args = Args::parse(argv, {"-m", "--template-file", "--messages", "--bos-token", "--eos-token"},
-                          {"--add-generation-prompt"}, {{"--model", "-m"}});
+  Command command("template");
+  command.model()
+      .option("--template-file", "FILE", "a Jinja chat template to use instead of the model's")
+      .option("--messages", "FILE", "the conversation: a JSON list of {role, content}, or an object of template variables (- for stdin)")
+      .flag("--add-generation-prompt", "end with the opening of the assistant's turn, as generation does")
+      .option("--bos-token", "TEXT", "bos_token when no model is given")
+      .option("--eos-token", "TEXT", "eos_token when no model is given");
+  auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
-  if (args->positional().size() > 1) return fail("unexpected argument '" + args->positional()[1] + "'");
+  if (args->help_shown()) return 0;
   if (!args->has("--messages")) {
     return fail("template needs a conversation: --messages FILE.json (a JSON list of {\"role\", \"content\"} "
                 "messages, or an object whose keys become template variables: messages, tools, ...)");
@@ -36,9 +42,9 @@ int command_template(const std::vector<std::string>& argv) {
   std::string source, bos, eos;
   // The model is needed for its template and its BOS/EOS texts; a --template-file alone is enough
   // when no model is named (then --bos-token/--eos-token give those texts).
-  const bool want_model = !args->has("--template-file") || args->has("-m") || !args->positional().empty();
+  const bool want_model = !args->has("--template-file") || args->has("-m");
   if (want_model) {
-    const std::string path = !args->positional().empty() ? args->positional()[0] : model_path(*args);
+    const std::string path = model_path(*args);
     auto file = GgufFile::open(path);
     if (!file) return fail(file.status().message());
     auto tokenizer = load_tokenizer(**file);

@@ -55,7 +55,7 @@ class BatchEngine final : public Engine {
       : model_(std::move(model)),
         options_(options),
         cache_(std::move(cache)),
-        forward_(model_, *cache_, options.step_tokens, options.n_slots, options.n_threads) {
+        forward_(model_, *cache_, options.step_tokens, options.n_slots, options.n_threads, options.kv_rotation) {
     stats_.kv_blocks_total = cache_->total_blocks();
     stats_.kv_block_tokens = cache_->block_tokens();
     thread_ = std::thread([this] { run(); });

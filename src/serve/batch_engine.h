@@ -24,6 +24,7 @@ struct BatchEngineOptions {
   int n_threads = 2;
   KvType cache_type_k = KvType::kF16, cache_type_v = KvType::kF16;
   bool prefix_cache = true;
+  bool kv_rotation = true;  // Hadamard-rotated heads in a quantized cache (kv/kv_rotation.h)
 };
 
 // Checks the options against the model and starts the engine's thread.

@@ -12,7 +12,7 @@
 namespace frugal::serve {
 
 BatchForward::BatchForward(std::shared_ptr<const Model> model, PagedKvCache& cache, int64_t max_tokens,
-                           int64_t max_logit_rows, int n_threads)
+                           int64_t max_logit_rows, int n_threads, bool kv_rotation)
     : model_(std::move(model)),
       cache_(cache),
       max_tokens_(max_tokens),
@@ -20,8 +20,8 @@ BatchForward::BatchForward(std::shared_ptr<const Model> model, PagedKvCache& cac
       pool_(n_threads),
       block_(model_->config()),
       workspace_(model_->config(), max_tokens, max_tokens, pool_.size()),
-      rotate_keys_(kv_rotation_applies(cache.options().key_type, model_->config().head_dim)),
-      rotate_values_(kv_rotation_applies(cache.options().value_type, model_->config().head_dim)) {
+      rotate_keys_(kv_rotation && kv_rotation_applies(cache.options().key_type, model_->config().head_dim)),
+      rotate_values_(kv_rotation && kv_rotation_applies(cache.options().value_type, model_->config().head_dim)) {
   const ModelConfig& c = model_->config();
   residual_.resize(static_cast<size_t>(max_tokens * c.n_embd));
   logits_.resize(static_cast<size_t>(max_logit_rows * c.n_vocab));

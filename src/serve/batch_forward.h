@@ -18,8 +18,9 @@ namespace frugal::serve {
 class BatchForward {
  public:
   // max_tokens: tokens per step at most; max_logit_rows: rows whose logits one step keeps.
+  // kv_rotation: rotate heads stored in a quantized cache type (TransformerOptions::kv_rotation).
   BatchForward(std::shared_ptr<const Model> model, PagedKvCache& cache, int64_t max_tokens, int64_t max_logit_rows,
-               int n_threads);
+               int n_threads, bool kv_rotation = true);
 
   // Runs tokens[t] at position positions[t] of the sequence whose block table is tables[t] (its
   // blocks must already be writable for those positions), storing their keys and values, and
