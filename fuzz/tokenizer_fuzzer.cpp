@@ -21,8 +21,11 @@
 #include "io/gguf.h"
 #include "io/gguf_vocab.h"
 #include "io/tokenizer.h"
+#include "io/utf8.h"
 
 namespace {
+
+using frugal::append_utf8;
 
 using frugal::TokenId;
 using frugal::TokenType;
@@ -37,15 +40,6 @@ std::vector<Entry>* g_tokenizers = nullptr;
 [[noreturn]] void fail(const std::string& what) {
   std::fprintf(stderr, "tokenizer_fuzzer: %s\n", what.c_str());
   std::abort();
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 // GPT-2's byte-to-unicode table (printable bytes stand for themselves, the rest U+0100 onwards).

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "io/jinja_internal.h"
+#include "io/utf8.h"
 
 namespace frugal::jinja {
 
@@ -376,23 +377,6 @@ class JsonReader {
     if (s_.compare(pos_, n, word) != 0) return false;
     pos_ += n;
     return true;
-  }
-  static void append_utf8(std::string& out, uint32_t cp) {
-    if (cp < 0x80) {
-      out += static_cast<char>(cp);
-    } else if (cp < 0x800) {
-      out += static_cast<char>(0xC0 | (cp >> 6));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-      out += static_cast<char>(0xE0 | (cp >> 12));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    } else {
-      out += static_cast<char>(0xF0 | (cp >> 18));
-      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-      out += static_cast<char>(0x80 | (cp & 0x3F));
-    }
   }
   bool hex4(uint32_t& cp) {
     if (pos_ + 4 > s_.size()) return bad("truncated \\u escape");

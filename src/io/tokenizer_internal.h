@@ -13,6 +13,8 @@
 #include "base/status.h"
 #include "io/tokenizer.h"
 
+#include "io/utf8.h"
+
 namespace frugal::detail {
 
 // One piece of the input after special tokens were cut out: either a special token or a range
@@ -97,8 +99,7 @@ inline size_t utf8_sequence_length(uint8_t lead) {
 // The byte a "<0xXX>" piece (SentencePiece byte fallback) stands for, or -1 for any other text
 // (a hostile "<0xZZ>" must not reach std::stoi, which throws).
 int byte_token_value(std::string_view text);
-// Appends the UTF-8 encoding of `code_point` (<= 0x10FFFF).
-void append_utf8(std::string& out, uint32_t code_point);
+using ::frugal::append_utf8;  // io/utf8.h
 // Copies `text` with every byte that is not part of a well-formed UTF-8 sequence replaced by
 // U+FFFD, as llama.cpp does before pre-tokenizing; returns false (and leaves `out` alone) when
 // `text` is already valid.

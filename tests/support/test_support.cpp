@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "io/gguf_names.h"
+#include "io/utf8.h"
 #include "io/gguf_writer.h"
 
 namespace frugal::testing {
@@ -29,19 +30,6 @@ std::string read_file(const std::string& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
-}
-
-void append_utf8(std::string& out, uint32_t cp) {
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
 }
 
 // GPT-2's byte-to-unicode table: printable bytes map to themselves, the rest to U+0100 onwards.
