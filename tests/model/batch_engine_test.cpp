@@ -315,8 +315,8 @@ TEST(BatchEngine, PrefixSharingMatchesNoSharing) {
 // published; greedy outputs equal an engine without prefix caching. With `cancel_leader`, the
 // first is cancelled after one chunk: the others compute the rest themselves, and every block
 // comes back.
-void check_concurrent_prefix(bool cancel_leader) {
-  const auto model = tiny_model(false);
+void check_concurrent_prefix(bool cancel_leader, bool gemma3) {
+  const auto model = tiny_model(gemma3);
   const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
   const int64_t n = 5, shared = 64, block = 8, max_tokens = 6;
   const std::vector<int32_t> system = random_prompt(shared, 30, vocab);
@@ -393,9 +393,14 @@ void check_concurrent_prefix(bool cancel_leader) {
   for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_EQ(outputs[0][i], outputs[1][i]) << "request " << i;
 }
 
-TEST(BatchEngine, ConcurrentSharedPrefixIsComputedOnce) { check_concurrent_prefix(false); }
+TEST(BatchEngine, ConcurrentSharedPrefixIsComputedOnce) {
+  for (bool gemma3 : {false, true}) {
+    SCOPED_TRACE(gemma3 ? "Gemma3" : "Llama");
+    check_concurrent_prefix(false, gemma3);
+  }
+}
 
-TEST(BatchEngine, CancellingThePrefixLeaderDoesNotStrandTheOthers) { check_concurrent_prefix(true); }
+TEST(BatchEngine, CancellingThePrefixLeaderDoesNotStrandTheOthers) { check_concurrent_prefix(true, false); }
 
 TEST(BatchEngine, RefusesBadRequestsAndBoundsTheQueue) {
   const auto model = tiny_model(false);
