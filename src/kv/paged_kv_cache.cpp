@@ -95,6 +95,35 @@ int64_t PagedKvCache::match_prefix(Sequence& seq, const int32_t* tokens, int64_t
   return static_cast<int64_t>(seq.blocks.size()) << block_shift_;
 }
 
+int64_t PagedKvCache::extend_prefix(Sequence& seq, const int32_t* tokens, int64_t n) {
+  if (!options_.prefix_cache) return 0;
+  FRUGAL_CHECK(seq.hashed_blocks == static_cast<int64_t>(seq.blocks.size()));
+  int64_t taken = 0;
+  for (int64_t b = seq.hashed_blocks; b < (n >> block_shift_); ++b) {
+    const int32_t* block_tokens = tokens + (b << block_shift_);
+    const uint64_t hash = block_hash(seq.chain_hash, block_tokens);
+    const int32_t id = find_cached(hash, seq.chain_hash, block_tokens);
+    if (id < 0) break;
+    Block& block = blocks_[id];
+    if (seq.reserved > 0) {
+      --seq.reserved;
+      --reserved_;
+    } else if (block.refs == 0 && available_blocks() <= 0) {
+      break;
+    }
+    if (block.refs == 0) {
+      lru_.erase(block.lru);
+      ++used_;
+    }
+    ++block.refs;
+    seq.blocks.push_back(id);
+    seq.hashed_blocks = b + 1;
+    seq.chain_hash = hash;
+    ++taken;
+  }
+  return taken;
+}
+
 bool PagedKvCache::reserve(Sequence& seq, int64_t blocks) {
   if (blocks <= 0) return true;
   if (available_blocks() < blocks) return false;

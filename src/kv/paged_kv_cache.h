@@ -74,6 +74,13 @@ class PagedKvCache {
   // sequence; returns the tokens they cover (a multiple of block_tokens). Stops rather than
   // revive an evictable block when none is available beyond the reservations.
   int64_t match_prefix(Sequence& seq, const int32_t* tokens, int64_t n);
+  // Extends a running sequence's prefix with cached full blocks other sequences published after
+  // it was admitted: from its first block not yet held, while tokens[0, n) holds the block's
+  // tokens. Needs every held block full and hashed (the sequence stopped at a block boundary).
+  // Each block taken replaces one the sequence would have allocated, so it costs one block of its
+  // reservation (returned to the pool); with no reservation left an evictable block is revived
+  // only when the pool can spare it. Returns the blocks taken.
+  int64_t extend_prefix(Sequence& seq, const int32_t* tokens, int64_t n);
   // Sets `blocks` aside for the sequence's later writes; false (nothing reserved) when the pool
   // cannot promise them.
   bool reserve(Sequence& seq, int64_t blocks);

@@ -4,7 +4,10 @@
 // then prompt chunks of prefilling ones up to step_tokens), sample per sequence, retire finished
 // sequences. Admission reserves every block a request can need (prompt + max_tokens), so an
 // admitted sequence never runs out of KV memory mid-way and nothing is ever preempted; prompt
-// blocks found in the prefix cache are shared instead of reserved.
+// blocks found in the prefix cache are shared instead of reserved. Requests with a common prefix
+// that arrive together compute it once: blocks are published as each chunk fills them, a
+// prefilling sequence takes blocks published since its admission (returning the reservation they
+// replace), and one that would compute the very block an earlier sequence is computing waits.
 #include "serve/batch_engine.h"
 
 #include <algorithm>
@@ -265,6 +268,42 @@ class BatchEngine final : public Engine {
     }
   }
 
+  // Takes the full prompt blocks other sequences have published since `s` was admitted (or since
+  // its last chunk), so concurrent requests with a common prefix compute it once. Only at a block
+  // boundary, and never the block holding the last prompt token: that token is always run (its
+  // logits choose the first generated token).
+  void extend_prefix(Sequence& s) {
+    const int64_t block = cache_->block_tokens();
+    const int64_t held = static_cast<int64_t>(s.kv.blocks.size());
+    if ((s.n_past & (block - 1)) != 0 || held * block != s.n_past || s.kv.hashed_blocks != held) return;
+    const int64_t taken = cache_->extend_prefix(s.kv, s.tokens.data(), s.prompt_tokens - 1);
+    if (taken == 0) return;
+    s.n_past += taken * block;
+    s.cached_tokens += taken * block;
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    stats_.prompt_tokens_cached_total += taken * block;
+  }
+
+  // True when a sequence ahead of active_[index] in admission order is prefilling right now the
+  // very block `s` would compute next (same history: same chain hash and same tokens), and `s`
+  // could take that block once it is published: `s` then waits a step instead of computing a
+  // duplicate. The sequence it waits for is earlier in the order, so the first of such a group
+  // always runs and the group cannot deadlock; if it is cancelled, the next one computes.
+  bool prefilled_by_another(const Sequence& s, size_t index) const {
+    const int64_t block = cache_->block_tokens();
+    const int64_t held = static_cast<int64_t>(s.kv.blocks.size());
+    if ((s.n_past & (block - 1)) != 0 || held * block != s.n_past || s.kv.hashed_blocks != held) return false;
+    const int64_t end = s.n_past + block;  // the next block, if it is one extend_prefix may take
+    if (end >= s.prompt_tokens) return false;
+    for (size_t j = 0; j < index; ++j) {
+      const Sequence& l = *active_[j];
+      if (l.finished || l.n_past >= l.prompt_tokens || l.prompt_tokens < end) continue;
+      if (l.kv.hashed_blocks != held || l.kv.chain_hash != s.kv.chain_hash) continue;
+      if (std::equal(s.tokens.begin() + s.n_past, s.tokens.begin() + end, l.tokens.begin() + s.n_past)) return true;
+    }
+    return false;
+  }
+
   // One batched forward step and the sampling after it.
   void step() {
     step_tokens_.clear();
@@ -275,21 +314,36 @@ class BatchEngine final : public Engine {
     std::vector<std::pair<Sequence*, int64_t>>& runs = step_runs_;  // sequence, tokens it runs this step
     runs.clear();
     int64_t budget = options_.step_tokens;
+    int64_t prompt_computed = 0;
     // Decoding sequences first (one token each, latency-bound), then prompt chunks in admission
     // order with what is left (chunked prefill, as Sarathi (Agrawal et al. 2023) and vLLM do).
+    const int64_t block = cache_->block_tokens();
     for (int pass = 0; pass < 2; ++pass) {
-      for (auto& s : active_) {
-        const int64_t pending = static_cast<int64_t>(s->tokens.size()) - s->n_past;
+      for (size_t i = 0; i < active_.size(); ++i) {
+        Sequence* s = active_[i].get();
         const bool decoding = s->n_past >= s->prompt_tokens;
-        if (s->finished || pending <= 0 || decoding != (pass == 0) || budget == 0) continue;
-        const int64_t count = std::min(pending, budget);
+        if (s->finished || decoding != (pass == 0) || budget == 0) continue;
+        if (!decoding && options_.prefix_cache) {
+          extend_prefix(*s);
+          if (prefilled_by_another(*s, i)) continue;
+        }
+        const int64_t pending = static_cast<int64_t>(s->tokens.size()) - s->n_past;
+        if (pending <= 0) continue;
+        int64_t count = std::min(pending, budget);
+        // A chunk cut short by the budget ends on a block boundary when it can, so the sequence
+        // can pick up blocks others publish meanwhile (extend_prefix works at boundaries).
+        if (count < pending) {
+          const int64_t aligned = ((s->n_past + count) & ~(block - 1)) - s->n_past;
+          if (aligned > 0) count = aligned;
+        }
         const Status writable = cache_->prepare_write(s->kv, s->n_past, s->n_past + count);
         if (!writable.is_ok()) {
           finish(*s, FinishReason::kError, writable.message());
           continue;
         }
         budget -= count;
-        runs.push_back({s.get(), count});
+        if (!decoding) prompt_computed += count;
+        runs.push_back({s, count});
       }
     }
     // Block tables may grow (reallocate) in prepare_write above, so pointers are taken after it.
@@ -305,6 +359,10 @@ class BatchEngine final : public Engine {
       }
     }
     if (step_tokens_.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(stats_mutex_);
+      stats_.prompt_tokens_computed_total += prompt_computed;
+    }
     forward_.run(step_tokens_.data(), step_positions_.data(), step_tables_.data(), static_cast<int64_t>(step_tokens_.size()),
                  step_logit_rows_.data(), static_cast<int64_t>(step_logit_rows_.size()));
     for (auto& [s, count] : runs) {

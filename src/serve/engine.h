@@ -53,6 +53,7 @@ struct EngineStats {
   int64_t requests_queued = 0;  // waiting for a slot or KV blocks
   int64_t prompt_tokens_total = 0;
   int64_t prompt_tokens_cached_total = 0;
+  int64_t prompt_tokens_computed_total = 0;  // prompt tokens run through the model (prefill work)
   int64_t generated_tokens_total = 0;
   int64_t kv_blocks_total = 0;
   int64_t kv_blocks_used = 0;

@@ -479,6 +479,8 @@ struct HttpServer::Impl {
     add("frugal_requests_queued", "gauge", "Requests waiting for a slot or KV blocks.", static_cast<double>(s.requests_queued));
     add("frugal_prompt_tokens_total", "counter", "Prompt tokens received.", static_cast<double>(s.prompt_tokens_total));
     add("frugal_prompt_tokens_cached_total", "counter", "Prompt tokens served from the prefix cache.", static_cast<double>(s.prompt_tokens_cached_total));
+    add("frugal_prompt_tokens_computed_total", "counter", "Prompt tokens run through the model (prefill work).",
+        static_cast<double>(s.prompt_tokens_computed_total));
     add("frugal_generated_tokens_total", "counter", "Tokens generated.", static_cast<double>(s.generated_tokens_total));
     add("frugal_kv_blocks_total", "gauge", "KV cache blocks in the pool.", static_cast<double>(s.kv_blocks_total));
     add("frugal_kv_blocks_used", "gauge", "KV cache blocks in use.", static_cast<double>(s.kv_blocks_used));

@@ -309,6 +309,99 @@ TEST(BatchEngine, PrefixSharingMatchesNoSharing) {
   EXPECT_EQ(cached, (std::vector<int64_t>{0, 32, 32, 31, 31}));
 }
 
+// Requests sharing a long prefix that are admitted in the same step (a first request holds the
+// engine's thread in its callback while they queue) compute the prefix once: the first prefills
+// it, the others wait for its blocks instead of computing duplicates and take them as they are
+// published; greedy outputs equal an engine without prefix caching. With `cancel_leader`, the
+// first is cancelled after one chunk: the others compute the rest themselves, and every block
+// comes back.
+void check_concurrent_prefix(bool cancel_leader, bool gemma3) {
+  const auto model = tiny_model(gemma3);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  const int64_t n = 5, shared = 64, block = 8, max_tokens = 6;
+  const std::vector<int32_t> system = random_prompt(shared, 30, vocab);
+  std::vector<std::vector<int32_t>> prompts;
+  int64_t prompt_total = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    auto p = system;
+    const auto tail = random_prompt(3 + i, 40 + i, vocab);
+    p.insert(p.end(), tail.begin(), tail.end());
+    prompt_total += static_cast<int64_t>(p.size());
+    prompts.push_back(p);
+  }
+  const std::vector<int32_t> first_prompt = random_prompt(5, 50, vocab);
+  BatchEngineOptions o;
+  o.n_ctx = 128;
+  o.n_slots = static_cast<int>(n) + 1;
+  o.block_tokens = block;
+  o.step_tokens = 16;  // the shared prefix takes several steps
+  std::vector<std::vector<int32_t>> outputs[2];
+  for (bool sharing : {false, true}) {
+    SCOPED_TRACE(sharing ? "sharing" : "no sharing");
+    o.prefix_cache = sharing;
+    auto engine = make_engine(model, o);
+    Collector first;
+    first.hold_after = 1;
+    ASSERT_TRUE(engine->submit(greedy(first_prompt, 3), first.callback()).is_ok());
+    ASSERT_TRUE(first.wait_held());
+    std::vector<Collector> c(static_cast<size_t>(n));
+    std::vector<RequestId> ids;
+    for (int64_t i = 0; i < n; ++i) {
+      auto id = engine->submit(greedy(prompts[i], max_tokens), c[i].callback());
+      ASSERT_TRUE(id.is_ok());
+      ids.push_back(id.value());
+    }
+    {
+      std::lock_guard<std::mutex> lock(first.mutex);
+      first.hold_after = 2;  // hold again after the next step: the leader has run one chunk
+    }
+    first.release();
+    ASSERT_TRUE(first.wait_held());
+    if (cancel_leader) engine->cancel(ids[0]);
+    first.release();
+    ASSERT_TRUE(first.wait_done());
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_TRUE(c[i].wait_done());
+      if (cancel_leader && i == 0) {
+        EXPECT_EQ(c[i].finish, FinishReason::kCancelled);
+        continue;
+      }
+      EXPECT_EQ(c[i].finish, FinishReason::kLength) << "request " << i;
+      outputs[sharing].push_back(c[i].tokens);
+    }
+    const EngineStats s = idle_stats(*engine);
+    EXPECT_EQ(s.kv_blocks_used, 0);
+    if (!sharing) {
+      EXPECT_EQ(s.prompt_tokens_cached_total, 0);
+      // Everything computed, by every request (the cancelled leader: its one chunk).
+      const int64_t leader = cancel_leader ? block - static_cast<int64_t>(prompts[0].size()) : 0;
+      EXPECT_EQ(s.prompt_tokens_computed_total, prompt_total + static_cast<int64_t>(first_prompt.size()) + leader);
+      continue;
+    }
+    // The leader's one chunk is a full block (chunks cut by the budget end on block boundaries).
+    const int64_t expected_cached = cancel_leader ? block + (n - 2) * shared : (n - 1) * shared;
+    EXPECT_EQ(s.prompt_tokens_cached_total, expected_cached);
+    if (cancel_leader) {
+      // The cancelled leader computed one block; the rest was computed once, by the next one.
+      EXPECT_EQ(s.prompt_tokens_computed_total,
+                static_cast<int64_t>(first_prompt.size()) + block + prompt_total - static_cast<int64_t>(prompts[0].size()) - expected_cached);
+    } else {
+      EXPECT_EQ(s.prompt_tokens_computed_total, static_cast<int64_t>(first_prompt.size()) + prompt_total - expected_cached);
+    }
+  }
+  ASSERT_EQ(outputs[0].size(), outputs[1].size());
+  for (size_t i = 0; i < outputs[0].size(); ++i) EXPECT_EQ(outputs[0][i], outputs[1][i]) << "request " << i;
+}
+
+TEST(BatchEngine, ConcurrentSharedPrefixIsComputedOnce) {
+  for (bool gemma3 : {false, true}) {
+    SCOPED_TRACE(gemma3 ? "Gemma3" : "Llama");
+    check_concurrent_prefix(false, gemma3);
+  }
+}
+
+TEST(BatchEngine, CancellingThePrefixLeaderDoesNotStrandTheOthers) { check_concurrent_prefix(true, false); }
+
 TEST(BatchEngine, RefusesBadRequestsAndBoundsTheQueue) {
   const auto model = tiny_model(false);
   const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);

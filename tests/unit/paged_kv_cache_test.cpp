@@ -230,6 +230,42 @@ TEST(PagedKvCache, MatchDoesNotTakeBlocksPromisedToReservations) {
 // Paged attention (rows scattered over blocks in a shuffled order, heads at an offset inside each
 // row) against its scalar twin on every ISA (2e-5, as the contiguous twin tests), and against the
 // contiguous kernel on the same rows: the same tiles and arithmetic, so bit-identical.
+// A sequence admitted before another published its blocks takes them later, each in place of a
+// block of its reservation (returned to the pool), stopping at the first block that differs or
+// is not published yet, and holding nothing once released.
+TEST(PagedKvCache, ExtendPrefixTakesBlocksPublishedSinceAdmission) {
+  auto cache = make_cache(16);
+  const auto tokens = iota_tokens(14);
+  PagedKvCache::Sequence leader, follower;
+  EXPECT_EQ(cache->match_prefix(leader, tokens.data(), 14), 0);
+  ASSERT_TRUE(cache->reserve(leader, 4));
+  auto other = tokens;
+  other[9] = 99;  // differs in block 2
+  EXPECT_EQ(cache->match_prefix(follower, other.data(), 14), 0);
+  ASSERT_TRUE(cache->reserve(follower, 4));
+  EXPECT_EQ(cache->available_blocks(), 8);
+  EXPECT_EQ(cache->extend_prefix(follower, other.data(), 14), 0);  // nothing published yet
+  ASSERT_TRUE(cache->prepare_write(leader, 0, 14).is_ok());
+  cache->publish(leader, tokens.data(), 14);  // blocks 0..2 full, block 3 partial
+  EXPECT_EQ(cache->extend_prefix(follower, other.data(), 14), 2);  // block 2 differs
+  EXPECT_EQ(follower.blocks, std::vector<int32_t>(leader.blocks.begin(), leader.blocks.begin() + 2));
+  EXPECT_EQ(follower.reserved, 2);
+  EXPECT_EQ(cache->ref_count(leader.blocks[0]), 2);
+  EXPECT_EQ(cache->available_blocks(), 10);  // two reserved blocks went back to the pool
+  EXPECT_EQ(cache->extend_prefix(follower, other.data(), 14), 0);
+  // A third sequence, admitted late and after the leader left, revives the cached blocks.
+  cache->release(leader);
+  PagedKvCache::Sequence third;
+  ASSERT_TRUE(cache->reserve(third, 4));
+  EXPECT_EQ(cache->extend_prefix(third, tokens.data(), 14), 3);
+  EXPECT_EQ(third.reserved, 1);
+  cache->release(follower);
+  cache->release(third);
+  EXPECT_EQ(cache->used_blocks(), 0);
+  EXPECT_EQ(cache->reserved_blocks(), 0);
+  EXPECT_EQ(cache->available_blocks(), 16);
+}
+
 TEST(PagedAttention, MatchesScalarTwinAndContiguousRows) {
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.0f, 1.0f);
