@@ -104,9 +104,26 @@ def zero_fraction(path):
             continue
         zeros += int(z.sum())
         total += n
-    if total == 0 or uncovered > total:  # mostly types without an exact 0: no honest count
-        return None
+    if total == 0 or uncovered > total:
+        # Mostly types this reader does not decode (q5_0, k-quants): ask frugal, whose loader decodes
+        # every type (`frugal info -o json` counts each matrix's exact zeros).
+        return zero_fraction_from_frugal(path)
     return zeros / total
+
+
+def zero_fraction_from_frugal(path):
+    frugal = os.environ.get("FRUGAL_BIN", os.path.join(ROOT, "build", "frugal"))
+    out = subprocess.run([frugal, "info", path, "-o", "json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    info = json.loads(out.stdout)
+    zeros = sum(t["zeros"] for t in info.get("sparse_tensors", []) if t["name"].startswith("blk."))
+    block_params = block_matrix_params(path)
+    return zeros / block_params if block_params else None
+
+
+def block_matrix_params(path):
+    return sum(t["elements"] for t in cq.gguf_tensors(path) if t["name"].startswith("blk.") and len(t["dims"]) == 2)
 
 
 def block_params(path):
