@@ -22,9 +22,10 @@ commands:
                                      generate text (streamed); --chat holds a conversation
               [--draft DRAFT.gguf|ngram|self:N] [--draft-max K] [--draft-p-min P]
               [--draft-fixed] [--draft-compare]
-                                     exact greedy speculative decoding (--temp 0) with a draft
-                                     model, prompt lookup, or the first N layers; --draft-compare
-                                     also runs plain greedy and reports the speed-up
+                                     speculative decoding with a draft model, prompt lookup or
+                                     the first N layers: exact greedy (--temp 0) or speculative
+                                     sampling (same distribution as plain sampling); --draft-compare
+                                     also runs plain decoding and reports the speed-up
   tokenize    [-m MODEL] -p TEXT [--ids] [--no-bos] [--no-parse-special]
   perplexity  [-m MODEL] -f FILE [-c CTX] [--chunks N] [-t THREADS]
   eval        [-m MODEL] [--base BASE.gguf] [-f TEXT] [-c 512] [--chunks 40] [-o md|json]
