@@ -62,6 +62,8 @@ class ModelDrafter final : public Drafter {
     return run(context, max_tokens, nullptr, nullptr, out, nullptr);
   }
 
+  Status prepare(std::span<const int32_t> context) override { return sync(context); }
+
   Status draft_sampled(std::span<const int32_t> context, int max_tokens, const SamplerOptions& sampling, std::mt19937_64& rng,
                        std::vector<int32_t>& out, std::vector<std::vector<double>>& q) override {
     return run(context, max_tokens, &sampling, &rng, out, &q);
@@ -74,15 +76,8 @@ class ModelDrafter final : public Drafter {
     out.clear();
     if (q) q->clear();
     if (context.empty() || max_tokens <= 0) return Status::ok();
-    // Resynchronise: keep the common prefix, evaluate the rest (at least one token, for logits).
-    size_t common = 0;
-    while (common < history_.size() && common < context.size() && history_[common] == context[common]) ++common;
-    if (common == context.size()) --common;
     if (static_cast<int64_t>(context.size()) >= transformer_.context_size()) return Status::ok();
-    transformer_.truncate(static_cast<int64_t>(common));
-    history_.assign(context.begin(), context.begin() + static_cast<int64_t>(common));
-    FRUGAL_RETURN_IF_ERROR(transformer_.evaluate(context.data() + common, static_cast<int64_t>(context.size() - common)));
-    history_.insert(history_.end(), context.begin() + static_cast<int64_t>(common), context.end());
+    FRUGAL_RETURN_IF_ERROR(sync(context));
     const int64_t vocab = transformer_.model().config().n_vocab;
     for (int i = 0; i < max_tokens; ++i) {
       const float* logits = transformer_.last_logits();
@@ -113,6 +108,20 @@ class ModelDrafter final : public Drafter {
       FRUGAL_RETURN_IF_ERROR(transformer_.evaluate(&token, 1));
       history_.push_back(token);
     }
+    return Status::ok();
+  }
+
+  // Resynchronises the draft's cache with `context`: keeps the common prefix, evaluates the rest
+  // (at least one token, for logits).
+  Status sync(std::span<const int32_t> context) {
+    if (context.empty() || static_cast<int64_t>(context.size()) >= transformer_.context_size()) return Status::ok();
+    size_t common = 0;
+    while (common < history_.size() && common < context.size() && history_[common] == context[common]) ++common;
+    if (common == context.size()) --common;
+    transformer_.truncate(static_cast<int64_t>(common));
+    history_.assign(context.begin(), context.begin() + static_cast<int64_t>(common));
+    FRUGAL_RETURN_IF_ERROR(transformer_.evaluate(context.data() + common, static_cast<int64_t>(context.size() - common)));
+    history_.insert(history_.end(), context.begin() + static_cast<int64_t>(common), context.end());
     return Status::ok();
   }
 
@@ -196,6 +205,14 @@ SpeculativeDecoder::SpeculativeDecoder(Transformer& target, Drafter* drafter, co
       draft_length_(std::clamp(options.draft_max, 1, static_cast<int>(kSpeculativeBatch - 1))),
       pause_length_(std::max(1, options.pause_tokens)) {
   options_.draft_max = draft_length_;
+  draft_length_ = probe_length();
+}
+
+int SpeculativeDecoder::probe_length() const {
+  // Adaptive: speculation starts (and restarts after a pause) with short drafts, which grow by 2
+  // per fully accepted draft; a drafter that proposes nothing useful then costs a few cheap probes
+  // instead of draft_max-token ones (the 0.95x floor on short runs).
+  return options_.adaptive ? std::min(options_.draft_max, kProbeLength) : options_.draft_max;
 }
 
 int32_t SpeculativeDecoder::choose(const float* logits) {
@@ -213,9 +230,15 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   }
   target_.truncate(0);
   stats_ = {};
+  plain_seconds_ = speculative_seconds_ = 0;
+  speculative_samples_ = paused_ = 0;
+  pause_length_ = std::max(1, options_.pause_tokens);
+  draft_length_ = probe_length();
   context_.assign(prompt.begin(), prompt.end());
   // As plain decoding: the whole prompt, then the first token from its last row.
   FRUGAL_RETURN_IF_ERROR(evaluate_chunked(target_, prompt, kSpeculativeBatch));
+  // A model drafter reads the prompt now, as the target does (prompt time, not generation time).
+  if (drafter_) FRUGAL_RETURN_IF_ERROR(drafter_->prepare(prompt));
   // Batch-invariant kernels: the last row of the prompt's last chunk has the logits plain
   // decoding's one-row output head computes, bit for bit.
   const int64_t last_row = static_cast<int64_t>((prompt.size() - 1) % kSpeculativeBatch);
@@ -363,7 +386,7 @@ void SpeculativeDecoder::adapt(double seconds, int emitted) {
     paused_ = pause_length_;
     pause_length_ = std::min(pause_length_ * 2, 512);
     speculative_samples_ = 0;
-    draft_length_ = std::max(1, options_.draft_max);
+    draft_length_ = probe_length();
   } else {
     pause_length_ = std::max(1, options_.pause_tokens);
   }

@@ -38,6 +38,11 @@ class Drafter {
   virtual std::string name() const = 0;
   // Appends up to max_tokens proposed tokens to `out` (cleared first); fewer, or none, when unsure.
   virtual Status draft(std::span<const int32_t> context, int max_tokens, std::vector<int32_t>& out) = 0;
+  // Called once with the prompt before generation (a model drafter evaluates it then).
+  virtual Status prepare(std::span<const int32_t> context) {
+    (void)context;
+    return Status::ok();
+  }
   // Speculative sampling: tokens drawn from the drafter's own next-token distribution after
   // `sampling`'s samplers (sampling_distribution below), with that distribution of each drafted
   // token in q (n_vocab entries). A drafter without a distribution (n-gram lookup) proposes
@@ -108,6 +113,8 @@ struct SpeculativeStats {
   }
 };
 
+// Draft length of the first adaptive steps (and after a pause); see probe_length().
+inline constexpr int kProbeLength = 3;
 // Rows per verification and prompt chunk: the target keeps all logits of up to this many tokens.
 inline constexpr int64_t kSpeculativeBatch = 64;
 
@@ -133,6 +140,8 @@ class SpeculativeDecoder {
   // The verification of batch_ (last token + k drafts) in sampling mode; returns the accepted count.
   int verify_sampled(int k, std::vector<int32_t>& out);
   void emit(int32_t token, std::vector<int32_t>& out);
+  // The draft length speculation starts and restarts with.
+  int probe_length() const;
   // Feeds one speculative step's time and emitted tokens to the switch-off rule.
   void adapt(double seconds, int emitted);
 
