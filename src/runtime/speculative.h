@@ -1,7 +1,8 @@
-// Exact greedy speculative decoding (Leviathan et al. 2023, arXiv:2211.17192; Chen et al. 2023,
+// Exact speculative decoding (Leviathan et al. 2023, arXiv:2211.17192; Chen et al. 2023,
 // arXiv:2302.01318): a cheap drafter proposes k tokens, the target evaluates [last, d1..dk] in one
-// batched forward, keeps the longest draft prefix equal to its own argmax plus one token of its
-// own, and rolls its KV cache back over the rejected positions. Drafters: a draft model with the
+// batched forward, keeps (greedy) the longest draft prefix equal to its own argmax plus one token
+// of its own, or (sampling) what the rejection rule accepts plus one drawn token, and rolls its KV
+// cache back over the rejected positions. Drafters: a draft model with the
 // same vocabulary (also the target compressed by frugal), the target itself exiting early after a
 // few layers, and prompt lookup (n-gram matches in the context, Saxena 2023, no model at all).
 //
