@@ -15,12 +15,13 @@
 namespace frugal::cli {
 namespace {
 
-// Greedy generation with speculative decoding (runtime/speculative.h): --draft MODEL.gguf | ngram |
-// self:N (the target's first N blocks). Prints the continuation, then acceptance statistics; with
-// --draft-compare also plain greedy decoding of the same prompt, its speed and whether the two
-// outputs are identical.
+// Generation with speculative decoding (runtime/speculative.h): --draft MODEL.gguf | ngram |
+// self:N (the target's first N blocks); greedy with --temp 0, else speculative sampling with the
+// same samplers as plain sampling. Prints the continuation, then acceptance statistics; with
+// --draft-compare also plain decoding of the same prompt and its speed, and (greedy) whether the
+// two outputs are identical.
 int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, const std::vector<int32_t>& prompt, int64_t max_new,
-                    int64_t n_ctx, int n_threads) {
+                    int64_t n_ctx, int n_threads, const SamplerOptions& sampling) {
   auto draft_max = args.get_int("--draft-max", 1, kSpeculativeBatch - 1);
   auto p_min = args.get_float("--draft-p-min", 0, 1);
   auto tie_margin = args.get_float("--draft-tie-margin", 0, 1e30);
@@ -63,6 +64,8 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   so.draft_max = static_cast<int>(*draft_max);
   so.adaptive = !args.has("--draft-fixed");
   so.tie_margin = static_cast<float>(*tie_margin);
+  so.sampling = sampling;
+  const bool greedy = sampling.temperature <= 0;
   SpeculativeDecoder decoder(target, drafter.get(), so);
   const Tokenizer& tokenizer = m->tokenizer();
   Timer timer;
@@ -93,13 +96,35 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   const double speculative_ts = seconds > 0 ? generated.size() / seconds : 0.0;
   std::fprintf(stderr,
                "\nprompt: %zu tokens in %.3f s | generation: %zu tokens in %.3f s (%.2f tokens/s)\n"
-               "speculative (%s, draft-max %lld%s): %lld verifications, acceptance %.1f%% (%lld of %lld drafted), "
+               "speculative %s (%s, draft-max %lld%s): %lld verifications, acceptance %.1f%% (%lld of %lld drafted), "
                "%.2f tokens per verification, %lld plain steps, %lld tie fallbacks\n",
-               prompt.size(), prompt_seconds, generated.size(), seconds, speculative_ts, drafter->name().c_str(),
+               prompt.size(), prompt_seconds, generated.size(), seconds, speculative_ts, greedy ? "greedy" : "sampling",
+               drafter->name().c_str(),
                static_cast<long long>(*draft_max), so.adaptive ? ", adaptive" : "", static_cast<long long>(st.verifications),
                100.0 * st.acceptance_rate(), static_cast<long long>(st.accepted), static_cast<long long>(st.drafted),
                st.tokens_per_verification(), static_cast<long long>(st.plain_steps), static_cast<long long>(st.tie_fallbacks));
-  if (args.has("--draft-compare") && !generated.empty()) {
+  if (args.has("--draft-compare") && !generated.empty() && !greedy) {
+    // Plain sampling of the same number of tokens with the same samplers: speed only (the two
+    // outputs are draws from one distribution, not the same tokens).
+    TransformerOptions plain_options = options;
+    plain_options.all_logits = false;
+    Transformer plain(m, plain_options);
+    Sampler sampler(sampling, static_cast<int32_t>(m->config().n_vocab));
+    Status ps = plain.evaluate(prompt.data(), static_cast<int64_t>(prompt.size()));
+    if (!ps) return fail(ps.message());
+    Timer plain_timer;
+    for (size_t i = 0; i < generated.size(); ++i) {
+      const int32_t next = sampler.sample(plain.last_logits());
+      if (i + 1 < generated.size()) {
+        ps = plain.evaluate(&next, 1);
+        if (!ps) return fail(ps.message());
+      }
+    }
+    const double plain_seconds = plain_timer.seconds();
+    const double plain_ts = plain_seconds > 0 ? generated.size() / plain_seconds : 0.0;
+    std::fprintf(stderr, "plain sampling: %zu tokens in %.3f s (%.2f tokens/s) | speed-up %.2fx\n", generated.size(), plain_seconds,
+                 plain_ts, plain_ts > 0 ? speculative_ts / plain_ts : 0.0);
+  } else if (args.has("--draft-compare") && !generated.empty()) {
     // Plain greedy decoding of the same number of tokens: speed and token-for-token equality.
     TransformerOptions plain_options = options;
     plain_options.all_logits = false;
@@ -142,7 +167,7 @@ int command_run(const std::vector<std::string>& argv) {
       .option("--seed", "S", "sampling seed (-1 = random)", "-1")
       .flag("--chat", "hold a conversation in the model's chat template (stdin, one line per turn)")
       .option("--system", "TEXT", "system message of the conversation (--chat)")
-      .option("--draft", "D", "speculative decoding (greedy, --temp 0): DRAFT.gguf, ngram (prompt lookup) or self:N (first N layers)")
+      .option("--draft", "D", "speculative decoding with DRAFT.gguf, ngram (prompt lookup) or self:N (first N layers): exact greedy with --temp 0, else speculative sampling")
       .option("--draft-max", "K", "most tokens drafted per step", "8")
       .option("--draft-p-min", "P", "stop drafting below this draft probability", "0.5")
       .option("--draft-tie-margin", "M", "logit margin under which a verification tie falls back to a plain step",
@@ -222,9 +247,10 @@ int command_run(const std::vector<std::string>& argv) {
   Speed speed;
 
   if (args->has("--draft")) {
-    // Speculative decoding is exact for greedy decoding only (so far).
     if (chat) return fail("--draft works with -p (not --chat) so far");
-    if (args->has("--temp") && *temp > 0) return fail("--draft needs greedy decoding (--temp 0): speculative sampling is not implemented yet");
+    if (sampling.temperature > 0 && sampling.repeat_penalty != 1.0f) {
+      return fail("--draft with sampling (--temp > 0) does not support --repeat-penalty (use 1, or --temp 0)");
+    }
     if (options.window > 0 || options.cache_type_k != KvType::kF16 || options.cache_type_v != KvType::kF16) {
       return fail("--draft runs with the default f16 KV cache and no --window so far");
     }
@@ -233,7 +259,7 @@ int command_run(const std::vector<std::string>& argv) {
     if (tokens.empty()) return fail("the prompt is empty");
     if (static_cast<int64_t>(tokens.size()) >= *n_ctx) return fail("the prompt does not fit in the context (raise -c)");
     if (display_prompt) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
-    return run_speculative(*args, m, tokens, max_new, *n_ctx, static_cast<int>(*n_threads));
+    return run_speculative(*args, m, tokens, max_new, *n_ctx, static_cast<int>(*n_threads), sampling);
   }
   // Ctrl-C stops the generation (and, in --chat, the current reply) instead of killing the process.
   install_interrupt_handler();

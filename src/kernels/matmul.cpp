@@ -44,10 +44,10 @@ constexpr int kMaxTargets = 8;
 
 size_t align_64(size_t n) { return (n + 63) / 64 * 64; }
 
-// Bytes of the Q8_0 tile a sparse-q8 matrix is expanded into for prefill (kFallbackRows rows).
+// Bytes of the Q8_0 tile a sparse-q8 matrix is expanded into (kFallbackRows rows).
 size_t sparse_tile_bytes(int64_t cols) { return align_64(static_cast<size_t>(kFallbackRows * (cols / 32) * 34)); }
 
-// Per thread: the kernels' own scratch, then the sparse-q8 prefill tile (its last bytes).
+// Per thread: the kernels' own scratch, then the sparse-q8 tile (its last bytes).
 size_t scratch_bytes_per_thread(int64_t cols) {
   size_t bytes = static_cast<size_t>(kFallbackRows * cols) * sizeof(float);
   for (Isa isa : {Isa::kScalar, Isa::kAvx2, Isa::kAvx512, Isa::kAvx512Vnni}) {
@@ -57,9 +57,12 @@ size_t scratch_bytes_per_thread(int64_t cols) {
   return align_64(bytes) + sparse_tile_bytes(cols);
 }
 
-// Prefill with sparse-q8 weights: each tile of rows is expanded to Q8_0 once and multiplied with
-// all tokens by the active ISA's Q8_0 kernel (the same values: both 32-halves of a 64-block get
-// its scale), so prefill runs at the dense int8 speed.
+// sparse-q8 weights: each tile of rows is expanded to Q8_0 once and multiplied with all tokens by
+// the active ISA's Q8_0 kernel (the same values: both 32-halves of a 64-block get its scale), so
+// prefill runs at the dense int8 speed. Decode takes the same path (the compressed rows are still
+// what is read from memory; the expanded tile stays in L1) rather than the one-token sparse
+// kernels, whose sums run in another order: one path for every batch size keeps a batched row
+// bit-identical to the same token alone (batch invariance, see matmul_simd.h).
 void sparse_expand_rows(const KernelTable& table, const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a,
                         float* y, int64_t y_stride, uint8_t* scratch, uint8_t* tile) {
   static const TypeTraits& q8 = type_traits(DType::Q8_0);
@@ -218,7 +221,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     const int index = kernels::kernel_type_index(w.traits->type);
     p.format = kernels::activation_format_for(w.traits->type);
     FRUGAL_CHECK(!per_token || p.format == ActivationFormat::kQ8Block32);
-    if (index == kernels::kKernelSparseQ8 && n_tokens > 1) {
+    if (index == kernels::kKernelSparseQ8) {
       p.path = Path::kSparseExpand;
       need_block32 = true;
     } else if (index >= 0 && table.quant_rows[index] != nullptr) {

@@ -44,13 +44,10 @@ struct SimdAvx2 {
       _mm256_maskstore_ps(y, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane), v);
     }
   }
-  static void addstoref(float* y, VF v, int n) {
-    if (n == kLanes) {
-      _mm256_storeu_ps(y, _mm256_add_ps(_mm256_loadu_ps(y), v));
-    } else {
-      const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-      _mm256_maskstore_ps(y, mask, _mm256_add_ps(_mm256_maskload_ps(y, mask), v));
-    }
+  // The first n lanes of y, zero elsewhere (a partial tile's running sums).
+  static VF loadf_partial(const float* y, int n) {
+    if (n == kLanes) return _mm256_loadu_ps(y);
+    return _mm256_maskload_ps(y, _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
   }
   static VF load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static VF load_bf16(const uint16_t* p) {

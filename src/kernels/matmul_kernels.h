@@ -28,7 +28,7 @@ enum KernelType : int {
   kKernelQ4_0, kKernelQ4_1, kKernelQ5_0, kKernelQ5_1, kKernelQ8_0,
   kKernelQ2_K, kKernelQ3_K, kKernelQ4_K, kKernelQ5_K, kKernelQ6_K,
   kKernelF32, kKernelF16, kKernelBF16,
-  kKernelSparseQ8,  // every capacity of sparse-q8 (tensor/sparse_q8.h); decode only, see matmul.cpp
+  kKernelSparseQ8,  // every capacity of sparse-q8 (tensor/sparse_q8.h); see matmul.cpp
   kKernelTypeCount,
 };
 // -1 for types without a kernel (they use the dequantize-to-float fallback in matmul.cpp).
@@ -59,8 +59,9 @@ void float_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const f
                           int64_t n_tokens, float* y, int64_t y_stride);
 
 // sparse-q8 rows times Q8Block32 activations (tensor/sparse_q8.h). The scalar twin takes any
-// number of tokens; the SIMD kernels take one token (decode) and the driver expands larger inputs
-// to Q8_0 tiles (sparse_q8_to_q8_0). avx512: VBMI2 vpexpandb + VNNI vpdpbusd, used when
+// number of tokens; the SIMD kernels take one token. The matmul driver does not call them: it
+// expands every input's tiles to Q8_0 (sparse_q8_to_q8_0) so decode and prefill share one
+// summation order (batch invariance); they remain as twin-tested direct kernels. avx512: VBMI2 vpexpandb + VNNI vpdpbusd, used when
 // sparse_q8_avx512_supported().
 void sparse_q8_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
                               int64_t y_stride, uint8_t* scratch);

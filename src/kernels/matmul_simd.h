@@ -19,7 +19,8 @@
 // of weights serves up to S::kMaxTokens tokens whose 4 codes are broadcast (vpdpbusd with an
 // embedded broadcast on AVX512-VNNI; maddubs+madd otherwise). The result lanes are rows, so each
 // token's outputs are one contiguous store. Inputs wider than 768 columns go in 512-column
-// passes so the tile and the activations stay in L1.
+// passes so the tile and the activations stay in L1; each pass continues the running sums of the
+// last, so every token's outputs are bit-identical to the one-token decode path (batch invariance).
 //
 // Decode (one token) is bound by memory bandwidth: for the common types a FastTile loader moves
 // each block of a full tile from the weight rows into step registers with an in-register
@@ -336,7 +337,8 @@ TileBuffers tile_buffers(uint8_t* scratch, int64_t cols) {
 // Optional fast path of a type on an ISA: for GGML block b of a full tile, for_each_sub(b, fn)
 // calls fn(sub_block_in_block, steps, dw, mw) with the sub-block's kSub/4 step vectors and its
 // scale vectors, loaded and transposed in registers straight from the weight rows (no temporary
-// buffer). Specialised in matmul_simd_avx512.h and matmul_avx2.cpp; `kAvailable` false means
+// buffer), in increasing sub-block order (batch invariance: decode_tile sums in call order, the
+// prefill path in index order). Specialised in matmul_simd_avx512.h and matmul_avx2.cpp; `kAvailable` false means
 // "use the decoder".
 template <class S, class D>
 struct FastTile {
@@ -436,7 +438,7 @@ constexpr int maddubs_depth(int max_code, int steps) {
 // group's codes plus 4 * t0, `xd`/`xs` at its arrays plus t0.
 // Columns per pass over a tile in prefill: a 16-row tile of 512 columns (8 KB of codes) and one
 // token group's codes for them (4 KB) stay in L1; inputs wider than 768 (1536) are done in passes
-// whose partial sums accumulate in y.
+// that continue the running sums left in y (see tile_times_tokens).
 constexpr int64_t kColumnChunk = 512;
 
 // The part of a tile and of the activations that one pass covers.
@@ -447,7 +449,7 @@ struct TilePass {
   int64_t n_subs;  // sub-blocks in the pass
 };
 
-template <class S, class D, int T, int kG, bool kAccumulate>
+template <class S, class D, int T, int kG, bool kContinue>
 void tile_times_tokens(const TilePass& tb, const int8_t* xc, const float* xd, const float* xs, float* y,
                        int64_t y_stride, int nr) {
   using VI = typename S::VI;
@@ -455,9 +457,14 @@ void tile_times_tokens(const TilePass& tb, const int8_t* xc, const float* xd, co
   constexpr int L = S::kLanes;
   constexpr int kSteps = D::kSub / 4;
   constexpr int kDepth = maddubs_depth(D::kMaxCode, kSteps);
+  // A later column pass continues each output's running sum from y rather than adding a separate
+  // partial sum to it: every token then sees the one chain of FMAs over the sub-blocks that the
+  // one-token decode kernel (decode_tile, a single pass) computes, so a batched row is
+  // bit-identical to the same token evaluated alone (batch invariance; speculative verification
+  // and batched serving rely on it).
   VF acc[T];
 #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = S::zerof();
+  for (int t = 0; t < T; ++t) acc[t] = kContinue ? S::loadf_partial(y + t * y_stride, nr) : S::zerof();
   const uint8_t* wp = tb.codes;
   const float* dwp = tb.dw;
   const float* mwp = tb.mw;
@@ -513,13 +520,7 @@ void tile_times_tokens(const TilePass& tb, const int8_t* xc, const float* xd, co
     mwp += L;
   }
 #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) {
-    if constexpr (kAccumulate) {
-      S::addstoref(y + t * y_stride, acc[t], nr);
-    } else {
-      S::storef(y + t * y_stride, acc[t], nr);
-    }
-  }
+  for (int t = 0; t < T; ++t) S::storef(y + t * y_stride, acc[t], nr);
 }
 
 // Integer dot of one sub-block (kSub / 4 steps in registers) with one token's codes.
@@ -582,18 +583,18 @@ void decode_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const floa
   S::storef(y, acc, L);
 }
 
-template <class S, class D, bool kAccumulate>
+template <class S, class D, bool kContinue>
 void tokens_dispatch(int count, int lanes, const TilePass& tb, const int8_t* xc, const float* xd, const float* xs,
                      float* y, int64_t y_stride, int nr) {
   if (lanes == 1) {  // a single token
-    tile_times_tokens<S, D, 1, 1, kAccumulate>(tb, xc, xd, xs, y, y_stride, nr);
+    tile_times_tokens<S, D, 1, 1, kContinue>(tb, xc, xd, xs, y, y_stride, nr);
     return;
   }
   switch (count) {
 #define FRUGAL_TOKENS_CASE(n)                                                                    \
   case n:                                                                                        \
     if constexpr (n <= S::kMaxTokens) {                                                          \
-      tile_times_tokens<S, D, n, kTokenGroup, kAccumulate>(tb, xc, xd, xs, y, y_stride, nr);     \
+      tile_times_tokens<S, D, n, kTokenGroup, kContinue>(tb, xc, xd, xs, y, y_stride, nr);     \
     }                                                                                            \
     return;
     FRUGAL_TOKENS_CASE(1)

@@ -51,9 +51,9 @@ struct SimdAvx512 {
       _mm512_mask_storeu_ps(y, static_cast<__mmask16>((1u << n) - 1), v);
     }
   }
-  static void addstoref(float* y, VF v, int n) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << n) - 1);
-    _mm512_mask_storeu_ps(y, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), v));
+  // The first n lanes of y, zero elsewhere (a partial tile's running sums).
+  static VF loadf_partial(const float* y, int n) {
+    return _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << n) - 1), y);
   }
   static VF load_f16(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static VF load_bf16(const uint16_t* p) {
@@ -261,14 +261,18 @@ class Q6KTile {
     for (int h = 0; h < 2; ++h) {
       __m512i qh[8];
       Simd::rows_to_steps(p + offsetof(BlockQ6_K, qh) + 32 * h, static_cast<int64_t>(row_bytes_), qh);
+      // The codes of the four element groups 128h + 32k: a 32-byte ql chunk kk holds groups kk
+      // (low nibbles) and kk + 2 (high), so the chunks are read in the order 0, 1 but the groups
+      // must be handed out 0, 1, 2, 3: decode_tile sums the sub-blocks in the order given, and
+      // the prefill path sums them in index order; the same order keeps the two bit-identical.
+      __m512i codes[4][8];
 #pragma GCC unroll 2
       for (int kk = 0; kk < 2; ++kk) {
         __m512i ql[8];
         Simd::rows_to_steps(p + 64 * h + 32 * kk, static_cast<int64_t>(row_bytes_), ql);
 #pragma GCC unroll 2
         for (int hi = 0; hi < 2; ++hi) {
-          const int k = kk + 2 * hi;  // element group 128h + 32k
-          __m512i codes[8];
+          const int k = kk + 2 * hi;
           for (int j = 0; j < 8; ++j) {
             const __m512i low = hi ? _mm512_and_si512(_mm512_srli_epi16(ql[j], 4), m4) : _mm512_and_si512(ql[j], m4);
             __m512i high;  // bits 2k..2k+1 of qh moved to bits 4..5 (16-bit shifts never carry across bytes here)
@@ -276,16 +280,19 @@ class Q6KTile {
             else if (k == 1) high = _mm512_slli_epi16(qh[j], 2);
             else if (k == 2) high = qh[j];
             else high = _mm512_srli_epi16(qh[j], 2);
-            codes[j] = _mm512_or_si512(low, _mm512_and_si512(high, m30));
+            codes[k][j] = _mm512_or_si512(low, _mm512_and_si512(high, m30));
           }
+        }
+      }
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
 #pragma GCC unroll 2
-          for (int part = 0; part < 2; ++part) {
-            const int i = 8 * h + 2 * k + part;  // sub-block of steps 4 * part .. 4 * part + 3
-            const int e = i % 4;
-            const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sc4[i / 4], 24 - 8 * e), 24);
-            const __m512 dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
-            fn(i, codes + 4 * part, dw, _mm512_mul_ps(dw, _mm512_set1_ps(-32.0f)));
-          }
+        for (int part = 0; part < 2; ++part) {
+          const int i = 8 * h + 2 * k + part;  // sub-block of steps 4 * part .. 4 * part + 3
+          const int e = i % 4;
+          const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sc4[i / 4], 24 - 8 * e), 24);
+          const __m512 dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
+          fn(i, codes[k] + 4 * part, dw, _mm512_mul_ps(dw, _mm512_set1_ps(-32.0f)));
         }
       }
     }

@@ -1,13 +1,11 @@
-// Speculative decoding (see speculative.h): the drafters, the verifier with KV-cache rollback and
-// the one-token fallback on near-ties, and the adaptive draft length / switch-off.
+// Speculative decoding (see speculative.h): the drafters, the verifier with KV-cache rollback (and
+// the optional one-token fallback on near-ties), and the adaptive draft length / switch-off.
 #include "runtime/speculative.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "base/timer.h"
-#include "kernels/matmul.h"
-#include "kernels/ops.h"
 
 namespace frugal {
 
@@ -29,6 +27,21 @@ int32_t argmax_with_margin(const float* logits, int64_t n, float* margin) {
 
 namespace {
 
+// A draw from unnormalized probabilities (zeros are never drawn).
+int32_t draw_from(const std::vector<double>& probabilities, std::mt19937_64& rng) {
+  double total = 0;
+  for (double x : probabilities) total += x;
+  double r = std::uniform_real_distribution<double>(0.0, total)(rng);
+  int32_t last = 0;
+  for (size_t i = 0; i < probabilities.size(); ++i) {
+    if (probabilities[i] <= 0) continue;
+    last = static_cast<int32_t>(i);
+    r -= probabilities[i];
+    if (r < 0) return last;
+  }
+  return last;
+}
+
 // Evaluates tokens in calls of at most n_batch (a target keeping all logits takes no more).
 Status evaluate_chunked(Transformer& t, std::span<const int32_t> tokens, int64_t n_batch) {
   for (size_t start = 0; start < tokens.size(); start += static_cast<size_t>(n_batch)) {
@@ -36,23 +49,6 @@ Status evaluate_chunked(Transformer& t, std::span<const int32_t> tokens, int64_t
     FRUGAL_RETURN_IF_ERROR(t.evaluate(tokens.data() + start, count));
   }
   return Status::ok();
-}
-
-// Logits of row i of the last batch computed as a one-row output head (final norm, matmul on one
-// token, soft-capping), as a target keeping only the last row's logits computes them: the head's
-// matmul on several rows sums in another order.
-int32_t single_row_argmax(Transformer& t, int64_t i) {
-  const Model& model = t.model();
-  const ModelConfig& c = model.config();
-  std::vector<float> normed(c.n_embd), logits(c.n_vocab);
-  std::vector<float> ws((matmul_workspace_bytes(c.n_embd, 1, t.pool().size()) + sizeof(float) - 1) / sizeof(float));
-  rms_norm(t.hidden_state(i), model.output_norm().data(), c.rms_eps, c.n_embd, normed.data());
-  matmul(model.output(), normed.data(), c.n_embd, 1, logits.data(), c.n_vocab, ws.data(), ws.size() * sizeof(float), t.pool());
-  if (c.final_logit_softcap > 0) {
-    const float cap = c.final_logit_softcap;
-    for (float& l : logits) l = cap * std::tanh(l / cap);
-  }
-  return argmax_with_margin(logits.data(), c.n_vocab, nullptr);
 }
 
 class ModelDrafter final : public Drafter {
@@ -63,28 +59,49 @@ class ModelDrafter final : public Drafter {
   std::string name() const override { return options_.exit_layer > 0 ? "self-draft" : "draft model"; }
 
   Status draft(std::span<const int32_t> context, int max_tokens, std::vector<int32_t>& out) override {
+    return run(context, max_tokens, nullptr, nullptr, out, nullptr);
+  }
+
+  Status prepare(std::span<const int32_t> context) override { return sync(context); }
+
+  Status draft_sampled(std::span<const int32_t> context, int max_tokens, const SamplerOptions& sampling, std::mt19937_64& rng,
+                       std::vector<int32_t>& out, std::vector<std::vector<double>>& q) override {
+    return run(context, max_tokens, &sampling, &rng, out, &q);
+  }
+
+ private:
+  // Greedy drafts (sampling null) or drafts drawn from the sampling distribution, recorded in q.
+  Status run(std::span<const int32_t> context, int max_tokens, const SamplerOptions* sampling, std::mt19937_64* rng,
+             std::vector<int32_t>& out, std::vector<std::vector<double>>* q) {
     out.clear();
+    if (q) q->clear();
     if (context.empty() || max_tokens <= 0) return Status::ok();
-    // Resynchronise: keep the common prefix, evaluate the rest (at least one token, for logits).
-    size_t common = 0;
-    while (common < history_.size() && common < context.size() && history_[common] == context[common]) ++common;
-    if (common == context.size()) --common;
     if (static_cast<int64_t>(context.size()) >= transformer_.context_size()) return Status::ok();
-    transformer_.truncate(static_cast<int64_t>(common));
-    history_.assign(context.begin(), context.begin() + static_cast<int64_t>(common));
-    FRUGAL_RETURN_IF_ERROR(transformer_.evaluate(context.data() + common, static_cast<int64_t>(context.size() - common)));
-    history_.insert(history_.end(), context.begin() + static_cast<int64_t>(common), context.end());
+    FRUGAL_RETURN_IF_ERROR(sync(context));
     const int64_t vocab = transformer_.model().config().n_vocab;
     for (int i = 0; i < max_tokens; ++i) {
       const float* logits = transformer_.last_logits();
-      const int32_t token = argmax_with_margin(logits, vocab, nullptr);
-      if (options_.p_min > 0) {
-        // Top probability of the softmax: 1 / sum exp(l - max) (Leviathan et al.'s draft confidence
-        // cut-off, as llama.cpp's --draft-p-min).
-        const float top = logits[token];
-        double sum = 0;
-        for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(logits[v] - top));
-        if (1.0 / sum < options_.p_min) break;
+      int32_t token;
+      if (sampling) {
+        // Drawn from q, the distribution the verifier's rejection rule is told about. Stopping
+        // on the draft's own confidence keeps the rule exact: it depends on nothing the target says.
+        std::vector<double>& row = q->emplace_back();
+        sampling_distribution(logits, vocab, *sampling, row);
+        if (options_.p_min > 0 && *std::max_element(row.begin(), row.end()) < options_.p_min) {
+          q->pop_back();
+          break;
+        }
+        token = draw_from(row, *rng);
+      } else {
+        token = argmax_with_margin(logits, vocab, nullptr);
+        if (options_.p_min > 0) {
+          // Top probability of the softmax: 1 / sum exp(l - max) (Leviathan et al.'s draft confidence
+          // cut-off, as llama.cpp's --draft-p-min).
+          const float top = logits[token];
+          double sum = 0;
+          for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(logits[v] - top));
+          if (1.0 / sum < options_.p_min) break;
+        }
       }
       out.push_back(token);
       if (i + 1 == max_tokens || transformer_.position() + 1 >= transformer_.context_size()) break;
@@ -94,7 +111,20 @@ class ModelDrafter final : public Drafter {
     return Status::ok();
   }
 
- private:
+  // Resynchronises the draft's cache with `context`: keeps the common prefix, evaluates the rest
+  // (at least one token, for logits).
+  Status sync(std::span<const int32_t> context) {
+    if (context.empty() || static_cast<int64_t>(context.size()) >= transformer_.context_size()) return Status::ok();
+    size_t common = 0;
+    while (common < history_.size() && common < context.size() && history_[common] == context[common]) ++common;
+    if (common == context.size()) --common;
+    transformer_.truncate(static_cast<int64_t>(common));
+    history_.assign(context.begin(), context.begin() + static_cast<int64_t>(common));
+    FRUGAL_RETURN_IF_ERROR(transformer_.evaluate(context.data() + common, static_cast<int64_t>(context.size() - common)));
+    history_.insert(history_.end(), context.begin() + static_cast<int64_t>(common), context.end());
+    return Status::ok();
+  }
+
   static TransformerOptions transformer_options(const ModelDrafterOptions& o) {
     TransformerOptions t;
     t.n_ctx = o.n_ctx;
@@ -170,20 +200,49 @@ SpeculativeDecoder::SpeculativeDecoder(Transformer& target, Drafter* drafter, co
     : target_(target),
       drafter_(drafter),
       options_(options),
+      sampling_(options.sampling.temperature > 0),
+      rng_(options.sampling.seed),
       draft_length_(std::clamp(options.draft_max, 1, static_cast<int>(kSpeculativeBatch - 1))),
       pause_length_(std::max(1, options.pause_tokens)) {
   options_.draft_max = draft_length_;
+  draft_length_ = probe_length();
+}
+
+int SpeculativeDecoder::probe_length() const {
+  // Adaptive: speculation starts (and restarts after a pause) with short drafts, which grow by 2
+  // per fully accepted draft; a drafter that proposes nothing useful then costs a few cheap probes
+  // instead of draft_max-token ones (the 0.95x floor on short runs).
+  return options_.adaptive ? std::min(options_.draft_max, kProbeLength) : options_.draft_max;
+}
+
+int32_t SpeculativeDecoder::choose(const float* logits) {
+  const int64_t vocab = target_.model().config().n_vocab;
+  if (!sampling_) return argmax_with_margin(logits, vocab, nullptr);
+  std::vector<double>& p = p_rows_.empty() ? p_rows_.emplace_back() : p_rows_[0];
+  sampling_distribution(logits, vocab, options_.sampling, p);
+  return draw_from(p, rng_);
 }
 
 Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   if (prompt.empty()) return Status::error("speculative decoding needs a prompt of at least one token");
+  if (sampling_ && options_.sampling.repeat_penalty != 1.0f) {
+    return Status::error("speculative sampling does not support a repetition penalty (it must be 1)");
+  }
   target_.truncate(0);
   stats_ = {};
+  plain_seconds_ = speculative_seconds_ = 0;
+  speculative_samples_ = paused_ = 0;
+  pause_length_ = std::max(1, options_.pause_tokens);
+  draft_length_ = probe_length();
   context_.assign(prompt.begin(), prompt.end());
   // As plain decoding: the whole prompt, then the first token from its last row.
   FRUGAL_RETURN_IF_ERROR(evaluate_chunked(target_, prompt, kSpeculativeBatch));
+  // A model drafter reads the prompt now, as the target does (prompt time, not generation time).
+  if (drafter_) FRUGAL_RETURN_IF_ERROR(drafter_->prepare(prompt));
+  // Batch-invariant kernels: the last row of the prompt's last chunk has the logits plain
+  // decoding's one-row output head computes, bit for bit.
   const int64_t last_row = static_cast<int64_t>((prompt.size() - 1) % kSpeculativeBatch);
-  const int32_t first = single_row_argmax(target_, last_row);
+  const int32_t first = choose(target_.logits(last_row));
   first_pending_ = true;
   context_.push_back(first);
   return Status::ok();
@@ -198,7 +257,7 @@ void SpeculativeDecoder::emit(int32_t token, std::vector<int32_t>& out) {
 Status SpeculativeDecoder::plain_step(std::vector<int32_t>& out) {
   const int32_t last = context_.back();
   FRUGAL_RETURN_IF_ERROR(target_.evaluate(&last, 1));
-  emit(argmax_with_margin(target_.last_logits(), target_.model().config().n_vocab, nullptr), out);
+  emit(choose(target_.last_logits()), out);
   return Status::ok();
 }
 
@@ -225,7 +284,11 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
     plain_seconds_ = plain_seconds_ == 0 ? s : 0.8 * plain_seconds_ + 0.2 * s;
     return Status::ok();
   }
-  FRUGAL_RETURN_IF_ERROR(drafter_->draft(context_, k, draft_));
+  if (sampling_) {
+    FRUGAL_RETURN_IF_ERROR(drafter_->draft_sampled(context_, k, options_.sampling, rng_, draft_, q_rows_));
+  } else {
+    FRUGAL_RETURN_IF_ERROR(drafter_->draft(context_, k, draft_));
+  }
   if (draft_.empty()) {
     // Drafting cost time but proposed nothing: a plain step, timed as speculation's.
     ++stats_.plain_steps;
@@ -239,6 +302,18 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
   FRUGAL_RETURN_IF_ERROR(target_.evaluate(batch_.data(), k + 1));
   ++stats_.verifications;
   stats_.drafted += k;
+
+  if (sampling_) {
+    const int m = verify_sampled(k, out);
+    stats_.accepted += m;
+    target_.truncate(pos0 + 1 + m);  // keep [last, accepted drafts]
+    if (options_.adaptive) {
+      const int wanted = m == k ? draft_length_ + 2 : m + 1;
+      draft_length_ = std::clamp((draft_length_ + wanted + 1) / 2, 1, std::max(1, options_.draft_max));
+    }
+    adapt(timer.seconds(), m + 1);
+    return Status::ok();
+  }
 
   // Row j holds the target's logits after batch_[j]; draft j is batch_[j + 1].
   int m = 0;
@@ -281,18 +356,37 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
   return Status::ok();
 }
 
+int SpeculativeDecoder::verify_sampled(int k, std::vector<int32_t>& out) {
+  // p: the target's sampling distributions of rows 0..k (row j follows batch_[j]); q: the draft's
+  // for drafts 0..k-1 (none for a deterministic drafter). The rejection rule then emits the
+  // accepted drafts and one token drawn from the residual or, all accepted, from p[k].
+  const int64_t vocab = target_.model().config().n_vocab;
+  if (static_cast<int>(q_rows_.size()) > k) q_rows_.resize(static_cast<size_t>(k));
+  if (static_cast<int>(p_rows_.size()) < k + 1) p_rows_.resize(static_cast<size_t>(k + 1));
+  for (int j = 0; j <= k; ++j) sampling_distribution(target_.logits(j), vocab, options_.sampling, p_rows_[j]);
+  const std::vector<int32_t> emitted =
+      speculative_sample(std::span<const std::vector<double>>(p_rows_.data(), static_cast<size_t>(k + 1)), q_rows_,
+                         std::span<const int32_t>(draft_.data(), static_cast<size_t>(k)), rng_);
+  for (int32_t token : emitted) emit(token, out);
+  return static_cast<int>(emitted.size()) - 1;
+}
+
 void SpeculativeDecoder::adapt(double seconds, int emitted) {
   if (!options_.adaptive) return;
   // Switch-off: speculation that costs more per token than plain decoding pauses, for a doubling
   // number of tokens while it keeps losing (so it is never much slower than plain decoding).
   const double per_token = seconds / emitted;
   speculative_seconds_ = speculative_samples_ == 0 ? per_token : 0.7 * speculative_seconds_ + 0.3 * per_token;
-  if (++speculative_samples_ < 4) return;
+  // Judged after 2 steps, or at once when a step cost over 3 plain tokens per token emitted (a
+  // draft as expensive as the target): each probe of a losing drafter costs up to draft_max
+  // plain-token times, so a short run must not spend several on it (the 0.95x floor).
+  ++speculative_samples_;
+  if (speculative_samples_ < 2 && per_token <= 3 * plain_seconds_) return;
   if (speculative_seconds_ > plain_seconds_) {
     paused_ = pause_length_;
     pause_length_ = std::min(pause_length_ * 2, 512);
     speculative_samples_ = 0;
-    draft_length_ = std::max(1, options_.draft_max);
+    draft_length_ = probe_length();
   } else {
     pause_length_ = std::max(1, options_.pause_tokens);
   }
@@ -318,31 +412,21 @@ Result<std::vector<int32_t>> greedy_reference(Transformer& target, std::span<con
 }  // namespace frugal
 
 namespace frugal {
-namespace {
-
-int32_t draw(const std::vector<double>& probabilities, std::mt19937_64& rng) {
-  double total = 0;
-  for (double x : probabilities) total += x;
-  double r = std::uniform_real_distribution<double>(0.0, total)(rng);
-  int32_t last = 0;
-  for (size_t i = 0; i < probabilities.size(); ++i) {
-    if (probabilities[i] <= 0) continue;
-    last = static_cast<int32_t>(i);
-    r -= probabilities[i];
-    if (r < 0) return last;
-  }
-  return last;
-}
-
-}  // namespace
 
 void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOptions& o, std::vector<double>& out) {
   // The same truncations in the same order as Sampler::sample, on a list sorted by logit.
   std::vector<int32_t> order(static_cast<size_t>(n_vocab));
   for (int64_t i = 0; i < n_vocab; ++i) order[i] = static_cast<int32_t>(i);
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); });
+  auto by_logit = [&](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   size_t n = order.size();
-  if (o.top_k > 0 && static_cast<size_t>(o.top_k) < n) n = static_cast<size_t>(o.top_k);
+  if (o.top_k > 0 && static_cast<size_t>(o.top_k) < n) {
+    // Only the top k are ever kept: a partial sort (a full one of a 49k vocabulary per row would
+    // cost more than a verification).
+    n = static_cast<size_t>(o.top_k);
+    std::partial_sort(order.begin(), order.begin() + static_cast<int64_t>(n), order.end(), by_logit);
+  } else {
+    std::sort(order.begin(), order.end(), by_logit);
+  }
   std::vector<double> p(n);
   auto normalize = [&](size_t count, double temperature) {
     double sum = 0;
@@ -377,19 +461,24 @@ std::vector<int32_t> speculative_sample(std::span<const std::vector<double>> p, 
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   for (size_t i = 0; i < drafts.size(); ++i) {
     const int32_t d = drafts[i];
-    const double pd = p[i][d], qd = q[i][d];
+    // An empty q row is a point mass at the draft (a deterministic drafter): q(d) = 1.
+    const bool point = i >= q.size() || q[i].empty();
+    const double pd = p[i][d], qd = point ? 1.0 : q[i][d];
     if (qd > 0 && uniform(rng) < std::min(1.0, pd / qd)) {
       out.push_back(d);
       continue;
     }
     // Rejected: the residual norm(max(0, p - q)) makes the emitted token exactly p-distributed.
-    std::vector<double> residual(p[i].size());
+    std::vector<double> residual(p[i]);
     double total = 0;
-    for (size_t v = 0; v < residual.size(); ++v) total += residual[v] = std::max(0.0, p[i][v] - q[i][v]);
-    out.push_back(total > 0 ? draw(residual, rng) : draw(p[i], rng));
+    for (size_t v = 0; v < residual.size(); ++v) {
+      const double qv = point ? (static_cast<int32_t>(v) == d ? 1.0 : 0.0) : q[i][v];
+      total += residual[v] = std::max(0.0, residual[v] - qv);
+    }
+    out.push_back(total > 0 ? draw_from(residual, rng) : draw_from(p[i], rng));
     return out;
   }
-  out.push_back(draw(p[drafts.size()], rng));
+  out.push_back(draw_from(p[drafts.size()], rng));
   return out;
 }
 

@@ -1,0 +1,173 @@
+// Batch invariance of the public matmul: on every instruction set, every weight format (integer
+// kernels, float kernels, the dequantize-to-float fallback, sparse-q8, W8A8 per-token inputs with
+// LLM.int8() outliers) and thread count, row t of a batched product is bit-identical to the same
+// token multiplied alone (the decode path). Speculative verification (runtime/speculative.h) and
+// batched serving of many sequences rely on it: a token's logits must not depend on what else is
+// in the batch. Widths cover one column pass and several (inputs wider than 768 columns are
+// summed in passes in prefill), token counts one private group, several shared groups.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "base/thread_pool.h"
+#include "compress/w8a8.h"
+#include "kernels/cpu_features.h"
+#include "kernels/matmul.h"
+#include "support/isa_scope.h"
+#include "tensor/generic_group.h"
+#include "tensor/sparse_q8.h"
+
+namespace frugal {
+namespace {
+
+using testing::ScopedIsa;
+using testing::supported_isas;
+
+std::vector<float> normal_values(int64_t n, std::mt19937& rng, float scale = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& e : v) e = normal(rng);
+  return v;
+}
+
+// Activations as a model's: normal with a few large channels, one all-zero block per token.
+std::vector<float> activations(int64_t n_tokens, int64_t cols, std::mt19937& rng) {
+  std::vector<float> x = normal_values(n_tokens * cols, rng);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    x[t * cols + (13 * t + 5) % cols] *= 30.0f;
+    const int64_t zero_block = (t % (cols / 32)) * 32;
+    for (int64_t k = 0; k < 32; ++k) x[t * cols + zero_block + k] = 0.0f;
+  }
+  return x;
+}
+
+struct Weight {
+  std::vector<uint8_t> bytes;
+  compress::Int8Matrix int8;  // W8A8 only
+  WeightMatrix w;
+};
+
+Weight make_weight(const TypeTraits& t, int64_t rows, int64_t cols, std::mt19937& rng, double sparsity = 0.0) {
+  Weight out;
+  std::vector<float> v = normal_values(rows * cols, rng, 0.05f);
+  if (sparsity > 0) {
+    std::uniform_real_distribution<double> u;
+    for (auto& e : v) {
+      if (u(rng) < sparsity) e = 0.0f;
+    }
+  }
+  const size_t rb = row_bytes(t, cols);
+  out.bytes.resize(rows * rb);
+  for (int64_t r = 0; r < rows; ++r) t.quantize_row(v.data() + r * cols, out.bytes.data() + r * rb, cols);
+  out.w = WeightMatrix{&t, out.bytes.data(), rows, cols, rb};
+  return out;
+}
+
+// Runs w on all tokens at once and on each token alone; every output must have the same bits.
+void expect_batch_invariant(const WeightMatrix& w, int64_t n_tokens, ThreadPool& pool, const std::string& what) {
+  std::mt19937 rng(static_cast<uint32_t>(w.rows * 31 + w.cols + n_tokens));
+  const std::vector<float> x = activations(n_tokens, w.cols, rng);
+  std::vector<uint8_t> workspace(matmul_workspace_bytes(w.cols, n_tokens, pool.size()));
+  std::vector<float> batched(static_cast<size_t>(n_tokens * w.rows), -7.0f), alone(static_cast<size_t>(w.rows), -7.0f);
+  matmul(w, x.data(), w.cols, n_tokens, batched.data(), w.rows, workspace.data(), workspace.size(), pool);
+  int64_t differing = 0;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    matmul(w, x.data() + t * w.cols, w.cols, 1, alone.data(), w.rows, workspace.data(), workspace.size(), pool);
+    for (int64_t r = 0; r < w.rows; ++r) {
+      const float a = batched[t * w.rows + r], b = alone[r];
+      if (std::memcmp(&a, &b, sizeof(float)) != 0) {
+        if (++differing <= 3) ADD_FAILURE() << what << ": token " << t << " row " << r << " batched " << a << " alone " << b;
+      }
+    }
+  }
+  EXPECT_EQ(differing, 0) << what << " (" << n_tokens << " tokens, " << w.cols << " columns)";
+}
+
+class BatchInvariance : public ::testing::TestWithParam<DType> {};
+
+TEST_P(BatchInvariance, BatchedRowsEqualTheOneTokenPathBitForBit) {
+  const TypeTraits& t = type_traits(GetParam());
+  const bool k_quant = t.block_size == 256;
+  std::mt19937 rng(3);
+  // 53 rows: full register tiles and a partial one on every ISA.
+  for (int64_t cols : {k_quant ? int64_t{512} : int64_t{576}, int64_t{1536}, int64_t{2048}}) {
+    const Weight weight = make_weight(t, 53, cols, rng);
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      for (Isa isa : supported_isas()) {
+        ScopedIsa scope(isa);
+        for (int64_t n_tokens : {3, 9, 70}) {
+          expect_batch_invariant(weight.w, n_tokens, pool, std::string(t.name) + " on " + isa_name(isa));
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, BatchInvariance,
+                         ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,
+                                           DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F32, DType::F16,
+                                           DType::BF16),
+                         [](const ::testing::TestParamInfo<DType>& info) { return std::string(type_traits(info.param).name); });
+
+// Formats outside the type table: a generic group type (dequantize-to-float fallback), sparse-q8
+// (expanded to Q8_0 tiles), and W8A8 per-token inputs with 16-bit outlier columns.
+TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
+  std::mt19937 rng(9);
+  ThreadPool pool(2);
+  const int64_t rows = 45, cols = 1536;
+  const Weight generic = make_weight(type_traits(*generic_group_type(3, 32, true)), rows, cols, rng);
+  const Weight sparse_dense = make_weight(type_traits(DType::F32), rows, cols, rng, 0.6);
+  const std::vector<float> sparse_values(reinterpret_cast<const float*>(sparse_dense.bytes.data()),
+                                         reinterpret_cast<const float*>(sparse_dense.bytes.data()) + rows * cols);
+  const TypeTraits& st = type_traits(sparse_q8_type_for(sparse_values.data(), rows, cols));
+  Weight sparse;
+  sparse.bytes.resize(rows * row_bytes(st, cols));
+  for (int64_t r = 0; r < rows; ++r) st.quantize_row(sparse_values.data() + r * cols, sparse.bytes.data() + r * row_bytes(st, cols), cols);
+  sparse.w = WeightMatrix{&st, sparse.bytes.data(), rows, cols, row_bytes(st, cols)};
+  Weight w8a8;
+  const std::vector<float> dense = normal_values(rows * cols, rng, 0.05f);
+  const std::vector<int32_t> outliers = {5, 300, 1000};
+  w8a8.int8 = compress::quantize_int8_per_channel(dense.data(), rows, cols, outliers);
+  w8a8.w = WeightMatrix{&type_traits(DType::Q8_0), w8a8.int8.q8_0.data(), rows, cols, row_bytes(type_traits(DType::Q8_0), cols)};
+  w8a8.w.per_token_input = true;
+  w8a8.w.outlier_columns = w8a8.int8.outliers.data();
+  w8a8.w.outlier_weights = w8a8.int8.outlier_weight.data();
+  w8a8.w.n_outliers = static_cast<int64_t>(w8a8.int8.outliers.size());
+  for (Isa isa : supported_isas()) {
+    ScopedIsa scope(isa);
+    for (int64_t n_tokens : {2, 9, 40}) {
+      expect_batch_invariant(generic.w, n_tokens, pool, std::string("generic group on ") + isa_name(isa));
+      expect_batch_invariant(sparse.w, n_tokens, pool, std::string("sparse-q8 on ") + isa_name(isa));
+      expect_batch_invariant(w8a8.w, n_tokens, pool, std::string("w8a8 on ") + isa_name(isa));
+    }
+  }
+}
+
+// Several weights sharing one input (Q, K, V; gate, up) are split between threads together; each
+// target's rows must still equal its one-token product.
+TEST(BatchInvarianceOther, SharedInputTargets) {
+  std::mt19937 rng(4);
+  ThreadPool pool(2);
+  const int64_t cols = 576, n_tokens = 11;
+  const Weight a = make_weight(type_traits(DType::Q4_1), 96, cols, rng), b = make_weight(type_traits(DType::Q8_0), 37, cols, rng);
+  const std::vector<float> x = activations(n_tokens, cols, rng);
+  std::vector<uint8_t> workspace(matmul_workspace_bytes(cols, n_tokens, pool.size()));
+  for (Isa isa : supported_isas()) {
+    ScopedIsa scope(isa);
+    std::vector<float> ya(n_tokens * 96), yb(n_tokens * 37), one_a(96), one_b(37);
+    const MatmulTarget batch[] = {{&a.w, ya.data(), 96}, {&b.w, yb.data(), 37}};
+    matmul_shared_input(batch, x.data(), cols, n_tokens, workspace.data(), workspace.size(), pool);
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      const MatmulTarget one[] = {{&a.w, one_a.data(), 96}, {&b.w, one_b.data(), 37}};
+      matmul_shared_input(one, x.data() + t * cols, cols, 1, workspace.data(), workspace.size(), pool);
+      EXPECT_EQ(0, std::memcmp(one_a.data(), ya.data() + t * 96, 96 * sizeof(float))) << isa_name(isa) << " token " << t;
+      EXPECT_EQ(0, std::memcmp(one_b.data(), yb.data() + t * 37, 37 * sizeof(float))) << isa_name(isa) << " token " << t;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace frugal
