@@ -4,6 +4,7 @@
 // The ISA is the active one (FRUGAL_ISA=scalar|avx2|avx512|avx512vnni forces a lower one).
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -28,7 +29,12 @@ constexpr Shape kShapes[] = {
     {"576to1536", 576, 1536},
     {"1536to576", 1536, 576},
     {"576to49152", 576, 49152},
+    // Llama-7B-sized matrices, far bigger than the caches: the decode bandwidth test of issue 10
+    // (decode only; sparse-q8 against q8_0 and q4_0).
+    {"4096x4096", 4096, 4096},
+    {"4096to11008", 4096, 11008},
 };
+constexpr bool is_large(const Shape& s) { return s.rows * s.cols > 16 * 1024 * 1024 - 1; }
 
 constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             DType::Q6_K, DType::F16,  DType::BF16, DType::F32,
@@ -71,9 +77,12 @@ Fixture make_fixture(DType type, const Shape& shape, int64_t n_tokens, int threa
   return f;
 }
 
+// n_tokens 0 means decode with the weights left in the cache ("decode_hot"): the kernel's compute
+// cost alone, to tell a compute-bound decode kernel from a memory-bound one.
 void run_matmul(benchmark::State& state, DType type, Shape shape, int64_t n_tokens) {
   const int threads = static_cast<int>(state.range(0));
   const bool stream = n_tokens == 1;
+  n_tokens = std::max<int64_t>(n_tokens, 1);
   Fixture f = make_fixture(type, shape, n_tokens, threads, stream);
   size_t i = 0;
   for (auto _ : state) {
@@ -94,7 +103,9 @@ void register_all() {
     const TypeTraits& t = type_traits(type);
     for (const Shape& shape : kShapes) {
       if (shape.cols % t.block_size != 0) continue;  // K-quants need columns in multiples of 256
-      for (const auto& [mode, tokens] : {std::pair{"decode", int64_t{1}}, std::pair{"prefill512", int64_t{512}}}) {
+      for (const auto& [mode, tokens] : {std::pair{"decode", int64_t{1}}, std::pair{"prefill512", int64_t{512}},
+                                        std::pair{"decode_hot", int64_t{0}}}) {
+        if (tokens != 1 && is_large(shape)) continue;
         const std::string name = std::string("matmul/") + t.name + "/" + shape.name + "/" + mode;
         auto* b = benchmark::RegisterBenchmark(name.c_str(), run_matmul, type, shape, tokens);
         b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
