@@ -40,7 +40,9 @@ constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             DType::Q6_K, DType::F16,  DType::BF16, DType::F32,
                             // sparse-q8 with room for 32 and 19 of 64 weights: the reference
                             // quantizer keeps the largest, so 50% and 70% sparse (tensor/sparse_q8.h).
-                            static_cast<DType>(kSparseQ8TypeBase | 32), static_cast<DType>(kSparseQ8TypeBase | 19)};
+                            static_cast<DType>(kSparseQ8TypeBase | 32), static_cast<DType>(kSparseQ8TypeBase | 19),
+                            // 25% and 37.5% sparse: where sparse-q8 starts to beat q8_0.
+                            static_cast<DType>(kSparseQ8TypeBase | 48), static_cast<DType>(kSparseQ8TypeBase | 40)};
 
 // Decode reads each weight once per token from memory: cycling through enough copies that they
 // do not fit in the last-level cache gives the same streaming behaviour.
