@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -68,7 +69,11 @@ Fixture make_fixture(DType type, const Shape& shape, int64_t n_tokens, int threa
     for (auto& v : row) v = normal(rng);
     t.quantize_row(row.data(), stored.data() + r * rb, shape.cols);
   }
-  const size_t n_copies = stream ? std::max<size_t>(1, kStreamBytes / stored.size() + 1) : 1;
+  // FRUGAL_BENCH_STREAM_MB overrides the streamed bytes (the VM may report a last-level cache
+  // larger than 96 MB: a server's shared L3).
+  const char* env = std::getenv("FRUGAL_BENCH_STREAM_MB");
+  const size_t stream_bytes = env != nullptr && std::atol(env) > 0 ? static_cast<size_t>(std::atol(env)) << 20 : kStreamBytes;
+  const size_t n_copies = stream ? std::max<size_t>(1, stream_bytes / stored.size() + 1) : 1;
   for (size_t i = 0; i < n_copies; ++i) f.copies.push_back(stored);
   for (auto& c : f.copies) f.weights.push_back(WeightMatrix{&t, c.data(), shape.rows, shape.cols, rb});
   f.x.resize(n_tokens * shape.cols);
