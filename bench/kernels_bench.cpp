@@ -1,6 +1,7 @@
 // Microbenchmarks of the matmul kernels at SmolLM2-135M's shapes (576x576, 576->1536, 1536->576,
-// 576->49152): decode (1 token, weights streamed from memory as in a real forward pass) and
-// prefill (512 tokens), per weight type and thread count, reporting weight GB/s and GFLOP/s.
+// 576->49152) and two Llama-7B-sized ones (decode only): decode (1 token, weights streamed from
+// memory as in a real forward pass), decode_hot (weights in the cache: the kernel's compute cost)
+// and prefill (512 tokens), per weight type and thread count, reporting weight GB/s and GFLOP/s.
 // The ISA is the active one (FRUGAL_ISA=scalar|avx2|avx512|avx512vnni forces a lower one).
 #include <benchmark/benchmark.h>
 
