@@ -37,6 +37,7 @@ constexpr int kPrefetchPasses = 2;
 // the activations only and so is computed once per block for all rows and put in the accumulator
 // the dot starts from. This is the "unsigned-offset" form used by VNNI int8 GEMMs (Intel's
 // oneDNN s8s8 compensation), with the compensation on the shared operand.
+//
 // kMasked: the pass ends less than 64 bytes before the tensor's end, so the codes are loaded with
 // a mask (a full 64-byte load could pass the end); elsewhere a full load is safe: vpexpandb uses
 // only the first n bytes, the rest is the row's padding or the next rows.
@@ -56,10 +57,10 @@ inline void rows_pass(const WeightMatrix& w, int64_t r, int c, int64_t nb, const
   }
   const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
   // Software prefetch of the next pass's rows, spread evenly over this pass's blocks. The rows of
-  // a pass are adjacent and short (4 x 1.9 KB at 4096 columns, 70% sparse), and each is read as
-  // three streams (masks, scales, codes) advancing at different rates: a dozen interleaved streams
-  // within two pages, which the hardware prefetchers follow poorly (without this, decode streamed
-  // 4096x4096 at 6.4 GB/s against Q8_0's 10.7 on the same machine).
+  // a pass are adjacent and short (8 x 1.9 KB at 4096 columns, 70% sparse), and each is read as
+  // three streams (masks, scales, codes) advancing at different rates: two dozen interleaved
+  // streams within a few pages, which the hardware prefetchers follow poorly (without this, with
+  // 4 rows per pass, decode streamed 4096x4096 at 6.4 GB/s against Q8_0's 10.7 in the same run).
   const uint8_t* tensor_end = w.row(w.rows - 1) + w.row_bytes;
   const uint8_t* pf = std::min(w.row(r) + kPrefetchPasses * R * w.row_bytes, tensor_end);
   const uint8_t* pf_end = std::min(pf + R * w.row_bytes, tensor_end);
@@ -73,7 +74,8 @@ inline void rows_pass(const WeightMatrix& w, int64_t r, int c, int64_t nb, const
       _mm512_store_ps(s[i], _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(chunk_mask, scales[i] + 2 * b0)));
     for (int64_t j = 0; j < n_chunk; ++j) {
       const int64_t b = b0 + j;
-      for (int64_t k = 0; k < pf_per_block && pf < pf_end; ++k, pf += 64) _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+      for (int64_t k = 0; k < pf_per_block && pf < pf_end; ++k, pf += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
       const __m512i xq = _mm512_loadu_si512(x + b * kSparseBlock);
       const __m512 dx = _mm512_insertf32x8(_mm512_set1_ps(d[2 * b]), _mm256_set1_ps(d[2 * b + 1]), 1);
       // -128 * (sum of each 4 activations): the dot of the offset weights minus this is the dot.
@@ -97,8 +99,9 @@ inline void rows_pass(const WeightMatrix& w, int64_t r, int c, int64_t nb, const
 }  // namespace
 
 bool sparse_q8_avx512_supported() {
-  static const bool ok = __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vnni") &&
-                         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+  static const bool ok = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vbmi2") &&
+                         __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
   return ok;
 }
 
