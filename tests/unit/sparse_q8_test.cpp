@@ -3,6 +3,8 @@
 // scalar twin (which must equal the product of the dequantized weights and activations), plus
 // the prefill path that expands tiles to Q8_0.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -181,8 +183,11 @@ Acts make_acts(int64_t cols, int64_t n_tokens, std::mt19937& rng) {
 
 TEST(SparseQ8Kernels, EveryIsaMatchesTheScalarTwin) {
   std::mt19937 rng(11);
-  const int64_t rows = 37, cols = 640;
+  // 640 columns: 10 blocks; 1344: 21 blocks, so the AVX-512 kernel's scale chunks of 16 blocks
+  // have a full chunk and a partial one.
+  for (const int64_t cols : {int64_t{640}, int64_t{1344}})
   for (double sparsity : {0.0, 0.5, 0.7, 0.95}) {
+    const int64_t rows = 37;
     const std::vector<float> v = pruned_rows(rows, cols, sparsity, rng);
     const TypeTraits& t = type_traits(sparse_q8_type_for(v.data(), rows, cols));
     const std::vector<uint8_t> bytes = encode(t, v, rows, cols);
@@ -258,6 +263,37 @@ TEST(SparseQ8Kernels, MatmulDecodeAndPrefillMatchTheDenseProduct) {
       // Only the 8-bit activation rounding separates them (about 1% relative).
       EXPECT_LT(std::sqrt(err / norm), 0.02) << isa_name(isa) << " tokens " << n_tokens;
     }
+  }
+}
+
+// The AVX-512 kernel loads a block's codes with full 64-byte loads except near the tensor's end:
+// with the tensor placed right before an inaccessible page (as an mmapped file can end), every
+// ISA's kernel must finish without touching it, at high sparsity (short rows) and with no zeros.
+TEST(SparseQ8Kernels, DecodeNeverReadsPastTheTensorEnd) {
+  std::mt19937 rng(23);
+  const int64_t rows = 19, cols = 192;
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  for (double sparsity : {0.0, 0.97}) {
+    const std::vector<float> v = pruned_rows(rows, cols, sparsity, rng);
+    const TypeTraits& t = type_traits(sparse_q8_type_for(v.data(), rows, cols));
+    const std::vector<uint8_t> bytes = encode(t, v, rows, cols);
+    const size_t span = (bytes.size() + page - 1) / page * page;
+    void* map = mmap(nullptr, span + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(map, MAP_FAILED);
+    uint8_t* base = static_cast<uint8_t*>(map);
+    ASSERT_EQ(mprotect(base + span, page, PROT_NONE), 0);
+    uint8_t* data = base + span - bytes.size();
+    std::memcpy(data, bytes.data(), bytes.size());
+    const WeightMatrix w{&t, data, rows, cols, row_bytes(t, cols)};
+    Acts a = make_acts(cols, 1, rng);
+    std::vector<float> twin(rows);
+    kernels::sparse_q8_rows_reference(w, 0, rows, a.q, twin.data(), rows, nullptr);
+    for (Isa isa : testing::supported_isas()) {
+      std::vector<float> y(rows, -1.0f);
+      kernels::kernel_table(isa).quant_rows[kernels::kKernelSparseQ8](w, 0, rows, a.q, y.data(), rows, nullptr);
+      for (int64_t r = 0; r < rows; ++r) EXPECT_NEAR(y[r], twin[r], 1e-4f * (1.0f + std::fabs(twin[r]))) << isa_name(isa) << " row " << r;
+    }
+    munmap(map, span + page);
   }
 }
 
