@@ -57,12 +57,14 @@ size_t scratch_bytes_per_thread(int64_t cols) {
   return align_64(bytes) + sparse_tile_bytes(cols);
 }
 
-// sparse-q8 weights: each tile of rows is expanded to Q8_0 once and multiplied with all tokens by
-// the active ISA's Q8_0 kernel (the same values: both 32-halves of a 64-block get its scale), so
-// prefill runs at the dense int8 speed. Decode takes the same path (the compressed rows are still
-// what is read from memory; the expanded tile stays in L1) rather than the one-token sparse
-// kernels, whose sums run in another order: one path for every batch size keeps a batched row
-// bit-identical to the same token alone (batch invariance, see matmul_simd.h).
+// Prefill with sparse-q8 weights: each tile of rows is expanded to Q8_0 once and multiplied with
+// all tokens by the active ISA's Q8_0 kernel (the same values: both 32-halves of a 64-block get
+// its scale), so prefill runs at the dense int8 speed. Decode (one token) takes the one-token
+// sparse kernels instead, which read only mask, scales and packed values and are what makes the
+// format pay (AVX-512 VBMI2: 1.7-1.8x q8_0 at 50% sparsity, docs/SPARSE_FORMATS.md). Their sums
+// run in another order, so sparse-q8 is the one format whose batched rows are not bit-identical
+// to the token alone (they agree to float rounding; tests/unit/batch_invariance_test.cpp):
+// speed is the point of the format, exactness of batched verification the price.
 void sparse_expand_rows(const KernelTable& table, const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a,
                         float* y, int64_t y_stride, uint8_t* scratch, uint8_t* tile) {
   static const TypeTraits& q8 = type_traits(DType::Q8_0);
@@ -221,7 +223,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     const int index = kernels::kernel_type_index(w.traits->type);
     p.format = kernels::activation_format_for(w.traits->type);
     FRUGAL_CHECK(!per_token || p.format == ActivationFormat::kQ8Block32);
-    if (index == kernels::kKernelSparseQ8) {
+    if (index == kernels::kKernelSparseQ8 && n_tokens > 1) {
       p.path = Path::kSparseExpand;
       need_block32 = true;
     } else if (index >= 0 && table.quant_rows[index] != nullptr) {
