@@ -107,12 +107,16 @@ void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t f
   for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
 }
 
-// Loaders of 8 consecutive elements (i a multiple of 8) of a cache row in its stored type; the
-// block types scale the integers by the block's fp16 d as they are converted.
+// Loaders of a cache row in its stored type. raw8(row, i) gives elements i..i+7 (i a multiple
+// of 8) *without* the block scale and scale(row, i) the scale of the block holding element i, so
+// the kernels below apply a q8_0/q4_0 block's fp16 d once per 32 elements (one broadcast and one
+// FMA) instead of converting and multiplying it into every 8 dequantized integers.
 struct F16Loader {
-  static __m256 load8(const uint8_t* row, int64_t i) {
+  static constexpr bool kScaled = false;
+  static __m256 raw8(const uint8_t* row, int64_t i) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
   }
+  static float scale(const uint8_t*, int64_t) { return 1.0f; }
 };
 
 inline float block_scale(const uint8_t* block) {
@@ -122,30 +126,43 @@ inline float block_scale(const uint8_t* block) {
 }
 
 struct Q8Loader {
-  static __m256 load8(const uint8_t* row, int64_t i) {
-    const uint8_t* block = row + (i >> 5) * 34;
-    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + (i & 31)));
-    return _mm256_mul_ps(_mm256_set1_ps(block_scale(block)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+  static constexpr bool kScaled = true;
+  static __m256 raw8(const uint8_t* row, int64_t i) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + (i >> 5) * 34 + 2 + (i & 31)));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
   }
+  static float scale(const uint8_t* row, int64_t i) { return block_scale(row + (i >> 5) * 34); }
 };
 
 struct Q4Loader {
-  static __m256 load8(const uint8_t* row, int64_t i) {
+  static constexpr bool kScaled = true;
+  static __m256 raw8(const uint8_t* row, int64_t i) {
     const uint8_t* block = row + (i >> 5) * 18;
     const int64_t j = i & 31;
     __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + (j & 15)));
     if (j >= 16) q = _mm_srli_epi16(q, 4);
     q = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-    const __m256i w = _mm256_sub_epi32(_mm256_cvtepu8_epi32(q), _mm256_set1_epi32(8));
-    return _mm256_mul_ps(_mm256_set1_ps(block_scale(block)), _mm256_cvtepi32_ps(w));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(q), _mm256_set1_epi32(8)));
   }
+  static float scale(const uint8_t* row, int64_t i) { return block_scale(row + (i >> 5) * 18); }
 };
 
+// q . row over n elements: a block type sums a block's 32 unscaled products, then adds them
+// times d (n a multiple of 32 for block types, of 8 for f16).
 template <typename L>
-inline float dot8_rows(const float* a, const uint8_t* row, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), L::load8(row, i), acc);
-  return horizontal_sum(acc);
+inline __m256 dot_row_acc(const __m256* qv, const uint8_t* row, int64_t n, __m256 acc) {
+  if constexpr (L::kScaled) {
+    for (int64_t i = 0; i < n; i += 32) {
+      __m256 part = _mm256_mul_ps(qv[i / 8], L::raw8(row, i));
+      part = _mm256_fmadd_ps(qv[i / 8 + 1], L::raw8(row, i + 8), part);
+      part = _mm256_fmadd_ps(qv[i / 8 + 2], L::raw8(row, i + 16), part);
+      part = _mm256_fmadd_ps(qv[i / 8 + 3], L::raw8(row, i + 24), part);
+      acc = _mm256_fmadd_ps(part, _mm256_set1_ps(L::scale(row, i)), acc);
+    }
+  } else {
+    for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(qv[i / 8], L::raw8(row, i), acc);
+  }
+  return acc;
 }
 
 // Row j of a contiguous or a paged cache: the attention below is written once over either, so
@@ -153,26 +170,33 @@ inline float dot8_rows(const float* a, const uint8_t* row, int64_t n) {
 inline const uint8_t* row_of(const KvRows& rows, int64_t j) { return rows.data + j * rows.row_bytes; }
 inline const uint8_t* row_of(const PagedKvRows& rows, int64_t j) { return rows.row(j); }
 
-template <typename L, typename Rows>
-inline __m256 dot_8_rows(const float* q, const Rows& k, int64_t j0, int64_t n) {
-  const uint8_t* rows[8];
-  for (int j = 0; j < 8; ++j) rows[j] = row_of(k, j0 + j);
+// Dot products of q (as vectors qv) with 8 rows in one vector: 8 accumulators, then one
+// transposing reduction instead of a horizontal sum per key.
+template <typename L>
+inline __m256 dot_8_rows(const __m256* qv, const uint8_t* const* rows, int64_t n) {
   __m256 a[8];
-  for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256 qv = _mm256_loadu_ps(q + i);
-    for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(qv, L::load8(rows[j], i), a[j]);
-  }
+  for (int j = 0; j < 8; ++j) a[j] = dot_row_acc<L>(qv, rows[j], n, _mm256_setzero_ps());
   const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
   const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
   return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
 }
 
-template <typename L>
-inline void scale_add8_row(float* out, float c, float p, const uint8_t* v, int64_t n) {
-  const __m256 vc = _mm256_set1_ps(c), vp = _mm256_set1_ps(p);
-  for (int64_t i = 0; i < n; i += 8) {
-    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vp, L::load8(v, i), _mm256_mul_ps(vc, _mm256_loadu_ps(out + i))));
+// out = out * correction + sum_j p[j] v_j over a tile's n value rows. W output elements (one
+// q8_0/q4_0 block when W = 32) stay in registers over all the tile's rows, and a block's scale is
+// folded into p[j] once (p[j] * d), so out is read and written once per tile, not once per row.
+template <typename L, int W>
+inline void accumulate_values(float* out, float correction, const float* p, const uint8_t* const* rows, int64_t n,
+                              int64_t head_dim) {
+  constexpr int kRegs = W / 8;
+  const __m256 vc = _mm256_set1_ps(correction);
+  for (int64_t c = 0; c < head_dim; c += W) {
+    __m256 acc[kRegs];
+    for (int r = 0; r < kRegs; ++r) acc[r] = _mm256_mul_ps(vc, _mm256_loadu_ps(out + c + 8 * r));
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 s = _mm256_set1_ps(L::kScaled ? p[j] * L::scale(rows[j], c) : p[j]);
+      for (int r = 0; r < kRegs; ++r) acc[r] = _mm256_fmadd_ps(s, L::raw8(rows[j], c + 8 * r), acc[r]);
+    }
+    for (int r = 0; r < kRegs; ++r) _mm256_storeu_ps(out + c + 8 * r, acc[r]);
   }
 }
 
@@ -181,17 +205,22 @@ template <typename KL, typename VL, typename Rows>
 void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim,
                  float scale, float* out) {
   constexpr int64_t kTile = 64;
+  constexpr int64_t kMaxHeadDim = 4096;  // the bound model_config.cpp checks; 16 KiB of stack
+  __m256 qv[kMaxHeadDim / 8];
+  for (int64_t i = 0; i < head_dim; i += 8) qv[i / 8] = _mm256_loadu_ps(q + i);
   float scores[kTile];
+  const uint8_t* rows[kTile];
   float running_max = -std::numeric_limits<float>::infinity();
   float running_sum = 0;
   std::fill(out, out + head_dim, 0.0f);
   for (int64_t j0 = first; j0 <= last; j0 += kTile) {
     const int64_t n = std::min(kTile, last - j0 + 1);
+    for (int64_t j = 0; j < n; ++j) rows[j] = row_of(k, j0 + j);
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(q, k, j0 + j, head_dim), _mm256_set1_ps(scale)));
+      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(qv, rows + j, head_dim), _mm256_set1_ps(scale)));
     }
-    for (; j < n; ++j) scores[j] = dot8_rows<KL>(q, row_of(k, j0 + j), head_dim) * scale;
+    for (; j < n; ++j) scores[j] = horizontal_sum(dot_row_acc<KL>(qv, rows[j], head_dim, _mm256_setzero_ps())) * scale;
     float tile_max = -std::numeric_limits<float>::infinity();
     for (j = 0; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
     float correction = 1.0f;
@@ -212,8 +241,11 @@ void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, in
     alignas(32) float sums[8];
     _mm256_store_ps(sums, vsum);
     for (float x : sums) running_sum += x;
-    for (j = 0; j < n; ++j) {
-      scale_add8_row<VL>(out, j == 0 ? correction : 1.0f, scores[j], row_of(v, j0 + j), head_dim);
+    for (j = 0; j < n; ++j) rows[j] = row_of(v, j0 + j);
+    if (head_dim % 32 == 0) {
+      accumulate_values<VL, 32>(out, correction, scores, rows, n, head_dim);
+    } else {
+      accumulate_values<VL, 8>(out, correction, scores, rows, n, head_dim);  // f16 only (block types need 32 | head_dim)
     }
   }
   const float inv = 1.0f / running_sum;
