@@ -113,6 +113,7 @@ void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t f
 // FMA) instead of converting and multiplying it into every 8 dequantized integers.
 struct F16Loader {
   static constexpr bool kScaled = false;
+  static constexpr bool kIntegerDot = false;
   static __m256 raw8(const uint8_t* row, int64_t i) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
   }
@@ -127,6 +128,7 @@ inline float block_scale(const uint8_t* block) {
 
 struct Q8Loader {
   static constexpr bool kScaled = true;
+  static constexpr bool kIntegerDot = false;
   static __m256 raw8(const uint8_t* row, int64_t i) {
     const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + (i >> 5) * 34 + 2 + (i & 31)));
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
@@ -136,6 +138,7 @@ struct Q8Loader {
 
 struct Q4Loader {
   static constexpr bool kScaled = true;
+  static constexpr bool kIntegerDot = false;
   static __m256 raw8(const uint8_t* row, int64_t i) {
     const uint8_t* block = row + (i >> 5) * 18;
     const int64_t j = i & 31;
@@ -165,6 +168,72 @@ inline __m256 dot_row_acc(const __m256* qv, const uint8_t* row, int64_t n, __m25
   return acc;
 }
 
+// The query of one head as the key loaders need it: float vectors, and for q8_0/q4_0 keys also
+// quantized to 8 bits (quantize_query_q8) with the per-block sums q4_0's offset of 8 needs.
+constexpr int64_t kMaxHeadDim = 4096;  // the bound model_config.cpp checks
+struct Query {
+  __m256 f[kMaxHeadDim / 8];
+  alignas(32) int8_t i8[kMaxHeadDim];
+  float d[kMaxHeadDim / 32];
+  __m256i offset[kMaxHeadDim / 32];  // 8 * (sum of the block's quantized query) in lane 0
+};
+
+// Key loaders: q . row accumulated into 8 lanes (summed by the caller).
+template <typename L>
+struct FloatKey {
+  static constexpr bool kIntegerDot = false;
+  static __m256 dot_acc(const Query& q, const uint8_t* row, int64_t n, __m256 acc) { return dot_row_acc<L>(q.f, row, n, acc); }
+};
+
+// q8_0 keys times the 8-bit query: a block's 32 products in integers (maddubs multiplies unsigned
+// by signed bytes, so |k| times q with k's sign; pairs stay below 2 * 127 * 127 < 2^15), then one
+// conversion and one FMA with d_q * d_k per block.
+struct Q8IntKey {
+  static constexpr bool kIntegerDot = true;
+  static __m256 dot_acc(const Query& q, const uint8_t* row, int64_t n, __m256 acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < n / 32; ++b) {
+      const uint8_t* block = row + b * 34;
+      const __m256i k = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+      const __m256i qv = _mm256_load_si256(reinterpret_cast<const __m256i*>(q.i8 + 32 * b));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(k, k), _mm256_sign_epi8(qv, k)), ones);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(q.d[b] * block_scale(block)), acc);
+    }
+    return acc;
+  }
+};
+
+// q4_0 keys: the nibbles (0..15) are already unsigned for maddubs; sum (c - 8) q = sum c q - 8 sum q.
+struct Q4IntKey {
+  static constexpr bool kIntegerDot = true;
+  static __m256 dot_acc(const Query& q, const uint8_t* row, int64_t n, __m256 acc) {
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < n / 32; ++b) {
+      const uint8_t* block = row + b * 18;
+      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+      const __m256i k = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low);
+      const __m256i qv = _mm256_load_si256(reinterpret_cast<const __m256i*>(q.i8 + 32 * b));
+      const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(k, qv), ones), q.offset[b]);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(q.d[b] * block_scale(block)), acc);
+    }
+    return acc;
+  }
+};
+
+template <typename KL>
+inline void prepare_query(const float* q, int64_t head_dim, Query& out) {
+  if constexpr (KL::kIntegerDot) {
+    quantize_query_q8(q, head_dim, out.i8, out.d);
+    for (int64_t b = 0; b < head_dim / 32; ++b) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < 32; ++i) sum += out.i8[32 * b + i];
+      out.offset[b] = _mm256_setr_epi32(8 * sum, 0, 0, 0, 0, 0, 0, 0);
+    }
+  } else {
+    for (int64_t i = 0; i < head_dim; i += 8) out.f[i / 8] = _mm256_loadu_ps(q + i);
+  }
+}
+
 // Row j of a contiguous or a paged cache: the attention below is written once over either, so
 // both give the same bits for the same rows.
 inline const uint8_t* row_of(const KvRows& rows, int64_t j) { return rows.data + j * rows.row_bytes; }
@@ -172,10 +241,10 @@ inline const uint8_t* row_of(const PagedKvRows& rows, int64_t j) { return rows.r
 
 // Dot products of q (as vectors qv) with 8 rows in one vector: 8 accumulators, then one
 // transposing reduction instead of a horizontal sum per key.
-template <typename L>
-inline __m256 dot_8_rows(const __m256* qv, const uint8_t* const* rows, int64_t n) {
+template <typename KL>
+inline __m256 dot_8_rows(const Query& q, const uint8_t* const* rows, int64_t n) {
   __m256 a[8];
-  for (int j = 0; j < 8; ++j) a[j] = dot_row_acc<L>(qv, rows[j], n, _mm256_setzero_ps());
+  for (int j = 0; j < 8; ++j) a[j] = KL::dot_acc(q, rows[j], n, _mm256_setzero_ps());
   const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
   const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
   return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
@@ -205,9 +274,8 @@ template <typename KL, typename VL, typename Rows>
 void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim,
                  float scale, float* out) {
   constexpr int64_t kTile = 64;
-  constexpr int64_t kMaxHeadDim = 4096;  // the bound model_config.cpp checks; 16 KiB of stack
-  __m256 qv[kMaxHeadDim / 8];
-  for (int64_t i = 0; i < head_dim; i += 8) qv[i / 8] = _mm256_loadu_ps(q + i);
+  Query prepared;  // on the stack: the decode loop does not allocate
+  prepare_query<KL>(q, head_dim, prepared);
   float scores[kTile];
   const uint8_t* rows[kTile];
   float running_max = -std::numeric_limits<float>::infinity();
@@ -218,9 +286,9 @@ void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, in
     for (int64_t j = 0; j < n; ++j) rows[j] = row_of(k, j0 + j);
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(qv, rows + j, head_dim), _mm256_set1_ps(scale)));
+      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(prepared, rows + j, head_dim), _mm256_set1_ps(scale)));
     }
-    for (; j < n; ++j) scores[j] = horizontal_sum(dot_row_acc<KL>(qv, rows[j], head_dim, _mm256_setzero_ps())) * scale;
+    for (; j < n; ++j) scores[j] = horizontal_sum(KL::dot_acc(prepared, rows[j], head_dim, _mm256_setzero_ps())) * scale;
     float tile_max = -std::numeric_limits<float>::infinity();
     for (j = 0; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
     float correction = 1.0f;
@@ -266,9 +334,9 @@ template <typename Rows>
 void attend_any(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim,
                 float scale, float* out) {
   switch (k.type) {
-    case KvType::kF16: return attend_kv_k<F16Loader>(q, k, v, first, last, head_dim, scale, out);
-    case KvType::kQ8_0: return attend_kv_k<Q8Loader>(q, k, v, first, last, head_dim, scale, out);
-    case KvType::kQ4_0: return attend_kv_k<Q4Loader>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kF16: return attend_kv_k<FloatKey<F16Loader>>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ8_0: return attend_kv_k<Q8IntKey>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ4_0: return attend_kv_k<Q4IntKey>(q, k, v, first, last, head_dim, scale, out);
   }
 }
 
