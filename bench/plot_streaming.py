@@ -34,16 +34,17 @@ def run(args, name, extra):
 
 
 def bins(data, width):
-    """(bin centre, PPL of the bin, tokens/s in the bin) over bins of about `width` tokens."""
+    """(bin centre, PPL of the bin, tokens/s in the bin, batches/s in the bin) over bins of about
+    `width` tokens."""
     tr = data["trace"]
     points = [(0, 0.0, 0.0)] + [(n, n * math.log(p), s) for n, p, s in zip(tr["scored"], tr["running_ppl"], tr["seconds"])]
-    out, start = [], points[0]
-    for pt in points[1:]:
-        if pt[0] - start[0] >= width or pt is points[-1]:
-            dn = pt[0] - start[0]
+    out, start, k0 = [], points[0], 0
+    for k, pt in enumerate(points[1:], 1):
+        if pt[0] - start[0] >= width or k == len(points) - 1:
+            dn, dt = pt[0] - start[0], max(pt[2] - start[2], 1e-9)
             if dn > 0:
-                out.append(((pt[0] + start[0]) / 2, math.exp((pt[1] - start[1]) / dn), dn / max(pt[2] - start[2], 1e-9)))
-            start = pt
+                out.append(((pt[0] + start[0]) / 2, math.exp((pt[1] - start[1]) / dn), dn / dt, (k - k0) / dt))
+            start, k0 = pt, k
     return out
 
 
@@ -92,10 +93,16 @@ def main():
         print("matplotlib missing: no plot", file=sys.stderr)
         return
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    for label, _, b in rows:
-        ax1.plot([x for x, _, _ in b], [p for _, p, _ in b], marker="o", ms=3, label=label)
-        ax2.plot([x for x, _, _ in b], [s for _, _, s in b], marker="o", ms=3, label=label)
+    for label, data, b in rows:
+        line = ax1.plot([r[0] for r in b], [r[1] for r in b], marker="o", ms=3, label=label)[0]
+        ax2.plot([r[0] for r in b], [r[2] for r in b], marker="o", ms=3, label=label, color=line.get_color())
+        if data.get("recompute_stride", 0) > 1:
+            # One pass over a full window per recomputation: the exact form scores one token per pass.
+            ax2.plot([r[0] for r in b], [r[3] for r in b], ls="--", color=line.get_color(),
+                     label="re-computation, exact (stride 1): passes/s")
     ax1.set_yscale("log")
+    ax2.set_yscale("log")
+    ax2.legend(fontsize=8)
     ax1.set_ylabel(f"PPL per {args.bin}-token bin")
     ax1.axvline(args.window, color="grey", lw=0.8, ls=":")
     ax1.legend()
