@@ -1,5 +1,5 @@
-// The transformer ops for AVX2 + FMA + F16C (ops_kernels.h): attention over a float or fp16 KV
-// cache with a tiled online softmax, SwiGLU/GeGLU and softmax on the vectorized exp of
+// The transformer ops for AVX2 + FMA + F16C (ops_kernels.h): attention over a float, fp16 or
+// q8_0/q4_0 KV cache with a tiled online softmax (integer Q.K for the block types), SwiGLU/GeGLU and softmax on the vectorized exp of
 // vector_math.h, RMSNorm with double accumulators.
 #include <immintrin.h>
 
@@ -150,21 +150,13 @@ struct Q4Loader {
   static float scale(const uint8_t* row, int64_t i) { return block_scale(row + (i >> 5) * 18); }
 };
 
-// q . row over n elements: a block type sums a block's 32 unscaled products, then adds them
-// times d (n a multiple of 32 for block types, of 8 for f16).
+// q . row over n (a multiple of 8) elements of an f16 row. (Block-type keys take the integer
+// path below; the float-query form with d applied once per block, commit 89aa38c, was slower:
+// bench/results/kv_cache.md.)
 template <typename L>
 inline __m256 dot_row_acc(const __m256* qv, const uint8_t* row, int64_t n, __m256 acc) {
-  if constexpr (L::kScaled) {
-    for (int64_t i = 0; i < n; i += 32) {
-      __m256 part = _mm256_mul_ps(qv[i / 8], L::raw8(row, i));
-      part = _mm256_fmadd_ps(qv[i / 8 + 1], L::raw8(row, i + 8), part);
-      part = _mm256_fmadd_ps(qv[i / 8 + 2], L::raw8(row, i + 16), part);
-      part = _mm256_fmadd_ps(qv[i / 8 + 3], L::raw8(row, i + 24), part);
-      acc = _mm256_fmadd_ps(part, _mm256_set1_ps(L::scale(row, i)), acc);
-    }
-  } else {
-    for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(qv[i / 8], L::raw8(row, i), acc);
-  }
+  static_assert(!L::kScaled, "q8_0/q4_0 keys use Q8IntKey/Q4IntKey");
+  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(qv[i / 8], L::raw8(row, i), acc);
   return acc;
 }
 
