@@ -55,7 +55,7 @@ inline void quantize_query_q8(const float* q, int64_t n, int8_t* qi, float* d) {
     for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(q[b * 32 + i]));
     d[b] = amax / 127.0f;
     const float id = amax > 0 ? 127.0f / amax : 0.0f;
-    for (int64_t i = 0; i < 32; ++i) qi[b * 32 + i] = static_cast<int8_t>(std::lround(q[b * 32 + i] * id));
+    for (int64_t i = 0; i < 32; ++i) qi[b * 32 + i] = static_cast<int8_t>(std::nearbyint(q[b * 32 + i] * id));  // inlined as one rounding instruction (lround is a libm call per element)
   }
 }
 
