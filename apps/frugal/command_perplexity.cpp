@@ -22,6 +22,9 @@ int command_perplexity(const std::vector<std::string>& argv) {
       .cache_flags(true)
       .option("--stream-tokens", "N", "with --window: score only the first N tokens (default: all)")
       .option("--stream-batch", "B", "with --window: tokens per forward pass", "1")
+      .option("--recompute-stride", "S",
+              "with --window: the windowed-recompute baseline instead (each token from the last --window tokens "
+              "recomputed from scratch, S tokens scored per recomputation; 1 = exact)")
       .footer("Prints [i]running-PPL per chunk and `Final estimate: PPL = X +/- E` as llama-perplexity does.\n"
               "--window N [--sinks S] scores the whole text as one stream through a rolling KV cache (StreamingLLM).");
   auto args = command.parse(argv);
@@ -38,7 +41,7 @@ int command_perplexity(const std::vector<std::string>& argv) {
   if (format != "text" && format != "json") return fail("-o must be text or json, got '" + format + "'");
   const bool json = format == "json";
   if (!args->has("--window")) {
-    for (const char* flag : {"--stream-tokens", "--stream-batch", "--sinks"}) {
+    for (const char* flag : {"--stream-tokens", "--stream-batch", "--sinks", "--recompute-stride"}) {
       if (args->has(flag)) return fail(std::string(flag) + " applies only with --window");
     }
   }
@@ -69,27 +72,62 @@ int command_perplexity(const std::vector<std::string>& argv) {
     auto stream_batch = args->get_int("--stream-batch", 1, 1 << 16);
     if (!stream_tokens) return fail(stream_tokens.status().message());
     if (!stream_batch) return fail(stream_batch.status().message());
-    options.n_batch = std::min(*stream_batch, options.window - options.sinks);
-    Transformer transformer(m, options);
     const int64_t n = *stream_tokens > 0 ? std::min<int64_t>(*stream_tokens, static_cast<int64_t>(tokens.size()))
                                          : static_cast<int64_t>(tokens.size());
-    ProgressBar progress("streaming perplexity", (n - 1 + options.n_batch - 1) / options.n_batch, "batches");
-    auto result = compute_streaming_perplexity(transformer, tokens, n, options.n_batch,
-                                               [&](int64_t done, int64_t, double running) {
-                                                 char note[48];
-                                                 std::snprintf(note, sizeof note, "PPL %.4f", running);
-                                                 progress.update(done, note);
-                                               });
+    const bool recompute = args->has("--recompute-stride");
+    int64_t stride = 0;
+    if (recompute) {
+      auto s = args->get_int("--recompute-stride", 1, options.window);
+      if (!s) return fail(s.status().message());
+      for (const char* flag : {"--stream-batch", "--sinks"}) {
+        if (args->has(flag)) return fail(std::string(flag) + " does not apply with --recompute-stride");
+      }
+      stride = *s;
+    }
+    const int64_t window = options.window;
+    if (recompute) {
+      // A plain cache of one window, cleared before every recomputation.
+      if (Status s = check_context(*m, window, window); !s) return fail(s.message());
+      options.window = 0;
+      options.n_ctx = window;
+      options.n_batch = window;
+    } else {
+      options.n_batch = std::min(*stream_batch, options.window - options.sinks);
+    }
+    Transformer transformer(m, options);
+    const int64_t step = recompute ? stride : options.n_batch;
+    ProgressBar progress(recompute ? "windowed-recompute perplexity" : "streaming perplexity", (n - 1 + step - 1) / step,
+                         "batches");
+    auto on_batch = [&](int64_t done, int64_t, double running) {
+      char note[48];
+      std::snprintf(note, sizeof note, "PPL %.4f", running);
+      progress.update(done, note);
+    };
+    auto result = recompute ? compute_recompute_perplexity(transformer, tokens, n, window, stride, on_batch)
+                            : compute_streaming_perplexity(transformer, tokens, n, options.n_batch, on_batch);
     progress.finish();
     if (!result) return fail(result.status().message());
-    std::fprintf(stderr, "%lld tokens scored in one stream, window %lld, sinks %lld, %lld evicted, KV cache %.2f MiB, %.2f s (%.1f tokens/s)\n",
-                 static_cast<long long>(result->scored_tokens), static_cast<long long>(options.window),
-                 static_cast<long long>(options.sinks), static_cast<long long>(transformer.evicted()),
-                 transformer.kv_cache_bytes() / 1048576.0, result->seconds, result->scored_tokens / result->seconds);
+    if (recompute) {
+      std::fprintf(stderr, "%lld tokens scored by windowed recompute, window %lld, stride %lld, KV cache %.2f MiB, %.2f s (%.1f tokens/s)\n",
+                   static_cast<long long>(result->scored_tokens), static_cast<long long>(window),
+                   static_cast<long long>(stride), transformer.kv_cache_bytes() / 1048576.0, result->seconds,
+                   result->scored_tokens / result->seconds);
+    } else {
+      std::fprintf(stderr, "%lld tokens scored in one stream, window %lld, sinks %lld, %lld evicted, KV cache %.2f MiB, %.2f s (%.1f tokens/s)\n",
+                   static_cast<long long>(result->scored_tokens), static_cast<long long>(options.window),
+                   static_cast<long long>(options.sinks), static_cast<long long>(transformer.evicted()),
+                   transformer.kv_cache_bytes() / 1048576.0, result->seconds, result->scored_tokens / result->seconds);
+    }
     if (json) {
-      nlohmann::json out = {{"model", m->file().path()}, {"text", args->get("-f")}, {"window", options.window},
-                            {"sinks", options.sinks}, {"tokens_scored", result->scored_tokens}, {"ppl", result->ppl},
-                            {"ppl_error", result->ppl_error}, {"seconds", result->seconds}};
+      // The trace (tokens scored, running PPL, seconds after every batch) is what
+      // bench/plot_streaming.py turns into PPL and tokens/s against position.
+      nlohmann::json out = {{"model", m->file().path()}, {"text", args->get("-f")}, {"window", window},
+                            {"sinks", recompute ? 0 : options.sinks}, {"recompute_stride", stride},
+                            {"tokens_scored", result->scored_tokens}, {"ppl", result->ppl},
+                            {"ppl_error", result->ppl_error}, {"seconds", result->seconds},
+                            {"kv_cache_mib", transformer.kv_cache_bytes() / 1048576.0},
+                            {"trace", {{"scored", result->scored_at}, {"running_ppl", result->running_ppl},
+                                       {"seconds", result->seconds_at}}}};
       std::printf("%s\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
       return 0;
     }

@@ -50,6 +50,8 @@ struct KvRows {
 
 // Attention on the cache in its stored type: blocks are dequantized inside the attention loop, so a
 // quantized cache is never expanded to float in memory (the decode bandwidth saving is the point).
+// With q8_0/q4_0 keys the query is quantized once to 8 bits per block of 32 (absmax, float scale)
+// and Q.K runs on integer block dot products; values are summed per block and scaled once.
 void attend_one_head(const float* q, const KvRows& k, const KvRows& v, int64_t first, int64_t last, int64_t head_dim,
                      float scale, float* out);
 

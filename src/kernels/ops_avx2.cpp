@@ -1,5 +1,5 @@
-// The transformer ops for AVX2 + FMA + F16C (ops_kernels.h): attention over a float or fp16 KV
-// cache with a tiled online softmax, SwiGLU/GeGLU and softmax on the vectorized exp of
+// The transformer ops for AVX2 + FMA + F16C (ops_kernels.h): attention over a float, fp16 or
+// q8_0/q4_0 KV cache with a tiled online softmax (integer Q.K for the block types), SwiGLU/GeGLU and softmax on the vectorized exp of
 // vector_math.h, RMSNorm with double accumulators.
 #include <immintrin.h>
 
@@ -107,12 +107,17 @@ void attend(const float* q, const T* k, const T* v, int64_t kv_stride, int64_t f
   for (int64_t d = 0; d < head_dim; ++d) out[d] *= inv;
 }
 
-// Loaders of 8 consecutive elements (i a multiple of 8) of a cache row in its stored type; the
-// block types scale the integers by the block's fp16 d as they are converted.
+// Loaders of a cache row in its stored type. raw8(row, i) gives elements i..i+7 (i a multiple
+// of 8) *without* the block scale and scale(row, i) the scale of the block holding element i, so
+// the kernels below apply a q8_0/q4_0 block's fp16 d once per 32 elements (one broadcast and one
+// FMA) instead of converting and multiplying it into every 8 dequantized integers.
 struct F16Loader {
-  static __m256 load8(const uint8_t* row, int64_t i) {
+  static constexpr bool kScaled = false;
+  static constexpr bool kIntegerDot = false;
+  static __m256 raw8(const uint8_t* row, int64_t i) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
   }
+  static float scale(const uint8_t*, int64_t) { return 1.0f; }
 };
 
 inline float block_scale(const uint8_t* block) {
@@ -122,30 +127,103 @@ inline float block_scale(const uint8_t* block) {
 }
 
 struct Q8Loader {
-  static __m256 load8(const uint8_t* row, int64_t i) {
-    const uint8_t* block = row + (i >> 5) * 34;
-    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + (i & 31)));
-    return _mm256_mul_ps(_mm256_set1_ps(block_scale(block)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
+  static constexpr bool kScaled = true;
+  static constexpr bool kIntegerDot = false;
+  static __m256 raw8(const uint8_t* row, int64_t i) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + (i >> 5) * 34 + 2 + (i & 31)));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
   }
+  static float scale(const uint8_t* row, int64_t i) { return block_scale(row + (i >> 5) * 34); }
 };
 
 struct Q4Loader {
-  static __m256 load8(const uint8_t* row, int64_t i) {
+  static constexpr bool kScaled = true;
+  static constexpr bool kIntegerDot = false;
+  static __m256 raw8(const uint8_t* row, int64_t i) {
     const uint8_t* block = row + (i >> 5) * 18;
     const int64_t j = i & 31;
     __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + (j & 15)));
     if (j >= 16) q = _mm_srli_epi16(q, 4);
     q = _mm_and_si128(q, _mm_set1_epi8(0x0F));
-    const __m256i w = _mm256_sub_epi32(_mm256_cvtepu8_epi32(q), _mm256_set1_epi32(8));
-    return _mm256_mul_ps(_mm256_set1_ps(block_scale(block)), _mm256_cvtepi32_ps(w));
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_cvtepu8_epi32(q), _mm256_set1_epi32(8)));
+  }
+  static float scale(const uint8_t* row, int64_t i) { return block_scale(row + (i >> 5) * 18); }
+};
+
+// q . row over n (a multiple of 8) elements of an f16 row. (Block-type keys take the integer
+// path below; the float-query form with d applied once per block, commit 89aa38c, was slower:
+// bench/results/kv_cache.md.)
+template <typename L>
+inline __m256 dot_row_acc(const __m256* qv, const uint8_t* row, int64_t n, __m256 acc) {
+  static_assert(!L::kScaled, "q8_0/q4_0 keys use Q8IntKey/Q4IntKey");
+  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(qv[i / 8], L::raw8(row, i), acc);
+  return acc;
+}
+
+// The query of one head as the key loaders need it: float vectors, and for q8_0/q4_0 keys also
+// quantized to 8 bits (quantize_query_q8) with the per-block sums q4_0's offset of 8 needs.
+constexpr int64_t kMaxHeadDim = 4096;  // the bound model_config.cpp checks
+struct Query {
+  __m256 f[kMaxHeadDim / 8];
+  alignas(32) int8_t i8[kMaxHeadDim];
+  float d[kMaxHeadDim / 32];
+  __m256i offset[kMaxHeadDim / 32];  // 8 * (sum of the block's quantized query) in lane 0
+};
+
+// Key loaders: q . row accumulated into 8 lanes (summed by the caller).
+template <typename L>
+struct FloatKey {
+  static constexpr bool kIntegerDot = false;
+  static __m256 dot_acc(const Query& q, const uint8_t* row, int64_t n, __m256 acc) { return dot_row_acc<L>(q.f, row, n, acc); }
+};
+
+// q8_0 keys times the 8-bit query: a block's 32 products in integers (maddubs multiplies unsigned
+// by signed bytes, so |k| times q with k's sign; pairs stay below 2 * 127 * 127 < 2^15), then one
+// conversion and one FMA with d_q * d_k per block.
+struct Q8IntKey {
+  static constexpr bool kIntegerDot = true;
+  static __m256 dot_acc(const Query& q, const uint8_t* row, int64_t n, __m256 acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < n / 32; ++b) {
+      const uint8_t* block = row + b * 34;
+      const __m256i k = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+      const __m256i qv = _mm256_load_si256(reinterpret_cast<const __m256i*>(q.i8 + 32 * b));
+      const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(k, k), _mm256_sign_epi8(qv, k)), ones);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(q.d[b] * block_scale(block)), acc);
+    }
+    return acc;
   }
 };
 
-template <typename L>
-inline float dot8_rows(const float* a, const uint8_t* row, int64_t n) {
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), L::load8(row, i), acc);
-  return horizontal_sum(acc);
+// q4_0 keys: the nibbles (0..15) are already unsigned for maddubs; sum (c - 8) q = sum c q - 8 sum q.
+struct Q4IntKey {
+  static constexpr bool kIntegerDot = true;
+  static __m256 dot_acc(const Query& q, const uint8_t* row, int64_t n, __m256 acc) {
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0F);
+    for (int64_t b = 0; b < n / 32; ++b) {
+      const uint8_t* block = row + b * 18;
+      const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+      const __m256i k = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), low);
+      const __m256i qv = _mm256_load_si256(reinterpret_cast<const __m256i*>(q.i8 + 32 * b));
+      const __m256i p = _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(k, qv), ones), q.offset[b]);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(q.d[b] * block_scale(block)), acc);
+    }
+    return acc;
+  }
+};
+
+template <typename KL>
+inline void prepare_query(const float* q, int64_t head_dim, Query& out) {
+  if constexpr (KL::kIntegerDot) {
+    quantize_query_q8(q, head_dim, out.i8, out.d);
+    for (int64_t b = 0; b < head_dim / 32; ++b) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < 32; ++i) sum += out.i8[32 * b + i];
+      out.offset[b] = _mm256_setr_epi32(8 * sum, 0, 0, 0, 0, 0, 0, 0);
+    }
+  } else {
+    for (int64_t i = 0; i < head_dim; i += 8) out.f[i / 8] = _mm256_loadu_ps(q + i);
+  }
 }
 
 // Row j of a contiguous or a paged cache: the attention below is written once over either, so
@@ -153,26 +231,33 @@ inline float dot8_rows(const float* a, const uint8_t* row, int64_t n) {
 inline const uint8_t* row_of(const KvRows& rows, int64_t j) { return rows.data + j * rows.row_bytes; }
 inline const uint8_t* row_of(const PagedKvRows& rows, int64_t j) { return rows.row(j); }
 
-template <typename L, typename Rows>
-inline __m256 dot_8_rows(const float* q, const Rows& k, int64_t j0, int64_t n) {
-  const uint8_t* rows[8];
-  for (int j = 0; j < 8; ++j) rows[j] = row_of(k, j0 + j);
+// Dot products of q (as vectors qv) with 8 rows in one vector: 8 accumulators, then one
+// transposing reduction instead of a horizontal sum per key.
+template <typename KL>
+inline __m256 dot_8_rows(const Query& q, const uint8_t* const* rows, int64_t n) {
   __m256 a[8];
-  for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
-  for (int64_t i = 0; i < n; i += 8) {
-    const __m256 qv = _mm256_loadu_ps(q + i);
-    for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(qv, L::load8(rows[j], i), a[j]);
-  }
+  for (int j = 0; j < 8; ++j) a[j] = KL::dot_acc(q, rows[j], n, _mm256_setzero_ps());
   const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
   const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
   return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
 }
 
-template <typename L>
-inline void scale_add8_row(float* out, float c, float p, const uint8_t* v, int64_t n) {
-  const __m256 vc = _mm256_set1_ps(c), vp = _mm256_set1_ps(p);
-  for (int64_t i = 0; i < n; i += 8) {
-    _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vp, L::load8(v, i), _mm256_mul_ps(vc, _mm256_loadu_ps(out + i))));
+// out = out * correction + sum_j p[j] v_j over a tile's n value rows. W output elements (one
+// q8_0/q4_0 block when W = 32) stay in registers over all the tile's rows, and a block's scale is
+// folded into p[j] once (p[j] * d), so out is read and written once per tile, not once per row.
+template <typename L, int W>
+inline void accumulate_values(float* out, float correction, const float* p, const uint8_t* const* rows, int64_t n,
+                              int64_t head_dim) {
+  constexpr int kRegs = W / 8;
+  const __m256 vc = _mm256_set1_ps(correction);
+  for (int64_t c = 0; c < head_dim; c += W) {
+    __m256 acc[kRegs];
+    for (int r = 0; r < kRegs; ++r) acc[r] = _mm256_mul_ps(vc, _mm256_loadu_ps(out + c + 8 * r));
+    for (int64_t j = 0; j < n; ++j) {
+      const __m256 s = _mm256_set1_ps(L::kScaled ? p[j] * L::scale(rows[j], c) : p[j]);
+      for (int r = 0; r < kRegs; ++r) acc[r] = _mm256_fmadd_ps(s, L::raw8(rows[j], c + 8 * r), acc[r]);
+    }
+    for (int r = 0; r < kRegs; ++r) _mm256_storeu_ps(out + c + 8 * r, acc[r]);
   }
 }
 
@@ -181,17 +266,21 @@ template <typename KL, typename VL, typename Rows>
 void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim,
                  float scale, float* out) {
   constexpr int64_t kTile = 64;
+  Query prepared;  // on the stack: the decode loop does not allocate
+  prepare_query<KL>(q, head_dim, prepared);
   float scores[kTile];
+  const uint8_t* rows[kTile];
   float running_max = -std::numeric_limits<float>::infinity();
   float running_sum = 0;
   std::fill(out, out + head_dim, 0.0f);
   for (int64_t j0 = first; j0 <= last; j0 += kTile) {
     const int64_t n = std::min(kTile, last - j0 + 1);
+    for (int64_t j = 0; j < n; ++j) rows[j] = row_of(k, j0 + j);
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(q, k, j0 + j, head_dim), _mm256_set1_ps(scale)));
+      _mm256_storeu_ps(scores + j, _mm256_mul_ps(dot_8_rows<KL>(prepared, rows + j, head_dim), _mm256_set1_ps(scale)));
     }
-    for (; j < n; ++j) scores[j] = dot8_rows<KL>(q, row_of(k, j0 + j), head_dim) * scale;
+    for (; j < n; ++j) scores[j] = horizontal_sum(KL::dot_acc(prepared, rows[j], head_dim, _mm256_setzero_ps())) * scale;
     float tile_max = -std::numeric_limits<float>::infinity();
     for (j = 0; j < n; ++j) tile_max = std::max(tile_max, scores[j]);
     float correction = 1.0f;
@@ -212,8 +301,11 @@ void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, in
     alignas(32) float sums[8];
     _mm256_store_ps(sums, vsum);
     for (float x : sums) running_sum += x;
-    for (j = 0; j < n; ++j) {
-      scale_add8_row<VL>(out, j == 0 ? correction : 1.0f, scores[j], row_of(v, j0 + j), head_dim);
+    for (j = 0; j < n; ++j) rows[j] = row_of(v, j0 + j);
+    if (head_dim % 32 == 0) {
+      accumulate_values<VL, 32>(out, correction, scores, rows, n, head_dim);
+    } else {
+      accumulate_values<VL, 8>(out, correction, scores, rows, n, head_dim);  // f16 only (block types need 32 | head_dim)
     }
   }
   const float inv = 1.0f / running_sum;
@@ -234,9 +326,9 @@ template <typename Rows>
 void attend_any(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim,
                 float scale, float* out) {
   switch (k.type) {
-    case KvType::kF16: return attend_kv_k<F16Loader>(q, k, v, first, last, head_dim, scale, out);
-    case KvType::kQ8_0: return attend_kv_k<Q8Loader>(q, k, v, first, last, head_dim, scale, out);
-    case KvType::kQ4_0: return attend_kv_k<Q4Loader>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kF16: return attend_kv_k<FloatKey<F16Loader>>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ8_0: return attend_kv_k<Q8IntKey>(q, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ4_0: return attend_kv_k<Q4IntKey>(q, k, v, first, last, head_dim, scale, out);
   }
 }
 

@@ -3,6 +3,8 @@
 // twins, ops_avx2.cpp for AVX2 + FMA + F16C).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu_features.h"
@@ -42,6 +44,20 @@ const OpsTable& ops_table(Isa isa);
 
 const OpsTable& scalar_ops_table();  // ops_reference.cpp
 const OpsTable& avx2_ops_table();    // ops_avx2.cpp
+
+// The query of attention over q8_0/q4_0 keys, quantized once per head to 8 bits in blocks of 32
+// (absmax scale d = max|q|/127 per block, kept in float) so Q.K runs on integer dot products of a
+// block's 32 products (as llama.cpp's q8_0 x q8_0 dot); both the AVX2 kernels and their scalar
+// twins use this one definition, so they see the same integers. n is a multiple of 32.
+inline void quantize_query_q8(const float* q, int64_t n, int8_t* qi, float* d) {
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0;
+    for (int64_t i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(q[b * 32 + i]));
+    d[b] = amax / 127.0f;
+    const float id = amax > 0 ? 127.0f / amax : 0.0f;
+    for (int64_t i = 0; i < 32; ++i) qi[b * 32 + i] = static_cast<int8_t>(std::nearbyint(q[b * 32 + i] * id));  // inlined as one rounding instruction (lround is a libm call per element)
+  }
+}
 
 // Scalar twins (ops_reference.cpp), also the ops of Isa::kScalar: textbook definitions with
 // double accumulators, no SIMD.

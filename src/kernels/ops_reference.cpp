@@ -82,18 +82,43 @@ double kv_dot(const float* q, const uint8_t* row, KvType type, int64_t n) {
 const uint8_t* row_of(const KvRows& rows, int64_t j) { return rows.data + j * rows.row_bytes; }
 const uint8_t* row_of(const PagedKvRows& rows, int64_t j) { return rows.row(j); }
 
+// q . k_j for a row of keys. f16 keys take the float query; q8_0/q4_0 keys take the query
+// quantized to 8 bits per block of 32 (quantize_query_q8, as the SIMD kernels): the score is
+// sum over blocks of d_q d_k sum_i q_i k_i with integer q_i, k_i.
+struct KeyDot {
+  const float* q;
+  KvType type;
+  int64_t n;
+  int8_t qi[4096];  // model_config.cpp's bound on head_dim
+  float qd[4096 / 32];
+  KeyDot(const float* query, KvType key_type, int64_t head_dim) : q(query), type(key_type), n(head_dim) {
+    if (type != KvType::kF16) quantize_query_q8(q, n, qi, qd);
+  }
+  double operator()(const uint8_t* row) const {
+    if (type == KvType::kF16) return kv_dot(q, row, type, n);
+    double sum = 0;
+    for (int64_t b = 0; b < n / 32; ++b) {
+      double block = 0;
+      for (int64_t i = 0; i < 32; ++i) block += static_cast<double>(qi[32 * b + i]) * kv_element(row, type, 32 * b + i);
+      sum += static_cast<double>(qd[b]) * block;  // kv_element already carries d_k
+    }
+    return sum;
+  }
+};
+
 template <typename Rows>
 void attend_rows(const float* q, const Rows& k, const Rows& v, int64_t first, int64_t last, int64_t head_dim, float scale,
                  float* out) {
   constexpr int64_t kSlice = 256;
+  const KeyDot key_dot(q, k.type, head_dim);
   double max = -std::numeric_limits<double>::infinity();
-  for (int64_t j = first; j <= last; ++j) max = std::max(max, scale * kv_dot(q, row_of(k, j), k.type, head_dim));
+  for (int64_t j = first; j <= last; ++j) max = std::max(max, scale * key_dot(row_of(k, j)));
   for (int64_t d0 = 0; d0 < head_dim; d0 += kSlice) {
     const int64_t nd = std::min(kSlice, head_dim - d0);
     double acc[kSlice] = {};
     double sum = 0;
     for (int64_t j = first; j <= last; ++j) {
-      const double p = std::exp(scale * kv_dot(q, row_of(k, j), k.type, head_dim) - max);
+      const double p = std::exp(scale * key_dot(row_of(k, j)) - max);
       sum += p;
       for (int64_t d = 0; d < nd; ++d) acc[d] += p * kv_element(row_of(v, j), v.type, d0 + d);
     }

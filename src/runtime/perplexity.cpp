@@ -2,7 +2,9 @@
 // llama.cpp's perplexity tool, so the two numbers can be compared directly.
 #include "runtime/perplexity.h"
 
+#include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "base/timer.h"
 
@@ -104,6 +106,45 @@ Result<PerplexityResult> compute_streaming_perplexity(Transformer& transformer, 
       nll.add(-log_softmax_at(transformer.logits(i), n_vocab, tokens[start + i + 1]));
     }
     result.running_ppl.push_back(nll.perplexity());
+    result.scored_at.push_back(start + count);
+    result.seconds_at.push_back(timer.seconds());
+    ++result.chunks;
+    if (on_batch) on_batch(b + 1, total, result.running_ppl.back());
+  }
+  nll.finish(result);
+  result.seconds = timer.seconds();
+  return result;
+}
+
+Result<PerplexityResult> compute_recompute_perplexity(Transformer& transformer, const std::vector<int32_t>& tokens,
+                                                      int64_t max_tokens, int64_t window, int64_t stride,
+                                                      const std::function<void(int64_t, int64_t, double)>& on_batch) {
+  int64_t n = static_cast<int64_t>(tokens.size());
+  if (max_tokens > 0) n = std::min(n, max_tokens);
+  if (n < 2) return Status::error("windowed-recompute perplexity needs at least 2 tokens");
+  if (window < 1 || stride < 1 || stride > window) {
+    return Status::error("windowed-recompute perplexity needs 1 <= stride <= window, got stride " + std::to_string(stride) +
+                         " and window " + std::to_string(window));
+  }
+  const int64_t n_vocab = transformer.model().config().n_vocab;
+  const int64_t total = (n - 1 + stride - 1) / stride;
+  PerplexityResult result;
+  Timer timer;
+  NllAccumulator nll;
+  // Tokens s .. s + count - 1 predict their successors; the pass feeds the window ending at the
+  // last of them, so token t sees tokens max(0, end - window) .. t.
+  for (int64_t s = 0, b = 0; s < n - 1; s += stride, ++b) {
+    const int64_t count = std::min(stride, n - 1 - s);
+    const int64_t end = s + count;  // one past the last fed token
+    const int64_t begin = std::max<int64_t>(0, end - window);
+    transformer.truncate(0);
+    FRUGAL_RETURN_IF_ERROR(transformer.evaluate(tokens.data() + begin, end - begin));
+    for (int64_t t = s; t < end; ++t) {
+      nll.add(-log_softmax_at(transformer.logits(t - begin), n_vocab, tokens[t + 1]));
+    }
+    result.running_ppl.push_back(nll.perplexity());
+    result.scored_at.push_back(end);
+    result.seconds_at.push_back(timer.seconds());
     ++result.chunks;
     if (on_batch) on_batch(b + 1, total, result.running_ppl.back());
   }

@@ -24,6 +24,8 @@ struct PerplexityResult {
   int64_t chunks = 0;
   int64_t scored_tokens = 0;
   std::vector<double> running_ppl;  // after each chunk
+  std::vector<int64_t> scored_at;   // streaming forms: tokens scored after each batch
+  std::vector<double> seconds_at;   // streaming forms: seconds since the start after each batch
   double seconds = 0;
 };
 
@@ -41,6 +43,16 @@ Result<PerplexityResult> compute_perplexity(Transformer& transformer, const std:
 // the text may be far longer than the window. running_ppl holds the PPL after each batch.
 Result<PerplexityResult> compute_streaming_perplexity(Transformer& transformer, const std::vector<int32_t>& tokens,
                                                       int64_t max_tokens, int64_t batch,
+                                                      const std::function<void(int64_t, int64_t, double)>& on_batch);
+
+// The "sliding window with re-computation" baseline of StreamingLLM (Xiao et al. 2023, sec. 4.1):
+// every token is predicted from at most the `window` tokens before it, recomputed in a fresh cache
+// (positions from 0), so no state is carried over and nothing is evicted. `stride` tokens are
+// scored per recomputation (1 = the paper's exact form; s > 1 gives each token between
+// window - s + 1 and window tokens of context and costs 1/s as much). The first `max_tokens`
+// tokens (all if <= 0); the transformer needs n_ctx and n_batch >= window and all_logits.
+Result<PerplexityResult> compute_recompute_perplexity(Transformer& transformer, const std::vector<int32_t>& tokens,
+                                                      int64_t max_tokens, int64_t window, int64_t stride,
                                                       const std::function<void(int64_t, int64_t, double)>& on_batch);
 
 }  // namespace frugal

@@ -222,6 +222,43 @@ TEST(RollingCache, StreamingPerplexity) {
   EXPECT_GT(pc->ppl, 1.0);
 }
 
+// The windowed-recompute baseline (StreamingLLM sec. 4.1): a window covering the whole stream is
+// full attention, so it equals the plain cache's streaming number at any stride; with a short
+// window the stride changes only how much context a token gets (exact at stride 1), every token
+// is still scored once, and the trace has one entry per recomputation. Bad strides are refused.
+TEST(RollingCache, WindowedRecomputePerplexity) {
+  auto model = tiny_model(false);
+  ASSERT_TRUE(model);
+  std::vector<int32_t> stream;
+  for (int i = 0; i < 3; ++i) stream.insert(stream.end(), kTokens.begin(), kTokens.end());
+  const int64_t n = static_cast<int64_t>(stream.size());
+  TransformerOptions plain;
+  plain.n_ctx = n;
+  plain.n_batch = n;
+  plain.all_logits = true;
+  Transformer a(model, plain);
+  auto full = compute_streaming_perplexity(a, stream, -1, 8, nullptr);
+  ASSERT_TRUE(full.is_ok()) << full.status().message();
+  for (int64_t stride : {int64_t{1}, int64_t{5}, n}) {
+    auto r = compute_recompute_perplexity(a, stream, -1, n, stride, nullptr);
+    ASSERT_TRUE(r.is_ok()) << r.status().message();
+    EXPECT_EQ(r->scored_tokens, n - 1);
+    EXPECT_NEAR(r->ppl, full->ppl, 1e-5 * full->ppl) << "stride " << stride;
+    EXPECT_EQ(static_cast<int64_t>(r->scored_at.size()), (n - 1 + stride - 1) / stride);
+    EXPECT_EQ(r->scored_at.back(), n - 1);
+  }
+  // A window of 6: the exact form differs from full attention and from a coarse stride.
+  auto exact = compute_recompute_perplexity(a, stream, -1, 6, 1, nullptr);
+  auto coarse = compute_recompute_perplexity(a, stream, -1, 6, 6, nullptr);
+  ASSERT_TRUE(exact.is_ok() && coarse.is_ok());
+  EXPECT_EQ(exact->scored_tokens, n - 1);
+  EXPECT_EQ(coarse->scored_tokens, n - 1);
+  EXPECT_GT(std::fabs(exact->ppl - full->ppl), 1e-6 * full->ppl);
+  EXPECT_GT(std::fabs(exact->ppl - coarse->ppl), 1e-6 * full->ppl);
+  EXPECT_FALSE(compute_recompute_perplexity(a, stream, -1, 6, 7, nullptr).is_ok());
+  EXPECT_FALSE(compute_recompute_perplexity(a, stream, -1, 6, 0, nullptr).is_ok());
+}
+
 TEST(RollingCache, BadSettingsAreRefused) {
   auto model = tiny_model(false);
   ASSERT_TRUE(model);

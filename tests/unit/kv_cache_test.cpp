@@ -60,8 +60,9 @@ TEST(KvCache, BlockQuantizersRoundTrip) {
 }
 
 // Every (K type, V type) pair, key ranges across tiles, head offsets inside strided rows; the SIMD
-// kernels dequantize the same integers with the same fp16 scale, so they match the double twin to
-// float rounding of the scores (2e-5 as the f32/f16 twin test).
+// kernels dequantize the same integers with the same fp16 scale (and, for q8_0/q4_0 keys, dot them
+// with the same 8-bit query, quantize_query_q8), so they match the double twin to float rounding
+// of the scores (2e-5 as the f32/f16 twin test).
 TEST(KvCache, QuantizedAttentionMatchesScalarTwin) {
   std::mt19937 rng(7);
   const std::pair<int64_t, int64_t> ranges[] = {{0, 0}, {0, 7}, {3, 70}, {0, 64}, {5, 150}};
@@ -90,6 +91,54 @@ TEST(KvCache, QuantizedAttentionMatchesScalarTwin) {
           }
         }
       }
+    }
+  }
+}
+
+// The 8-bit query of the integer Q.K: every element within half a step (d/2, d = max|q|/127 per
+// block of 32) of its value, the block maximum exactly +-127, and an all-zero block stays zero.
+TEST(KvCache, QueryQuantizerRoundTrip) {
+  std::mt19937 rng(11);
+  std::vector<float> q = normal_values(96, 2.0f, rng);
+  std::fill(q.begin() + 64, q.end(), 0.0f);
+  int8_t qi[96];
+  float d[3];
+  kernels::quantize_query_q8(q.data(), 96, qi, d);
+  for (int64_t b = 0; b < 2; ++b) {
+    int max_code = 0;
+    for (int64_t i = 0; i < 32; ++i) {
+      ASSERT_LE(std::fabs(d[b] * qi[32 * b + i] - q[32 * b + i]), 0.5f * d[b] * 1.001f) << 32 * b + i;
+      max_code = std::max(max_code, std::abs(static_cast<int>(qi[32 * b + i])));
+    }
+    EXPECT_EQ(max_code, 127) << "block " << b;
+  }
+  EXPECT_EQ(d[2], 0.0f);
+  for (int64_t i = 64; i < 96; ++i) EXPECT_EQ(qi[i], 0);
+}
+
+// The worst case of the integer Q.K: query and keys at full scale with matching signs, so every
+// byte product is 127 * 127 and maddubs' pairs reach 32258 (just under int16's 32767); the
+// kernels must agree with the double twin, so no pair saturates. Keys get a per-row magnitude so
+// the softmax is not uniform.
+TEST(KvCache, IntegerKeyDotDoesNotSaturate) {
+  const int64_t head_dim = 64, positions = 40;
+  std::vector<float> q(head_dim), k(positions * head_dim), v(positions * head_dim);
+  for (int64_t i = 0; i < head_dim; ++i) q[i] = (i % 3 == 0 ? -1.0f : 1.0f) * 0.9f;
+  for (int64_t p = 0; p < positions; ++p) {
+    for (int64_t i = 0; i < head_dim; ++i) {
+      k[p * head_dim + i] = (i % 3 == 0 ? -1.0f : 1.0f) * (0.05f + 0.01f * static_cast<float>(p % 7));
+      v[p * head_dim + i] = static_cast<float>((p * 7 + i) % 11) - 5.0f;
+    }
+  }
+  for (KvType kt : {KvType::kQ8_0, KvType::kQ4_0}) {
+    const auto kb = encode_rows(k, positions, head_dim, kt), vb = encode_rows(v, positions, head_dim, KvType::kF16);
+    const KvRows kr{kb.data(), kv_row_bytes(kt, head_dim), kt}, vr{vb.data(), 2 * head_dim, KvType::kF16};
+    std::vector<float> expected(head_dim);
+    kernels::attend_reference(q.data(), kr, vr, 0, positions - 1, head_dim, 1.0f, expected.data());
+    for (Isa isa : supported_isas()) {
+      std::vector<float> out(head_dim, -7.0f);
+      kernels::ops_table(isa).attend_kv(q.data(), kr, vr, 0, positions - 1, head_dim, 1.0f, out.data());
+      for (int64_t d = 0; d < head_dim; ++d) ASSERT_NEAR(out[d], expected[d], 1e-4) << isa_name(isa) << " " << kv_type_name(kt) << " " << d;
     }
   }
 }
