@@ -72,11 +72,12 @@ LogitComparison compare_last_logits_with_llama(const std::shared_ptr<const Model
     if (ours[v] > ours[c.our_top]) c.our_top = v;
     if (peer[v] > peer[c.peer_top]) c.peer_top = v;
   }
+  c.peer_top_margin = peer[c.peer_top] - peer[c.our_top];
   std::tie(c.kl, c.max_abs_difference) = divergence(peer.data(), ours, vocab);
-  std::printf("%-40.40s frugal vs llama.cpp: max |dlogit| %.4f (shift %+.4f), KL %.6f, top %lld/%lld | llama.cpp fa vs "
-              "no-fa: max %.4f, KL %.6f\n",
+  std::printf("%-40.40s frugal vs llama.cpp: max |dlogit| %.4f (shift %+.4f), KL %.6f, top %lld/%lld (margin %.4f) | "
+              "llama.cpp fa vs no-fa: max %.4f, KL %.6f\n",
               prompt.c_str(), c.max_abs_difference, c.mean_shift, c.kl, static_cast<long long>(c.our_top),
-              static_cast<long long>(c.peer_top), c.peer_noise_max_abs_difference, c.peer_noise_kl);
+              static_cast<long long>(c.peer_top), c.peer_top_margin, c.peer_noise_max_abs_difference, c.peer_noise_kl);
   return c;
 }
 
@@ -94,7 +95,12 @@ void expect_logits_match_llama(const std::shared_ptr<const Model>& model, const 
     const LogitComparison& c = results[i];
     EXPECT_LT(c.kl, std::max(0.01, 2.0 * noise_kl)) << prompts[i];
     EXPECT_LT(c.max_abs_difference, std::max(1.0, 2.0 * noise_max)) << prompts[i];
-    EXPECT_EQ(c.our_top, c.peer_top) << prompts[i];
+    // The same top token, unless the two are tied within llama.cpp's own rounding noise (its two
+    // attention paths differ by noise_max on the same prompt): then either answer is right.
+    if (c.our_top != c.peer_top) {
+      EXPECT_LT(c.peer_top_margin, noise_max) << prompts[i] << ": top token " << c.our_top << " vs llama.cpp's "
+                                              << c.peer_top << ", which leads ours by " << c.peer_top_margin;
+    }
   }
 }
 

@@ -14,6 +14,9 @@ struct LogitComparison {
   double mean_shift = 0;          // mean of (ours - peer)
   double kl = 0;          // KL(peer || ours) of the next-token distributions, nats
   int64_t our_top = -1, peer_top = -1;
+  // llama.cpp's logit of its own top token minus its logit of ours (0 when they agree): how close
+  // to a tie a disagreement is, on the peer's own scale.
+  double peer_top_margin = 0;
   // llama.cpp against itself: its default path (flash attention, half-precision accumulation)
   // vs its plain attention path, on the same prompt. The rounding noise floor for this prompt.
   double peer_noise_kl = 0;
