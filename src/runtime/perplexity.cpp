@@ -45,6 +45,15 @@ class NllAccumulator {
   int64_t count_ = 0;
 };
 
+// One pass of a streaming run: the running perplexity and the trace the plots read (tokens scored
+// so far, seconds since the start).
+void record_stream_pass(PerplexityResult& result, const NllAccumulator& nll, int64_t scored_through, double seconds) {
+  result.running_ppl.push_back(nll.perplexity());
+  result.scored_at.push_back(scored_through);
+  result.seconds_at.push_back(seconds);
+  ++result.chunks;
+}
+
 }  // namespace
 
 Result<PerplexityResult> compute_perplexity(Transformer& transformer, const std::vector<int32_t>& tokens,
@@ -105,10 +114,7 @@ Result<PerplexityResult> compute_streaming_perplexity(Transformer& transformer, 
     for (int64_t i = 0; i < count; ++i) {
       nll.add(-log_softmax_at(transformer.logits(i), n_vocab, tokens[start + i + 1]));
     }
-    result.running_ppl.push_back(nll.perplexity());
-    result.scored_at.push_back(start + count);
-    result.seconds_at.push_back(timer.seconds());
-    ++result.chunks;
+    record_stream_pass(result, nll, start + count, timer.seconds());
     if (on_batch) on_batch(b + 1, total, result.running_ppl.back());
   }
   nll.finish(result);
@@ -142,10 +148,7 @@ Result<PerplexityResult> compute_recompute_perplexity(Transformer& transformer, 
     for (int64_t t = s; t < end; ++t) {
       nll.add(-log_softmax_at(transformer.logits(t - begin), n_vocab, tokens[t + 1]));
     }
-    result.running_ppl.push_back(nll.perplexity());
-    result.scored_at.push_back(end);
-    result.seconds_at.push_back(timer.seconds());
-    ++result.chunks;
+    record_stream_pass(result, nll, end, timer.seconds());
     if (on_batch) on_batch(b + 1, total, result.running_ppl.back());
   }
   nll.finish(result);
