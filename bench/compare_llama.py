@@ -8,6 +8,13 @@ tokens/s for prompt processing (pp) and text generation (tg). Decode speed is al
 fraction of the memory-bandwidth bound: measured copy bandwidth / weight bytes read per token.
 
 usage: bench/compare_llama.py [--threads 2] [-p 512] [-n 128] [-r 5] [--rounds 3] [MODEL.gguf ...]
+       bench/compare_llama.py --suite 1b [-r 2] [--rounds 2]
+
+--suite 1b (issue 14) writes a random-weight Llama of Llama 3.2 1B's shape (tools/make_random_model,
+F16, SmolLM2's tokenizer) and llama-quantize's Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q3_K_M and Q2_K
+of it into $FRUGAL_CACHE/big (default ~/.cache/frugal/big; made once, reused), then compares the
+two engines on all seven. Random weights make the text meaningless, not the speed: both engines
+read the same bytes. Results go to bench/results/speed_vs_llama_cpp[_SUITE].{md,json,png}.
 """
 import argparse
 import datetime
@@ -33,6 +40,68 @@ def bench_json(cmd):
     return json.loads(out[start:])
 
 
+# The formats issue 14 measures at 1B, as llama-quantize names them.
+SUITE_1B_FORMATS = ["Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K"]
+
+
+def make_suite_1b(peer_bin, frugal):
+    """The 1B random-weight model in each format (cached; each file appears atomically)."""
+    cache = os.path.join(os.environ.get("FRUGAL_CACHE", os.path.expanduser("~/.cache/frugal")), "big")
+    os.makedirs(cache, exist_ok=True)
+    f16 = os.path.join(cache, "r1b-f16.gguf")
+    if not os.path.exists(f16):
+        tokenizer = run(["bash", os.path.join(ROOT, "scripts", "fetch_model.sh")]).strip().splitlines()[-1]
+        maker = os.path.join(os.path.dirname(frugal), "tools", "make_random_model")
+        print(f"compare_llama: writing {f16}", file=sys.stderr, flush=True)
+        run([maker, "--tokenizer-from", tokenizer, "--out", f16, "--preset", "1b", "--type", "f16"])
+    models = []
+    for fmt in SUITE_1B_FORMATS:
+        path = os.path.join(cache, f"r1b-{fmt}.gguf")
+        if not os.path.exists(path):
+            print(f"compare_llama: llama-quantize {fmt}", file=sys.stderr, flush=True)
+            run([os.path.join(peer_bin, "llama-quantize"), f16, path + ".part", fmt])
+            os.replace(path + ".part", path)
+        models.append(path)
+    return models
+
+
+def plot(report, path):
+    """Tokens/s per model for both engines, prefill and decode side by side."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("compare_llama: matplotlib missing, no plot", file=sys.stderr)
+        return
+    tests = sorted({r["test"] for r in report["rows"]}, key=lambda t: not t.startswith("pp"))
+    names = [m for m in dict.fromkeys(r["model"] for r in report["rows"])]
+    fig, axes = plt.subplots(1, len(tests), figsize=(6 * len(tests), 4.8))
+    if len(tests) == 1:
+        axes = [axes]
+    width = 0.38
+    for ax, test in zip(axes, tests):
+        rows = {r["model"]: r for r in report["rows"] if r["test"] == test}
+        xs = range(len(names))
+        llama = [rows[n]["llama_ts"] for n in names]
+        frugal = [rows[n]["frugal_ts"] for n in names]
+        ax.bar([x - width / 2 for x in xs], llama, width, label="llama.cpp", color="#8c8c8c")
+        ax.bar([x + width / 2 for x in xs], frugal, width, label="frugal", color="#2b7bba")
+        if test.startswith("tg"):
+            bound = [rows[n].get("bandwidth_bound_ts") for n in names]
+            ax.scatter([x + width / 2 for x in xs], bound, marker="_", s=300, color="black", label="bandwidth bound")
+        for x, r in zip(xs, (rows[n] for n in names)):
+            ax.annotate(f"{r['ratio']:.2f}x", (x + width / 2, r["frugal_ts"]), ha="center", va="bottom", fontsize=8)
+        labels = [n.replace(".gguf", "").split("-")[-1] if n.startswith("r1b-") else n.replace(".gguf", "") for n in names]
+        ax.set_xticks(list(xs), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel("tokens/s (median)")
+        ax.set_title(f"{test}, {report['threads']} threads")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def peer_build_description(peer_bin):
     """Which llama.cpp the ratios were measured against (scripts/build_llama_cpp.sh writes it):
     where AMX works, llama.cpp's AMX path is the bar; where it traps, the plain AVX-512 one."""
@@ -53,12 +122,17 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians are taken over them)")
     parser.add_argument("--frugal", default=os.path.join(ROOT, "build", "frugal"))
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    parser.add_argument("--suite", choices=["1b"], help="the 1B random-weight model in seven llama.cpp formats")
     args = parser.parse_args()
 
     peer_bin = run(["bash", os.path.join(ROOT, "scripts", "build_llama_cpp.sh")]).strip().splitlines()[-1]
     peer_build = peer_build_description(peer_bin)
     print(f"compare_llama: peer is {peer_build}", file=sys.stderr)
     models = args.models
+    if args.suite and models:
+        sys.exit("compare_llama: give either model files or --suite, not both")
+    if args.suite == "1b":
+        models = make_suite_1b(peer_bin, args.frugal)
     if not models:
         q4_1 = run(["bash", os.path.join(ROOT, "scripts", "fetch_model.sh")]).strip().splitlines()[-1]
         q8_0 = os.path.join(os.path.dirname(q4_1), "SmolLM2-135M-Instruct.Q8_0.gguf")
@@ -115,10 +189,12 @@ def main():
     text = "\n".join(lines)
     print(text)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "speed_vs_llama_cpp.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(args.out, "speed_vs_llama_cpp.json"), "w") as f:
+    stem = os.path.join(args.out, "speed_vs_llama_cpp" + (f"_{args.suite}" if args.suite else ""))
+    with open(stem + ".md", "w") as f:
+        f.write(text + "\n\n![tokens/s per format](" + os.path.basename(stem) + ".png)\n")
+    with open(stem + ".json", "w") as f:
         json.dump(report, f, indent=2)
+    plot(report, stem + ".png")
 
 
 if __name__ == "__main__":
