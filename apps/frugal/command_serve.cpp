@@ -34,6 +34,7 @@ int command_serve(const std::vector<std::string>& argv) {
       .option("--http-threads", "N", "HTTP worker threads (each open stream holds one)", "128")
       .option("--step-tokens", "N", "tokens per batched forward step (decode tokens + prompt chunks)", "512")
       .flag("--no-prefix-cache", "do not share KV blocks of identical prompt prefixes")
+      .flag("--no-preempt", "reserve prompt + max_tokens blocks at admission instead of preempting (recomputing) the newest sequence when the KV pool runs dry")
       .cache_flags(false)
       .footer("Endpoints: POST /v1/chat/completions, /v1/completions (\"stream\": true for Server-Sent Events), "
               "GET /v1/models, /health, /metrics; POST /tokenize, /detokenize; the chat page at /.");
@@ -84,6 +85,7 @@ int command_serve(const std::vector<std::string>& argv) {
   engine_options.cache_type_k = cache.cache_type_k;
   engine_options.cache_type_v = cache.cache_type_v;
   engine_options.prefix_cache = !args->has("--no-prefix-cache");
+  engine_options.preempt = !args->has("--no-preempt");
   engine_options.kv_rotation = cache.kv_rotation;
   auto engine = serve::make_batch_engine(m, engine_options);
   if (!engine) return fail(engine.status().message());

@@ -2,9 +2,16 @@
 // thread loops: drop cancelled requests, admit queued ones while a slot is free and the KV pool
 // can promise their blocks, run one batched step (every decoding sequence's next token first,
 // then prompt chunks of prefilling ones up to step_tokens), sample per sequence, retire finished
-// sequences. Admission reserves every block a request can need (prompt + max_tokens), so an
-// admitted sequence never runs out of KV memory mid-way and nothing is ever preempted; prompt
-// blocks found in the prefix cache are shared instead of reserved. Requests with a common prefix
+// sequences. KV blocks, two policies (BatchEngineOptions::preempt):
+// - preempt (default, as vLLM): admission reserves the prompt's blocks only; decode takes blocks as
+//   it goes. When the pool runs dry the most recently admitted sequence is preempted: its blocks
+//   are released (its full blocks stay in the prefix cache) and it waits, ahead of new requests, to
+//   be recomputed from its tokens (prompt + generated so far) with the same sampler state, so its
+//   output is what it would have been (recompute preemption, Kwon et al. 2023, section 4.5). The
+//   pool then holds as many sequences as their actual lengths allow, not their max_tokens.
+// - reserve: admission reserves every block a request can need (prompt + max_tokens), so an
+//   admitted sequence never runs out and nothing is preempted, at the price of admitting fewer.
+// Prompt blocks found in the prefix cache are shared instead of reserved. Requests with a common prefix
 // that arrive together compute it once: blocks are published as each chunk fills them, a
 // prefilling sequence takes blocks published since its admission (returning the reservation they
 // replace), and one that would compute the very block an earlier sequence is computing waits.
@@ -49,7 +56,9 @@ struct Sequence {
   int64_t generated = 0;
   std::unique_ptr<Sampler> sampler;
   std::unordered_map<int32_t, int32_t> counts;  // generated tokens (presence/frequency penalties)
+  int64_t admission = 0;  // order of first admission: the newest is preempted first
   bool finished = false;
+  bool preempted = false;  // released its blocks; waits in preempted_ to be recomputed
 };
 
 class BatchEngine final : public Engine {
@@ -194,7 +203,7 @@ class BatchEngine final : public Engine {
       bool stop_now = false;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty(); });
+        wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty() || !preempted_.empty(); });
         // Cancelled requests leave the queue; without drain, stopping cancels everything.
         for (auto it = queue_.begin(); it != queue_.end();) {
           if ((*it)->cancelled || (stopping_ && !drain_)) {
@@ -205,14 +214,16 @@ class BatchEngine final : public Engine {
             ++it;
           }
         }
-        stop_now = stopping_ && (!drain_ || (queue_.empty() && active_.empty()));
+        stop_now = stopping_ && (!drain_ || (queue_.empty() && active_.empty() && preempted_.empty()));
       }
       for (auto& r : dropped) finish_queued(*r, FinishReason::kCancelled);
-      for (auto& s : active_) {
-        if (s->request->cancelled || (stop_now && !s->finished)) finish(*s, FinishReason::kCancelled);
-      }
+      const auto cancel_if_asked = [&](Sequence& s) {
+        if (s.request->cancelled || (stop_now && !s.finished)) finish(s, FinishReason::kCancelled);
+      };
+      for (auto& s : active_) cancel_if_asked(*s);
+      for (auto& s : preempted_) cancel_if_asked(*s);
       retire();
-      if (stop_now && active_.empty()) break;
+      if (stop_now && active_.empty() && preempted_.empty()) break;
       admit();
       if (!active_.empty()) step();
       retire();
@@ -221,13 +232,80 @@ class BatchEngine final : public Engine {
     publish_stats();
   }
 
+  // Drops finished sequences; moves preempted ones to preempted_, kept in admission order.
   void retire() {
-    active_.erase(std::remove_if(active_.begin(), active_.end(), [](const auto& s) { return s->finished; }), active_.end());
+    for (auto& s : active_) {
+      if (s->preempted && !s->finished) {
+        const auto at = std::upper_bound(preempted_.begin(), preempted_.end(), s->admission,
+                                         [](int64_t a, const auto& p) { return a < p->admission; });
+        preempted_.insert(at, std::move(s));
+      }
+    }
+    const auto gone = [](const auto& s) { return !s || s->finished; };
+    active_.erase(std::remove_if(active_.begin(), active_.end(), gone), active_.end());
+    preempted_.erase(std::remove_if(preempted_.begin(), preempted_.end(), gone), preempted_.end());
   }
 
-  // First come, first served: the head of the queue waits for a slot and its KV blocks; those
-  // behind it wait too (no overtaking, so a long prompt is not starved by short ones).
+  // Blocks kept free beyond an admission's own needs, so the decoding sequences can grow a while
+  // before the next preemption (vLLM's watermark: 1% of the pool).
+  int64_t admission_watermark() const { return options_.preempt ? std::max<int64_t>(1, cache_->total_blocks() / 100) : 0; }
+
+  // Gives `s` its cached prefix and reserves the blocks it needs to run tokens[n_past, size):
+  // with preemption the blocks of the tokens it already has (prompt, or prompt + generated when
+  // recomputed), else also those of every token it may still generate. False (nothing held) when
+  // the pool cannot promise them.
+  bool hold_blocks(Sequence& s) {
+    const int64_t n = static_cast<int64_t>(s.tokens.size());
+    const int64_t remaining = s.request->request.max_tokens - s.generated;
+    // Positions it writes: its tokens, and without preemption every generated token but the last.
+    const int64_t max_positions = options_.preempt ? n : n + remaining - 1;
+    int64_t cached = cache_->match_prefix(s.kv, s.tokens.data(), n);
+    // The last token is always run: its logits choose the next token. When every token was
+    // cached, the last block is copied before that token is written (COW).
+    const bool copy_last = cached == n;
+    if (copy_last) cached = n - 1;
+    const int64_t need = cache_->blocks_for(max_positions) - static_cast<int64_t>(s.kv.blocks.size()) + (copy_last ? 1 : 0);
+    // Alone, a sequence needs no headroom (submit() checked that it fits the pool by itself).
+    const int64_t watermark = active_.empty() ? 0 : admission_watermark();
+    if (cache_->available_blocks() - need < watermark || !cache_->reserve(s.kv, need)) {
+      cache_->release(s.kv);
+      return false;
+    }
+    s.n_past = cached;
+    return true;
+  }
+
+  // Recompute preemption: the sequence gives back every block and waits (retire() moves it to
+  // preempted_); admit() brings it back before any new request.
+  void preempt(Sequence& s) {
+    cache_->release(s.kv);
+    s.n_past = 0;
+    s.preempted = true;
+    std::lock_guard<std::mutex> lock(stats_mutex_);
+    ++stats_.preemptions_total;
+  }
+
+  // The sequence to preempt when the pool runs dry: the most recently admitted one still running.
+  Sequence* newest_running() {
+    Sequence* newest = nullptr;
+    for (auto& s : active_) {
+      if (!s->finished && !s->preempted && (!newest || s->admission > newest->admission)) newest = s.get();
+    }
+    return newest;
+  }
+
+  // First come, first served: preempted sequences first (oldest first), then the head of the
+  // queue; each waits for a slot and its KV blocks, and those behind it wait too (no overtaking,
+  // so a long prompt is not starved by short ones).
   void admit() {
+    while (!preempted_.empty()) {
+      if (static_cast<int>(active_.size()) >= options_.n_slots) return;
+      Sequence& s = *preempted_.front();
+      if (!hold_blocks(s)) return;
+      s.preempted = false;
+      active_.push_back(std::move(preempted_.front()));
+      preempted_.pop_front();
+    }
     for (;;) {
       std::shared_ptr<Request> r;
       {
@@ -239,24 +317,14 @@ class BatchEngine final : public Engine {
       s->request = r;
       s->tokens = r->request.prompt;
       s->prompt_tokens = static_cast<int64_t>(s->tokens.size());
-      // Positions this sequence can ever write: the prompt and every generated token but the last.
-      const int64_t max_positions = s->prompt_tokens + r->request.max_tokens - 1;
-      int64_t cached = cache_->match_prefix(s->kv, s->tokens.data(), s->prompt_tokens);
-      // The last prompt token is always run: its logits choose the first generated token. When the
-      // whole prompt was cached, its last block is copied before that token is written (COW).
-      const bool copy_last = cached == s->prompt_tokens;
-      if (copy_last) cached = s->prompt_tokens - 1;
-      const int64_t need = cache_->blocks_for(max_positions) - static_cast<int64_t>(s->kv.blocks.size()) + (copy_last ? 1 : 0);
-      if (!cache_->reserve(s->kv, need)) {
-        cache_->release(s->kv);
-        return;  // wait for running sequences to return blocks
-      }
+      if (!hold_blocks(*s)) return;  // wait for running sequences to return blocks
       {
         std::lock_guard<std::mutex> lock(mutex_);
         queue_.pop_front();
       }
+      const int64_t cached = s->n_past;
       s->cached_tokens = cached;
-      s->n_past = cached;
+      s->admission = next_admission_++;
       s->sampler = std::make_unique<Sampler>(r->request.sampling, static_cast<int32_t>(model_->config().n_vocab));
       for (int32_t token : s->tokens) s->sampler->accept(token);
       {
@@ -322,7 +390,7 @@ class BatchEngine final : public Engine {
       for (size_t i = 0; i < active_.size(); ++i) {
         Sequence* s = active_[i].get();
         const bool decoding = s->n_past >= s->prompt_tokens;
-        if (s->finished || decoding != (pass == 0) || budget == 0) continue;
+        if (s->finished || s->preempted || decoding != (pass == 0) || budget == 0) continue;
         if (!decoding && options_.prefix_cache) {
           extend_prefix(*s);
           if (prefilled_by_another(*s, i)) continue;
@@ -336,7 +404,22 @@ class BatchEngine final : public Engine {
           const int64_t aligned = ((s->n_past + count) & ~(block - 1)) - s->n_past;
           if (aligned > 0) count = aligned;
         }
-        const Status writable = cache_->prepare_write(s->kv, s->n_past, s->n_past + count);
+        Status writable = cache_->prepare_write(s->kv, s->n_past, s->n_past + count);
+        // Out of blocks: preempt the newest running sequence (maybe `s` itself) until it fits.
+        while (!writable.is_ok() && options_.preempt) {
+          Sequence* victim = newest_running();
+          if (victim == s && runs.empty() && active_.size() == 1) break;  // alone and still too big
+          const auto run = std::find_if(runs.begin(), runs.end(), [&](const auto& r) { return r.first == victim; });
+          if (run != runs.end()) {
+            budget += run->second;
+            if (run->first->n_past < run->first->prompt_tokens) prompt_computed -= run->second;
+            runs.erase(run);
+          }
+          preempt(*victim);
+          if (victim == s) break;
+          writable = cache_->prepare_write(s->kv, s->n_past, s->n_past + count);
+        }
+        if (s->preempted) continue;
         if (!writable.is_ok()) {
           finish(*s, FinishReason::kError, writable.message());
           continue;
@@ -447,6 +530,8 @@ class BatchEngine final : public Engine {
 
   // Engine thread only.
   std::vector<std::unique_ptr<Sequence>> active_;
+  std::deque<std::unique_ptr<Sequence>> preempted_;  // in admission order, oldest first
+  int64_t next_admission_ = 0;
   std::vector<int32_t> step_tokens_;
   std::vector<int64_t> step_positions_;
   std::vector<const int32_t*> step_tables_;

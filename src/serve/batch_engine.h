@@ -25,6 +25,9 @@ struct BatchEngineOptions {
   KvType cache_type_k = KvType::kF16, cache_type_v = KvType::kF16;
   bool prefix_cache = true;
   bool kv_rotation = true;  // Hadamard-rotated heads in a quantized cache (kv/kv_rotation.h)
+  // true: admit on the prompt's blocks and preempt (recompute) the newest sequence when the pool
+  // runs dry; false: reserve prompt + max_tokens at admission, never preempt (batch_engine.cpp).
+  bool preempt = true;
 };
 
 // Checks the options against the model and starts the engine's thread.

@@ -59,6 +59,7 @@ struct EngineStats {
   int64_t kv_blocks_used = 0;
   int64_t kv_blocks_cached = 0;  // unreferenced blocks kept for the prefix cache (evictable: free for new work)
   int64_t kv_block_tokens = 0;   // tokens per block
+  int64_t preemptions_total = 0;  // sequences preempted for KV blocks (recomputed later)
   double generated_tokens_per_second = 0.0;  // recent decode throughput over all sequences
 };
 

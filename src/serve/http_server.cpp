@@ -488,6 +488,8 @@ struct HttpServer::Impl {
         static_cast<double>(s.kv_blocks_total - s.kv_blocks_used));
     add("frugal_kv_blocks_cached", "gauge", "Unreferenced KV blocks kept for the prefix cache (evictable).",
         static_cast<double>(s.kv_blocks_cached));
+    add("frugal_preemptions_total", "counter", "Sequences preempted when the KV pool ran dry (recomputed later).",
+        static_cast<double>(s.preemptions_total));
     add("frugal_kv_block_tokens", "gauge", "Tokens per KV block.", static_cast<double>(s.kv_block_tokens));
     add("frugal_generated_tokens_per_second", "gauge", "Recent decode throughput over all sequences.", s.generated_tokens_per_second);
     add("frugal_http_requests_total", "counter", "HTTP requests answered.", static_cast<double>(self.counters_.http_requests.load()));

@@ -536,6 +536,105 @@ TEST(BatchEngine, SeededSamplingIsTheSameInABatch) {
   EXPECT_NE(c[0].tokens, alone.tokens);
 }
 
+// A pool too small for every admitted sequence's full length: with preemption the newest
+// sequence gives its blocks back and is recomputed later, and every output (greedy and seeded
+// sampling) equals what the request produces alone; without it (reserve at admission) requests
+// wait instead and nothing is preempted. Either way every block comes back.
+TEST(BatchEngine, PreemptionRecomputesAndChangesNoOutput) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  auto request = [&](int i) {
+    GenerationRequest r = greedy(random_prompt(9 + 3 * i, 200 + static_cast<uint32_t>(i), vocab), 36);
+    if (i % 2 == 1) {  // seeded sampling: the sampler's state survives the preemption
+      r.sampling.temperature = 0.9f;
+      r.sampling.top_k = 0;
+      r.sampling.top_p = 1.0f;
+      r.sampling.min_p = 0.0f;
+      r.sampling.seed = 300 + static_cast<uint32_t>(i);
+    }
+    return r;
+  };
+  constexpr int kRequests = 4;
+  BatchEngineOptions o;
+  o.n_ctx = 64;
+  o.n_slots = 4;
+  o.block_tokens = 4;
+  o.step_tokens = 16;
+  o.prefix_cache = false;  // a preempted sequence recomputes everything (no cached blocks to reuse)
+  // Alone, each request in a roomy pool.
+  std::vector<std::vector<int32_t>> alone(kRequests);
+  {
+    auto engine = make_engine(model, o);
+    for (int i = 0; i < kRequests; ++i) {
+      Collector c;
+      ASSERT_TRUE(engine->submit(request(i), c.callback()).is_ok());
+      ASSERT_TRUE(c.wait_done());
+      ASSERT_EQ(c.tokens.size(), 36u);
+      alone[i] = c.tokens;
+    }
+  }
+  EXPECT_EQ(alone[0], transformer_greedy(model, request(0).prompt, 36));
+  // 4 requests of up to 54 positions (14 blocks each) in a pool of 24 blocks.
+  for (bool preempt : {true, false}) {
+    SCOPED_TRACE(preempt ? "preempt" : "reserve");
+    o.kv_blocks = 24;
+    o.preempt = preempt;
+    auto engine = make_engine(model, o);
+    std::vector<Collector> c(kRequests);
+    for (int i = 0; i < kRequests; ++i) ASSERT_TRUE(engine->submit(request(i), c[i].callback()).is_ok());
+    for (int i = 0; i < kRequests; ++i) {
+      ASSERT_TRUE(c[i].wait_done());
+      EXPECT_EQ(c[i].finish, FinishReason::kLength) << c[i].error;
+      EXPECT_EQ(c[i].tokens, alone[i]) << "request " << i;
+    }
+    const EngineStats s = idle_stats(*engine);
+    if (preempt) {
+      EXPECT_GT(s.preemptions_total, 0);
+    } else {
+      EXPECT_EQ(s.preemptions_total, 0);
+    }
+    EXPECT_EQ(s.kv_blocks_used, 0);
+    EXPECT_EQ(s.prompt_tokens_total, 9 + 12 + 15 + 18);  // a recomputed prompt is not counted twice
+  }
+}
+
+// Cancelling a sequence while it waits preempted finishes it and leaks no block.
+TEST(BatchEngine, CancellingAPreemptedSequence) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  BatchEngineOptions o;
+  o.n_ctx = 64;
+  o.n_slots = 2;
+  o.block_tokens = 4;
+  o.step_tokens = 16;
+  o.kv_blocks = 14;
+  Collector first, second;
+  auto engine = make_engine(model, o);
+  first.hold_after = 30;  // holds the engine once the pool is about to run dry
+  ASSERT_TRUE(engine->submit(greedy(random_prompt(10, 1, vocab), 40), first.callback()).is_ok());
+  auto id = engine->submit(greedy(random_prompt(10, 2, vocab), 40), second.callback());
+  ASSERT_TRUE(id.is_ok());
+  // Both grow by a block every 4 tokens; the pool runs dry near token 18 and the second (newer)
+  // is preempted; the first then holds almost the whole pool, so the second waits preempted
+  // until it finishes. The first's callback holds the engine at token 30, when that is the case.
+  ASSERT_TRUE(first.wait_held());
+  EXPECT_EQ(engine->stats().preemptions_total, 1);
+  const size_t second_tokens = [&] {
+    std::lock_guard<std::mutex> lock(second.mutex);
+    return second.tokens.size();
+  }();
+  EXPECT_LT(second_tokens, 30u);
+  engine->cancel(id.value());
+  first.release();
+  ASSERT_TRUE(first.wait_done());
+  ASSERT_TRUE(second.wait_done());
+  EXPECT_EQ(first.finish, FinishReason::kLength);
+  EXPECT_EQ(first.tokens.size(), 40u);
+  EXPECT_EQ(second.finish, FinishReason::kCancelled);
+  EXPECT_EQ(second.tokens.size(), second_tokens);  // nothing more after the preemption
+  EXPECT_EQ(idle_stats(*engine).kv_blocks_used, 0);
+}
+
 TEST(BatchEngine, RejectsBadOptions) {
   const auto model = tiny_model(false);
   BatchEngineOptions o;
