@@ -64,6 +64,18 @@ ROWS = [
     ("sparsegpt-60", "SparseGPT", "60% unstructured", "prune", ["--method", "sparsegpt", "--sparsity", "0.6"] + U),
     ("sparsegpt-60-owl", "SparseGPT + OWL", "60% unstructured, OWL", "prune",
      ["--method", "sparsegpt", "--sparsity", "0.6", "--owl"] + U),
+    # Compact sparse storage (issue 10): the same pruning, only the non-zeros stored, so sparsity
+    # shows up in size and decode speed instead of costing full bits per zero.
+    ("sparsegpt-50-sparse-q8", "SparseGPT, sparse-q8", "50% unstructured, stored as sparse-q8", "prune",
+     ["--method", "sparsegpt", "--sparsity", "0.5", "--format", "sparse-q8"] + U),
+    ("sparsegpt-50-sparse-q4", "SparseGPT, sparse-q4", "50% unstructured, stored as sparse-q4", "prune",
+     ["--method", "sparsegpt", "--sparsity", "0.5", "--format", "sparse-q4"] + U),
+    ("sparsegpt-70-sparse-q8", "SparseGPT, sparse-q8", "70% unstructured, stored as sparse-q8", "prune",
+     ["--method", "sparsegpt", "--sparsity", "0.7", "--format", "sparse-q8"] + U),
+    ("sparsegpt-2:4-nm-q8", "SparseGPT, nm-q8", "2:4, stored as nm-q8", "prune",
+     ["--method", "sparsegpt", "--pattern", "2:4", "--format", "nm-q8"]),
+    ("sparsegpt-2:4-nm-q4", "SparseGPT, nm-q4", "2:4, stored as nm-q4", "prune",
+     ["--method", "sparsegpt", "--pattern", "2:4", "--format", "nm-q4"]),
     ("layers-10", "layers", "10% of the blocks", "prune", ["--method", "layers", "--sparsity", "0.1"]),
     ("layers-20", "layers", "20% of the blocks", "prune", ["--method", "layers", "--sparsity", "0.2"]),
     ("layers-30", "layers", "30% of the blocks", "prune", ["--method", "layers", "--sparsity", "0.3"]),
