@@ -34,6 +34,7 @@ int command_serve(const std::vector<std::string>& argv) {
       .option("--http-threads", "N", "HTTP worker threads (each open stream holds one)", "128")
       .option("--step-tokens", "N", "tokens per batched forward step (decode tokens + prompt chunks)", "512")
       .flag("--no-prefix-cache", "do not share KV blocks of identical prompt prefixes")
+      .option("--lookup", "N", "prompt-lookup speculative decoding for greedy requests: up to N draft tokens per step (0-16; a request's \"lookup\" field overrides)", "0")
       .flag("--no-preempt", "reserve prompt + max_tokens blocks at admission instead of preempting (recomputing) the newest sequence when the KV pool runs dry")
       .cache_flags(false)
       .footer("Endpoints: POST /v1/chat/completions, /v1/completions (\"stream\": true for Server-Sent Events), "
@@ -46,10 +47,11 @@ int command_serve(const std::vector<std::string>& argv) {
   auto n_ctx = args->get_int("-c", 16, 1 << 20);
   auto n_threads = args->get_int("-t", 1, 512);
   auto kv_blocks = args->get_int("--kv-blocks", 0, int64_t{1} << 32);
+  auto lookup = args->get_int("--lookup", 0, 16);
   auto max_queue = args->get_int("--max-queue", 0, 1 << 20);
   auto http_threads = args->get_int("--http-threads", 4, 4096);
   auto step_tokens = args->get_int("--step-tokens", 1, 1 << 20);
-  for (const Status* s : {&port.status(), &slots.status(), &n_ctx.status(), &n_threads.status(), &kv_blocks.status(),
+  for (const Status* s : {&port.status(), &slots.status(), &n_ctx.status(), &n_threads.status(), &kv_blocks.status(), &lookup.status(),
                           &max_queue.status(), &http_threads.status(), &step_tokens.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
@@ -86,6 +88,7 @@ int command_serve(const std::vector<std::string>& argv) {
   engine_options.cache_type_v = cache.cache_type_v;
   engine_options.prefix_cache = !args->has("--no-prefix-cache");
   engine_options.preempt = !args->has("--no-preempt");
+  engine_options.lookup_draft = static_cast<int>(*lookup);
   engine_options.kv_rotation = cache.kv_rotation;
   auto engine = serve::make_batch_engine(m, engine_options);
   if (!engine) return fail(engine.status().message());

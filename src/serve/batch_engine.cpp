@@ -32,10 +32,14 @@
 #include "kv/kv_cache.h"
 #include "kv/paged_kv_cache.h"
 #include "runtime/sampler.h"
+#include "runtime/speculative.h"
 #include "serve/batch_forward.h"
 
 namespace frugal::serve {
 namespace {
+
+// Prompt-lookup drafts per step at most (longer ones are rarely accepted whole).
+constexpr int kMaxLookupDraft = 16;
 
 struct Request {
   RequestId id = 0;
@@ -57,6 +61,14 @@ struct Sequence {
   std::unique_ptr<Sampler> sampler;
   std::unordered_map<int32_t, int32_t> counts;  // generated tokens (presence/frequency penalties)
   int64_t admission = 0;  // order of first admission: the newest is preempted first
+  // Prompt-lookup speculation (greedy only): this step's drafted tokens, run after the sequence's
+  // last token and verified against the target's own argmax; the adaptive draft length; plain
+  // steps left before drafting again after repeated misses.
+  std::vector<int32_t> draft;
+  int draft_max = 0;
+  int draft_length = 0;
+  int draft_misses = 0;
+  int draft_pause = 0;
   bool finished = false;
   bool preempted = false;  // released its blocks; waits in preempted_ to be recomputed
 };
@@ -67,7 +79,7 @@ class BatchEngine final : public Engine {
       : model_(std::move(model)),
         options_(options),
         cache_(std::move(cache)),
-        forward_(model_, *cache_, options.step_tokens, options.n_slots, options.n_threads, options.kv_rotation) {
+        forward_(model_, *cache_, options.step_tokens, options.n_slots + draft_rows(options), options.n_threads, options.kv_rotation) {
     stats_.kv_blocks_total = cache_->total_blocks();
     stats_.kv_block_tokens = cache_->block_tokens();
     thread_ = std::thread([this] { run(); });
@@ -93,6 +105,10 @@ class BatchEngine final : public Engine {
     if (cache_->blocks_for(n + request.max_tokens) > cache_->total_blocks()) {
       return Status::error("the request needs more KV blocks than the whole pool holds (" +
                            std::to_string(cache_->total_blocks()) + " blocks of " + std::to_string(cache_->block_tokens()) + ")");
+    }
+    if (request.lookup_draft > kMaxLookupDraft) {
+      return Status::error("lookup drafts are at most " + std::to_string(kMaxLookupDraft) + " tokens per step, not " +
+                           std::to_string(request.lookup_draft));
     }
     if (!on_event) return Status::error("submit needs a callback");
     auto r = std::make_shared<Request>();
@@ -279,6 +295,7 @@ class BatchEngine final : public Engine {
   // preempted_); admit() brings it back before any new request.
   void preempt(Sequence& s) {
     cache_->release(s.kv);
+    s.draft.clear();
     s.n_past = 0;
     s.preempted = true;
     std::lock_guard<std::mutex> lock(stats_mutex_);
@@ -325,6 +342,11 @@ class BatchEngine final : public Engine {
       const int64_t cached = s->n_past;
       s->cached_tokens = cached;
       s->admission = next_admission_++;
+      if (r->request.sampling.temperature <= 0.0f) {
+        s->draft_max = r->request.lookup_draft >= 0 ? r->request.lookup_draft : options_.lookup_draft;
+        s->draft_max = static_cast<int>(std::min<int64_t>(s->draft_max, options_.step_tokens - 1));
+        s->draft_length = std::min(s->draft_max, kProbeLength);
+      }
       s->sampler = std::make_unique<Sampler>(r->request.sampling, static_cast<int32_t>(model_->config().n_vocab));
       for (int32_t token : s->tokens) s->sampler->accept(token);
       {
@@ -383,6 +405,13 @@ class BatchEngine final : public Engine {
     runs.clear();
     int64_t budget = options_.step_tokens;
     int64_t prompt_computed = 0;
+    // Drafts share the step's spare logit rows, and never take the token budget of a decoding
+    // sequence that comes later in the pass.
+    int64_t draft_rows_left = draft_rows(options_);
+    int64_t decoding_left = 0;
+    for (const auto& s : active_) {
+      if (!s->finished && !s->preempted && s->n_past >= s->prompt_tokens) ++decoding_left;
+    }
     // Decoding sequences first (one token each, latency-bound), then prompt chunks in admission
     // order with what is left (chunked prefill, as Sarathi (Agrawal et al. 2023) and vLLM do).
     const int64_t block = cache_->block_tokens();
@@ -397,6 +426,13 @@ class BatchEngine final : public Engine {
         }
         const int64_t pending = static_cast<int64_t>(s->tokens.size()) - s->n_past;
         if (pending <= 0) continue;
+        s->draft.clear();
+        if (decoding) {
+          --decoding_left;
+          if (pending == 1) plan_draft(*s, std::min(budget - 1 - decoding_left, draft_rows_left));
+        }
+        const int64_t drafted = static_cast<int64_t>(s->draft.size());
+        draft_rows_left -= drafted;
         int64_t count = std::min(pending, budget);
         // A chunk cut short by the budget ends on a block boundary when it can, so the sequence
         // can pick up blocks others publish meanwhile (extend_prefix works at boundaries).
@@ -404,6 +440,7 @@ class BatchEngine final : public Engine {
           const int64_t aligned = ((s->n_past + count) & ~(block - 1)) - s->n_past;
           if (aligned > 0) count = aligned;
         }
+        count += drafted;  // the drafts run after the last token (budget left for them in plan_draft)
         Status writable = cache_->prepare_write(s->kv, s->n_past, s->n_past + count);
         // Out of blocks: preempt the newest running sequence (maybe `s` itself) until it fits.
         while (!writable.is_ok() && options_.preempt) {
@@ -417,7 +454,7 @@ class BatchEngine final : public Engine {
           }
           preempt(*victim);
           if (victim == s) break;
-          writable = cache_->prepare_write(s->kv, s->n_past, s->n_past + count);
+          writable = cache_->prepare_write(s->kv, s->n_past, s->n_past + count);  // NOLINT: retried after the preemption
         }
         if (s->preempted) continue;
         if (!writable.is_ok()) {
@@ -431,13 +468,18 @@ class BatchEngine final : public Engine {
     }
     // Block tables may grow (reallocate) in prepare_write above, so pointers are taken after it.
     for (auto& [s, count] : runs) {
+      const int64_t drafted = static_cast<int64_t>(s->draft.size());
+      const int64_t own = count - drafted;  // the sequence's own tokens; the drafts follow
       for (int64_t i = 0; i < count; ++i) {
-        step_tokens_.push_back(s->tokens[s->n_past + i]);
+        step_tokens_.push_back(i < own ? s->tokens[s->n_past + i] : s->draft[i - own]);
         step_positions_.push_back(s->n_past + i);
         step_tables_.push_back(s->kv.blocks.data());
       }
-      if (s->n_past + count == static_cast<int64_t>(s->tokens.size())) {
-        step_logit_rows_.push_back(static_cast<int64_t>(step_tokens_.size()) - 1);
+      if (s->n_past + own == static_cast<int64_t>(s->tokens.size())) {
+        // Logits of the last token, and of every draft (each verifies the next draft).
+        for (int64_t i = count - 1 - drafted; i < count; ++i) {
+          step_logit_rows_.push_back(static_cast<int64_t>(step_tokens_.size()) - count + i);
+        }
         step_sampling_.push_back(s);
       }
     }
@@ -448,49 +490,125 @@ class BatchEngine final : public Engine {
     }
     forward_.run(step_tokens_.data(), step_positions_.data(), step_tables_.data(), static_cast<int64_t>(step_tokens_.size()),
                  step_logit_rows_.data(), static_cast<int64_t>(step_logit_rows_.size()));
-    for (auto& [s, count] : runs) {
-      s->n_past += count;
-      cache_->publish(s->kv, s->tokens.data(), s->n_past);
+    // The sequences' own tokens are stored now; a draft's position counts once it is accepted.
+    for (auto& [s, count] : runs) s->n_past += count - static_cast<int64_t>(s->draft.size());
+    int64_t generated = 0, drafted_total = 0, accepted_total = 0;
+    int64_t row = 0;
+    for (Sequence* s : step_sampling_) {
+      const int64_t drafted = static_cast<int64_t>(s->draft.size());
+      int64_t accepted = 0;
+      // Row j holds the target's logits after the last token and drafts 1..j: its choice is what
+      // plain decoding would emit next, so tokens are emitted until one differs from the draft.
+      for (int64_t j = 0; j <= drafted; ++j) {
+        const int32_t token = next_token(*s, forward_.logits(row + j));
+        if (!emit_token(*s, token, generated)) break;
+        if (j == drafted || token != s->draft[j]) break;
+        ++accepted;
+        ++s->n_past;  // the draft's keys and values at this position are the accepted token's
+      }
+      row += drafted + 1;
+      if (drafted > 0) {
+        drafted_total += drafted;
+        accepted_total += accepted;
+        adapt_draft_length(*s, drafted, accepted);
+      }
+      s->draft.clear();
     }
-    const int64_t vocab = model_->config().n_vocab;
-    int64_t generated = 0;
-    for (size_t i = 0; i < step_sampling_.size(); ++i) {
-      Sequence& s = *step_sampling_[i];
-      float* logits = const_cast<float*>(forward_.logits(static_cast<int64_t>(i)));
-      const GenerationRequest& req = s.request->request;
-      // OpenAI's penalties: logit -= count * frequency_penalty + (count > 0) * presence_penalty.
-      if (req.presence_penalty != 0.0f || req.frequency_penalty != 0.0f) {
-        for (const auto& [token, count] : s.counts) {
-          logits[token] -= static_cast<float>(count) * req.frequency_penalty + req.presence_penalty;
-        }
-      }
-      const int32_t token = s.sampler->sample(logits);
-      FRUGAL_CHECK(token >= 0 && token < vocab);
-      if (!req.ignore_end_of_text && model_->tokenizer().is_end_of_generation(token)) {
-        finish(s, FinishReason::kEndOfText);
-        continue;
-      }
-      s.sampler->accept(token);
-      ++s.counts[token];
-      s.tokens.push_back(token);
-      ++s.generated;
-      ++generated;
-      TokenEvent e = event_for(s);
-      e.token = token;
-      std::string failure;
-      if (!emit(*s.request, e, &failure)) {
-        finish(s, failure.empty() ? FinishReason::kCancelled : FinishReason::kError, failure);
-      } else if (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= options_.n_ctx) {
-        finish(s, FinishReason::kLength);
-      }
+    // Published after the verification: a rejected draft's position is not part of the history.
+    for (auto& [s, count] : runs) {
+      if (!s->finished) cache_->publish(s->kv, s->tokens.data(), s->n_past);
     }
     std::lock_guard<std::mutex> lock(stats_mutex_);
     stats_.generated_tokens_total += generated;
+    stats_.draft_tokens_total += drafted_total;
+    stats_.draft_tokens_accepted_total += accepted_total;
     const double now = clock_.seconds();
     rate_.push_back({now, stats_.generated_tokens_total});
     // Decode throughput over the last few seconds of steps.
     while (rate_.size() > 2 && now - rate_.front().first > kRateWindowSeconds) rate_.pop_front();
   }
+
+  // The next token from one row of logits: OpenAI's penalties (logit -= count * frequency_penalty
+  // + (count > 0) * presence_penalty over the tokens generated so far), then the sampler.
+  int32_t next_token(Sequence& s, const float* row) {
+    float* logits = const_cast<float*>(row);
+    const GenerationRequest& req = s.request->request;
+    if (req.presence_penalty != 0.0f || req.frequency_penalty != 0.0f) {
+      for (const auto& [token, count] : s.counts) {
+        logits[token] -= static_cast<float>(count) * req.frequency_penalty + req.presence_penalty;
+      }
+    }
+    const int32_t token = s.sampler->sample(logits);
+    FRUGAL_CHECK(token >= 0 && token < model_->config().n_vocab);
+    return token;
+  }
+
+  // Appends a generated token and tells the consumer; false once the sequence has finished
+  // (end of text, max_tokens, the context, or the consumer stopped it).
+  bool emit_token(Sequence& s, int32_t token, int64_t& generated) {
+    const GenerationRequest& req = s.request->request;
+    if (!req.ignore_end_of_text && model_->tokenizer().is_end_of_generation(token)) {
+      finish(s, FinishReason::kEndOfText);
+      return false;
+    }
+    s.sampler->accept(token);
+    ++s.counts[token];
+    s.tokens.push_back(token);
+    ++s.generated;
+    ++generated;
+    TokenEvent e = event_for(s);
+    e.token = token;
+    std::string failure;
+    if (!emit(*s.request, e, &failure)) {
+      finish(s, failure.empty() ? FinishReason::kCancelled : FinishReason::kError, failure);
+    } else if (s.generated >= req.max_tokens || static_cast<int64_t>(s.tokens.size()) >= options_.n_ctx) {
+      finish(s, FinishReason::kLength);
+    }
+    return !s.finished;
+  }
+
+  // Prompt lookup for a decoding sequence: up to its draft length, what fits the step's `room`,
+  // its remaining max_tokens and the context (every emitted token must fit).
+  void plan_draft(Sequence& s, int64_t room) {
+    if (s.draft_max <= 0) return;
+    if (s.draft_pause > 0) {
+      --s.draft_pause;
+      return;
+    }
+    const int64_t size = static_cast<int64_t>(s.tokens.size());
+    const int64_t k = std::min({static_cast<int64_t>(s.draft_length), room, s.request->request.max_tokens - s.generated - 1,
+                                options_.n_ctx - size - 1});
+    if (k <= 0) return;
+    const Status drafted = lookup_->draft(s.tokens, static_cast<int>(k), s.draft);
+    if (!drafted.is_ok()) s.draft.clear();  // the n-gram drafter cannot fail; no draft is always safe
+  }
+
+  // Longer drafts while they are accepted whole, shorter when rejected, and a pause of plain
+  // steps after repeated misses (a rejected draft costs a step's compute for nothing).
+  static void adapt_draft_length(Sequence& s, int64_t drafted, int64_t accepted) {
+    if (accepted == drafted) {
+      s.draft_length = std::min(s.draft_max, 2 * s.draft_length);
+      s.draft_misses = 0;
+    } else if (accepted == 0) {
+      s.draft_length = std::max(1, s.draft_length / 2);
+      if (++s.draft_misses >= kDraftMissesBeforePause) {
+        s.draft_pause = kDraftPauseSteps;
+        s.draft_misses = 0;
+        s.draft_length = std::min(s.draft_max, kProbeLength);
+      }
+    } else {
+      s.draft_length = std::max<int>(1, static_cast<int>(accepted) + 1);
+      s.draft_misses = 0;
+    }
+  }
+
+  // Logit rows a step keeps for drafts beyond one per slot (each row is n_vocab floats).
+  static int64_t draft_rows(const BatchEngineOptions& o) {
+    return std::min<int64_t>(o.step_tokens - o.n_slots, std::max<int64_t>(4 * kMaxLookupDraft, int64_t{o.n_slots} * o.lookup_draft));
+  }
+
+  static constexpr int kDraftMissesBeforePause = 2;
+  static constexpr int kDraftPauseSteps = 16;
 
   void publish_stats() {
     int64_t active = 0;
@@ -536,7 +654,8 @@ class BatchEngine final : public Engine {
   std::vector<int64_t> step_positions_;
   std::vector<const int32_t*> step_tables_;
   std::vector<int64_t> step_logit_rows_;
-  std::vector<Sequence*> step_sampling_;
+  std::vector<Sequence*> step_sampling_;  // sequences choosing tokens, in logit-row order
+  std::unique_ptr<Drafter> lookup_ = make_ngram_drafter(NgramDrafterOptions{});
   std::vector<std::pair<Sequence*, int64_t>> step_runs_;
   Timer clock_;
 
@@ -558,6 +677,9 @@ Result<std::unique_ptr<Engine>> make_batch_engine(std::shared_ptr<const Model> m
                          std::to_string(options.n_slots) + ")");
   }
   if (options.max_queue < 0) return Status::error("the queue bound must not be negative");
+  if (options.lookup_draft < 0 || options.lookup_draft > kMaxLookupDraft) {
+    return Status::error("--lookup takes 0 to " + std::to_string(kMaxLookupDraft) + " draft tokens, not " + std::to_string(options.lookup_draft));
+  }
   FRUGAL_RETURN_IF_ERROR(check_kv_type(options.cache_type_k, c.head_dim));
   FRUGAL_RETURN_IF_ERROR(check_kv_type(options.cache_type_v, c.head_dim));
   PagedKvOptions kv;

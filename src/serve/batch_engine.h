@@ -28,6 +28,8 @@ struct BatchEngineOptions {
   // true: admit on the prompt's blocks and preempt (recompute) the newest sequence when the pool
   // runs dry; false: reserve prompt + max_tokens at admission, never preempt (batch_engine.cpp).
   bool preempt = true;
+  // Prompt-lookup drafts per step for requests that do not say (GenerationRequest::lookup_draft).
+  int lookup_draft = 0;
 };
 
 // Checks the options against the model and starts the engine's thread.

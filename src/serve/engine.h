@@ -30,6 +30,11 @@ struct GenerationRequest {
   float presence_penalty = 0.0f;  // OpenAI's penalties on generated tokens' logits; 0: off
   float frequency_penalty = 0.0f;
   bool ignore_end_of_text = false;
+  // Prompt-lookup speculative decoding (n-gram drafts from the sequence's own tokens, checked by
+  // the target in the same batched step; runtime/speculative.h): drafted tokens per step at most.
+  // -1: the engine's default (BatchEngineOptions::lookup_draft); 0: off. Greedy requests only
+  // (temperature <= 0): the output is token for token what plain decoding gives.
+  int lookup_draft = -1;
 };
 
 // One event per generated token, then a final event (token < 0) carrying the finish reason.
@@ -60,6 +65,8 @@ struct EngineStats {
   int64_t kv_blocks_cached = 0;  // unreferenced blocks kept for the prefix cache (evictable: free for new work)
   int64_t kv_block_tokens = 0;   // tokens per block
   int64_t preemptions_total = 0;  // sequences preempted for KV blocks (recomputed later)
+  int64_t draft_tokens_total = 0;           // prompt-lookup tokens verified
+  int64_t draft_tokens_accepted_total = 0;  // of which the target accepted
   double generated_tokens_per_second = 0.0;  // recent decode throughput over all sequences
 };
 

@@ -303,6 +303,7 @@ struct HttpServer::Impl {
     request.presence_penalty = params.presence_penalty;
     request.frequency_penalty = params.frequency_penalty;
     request.ignore_end_of_text = params.ignore_eos;
+    request.lookup_draft = params.lookup ? static_cast<int>(*params.lookup) : -1;
 
     generation.engine = self.engine_;
     generation.model = self.model_;
@@ -488,6 +489,9 @@ struct HttpServer::Impl {
         static_cast<double>(s.kv_blocks_total - s.kv_blocks_used));
     add("frugal_kv_blocks_cached", "gauge", "Unreferenced KV blocks kept for the prefix cache (evictable).",
         static_cast<double>(s.kv_blocks_cached));
+    add("frugal_draft_tokens_total", "counter", "Prompt-lookup draft tokens verified.", static_cast<double>(s.draft_tokens_total));
+    add("frugal_draft_tokens_accepted_total", "counter", "Prompt-lookup draft tokens accepted.",
+        static_cast<double>(s.draft_tokens_accepted_total));
     add("frugal_preemptions_total", "counter", "Sequences preempted when the KV pool ran dry (recomputed later).",
         static_cast<double>(s.preemptions_total));
     add("frugal_kv_block_tokens", "gauge", "Tokens per KV block.", static_cast<double>(s.kv_block_tokens));

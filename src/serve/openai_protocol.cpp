@@ -244,6 +244,7 @@ std::optional<ApiError> parse_completion_request(const json& body, Endpoint endp
   if (auto e = parse_stop(body, out.stop)) return e;
   if (auto e = get_bool(body, "stream", out.stream)) return e;
   if (auto e = get_bool(body, "ignore_eos", out.ignore_eos)) return e;
+  if (auto e = get_integer(body, "lookup", 0, 16, out.lookup)) return e;
   if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
     if (!out.stream) return bad("stream_options", "'stream_options' is only allowed when 'stream' is true");
     if (!it->is_object()) return bad("stream_options", std::string("'stream_options' must be an object, got ") + type_name(*it));

@@ -46,6 +46,7 @@ struct CompletionParams {
   bool include_usage = false;  // stream_options.include_usage
   bool ignore_eos = false;     // llama-server's extension: generate exactly max_tokens (benchmarks)
   bool echo = false;           // completions only
+  std::optional<int64_t> lookup;  // frugal's extension: prompt-lookup draft tokens per step (0: off)
   std::string model;
 };
 

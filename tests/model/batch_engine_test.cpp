@@ -635,6 +635,66 @@ TEST(BatchEngine, CancellingAPreemptedSequence) {
   EXPECT_EQ(idle_stats(*engine).kv_blocks_used, 0);
 }
 
+// Prompt-lookup speculation inside the batched step: drafts from each sequence's own tokens are
+// verified by the target in the same forward, and the output is token for token that of plain
+// greedy decoding (the verification rows equal the one-token rows: batch-invariant kernels),
+// with penalties and alongside plain and sampled sequences. The tiny random model falls into
+// loops under greedy decoding, so drafts are proposed and accepted.
+TEST(BatchEngine, LookupDraftsChangeNoOutput) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  auto request = [&](int i) {
+    std::vector<int32_t> prompt = random_prompt(12, 400 + static_cast<uint32_t>(i), vocab);
+    prompt.insert(prompt.end(), prompt.begin(), prompt.begin() + 8);  // a repeat for lookup to find
+    GenerationRequest r = greedy(prompt, 48);
+    if (i == 1) r.frequency_penalty = 0.3f;
+    if (i == 2) {  // sampled: lookup is for greedy requests only, the engine ignores it here
+      r.sampling.temperature = 0.8f;
+      r.sampling.seed = 9;
+    }
+    return r;
+  };
+  constexpr int kRequests = 4;
+  auto run = [&](int lookup, EngineStats* stats) {
+    BatchEngineOptions o;
+    o.n_ctx = 128;
+    o.n_slots = 4;
+    o.block_tokens = 4;
+    o.step_tokens = 32;
+    o.lookup_draft = lookup;
+    auto engine = make_engine(model, o);
+    std::vector<Collector> c(kRequests);
+    for (int i = 0; i < kRequests; ++i) EXPECT_TRUE(engine->submit(request(i), c[i].callback()).is_ok());
+    std::vector<std::vector<int32_t>> out;
+    for (auto& x : c) {
+      EXPECT_TRUE(x.wait_done());
+      EXPECT_EQ(x.finish, FinishReason::kLength) << x.error;
+      out.push_back(x.tokens);
+    }
+    *stats = idle_stats(*engine);
+    return out;
+  };
+  EngineStats plain_stats, lookup_stats;
+  const auto plain = run(0, &plain_stats);
+  const auto speculative = run(8, &lookup_stats);
+  for (int i = 0; i < kRequests; ++i) EXPECT_EQ(speculative[i], plain[i]) << "request " << i;
+  EXPECT_EQ(plain_stats.draft_tokens_total, 0);
+  EXPECT_GT(lookup_stats.draft_tokens_accepted_total, 0);
+  EXPECT_LE(lookup_stats.draft_tokens_accepted_total, lookup_stats.draft_tokens_total);
+  EXPECT_EQ(lookup_stats.kv_blocks_used, 0);
+  std::printf("lookup: %lld of %lld drafted tokens accepted\n", static_cast<long long>(lookup_stats.draft_tokens_accepted_total),
+              static_cast<long long>(lookup_stats.draft_tokens_total));
+  // A request asking for more than the engine allows is refused.
+  BatchEngineOptions o;
+  auto engine = make_engine(model, o);
+  GenerationRequest too_long = request(0);
+  too_long.lookup_draft = 17;
+  Collector unused;
+  EXPECT_FALSE(engine->submit(too_long, unused.callback()).is_ok());
+  o.lookup_draft = -1;
+  EXPECT_FALSE(make_batch_engine(model, o).is_ok());
+}
+
 TEST(BatchEngine, RejectsBadOptions) {
   const auto model = tiny_model(false);
   BatchEngineOptions o;
