@@ -48,6 +48,8 @@ struct FqDot {
 template <class S, int kBits>
 using FqDotFor = FqDot<S::kVnni ? 255 : kBits == 8 ? 127 : kBits <= 4 ? 15 : (1 << kBits) - 1, kBits == 8 && !S::kVnni>;
 
+inline constexpr float kFq128 = 128.0f;
+
 inline uint16_t load_u16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
@@ -203,6 +205,151 @@ void fq_decode_tile(const WeightMatrix& w, const GenericGroupFormat& f, int64_t 
   S::storef(y, acc, L);
 }
 
+// ---------------------------------------------------------------------------------------------
+// One-token path of the widths whose codes never straddle a byte (2, 4, 8 bits), as the FastTile
+// loaders of matmul_simd_avx512.h do for Q4_0: word i of a sub-block's codes is gathered from all
+// rows of the tile at once (one vpgatherdd: word i of every row, the transposed layout the dot
+// products want), and the codes are unpacked in that layout with shifts and masks. A word's
+// bytes then hold elements in a fixed permuted order (for 4 bits: the low nibbles of bytes 4i..4i+3
+// are elements 8i, 8i+2, 8i+4, 8i+6), so the token's activation codes are permuted the same way
+// once per call; the integer sums, and hence every float operation after them, are unchanged.
+
+// Step s, byte m of the gathered layout holds element fq_gathered_element<kBits>(4 * s + m).
+template <int kBits>
+constexpr int fq_gathered_element(int pos) {
+  constexpr int kFields = 8 / kBits;  // codes per byte
+  const int step = pos / 4, m = pos % 4, word = step / kFields, field = step % kFields;
+  return (4 * word + m) * kFields + field;
+}
+
+template <int kBits>
+struct FqPermutation {
+  // Byte shuffle per 32-element sub-block; every element stays in its 16-byte half (pshufb is in-lane).
+  static constexpr std::array<int8_t, 32> kShuffle = [] {
+    std::array<int8_t, 32> idx{};
+    for (int pos = 0; pos < 32; ++pos) idx[static_cast<size_t>(pos)] = static_cast<int8_t>(fq_gathered_element<kBits>(pos) % 16);
+    return idx;
+  }();
+  static constexpr bool in_lane() {
+    for (int pos = 0; pos < 32; ++pos) {
+      if (fq_gathered_element<kBits>(pos) / 16 != pos / 16) return false;
+    }
+    return true;
+  }
+  static_assert(in_lane());
+};
+
+// The vector operations of the gathered path per register width (the policies of matmul_simd.h
+// have no gathers or shifts).
+template <int kLanes>
+struct FqWide;
+
+template <>
+struct FqWide<8> {
+  using VI = __m256i;
+  using VF = __m256;
+  static VI offsets(size_t row_bytes) {
+    return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int32_t>(row_bytes)));
+  }
+  static VI gather(VI offsets, const uint8_t* p) { return _mm256_i32gather_epi32(reinterpret_cast<const int*>(p), offsets, 1); }
+  // The fp16 in the low (high) half of each 32-bit lane as floats.
+  static VF halves(VI words, bool high) {
+    if (high) words = _mm256_srli_epi32(words, 16);
+    const __m256i packed = _mm256_packus_epi32(_mm256_and_si256(words, _mm256_set1_epi32(0xffff)), _mm256_setzero_si256());
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08)));
+  }
+  static VF mul(VF a, float b) { return _mm256_mul_ps(a, _mm256_set1_ps(b)); }
+  static VI mask(VI v, int m) { return _mm256_and_si256(v, _mm256_set1_epi8(static_cast<char>(m))); }
+  template <int kShift>
+  static VI srl(VI v) { return _mm256_srli_epi16(v, kShift); }
+  static VI flip(VI v) { return _mm256_xor_si256(v, _mm256_set1_epi8(-128)); }
+};
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+template <>
+struct FqWide<16> {
+  using VI = __m512i;
+  using VF = __m512;
+  static VI offsets(size_t row_bytes) {
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32(static_cast<int32_t>(row_bytes)));
+  }
+  static VI gather(VI offsets, const uint8_t* p) { return _mm512_i32gather_epi32(offsets, p, 1); }
+  static VF halves(VI words, bool high) {
+    if (high) words = _mm512_srli_epi32(words, 16);
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
+  }
+  static VF mul(VF a, float b) { return _mm512_mul_ps(a, _mm512_set1_ps(b)); }
+  static VI mask(VI v, int m) { return _mm512_and_si512(v, _mm512_set1_epi8(static_cast<char>(m))); }
+  template <int kShift>
+  static VI srl(VI v) { return _mm512_srli_epi16(v, kShift); }
+  static VI flip(VI v) { return _mm512_xor_si512(v, _mm512_set1_epi8(-128)); }
+};
+#endif
+
+// The token's codes permuted into the gathered order, sub-block by sub-block.
+template <int kBits>
+void fq_permute_codes(const int8_t* x, int64_t cols, int8_t* out) {
+  const __m256i shuffle = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(FqPermutation<kBits>::kShuffle.data()));
+  for (int64_t k = 0; k < cols; k += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm256_shuffle_epi8(v, shuffle));
+  }
+}
+
+// One token times a full tile, 2/4/8-bit codes gathered (see above); `xp` are the permuted codes.
+template <class S, int kBits>
+void fq_decode_tile_gathered(const WeightMatrix& w, const GenericGroupFormat& f, int64_t r0, const int8_t* xp,
+                             const float* xd, const float* xs, float* y) {
+  using D = FqDotFor<S, kBits>;
+  using W = FqWide<S::kLanes>;
+  using VI = typename S::VI;
+  using VF = typename S::VF;
+  constexpr int kFields = 8 / kBits;
+  const int subs = static_cast<int>(f.group / 32);
+  const int64_t n_blocks = w.cols / f.group;
+  const size_t block_bytes = w.traits->block_bytes;
+  const VI offsets = W::offsets(w.row_bytes);
+  const float sym_offset = -static_cast<float>(1 << (kBits - 1));
+  const uint8_t* base = w.row(r0);
+  NextTilePrefetch prefetch(w, r0, S::kLanes, n_blocks);
+  VF acc = S::zerof();
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    prefetch.step();
+    const uint8_t* p = base + b * block_bytes;
+    const VI header = W::gather(offsets, p);  // scale | offset << 16 (symmetric: scale, then codes)
+    const VF dw = W::halves(header, false);
+    VF mw = f.symmetric ? W::mul(dw, sym_offset) : W::halves(header, true);
+    if constexpr (D::kSigned) mw = S::fmadd_bcast(dw, &kFq128, mw);  // codes u - 128: + 128 * scale (exact)
+    const uint8_t* q = p + (f.symmetric ? 2 : 4);
+    for (int s = 0; s < subs; ++s) {
+      VI steps[8];
+#pragma GCC unroll 8
+      for (int i = 0; i < kBits; ++i) {
+        const VI word = W::gather(offsets, q + 4 * kBits * s + 4 * i);
+        if constexpr (kBits == 8) {
+          steps[i] = D::kSigned ? W::flip(word) : word;
+        } else if constexpr (kBits == 4) {
+          steps[2 * i] = W::mask(word, 0x0f);
+          steps[2 * i + 1] = W::mask(W::template srl<4>(word), 0x0f);
+        } else {
+          static_assert(kBits == 2);
+          steps[4 * i] = W::mask(word, 0x03);
+          steps[4 * i + 1] = W::mask(W::template srl<2>(word), 0x03);
+          steps[4 * i + 2] = W::mask(W::template srl<4>(word), 0x03);
+          steps[4 * i + 3] = W::mask(W::template srl<6>(word), 0x03);
+        }
+      }
+      static_assert(kBits * kFields == 8);
+      const int64_t sub = b * subs + s;
+      const VI isum = dot_steps_one_token<S, D, 1>(steps, xp + sub * 32);
+      acc = S::fmadd(S::cvt(isum), S::mul_bcast(dw, xd + sub), acc);
+      acc = S::fmadd_bcast(mw, xs + sub, acc);
+    }
+  }
+  S::storef(y, acc, S::kLanes);
+}
+
 // quant_rows of matmul_simd.h for one fq bit width (group and symmetry are read from the type).
 template <class S, int kBits>
 void fq_quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
@@ -213,14 +360,31 @@ void fq_quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const Quantize
   const TileBuffers tb = tile_buffers<S>(scratch, w.cols);
   const int64_t n_groups = a.n_groups();
   const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 || a.n_tokens == 1 ? w.cols : kColumnChunk;
+  // Gathered one-token path: 2/4/8 bits (codes within bytes), row offsets within int32.
+  constexpr bool kGathered = kBits == 2 || kBits == 4 || kBits == 8;
+  // Rows too long for 32-bit gather offsets (no model comes near) take the row-by-row path.
+  const bool gathered = kGathered && w.row_bytes * L <= static_cast<size_t>(INT32_MAX);
+  bool permuted = false;  // the token's codes in tb.codes (unused by this path otherwise)
   for (int64_t rt = r0; rt < r1; rt += L) {
     const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
     if (a.n_tokens == 1 && nr == L) {
+      if constexpr (kGathered) {
+        if (gathered) {
+          if (!permuted) {
+            fq_permute_codes<kBits>(a.codes(0), w.cols, reinterpret_cast<int8_t*>(tb.codes));
+            permuted = true;
+          }
+          fq_decode_tile_gathered<S, kBits>(w, f, rt, reinterpret_cast<const int8_t*>(tb.codes),
+                                            a.array(0, ActivationArray::kD32), a.array(0, D::kS), y + rt);
+          continue;
+        }
+      }
       fq_decode_tile<S, kBits>(w, f, rt, a.codes(0), a.array(0, ActivationArray::kD32), a.array(0, D::kS), y + rt,
                                tb.temp);
       continue;
     }
     fq_build_tile<S, kBits>(w, f, rt, nr, tb);
+    permuted = false;  // the tile overwrote them
     for (int64_t c0 = 0; c0 < w.cols; c0 += chunk) {
       const int64_t cols = std::min(chunk, w.cols - c0);
       const int64_t sub0 = c0 / 32;
