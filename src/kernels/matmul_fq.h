@@ -27,7 +27,9 @@
 #include <immintrin.h>
 
 #include <array>
+#include <cstdint>
 #include <cstring>
+#include <utility>
 
 #include "kernels/matmul_simd.h"
 #include "tensor/generic_group.h"
@@ -206,37 +208,105 @@ void fq_decode_tile(const WeightMatrix& w, const GenericGroupFormat& f, int64_t 
 }
 
 // ---------------------------------------------------------------------------------------------
-// One-token path of the widths whose codes never straddle a byte (2, 4, 8 bits), as the FastTile
-// loaders of matmul_simd_avx512.h do for Q4_0: word i of a sub-block's codes is gathered from all
-// rows of the tile at once (one vpgatherdd: word i of every row, the transposed layout the dot
-// products want), and the codes are unpacked in that layout with shifts and masks. A word's
-// bytes then hold elements in a fixed permuted order (for 4 bits: the low nibbles of bytes 4i..4i+3
-// are elements 8i, 8i+2, 8i+4, 8i+6), so the token's activation codes are permuted the same way
-// once per call; the integer sums, and hence every float operation after them, are unchanged.
-
-// Step s, byte m of the gathered layout holds element fq_gathered_element<kBits>(4 * s + m).
+// One-token path, as the FastTile loaders of matmul_simd_avx512.h do for Q4_0: word i (4 bytes)
+// of a sub-block's codes is gathered from all rows of the tile at once (one vpgatherdd: word i of
+// every row, the transposed layout the dot products want), and the codes are cut out of the words
+// in that layout with shifts and masks that are the same for every row. The order of the codes in
+// the steps is free as long as the activation codes follow it, so the token's codes are permuted
+// once per call to match; the integer sums, and so every float operation after them, are those
+// of the tile path (batch invariance).
+//
+// The plan, per width: element e (stream bits [o, o + bits), o = bits * e) goes to byte m of a
+// step. It is cut from the 32-bit word starting at code byte c = o / 8 - m, shifted right by
+// k = o % 8, which leaves it at bits [8m, 8m + bits) of the word; c must lie inside the
+// sub-block and the element inside the word. Words at byte offsets that are not a multiple of 4
+// are made of two gathered words. Each byte position m takes exactly 8 elements (one per step), an
+// assignment found by bipartite matching; codes with the same word, shift and step share one mask.
 template <int kBits>
-constexpr int fq_gathered_element(int pos) {
-  constexpr int kFields = 8 / kBits;  // codes per byte
-  const int step = pos / 4, m = pos % 4, word = step / kFields, field = step % kFields;
-  return (4 * word + m) * kFields + field;
-}
-
-template <int kBits>
-struct FqPermutation {
-  // Byte shuffle per 32-element sub-block; every element stays in its 16-byte half (pshufb is in-lane).
-  static constexpr std::array<int8_t, 32> kShuffle = [] {
-    std::array<int8_t, 32> idx{};
-    for (int pos = 0; pos < 32; ++pos) idx[static_cast<size_t>(pos)] = static_cast<int8_t>(fq_gathered_element<kBits>(pos) % 16);
-    return idx;
-  }();
-  static constexpr bool in_lane() {
-    for (int pos = 0; pos < 32; ++pos) {
-      if (fq_gathered_element<kBits>(pos) / 16 != pos / 16) return false;
-    }
-    return true;
+struct FqGatherPlan {
+  struct Op {
+    int step = 0, c = 0, k = 0;
+    uint32_t mask = 0;
+    bool first = false;  // the step's first op (assigns instead of or-ing)
+  };
+  struct Plan {
+    std::array<int, 32> m{}, step{}, source{};  // source[4 * step + m] = element
+    std::array<bool, 4 * kBits> used_word{};
+    std::array<Op, 32> ops{};
+    int n_ops = 0;
+    bool ok = false;
+  };
+  static constexpr int word_of(int e, int m) { return kBits * e / 8 - m; }
+  static constexpr bool allowed(int e, int m) {
+    const int c = word_of(e, m);
+    return c >= 0 && c <= 4 * kBits - 4 && kBits * e - 8 * c + kBits <= 32;
   }
-  static_assert(in_lane());
+  // Kuhn's augmenting path with 8 places per byte position; words at multiples of 4 tried first.
+  static constexpr bool place(int e, std::array<int, 32>& at, std::array<int, 4>& count, std::array<bool, 4>& seen) {
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int m = 0; m < 4; ++m) {
+        if (!allowed(e, m) || (word_of(e, m) % 4 == 0) != (pass == 0) || seen[static_cast<size_t>(m)]) continue;
+        seen[static_cast<size_t>(m)] = true;
+        if (count[static_cast<size_t>(m)] < 8) {
+          at[static_cast<size_t>(e)] = m;
+          ++count[static_cast<size_t>(m)];
+          return true;
+        }
+        for (int f = 0; f < 32; ++f) {
+          if (f != e && at[static_cast<size_t>(f)] == m) {
+            --count[static_cast<size_t>(m)];
+            if (place(f, at, count, seen)) {
+              at[static_cast<size_t>(e)] = m;
+              ++count[static_cast<size_t>(m)];
+              return true;
+            }
+            ++count[static_cast<size_t>(m)];
+            at[static_cast<size_t>(f)] = m;
+          }
+        }
+      }
+    }
+    return false;
+  }
+  static constexpr Plan make() {
+    Plan p;
+    std::array<int, 32> at{};
+    for (auto& v : at) v = -1;
+    std::array<int, 4> count{};
+    for (int e = 0; e < 32; ++e) {
+      std::array<bool, 4> seen{};
+      if (!place(e, at, count, seen)) return p;
+    }
+    std::array<int, 4> next{};
+    for (int e = 0; e < 32; ++e) {
+      const int m = at[static_cast<size_t>(e)];
+      const int step = next[static_cast<size_t>(m)]++;
+      p.m[static_cast<size_t>(e)] = m;
+      p.step[static_cast<size_t>(e)] = step;
+      p.source[static_cast<size_t>(4 * step + m)] = e;
+      const int c = word_of(e, m), k = kBits * e % 8;
+      p.used_word[static_cast<size_t>(c)] = true;
+      const uint32_t mask = ((1u << kBits) - 1) << (8 * m);
+      bool merged = false;
+      for (int i = 0; i < p.n_ops; ++i) {
+        Op& op = p.ops[static_cast<size_t>(i)];
+        if (op.step == step && op.c == c && op.k == k) {
+          op.mask |= mask;
+          merged = true;
+        }
+      }
+      if (!merged) {
+        bool first = true;
+        for (int i = 0; i < p.n_ops; ++i) first = first && p.ops[static_cast<size_t>(i)].step != step;
+        p.ops[static_cast<size_t>(p.n_ops++)] = Op{step, c, k, mask, first};
+      }
+    }
+    p.ok = true;
+    return p;
+  }
+  static constexpr Plan kPlan = make();
+  // 7 bits have no such assignment (only 7 elements fit byte 3 of a word): they decode row by row.
+  static constexpr bool kAvailable = kBits == 8 || kPlan.ok;
 };
 
 // The vector operations of the gathered path per register width (the policies of matmul_simd.h
@@ -259,9 +329,12 @@ struct FqWide<8> {
     return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(packed, 0x08)));
   }
   static VF mul(VF a, float b) { return _mm256_mul_ps(a, _mm256_set1_ps(b)); }
-  static VI mask(VI v, int m) { return _mm256_and_si256(v, _mm256_set1_epi8(static_cast<char>(m))); }
+  static VI and32(VI v, uint32_t m) { return _mm256_and_si256(v, _mm256_set1_epi32(static_cast<int32_t>(m))); }
+  static VI or_(VI a, VI b) { return _mm256_or_si256(a, b); }
   template <int kShift>
-  static VI srl(VI v) { return _mm256_srli_epi16(v, kShift); }
+  static VI srl32(VI v) { return kShift == 0 ? v : _mm256_srli_epi32(v, kShift); }
+  template <int kShift>
+  static VI sll32(VI v) { return _mm256_slli_epi32(v, kShift); }
   static VI flip(VI v) { return _mm256_xor_si256(v, _mm256_set1_epi8(-128)); }
 };
 
@@ -280,24 +353,74 @@ struct FqWide<16> {
     return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
   }
   static VF mul(VF a, float b) { return _mm512_mul_ps(a, _mm512_set1_ps(b)); }
-  static VI mask(VI v, int m) { return _mm512_and_si512(v, _mm512_set1_epi8(static_cast<char>(m))); }
+  static VI and32(VI v, uint32_t m) { return _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int32_t>(m))); }
+  static VI or_(VI a, VI b) { return _mm512_or_si512(a, b); }
   template <int kShift>
-  static VI srl(VI v) { return _mm512_srli_epi16(v, kShift); }
+  static VI srl32(VI v) { return kShift == 0 ? v : _mm512_srli_epi32(v, kShift); }
+  template <int kShift>
+  static VI sll32(VI v) { return _mm512_slli_epi32(v, kShift); }
   static VI flip(VI v) { return _mm512_xor_si512(v, _mm512_set1_epi8(-128)); }
 };
 #endif
 
+// Byte shuffles of the activation permutation: position p of a sub-block takes element
+// source[p] from the low (sel 0) or high (sel -128) 16 bytes.
+template <int kBits>
+struct FqPermutation {
+  static constexpr auto kPlan = FqGatherPlan<kBits>::kPlan;
+  static constexpr std::array<int8_t, 32> kIndex = [] {
+    std::array<int8_t, 32> idx{};
+    for (int p = 0; p < 32; ++p) idx[static_cast<size_t>(p)] = static_cast<int8_t>(kPlan.source[static_cast<size_t>(p)] % 16);
+    return idx;
+  }();
+  static constexpr std::array<int8_t, 32> kSelect = [] {
+    std::array<int8_t, 32> sel{};
+    for (int p = 0; p < 32; ++p) sel[static_cast<size_t>(p)] = kPlan.source[static_cast<size_t>(p)] >= 16 ? int8_t{-128} : int8_t{0};
+    return sel;
+  }();
+};
+
 // The token's codes permuted into the gathered order, sub-block by sub-block.
 template <int kBits>
 void fq_permute_codes(const int8_t* x, int64_t cols, int8_t* out) {
-  const __m256i shuffle = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(FqPermutation<kBits>::kShuffle.data()));
-  for (int64_t k = 0; k < cols; k += 32) {
-    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm256_shuffle_epi8(v, shuffle));
+  if constexpr (kBits == 8) {
+    std::memcpy(out, x, static_cast<size_t>(cols));
+  } else {
+    using P = FqPermutation<kBits>;
+    const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(P::kIndex.data()));
+    const __m256i sel = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(P::kSelect.data()));
+    for (int64_t k = 0; k < cols; k += 32) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
+      const __m256i lo = _mm256_permute2x128_si256(v, v, 0x00), hi = _mm256_permute2x128_si256(v, v, 0x11);
+      const __m256i r = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, idx), _mm256_shuffle_epi8(hi, idx), sel);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), r);
+    }
   }
 }
 
-// One token times a full tile, 2/4/8-bit codes gathered (see above); `xp` are the permuted codes.
+// The 8 steps of one sub-block of the tile from its gathered words (the plan above).
+template <class W, int kBits, size_t... kOps>
+inline void fq_cut_steps(const typename W::VI* words, typename W::VI* steps, std::index_sequence<kOps...>) {
+  using VI = typename W::VI;
+  constexpr auto& plan = FqGatherPlan<kBits>::kPlan;
+  VI v[4 * kBits - 3];
+  [&]<size_t... kC>(std::index_sequence<kC...>) {
+    ((plan.used_word[kC] ? (v[kC] = kC % 4 == 0 ? words[kC / 4]
+                                                : W::or_(W::template srl32<8 * (kC % 4)>(words[kC / 4]),
+                                                         W::template sll32<32 - 8 * (kC % 4)>(words[kC / 4 + 1])),
+                            0)
+                         : 0),
+     ...);
+  }(std::make_index_sequence<4 * kBits - 3>());
+  auto apply = [&]<size_t kI>(std::integral_constant<size_t, kI>) {
+    constexpr auto op = plan.ops[kI];
+    const VI t = W::and32(W::template srl32<op.k>(v[op.c]), op.mask);
+    steps[op.step] = op.first ? t : W::or_(steps[op.step], t);
+  };
+  (apply(std::integral_constant<size_t, kOps>{}), ...);
+}
+
+// One token times a full tile with gathered code words (see above); `xp` are the permuted codes.
 template <class S, int kBits>
 void fq_decode_tile_gathered(const WeightMatrix& w, const GenericGroupFormat& f, int64_t r0, const int8_t* xp,
                              const float* xd, const float* xs, float* y) {
@@ -305,7 +428,6 @@ void fq_decode_tile_gathered(const WeightMatrix& w, const GenericGroupFormat& f,
   using W = FqWide<S::kLanes>;
   using VI = typename S::VI;
   using VF = typename S::VF;
-  constexpr int kFields = 8 / kBits;
   const int subs = static_cast<int>(f.group / 32);
   const int64_t n_blocks = w.cols / f.group;
   const size_t block_bytes = w.traits->block_bytes;
@@ -323,24 +445,15 @@ void fq_decode_tile_gathered(const WeightMatrix& w, const GenericGroupFormat& f,
     if constexpr (D::kSigned) mw = S::fmadd_bcast(dw, &kFq128, mw);  // codes u - 128: + 128 * scale (exact)
     const uint8_t* q = p + (f.symmetric ? 2 : 4);
     for (int s = 0; s < subs; ++s) {
-      VI steps[8];
+      VI words[kBits], steps[8];
 #pragma GCC unroll 8
-      for (int i = 0; i < kBits; ++i) {
-        const VI word = W::gather(offsets, q + 4 * kBits * s + 4 * i);
-        if constexpr (kBits == 8) {
-          steps[i] = D::kSigned ? W::flip(word) : word;
-        } else if constexpr (kBits == 4) {
-          steps[2 * i] = W::mask(word, 0x0f);
-          steps[2 * i + 1] = W::mask(W::template srl<4>(word), 0x0f);
-        } else {
-          static_assert(kBits == 2);
-          steps[4 * i] = W::mask(word, 0x03);
-          steps[4 * i + 1] = W::mask(W::template srl<2>(word), 0x03);
-          steps[4 * i + 2] = W::mask(W::template srl<4>(word), 0x03);
-          steps[4 * i + 3] = W::mask(W::template srl<6>(word), 0x03);
-        }
+      for (int i = 0; i < kBits; ++i) words[i] = W::gather(offsets, q + 4 * kBits * s + 4 * i);
+      if constexpr (kBits == 8) {
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; ++i) steps[i] = D::kSigned ? W::flip(words[i]) : words[i];
+      } else {
+        fq_cut_steps<W, kBits>(words, steps, std::make_index_sequence<FqGatherPlan<kBits>::kPlan.n_ops>());
       }
-      static_assert(kBits * kFields == 8);
       const int64_t sub = b * subs + s;
       const VI isum = dot_steps_one_token<S, D, 1>(steps, xp + sub * 32);
       acc = S::fmadd(S::cvt(isum), S::mul_bcast(dw, xd + sub), acc);
@@ -360,15 +473,14 @@ void fq_quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const Quantize
   const TileBuffers tb = tile_buffers<S>(scratch, w.cols);
   const int64_t n_groups = a.n_groups();
   const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 || a.n_tokens == 1 ? w.cols : kColumnChunk;
-  // Gathered one-token path: 2/4/8 bits (codes within bytes), row offsets within int32.
-  constexpr bool kGathered = kBits == 2 || kBits == 4 || kBits == 8;
-  // Rows too long for 32-bit gather offsets (no model comes near) take the row-by-row path.
-  const bool gathered = kGathered && w.row_bytes * L <= static_cast<size_t>(INT32_MAX);
+  // The gathered one-token path needs row offsets within int32 (no model comes near the limit);
+  // longer rows decode row by row.
+  const bool gathered = FqGatherPlan<kBits>::kAvailable && w.row_bytes * L <= static_cast<size_t>(INT32_MAX);
   bool permuted = false;  // the token's codes in tb.codes (unused by this path otherwise)
   for (int64_t rt = r0; rt < r1; rt += L) {
     const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
     if (a.n_tokens == 1 && nr == L) {
-      if constexpr (kGathered) {
+      if constexpr (FqGatherPlan<kBits>::kAvailable) {
         if (gathered) {
           if (!permuted) {
             fq_permute_codes<kBits>(a.codes(0), w.cols, reinterpret_cast<int8_t*>(tb.codes));
