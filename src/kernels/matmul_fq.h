@@ -13,15 +13,18 @@
 // maddubs path (no VNNI) would overflow its int16 pair sums (255 * 127 * 2), so there they are
 // made signed (u - 128, the sign trick of Q8_0) and mw absorbs + 128 * scale.
 //
-// Unpacking the little-endian bit stream (element i at stream bits [i * bits, (i + 1) * bits)):
-// 4 bits are nibbles (low first), 8 bits bytes; the other widths take the 8 elements of each
-// `bits`-byte run as one 64-bit word (four words per 32 elements, one vector), move the 16 bits
-// around each element into a 16-bit lane with one byte shuffle, and shift each lane right by the
-// element's bit offset with one multiply (w * 2^(8 - s) >> 8 keeps bits [s, s + 8) of w).
+// Two ways to unpack the little-endian bit stream (element i at stream bits [i * bits, (i + 1) * bits)):
+// - Row by row, codes in element order (the prefill tile; one-token decode of 7 bits): 4 bits are
+//   nibbles (low first), 8 bits bytes; the other widths take the 8 elements of each `bits`-byte
+//   run as one 64-bit word (four words per 32 elements, one vector), move the 16 bits around each
+//   element into a 16-bit lane with one byte shuffle, and shift each lane right by the element's
+//   bit offset with one multiply (w * 2^(8 - s) >> 8 keeps bits [s, s + 8) of w).
+// - Gathered across a tile's rows (one-token decode of every other width; see FqGatherPlan).
 //
 // The tile, the token loop and the float chain of FMAs are matmul_simd.h's (build_tile's layout,
 // tile_times_tokens, dot_steps_one_token), so a batched row is bit-identical to the one-token path
-// (batch invariance): decode only skips the tile buffer, summing the same integers in the same order.
+// (batch invariance): decode only skips the tile buffer, summing the same integers in the same
+// sub-block order (integer sums do not depend on the order of their terms).
 #pragma once
 
 #include <immintrin.h>
@@ -171,9 +174,9 @@ void fq_build_tile(const WeightMatrix& w, const GenericGroupFormat& f, int64_t r
   }
 }
 
-// One token times a full tile: each block of the L rows is decoded into the small row-major
-// buffer and moved into step registers (the tile buffer is skipped); the sums are those of
-// tile_times_tokens<S, D, 1, 1>, in the same order.
+// One token times a full tile, row by row (7 bits, whose codes the gathered plan cannot place):
+// each block of the L rows is decoded into the small row-major buffer and moved into step
+// registers (the tile buffer is skipped); the sums are those of tile_times_tokens<S, D, 1, 1>.
 template <class S, int kBits>
 void fq_decode_tile(const WeightMatrix& w, const GenericGroupFormat& f, int64_t r0, const int8_t* xc, const float* xd,
                     const float* xs, float* y, uint8_t* temp) {
