@@ -35,6 +35,9 @@
 #include <utility>
 
 #include "kernels/matmul_simd.h"
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include "kernels/matmul_simd_avx512.h"  // rows16_words4
+#endif
 #include "tensor/generic_group.h"
 
 namespace frugal::kernels {
@@ -212,8 +215,9 @@ void fq_decode_tile(const WeightMatrix& w, const GenericGroupFormat& f, int64_t 
 
 // ---------------------------------------------------------------------------------------------
 // One-token path, as the FastTile loaders of matmul_simd_avx512.h do for Q4_0: word i (4 bytes)
-// of a sub-block's codes is gathered from all rows of the tile at once (one vpgatherdd: word i of
-// every row, the transposed layout the dot products want), and the codes are cut out of the words
+// of a sub-block's codes is loaded from all rows of the tile at once (row loads and an in-register
+// transpose per 16 bytes, a vpgatherdd for the rest: word i of every row, the transposed layout
+// the dot products want), and the codes are cut out of the words
 // in that layout with shifts and masks that are the same for every row. The order of the codes in
 // the steps is free as long as the activation codes follow it, so the token's codes are permuted
 // once per call to match; the integer sums, and so every float operation after them, are those
@@ -339,6 +343,21 @@ struct FqWide<8> {
   template <int kShift>
   static VI sll32(VI v) { return _mm256_slli_epi32(v, kShift); }
   static VI flip(VI v) { return _mm256_xor_si256(v, _mm256_set1_epi8(-128)); }
+  // Words 0-3 (16 bytes at p) of the 8 rows, transposed: z[j] = word j of every row.
+  static void words4(const uint8_t* p, size_t row_bytes, VI z[4]) {
+    __m256i r[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i * row_bytes));
+      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + (i + 4) * row_bytes));
+      r[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+    }
+    const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+    z[0] = _mm256_unpacklo_epi64(t0, t2);
+    z[1] = _mm256_unpackhi_epi64(t0, t2);
+    z[2] = _mm256_unpacklo_epi64(t1, t3);
+    z[3] = _mm256_unpackhi_epi64(t1, t3);
+  }
 };
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -363,6 +382,7 @@ struct FqWide<16> {
   template <int kShift>
   static VI sll32(VI v) { return _mm512_slli_epi32(v, kShift); }
   static VI flip(VI v) { return _mm512_xor_si512(v, _mm512_set1_epi8(-128)); }
+  static void words4(const uint8_t* p, size_t row_bytes, VI z[4]) { rows16_words4(p, row_bytes, z); }
 };
 #endif
 
@@ -449,8 +469,13 @@ void fq_decode_tile_gathered(const WeightMatrix& w, const GenericGroupFormat& f,
     const uint8_t* q = p + (f.symmetric ? 2 : 4);
     for (int s = 0; s < subs; ++s) {
       VI words[kBits], steps[8];
-#pragma GCC unroll 8
-      for (int i = 0; i < kBits; ++i) words[i] = W::gather(offsets, q + 4 * kBits * s + 4 * i);
+      // Whole 16-byte runs of the codes by row loads and an in-register transpose (cheaper than
+      // four gathers), the rest (2, 3 bits; the last words of 5, 6, 7) by gathers.
+      const uint8_t* sub_codes = q + 4 * kBits * s;
+#pragma GCC unroll 2
+      for (int i = 0; i + 4 <= kBits; i += 4) W::words4(sub_codes + 4 * i, w.row_bytes, words + i);
+#pragma GCC unroll 4
+      for (int i = kBits / 4 * 4; i < kBits; ++i) words[i] = W::gather(offsets, sub_codes + 4 * i);
       if constexpr (kBits == 8) {
 #pragma GCC unroll 8
         for (int i = 0; i < 8; ++i) steps[i] = D::kSigned ? W::flip(words[i]) : words[i];
