@@ -217,8 +217,8 @@ void fq_decode_tile(const WeightMatrix& w, const GenericGroupFormat& f, int64_t 
 // One-token path, as the FastTile loaders of matmul_simd_avx512.h do for Q4_0: word i (4 bytes)
 // of a sub-block's codes is loaded from all rows of the tile at once (row loads and an in-register
 // transpose per 16 bytes, a vpgatherdd for the rest: word i of every row, the transposed layout
-// the dot products want), and the codes are cut out of the words
-// in that layout with shifts and masks that are the same for every row. The order of the codes in
+// the dot products want), and the codes are cut out of the words in that layout with shifts and
+// masks that are the same for every row. The order of the codes in
 // the steps is free as long as the activation codes follow it, so the token's codes are permuted
 // once per call to match; the integer sums, and so every float operation after them, are those
 // of the tile path (batch invariance).
@@ -227,7 +227,7 @@ void fq_decode_tile(const WeightMatrix& w, const GenericGroupFormat& f, int64_t 
 // step. It is cut from the 32-bit word starting at code byte c = o / 8 - m, shifted right by
 // k = o % 8, which leaves it at bits [8m, 8m + bits) of the word; c must lie inside the
 // sub-block and the element inside the word. Words at byte offsets that are not a multiple of 4
-// are made of two gathered words. Each byte position m takes exactly 8 elements (one per step), an
+// are made of two loaded words. Each byte position m takes exactly 8 elements (one per step), an
 // assignment found by bipartite matching; codes with the same word, shift and step share one mask.
 template <int kBits>
 struct FqGatherPlan {
