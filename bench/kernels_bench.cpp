@@ -15,6 +15,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
+#include "tensor/generic_group.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -38,13 +39,21 @@ constexpr Shape kShapes[] = {
 };
 constexpr bool is_large(const Shape& s) { return s.rows * s.cols > 16 * 1024 * 1024 - 1; }
 
+// A frugal generic group type id (tensor/generic_group.h: base | bits << 4 | log2(group / 32)).
+constexpr DType fq_type(uint32_t bits, uint32_t log2_group) {
+  return static_cast<DType>(kGenericTypeBase | bits << 4 | log2_group);
+}
+
 constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             DType::Q6_K, DType::F16,  DType::BF16, DType::F32,
                             // sparse-q8 with room for 32 and 19 of 64 weights: the reference
                             // quantizer keeps the largest, so 50% and 70% sparse (tensor/sparse_q8.h).
                             static_cast<DType>(kSparseQ8TypeBase | 32), static_cast<DType>(kSparseQ8TypeBase | 19),
                             // 25% and 37.5% sparse: where sparse-q8 starts to beat q8_0.
-                            static_cast<DType>(kSparseQ8TypeBase | 48), static_cast<DType>(kSparseQ8TypeBase | 40)};
+                            static_cast<DType>(kSparseQ8TypeBase | 48), static_cast<DType>(kSparseQ8TypeBase | 40),
+                            // frugal's fq types (integer kernels, kernels/matmul_fq.h): fq4_g32, fq3_g64,
+                            // fq3_g128 (only where 128 divides the columns), fq2_g64
+                            fq_type(4, 0), fq_type(3, 1), fq_type(3, 2), fq_type(2, 1)};
 
 // Decode reads each weight once per token from memory: cycling through enough copies that they
 // do not fit in the last-level cache gives the same streaming behaviour.

@@ -4,6 +4,7 @@
 // x*127/amax) and quantize_row_q8_K_ref (ggml-quants.c: iscale = -127/max, d = 1/iscale).
 #include "kernels/activation_quant.h"
 
+#include "tensor/generic_group.h"
 #include "tensor/sparse_q8.h"
 
 #include <algorithm>
@@ -125,7 +126,9 @@ ActivationFormat activation_format_for(DType weight_type) {
     case DType::Q6_K:
       return ActivationFormat::kQ8K;
     default:
-      return is_sparse_q8(weight_type) ? ActivationFormat::kQ8Block32 : ActivationFormat::kNone;
+      // sparse-q8 and frugal's generic group types (fq*: 32-element sub-blocks of every group).
+      return is_sparse_q8(weight_type) || generic_group_format(weight_type) ? ActivationFormat::kQ8Block32
+                                                                            : ActivationFormat::kNone;
   }
 }
 

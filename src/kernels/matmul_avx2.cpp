@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "kernels/matmul_fq.h"
 #include "kernels/matmul_simd.h"
 
 namespace frugal::kernels {
@@ -179,6 +180,7 @@ const KernelTable& avx2_kernel_table() {
   static const KernelTable table = [] {
     KernelTable t = make_kernel_table<SimdAvx2>(Isa::kAvx2);
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_avx2;
+    add_fq_kernels<SimdAvx2>(t);
     return t;
   }();
   return table;

@@ -29,6 +29,9 @@ enum KernelType : int {
   kKernelQ2_K, kKernelQ3_K, kKernelQ4_K, kKernelQ5_K, kKernelQ6_K,
   kKernelF32, kKernelF16, kKernelBF16,
   kKernelSparseQ8,  // every capacity of sparse-q8 (tensor/sparse_q8.h); see matmul.cpp
+  // frugal's generic group types (tensor/generic_group.h), one slot per bit width: every group
+  // size and symmetry of that width shares the kernel, which reads them from the type (matmul_fq.h).
+  kKernelFq2, kKernelFq3, kKernelFq4, kKernelFq5, kKernelFq6, kKernelFq7, kKernelFq8,
   kKernelTypeCount,
 };
 // -1 for types without a kernel (they use the dequantize-to-float fallback in matmul.cpp).

@@ -7,6 +7,7 @@
 #include "base/check.h"
 #include "kernels/matmul_kernels.h"
 #include "tensor/fp16.h"
+#include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
 #include "tensor/sparse_q8.h"
 
@@ -29,6 +30,34 @@ uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
   std::memcpy(&v, p, 4);
   return v;
+}
+
+// A generic group block (layout in tensor/generic_group.h), read bit by bit from the stream:
+// q = u and min = offset (asymmetric), or q = u - 2^(bits-1) and min = 0 (symmetric); every
+// 32-element sub-block of the group has the group's scale.
+void decode_generic_group(const GenericGroupFormat& f, const uint8_t* p, DecodedBlock& out) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  const float scale = fp16_to_float(h);
+  float min = 0.0f;
+  if (!f.symmetric) {
+    std::memcpy(&h, p + 2, 2);
+    min = fp16_to_float(h);
+  }
+  const uint8_t* codes = p + (f.symmetric ? 2 : 4);
+  out.sub = 32;
+  for (int s = 0; s < f.group / 32; ++s) {
+    out.scale[s] = scale;
+    out.min[s] = min;
+  }
+  for (int i = 0; i < f.group; ++i) {
+    int u = 0;
+    for (int k = 0; k < f.bits; ++k) {
+      const int bit = i * f.bits + k;
+      u |= ((codes[bit / 8] >> (bit % 8)) & 1) << k;
+    }
+    out.q[i] = u + f.qmin();
+  }
 }
 
 void decode_block(DType type, const uint8_t* p, DecodedBlock& out) {
@@ -148,6 +177,10 @@ void decode_block(DType type, const uint8_t* p, DecodedBlock& out) {
       return;
     }
     default:
+      if (const auto f = generic_group_format(type)) {
+        decode_generic_group(*f, p, out);
+        return;
+      }
       FRUGAL_CHECK(false && "no integer kernel for this type");
   }
 }
@@ -198,7 +231,10 @@ int kernel_type_index(DType type) {
     case DType::F32: return kKernelF32;
     case DType::F16: return kKernelF16;
     case DType::BF16: return kKernelBF16;
-    default: return is_sparse_q8(type) ? kKernelSparseQ8 : -1;
+    default:
+      if (is_sparse_q8(type)) return kKernelSparseQ8;
+      if (const auto f = generic_group_format(type)) return kKernelFq2 + f->bits - 2;
+      return -1;
   }
 }
 
@@ -314,6 +350,7 @@ const KernelTable& scalar_kernel_table() {
     for (int i = kKernelQ4_0; i <= kKernelQ6_K; ++i) t.quant_rows[i] = quant_rows_reference;
     for (int i = kKernelF32; i <= kKernelBF16; ++i) t.float_rows[i] = float_rows_reference;
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_reference;
+    for (int i = kKernelFq2; i <= kKernelFq8; ++i) t.quant_rows[i] = quant_rows_reference;
     t.scratch_bytes = scalar_scratch_bytes;
     return t;
   }();

@@ -95,10 +95,10 @@ class BatchInvariance : public ::testing::TestWithParam<DType> {};
 
 TEST_P(BatchInvariance, BatchedRowsEqualTheOneTokenPathBitForBit) {
   const TypeTraits& t = type_traits(GetParam());
-  const bool k_quant = t.block_size == 256;
+  const bool large_blocks = t.block_size >= 128;  // K-quants, fq groups of 128 and 256
   std::mt19937 rng(3);
   // 53 rows: full register tiles and a partial one on every ISA.
-  for (int64_t cols : {k_quant ? int64_t{512} : int64_t{576}, int64_t{1536}, int64_t{2048}}) {
+  for (int64_t cols : {large_blocks ? int64_t{512} : int64_t{576}, int64_t{1536}, int64_t{2048}}) {
     const Weight weight = make_weight(t, 53, cols, rng);
     for (int threads : {1, 2}) {
       ThreadPool pool(threads);
@@ -115,17 +115,22 @@ TEST_P(BatchInvariance, BatchedRowsEqualTheOneTokenPathBitForBit) {
 INSTANTIATE_TEST_SUITE_P(Types, BatchInvariance,
                          ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,
                                            DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::F32, DType::F16,
-                                           DType::BF16),
+                                           DType::BF16,
+                                           // frugal's fq types (kernels/matmul_fq.h)
+                                           *generic_group_type(2, 64, false), *generic_group_type(3, 128, false),
+                                           *generic_group_type(4, 32, false), *generic_group_type(5, 256, true),
+                                           *generic_group_type(6, 32, true), *generic_group_type(7, 128, false),
+                                           *generic_group_type(8, 64, false), *generic_group_type(8, 32, true)),
                          [](const ::testing::TestParamInfo<DType>& info) { return std::string(type_traits(info.param).name); });
 
-// Formats outside the type table: a generic group type (dequantize-to-float fallback), sparse-q8
+// Formats outside the type table: q8_1 weights (dequantize-to-float fallback), sparse-q8
 // (expanded to Q8_0 tiles for prefill, its own kernels for decode: equal to float rounding, not
 // bit for bit), and W8A8 per-token inputs with 16-bit outlier columns.
 TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
   std::mt19937 rng(9);
   ThreadPool pool(2);
   const int64_t rows = 45, cols = 1536;
-  const Weight generic = make_weight(type_traits(*generic_group_type(3, 32, true)), rows, cols, rng);
+  const Weight generic = make_weight(type_traits(DType::Q8_1), rows, cols, rng);
   const Weight sparse_dense = make_weight(type_traits(DType::F32), rows, cols, rng, 0.6);
   const std::vector<float> sparse_values(reinterpret_cast<const float*>(sparse_dense.bytes.data()),
                                          reinterpret_cast<const float*>(sparse_dense.bytes.data()) + rows * cols);
@@ -146,7 +151,7 @@ TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
   for (Isa isa : supported_isas()) {
     ScopedIsa scope(isa);
     for (int64_t n_tokens : {2, 9, 40}) {
-      expect_batch_invariant(generic.w, n_tokens, pool, std::string("generic group on ") + isa_name(isa));
+      expect_batch_invariant(generic.w, n_tokens, pool, std::string("q8_1 fallback on ") + isa_name(isa));
       // sparse-q8 decodes with its own one-token kernels (the format's speed-up) and prefills
       // through Q8_0 tiles: the same integers, summed in another order (see kernels/matmul.cpp).
       expect_batch_invariant(sparse.w, n_tokens, pool, std::string("sparse-q8 on ") + isa_name(isa), 1e-5f);

@@ -14,6 +14,7 @@
 #include "kernels/matmul_kernels.h"
 #include "support/isa_scope.h"
 #include "tensor/fp16.h"
+#include "tensor/generic_group.h"
 
 namespace frugal {
 namespace {
@@ -32,7 +33,10 @@ std::vector<size_t> half_fields(DType type) {
     case DType::Q2_K: return {80, 82};
     case DType::Q3_K: return {108};
     case DType::Q6_K: return {208};
-    default: return {};
+    default:
+      // frugal's generic group types: scale, then the offset of asymmetric layouts.
+      if (const auto f = generic_group_format(type)) return f->symmetric ? std::vector<size_t>{0} : std::vector<size_t>{0, 2};
+      return {};
   }
 }
 
@@ -284,7 +288,16 @@ TEST_P(KernelTwins, FastKernelsMatchReference) {
 
 INSTANTIATE_TEST_SUITE_P(Types, KernelTwins,
                          ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,
-                                           DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K),
+                                           DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K,
+                                           // frugal's fq types (kernels/matmul_fq.h): every bit width,
+                                           // every group size, both symmetries
+                                           *generic_group_type(2, 64, false), *generic_group_type(2, 32, true),
+                                           *generic_group_type(3, 128, false), *generic_group_type(3, 32, true),
+                                           *generic_group_type(4, 32, false), *generic_group_type(4, 256, true),
+                                           *generic_group_type(5, 32, false), *generic_group_type(5, 64, true),
+                                           *generic_group_type(6, 256, false), *generic_group_type(6, 128, true),
+                                           *generic_group_type(7, 64, false), *generic_group_type(7, 32, true),
+                                           *generic_group_type(8, 32, false), *generic_group_type(8, 128, true)),
                          [](const auto& info) { return std::string(type_traits(info.param).name); });
 
 class FloatKernelTwins : public ::testing::TestWithParam<DType> {};

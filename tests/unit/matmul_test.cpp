@@ -54,7 +54,7 @@ class Matmul : public ::testing::TestWithParam<DType> {};
 
 TEST_P(Matmul, MatchesTwinOnEveryIsaAndThreadCount) {
   const TypeTraits& t = type_traits(GetParam());
-  const int64_t cols = t.block_size == 256 ? 512 : 576, rows = 53;
+  const int64_t cols = 576 % t.block_size == 0 ? 576 : 512, rows = 53;  // K-quants, fq groups 128 and 256: 512
   std::mt19937 rng(7);
   std::normal_distribution<float> normal;
   const std::vector<uint8_t> stored = quantized_normal(t, rows, cols, rng);
@@ -138,8 +138,9 @@ INSTANTIATE_TEST_SUITE_P(Types, Matmul,
                          ::testing::Values(DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1,
                                            DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K,
                                            DType::Q6_K, DType::Q8_1,
-                                           // frugal's fq types take the dequantize-to-float fallback
-                                           *generic_group_type(4, 64, false), *generic_group_type(3, 32, true)),
+                                           // frugal's fq types: integer kernels (kernels/matmul_fq.h)
+                                           *generic_group_type(4, 64, false), *generic_group_type(3, 32, true),
+                                           *generic_group_type(2, 128, false), *generic_group_type(8, 256, true)),
                          [](const auto& info) { return std::string(type_traits(info.param).name); });
 
 // Q, K, V (or gate, up) in one call give exactly what separate calls give, with mixed types
