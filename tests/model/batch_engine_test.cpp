@@ -112,6 +112,17 @@ GenerationRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens) {
   return r;
 }
 
+// Pure temperature sampling (no top-k/p, min-p), seeded.
+GenerationRequest sampled(std::vector<int32_t> prompt, int64_t max_tokens, float temperature, uint64_t seed) {
+  GenerationRequest r = greedy(std::move(prompt), max_tokens);
+  r.sampling.temperature = temperature;
+  r.sampling.top_k = 0;
+  r.sampling.top_p = 1.0f;
+  r.sampling.min_p = 0.0f;
+  r.sampling.seed = seed;
+  return r;
+}
+
 // The plain Transformer's greedy loop: the whole prompt in one batch, then one token at a time.
 std::vector<int32_t> transformer_greedy(const std::shared_ptr<const Model>& model, const std::vector<int32_t>& prompt,
                                         int64_t max_tokens, KvType cache_type = KvType::kF16) {
@@ -516,21 +527,13 @@ TEST(BatchEngine, SeededSamplingIsTheSameInABatch) {
   o.n_slots = 4;
   o.block_tokens = 8;
   o.step_tokens = 16;
-  auto sampled = [&](uint32_t seed) {
-    GenerationRequest r = greedy(random_prompt(11, seed, vocab), 16);
-    r.sampling.temperature = 0.9f;
-    r.sampling.top_k = 0;
-    r.sampling.top_p = 1.0f;
-    r.sampling.min_p = 0.0f;
-    r.sampling.seed = seed;
-    return r;
-  };
+  auto sampled_request = [&](uint32_t seed) { return sampled(random_prompt(11, seed, vocab), 16, 0.9f, seed); };
   auto engine = make_engine(model, o);
   Collector alone;
-  ASSERT_TRUE(engine->submit(sampled(7), alone.callback()).is_ok());
+  ASSERT_TRUE(engine->submit(sampled_request(7), alone.callback()).is_ok());
   ASSERT_TRUE(alone.wait_done());
   std::vector<Collector> c(4);
-  for (uint32_t i = 0; i < 4; ++i) ASSERT_TRUE(engine->submit(sampled(i == 2 ? 7 : 50 + i), c[i].callback()).is_ok());
+  for (uint32_t i = 0; i < 4; ++i) ASSERT_TRUE(engine->submit(sampled_request(i == 2 ? 7 : 50 + i), c[i].callback()).is_ok());
   for (auto& x : c) ASSERT_TRUE(x.wait_done());
   EXPECT_EQ(c[2].tokens, alone.tokens);
   EXPECT_NE(c[0].tokens, alone.tokens);
@@ -544,15 +547,9 @@ TEST(BatchEngine, PreemptionRecomputesAndChangesNoOutput) {
   const auto model = tiny_model(false);
   const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
   auto request = [&](int i) {
-    GenerationRequest r = greedy(random_prompt(9 + 3 * i, 200 + static_cast<uint32_t>(i), vocab), 36);
-    if (i % 2 == 1) {  // seeded sampling: the sampler's state survives the preemption
-      r.sampling.temperature = 0.9f;
-      r.sampling.top_k = 0;
-      r.sampling.top_p = 1.0f;
-      r.sampling.min_p = 0.0f;
-      r.sampling.seed = 300 + static_cast<uint32_t>(i);
-    }
-    return r;
+    std::vector<int32_t> prompt = random_prompt(9 + 3 * i, 200 + static_cast<uint32_t>(i), vocab);
+    // Odd ones sample (seeded): the sampler's state survives the preemption.
+    return i % 2 == 1 ? sampled(prompt, 36, 0.9f, 300 + static_cast<uint32_t>(i)) : greedy(prompt, 36);
   };
   constexpr int kRequests = 4;
   BatchEngineOptions o;
@@ -646,12 +643,9 @@ TEST(BatchEngine, LookupDraftsChangeNoOutput) {
   auto request = [&](int i) {
     std::vector<int32_t> prompt = random_prompt(12, 400 + static_cast<uint32_t>(i), vocab);
     prompt.insert(prompt.end(), prompt.begin(), prompt.begin() + 8);  // a repeat for lookup to find
-    GenerationRequest r = greedy(prompt, 48);
+    // Request 2 samples: lookup is for greedy requests only, the engine ignores it there.
+    GenerationRequest r = i == 2 ? sampled(prompt, 48, 0.8f, 9) : greedy(prompt, 48);
     if (i == 1) r.frequency_penalty = 0.3f;
-    if (i == 2) {  // sampled: lookup is for greedy requests only, the engine ignores it here
-      r.sampling.temperature = 0.8f;
-      r.sampling.seed = 9;
-    }
     return r;
   };
   constexpr int kRequests = 4;
