@@ -1,5 +1,6 @@
 """OpenAI's own Python client against `frugal serve`: a non-streamed and a streamed chat, a text
-completion, model listing, typed errors (401, 400), and a clean exit on SIGTERM.
+completion, prompt-lookup speculation (same greedy text, drafts accepted), model listing, typed
+errors (401, 400), and a clean exit on SIGTERM.
 Usage: serve_openai_test.py FRUGAL_BINARY (exit 77: skipped)."""
 import http.client
 import json
@@ -48,6 +49,25 @@ def main():
         assert streamed == text, "greedy streamed answer differs from the whole one"
         assert finish == whole.choices[0].finish_reason, finish
         assert usage is not None and usage.completion_tokens == whole.usage.completion_tokens, usage
+
+        # Prompt-lookup speculation (frugal's "lookup" field) changes nothing in a greedy answer;
+        # a copy-heavy prompt gets drafts accepted (/metrics).
+        looked_up = client.chat.completions.create(model=model, messages=messages, max_tokens=24, temperature=0,
+                                                   seed=1, extra_body={"lookup": 8})
+        assert looked_up.choices[0].message.content == text, looked_up.choices[0].message.content
+        copy = [{"role": "user", "content": "Repeat exactly: the quick brown fox jumps over the lazy dog, "
+                 "the quick brown fox jumps over the lazy dog, the quick brown fox jumps over the lazy dog."}]
+        plain_copy = client.chat.completions.create(model=model, messages=copy, max_tokens=32, temperature=0)
+        fast_copy = client.chat.completions.create(model=model, messages=copy, max_tokens=32, temperature=0,
+                                                   extra_body={"lookup": 8})
+        assert fast_copy.choices[0].message.content == plain_copy.choices[0].message.content
+        host, port = server.url[len("http://"):].split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("GET", "/metrics", headers={"Authorization": "Bearer test-key"})
+        metrics = connection.getresponse().read().decode()
+        accepted = [line for line in metrics.splitlines() if line.startswith("frugal_draft_tokens_accepted_total ")]
+        assert accepted and float(accepted[0].split()[1]) > 0, "no draft accepted:\n" + metrics
+        print("lookup:      ", accepted[0])
 
         completion = client.completions.create(model=model, prompt="The capital of France is", max_tokens=8, temperature=0)
         assert completion.choices[0].text, completion
