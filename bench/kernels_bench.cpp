@@ -15,6 +15,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -44,7 +45,10 @@ constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             // quantizer keeps the largest, so 50% and 70% sparse (tensor/sparse_q8.h).
                             static_cast<DType>(kSparseQ8TypeBase | 32), static_cast<DType>(kSparseQ8TypeBase | 19),
                             // 25% and 37.5% sparse: where sparse-q8 starts to beat q8_0.
-                            static_cast<DType>(kSparseQ8TypeBase | 48), static_cast<DType>(kSparseQ8TypeBase | 40)};
+                            static_cast<DType>(kSparseQ8TypeBase | 48), static_cast<DType>(kSparseQ8TypeBase | 40),
+                            // sparse-q4 (tensor/sparse_q4.h) at 50%, 70% (c20: 68.75%), 37.5% and 25%.
+                            static_cast<DType>(kSparseQ4TypeBase | 32), static_cast<DType>(kSparseQ4TypeBase | 20),
+                            static_cast<DType>(kSparseQ4TypeBase | 40), static_cast<DType>(kSparseQ4TypeBase | 48)};
 
 // Decode reads each weight once per token from memory: cycling through enough copies that they
 // do not fit in the last-level cache gives the same streaming behaviour.

@@ -17,6 +17,7 @@
 #include "compress/w8a8.h"
 #include "model/model.h"
 #include "tensor/generic_group.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -107,6 +108,11 @@ Result<DType> parse_format(const std::string& name) {
   for (int c = 1; c <= 64; ++c) {
     if (lower(name) == type_traits(*sparse_q8_type(c)).name) return *sparse_q8_type(c);
   }
+  // frugal's bitmask sparse 4-bit (tensor/sparse_q4.h), capacity fitted the same way.
+  if (lower(name) == "sparse-q4" || lower(name) == "sparse_q4") return *sparse_q4_type(64);
+  for (int c = 2; c <= 64; c += 2) {
+    if (lower(name) == type_traits(*sparse_q4_type(c)).name) return *sparse_q4_type(c);
+  }
   // frugal's generic group types: fq<bits>[s]_g<group>.
   for (int bits = 2; bits <= 8; ++bits) {
     for (int64_t group : {32, 64, 128, 256}) {
@@ -117,7 +123,7 @@ Result<DType> parse_format(const std::string& name) {
     }
   }
   return Status::error("unknown format '" + name + "' (choose one of: " + list +
-                       ", or frugal's fq<bits>[s]_g<group> such as fq3_g128, fq4s_g64, or sparse-q8)");
+                       ", or frugal's fq<bits>[s]_g<group> such as fq3_g128, fq4s_g64, sparse-q8 or sparse-q4)");
 }
 
 Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
@@ -360,7 +366,9 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
                              to.name + " block size");
       }
       // sparse-q8 fits its capacity to the densest row of this matrix.
-      const TypeTraits& stored = is_sparse_q8(target.type) ? type_traits(sparse_q8_type_for(values.data(), rows, cols)) : to;
+      const TypeTraits& stored = is_sparse_q8(target.type)   ? type_traits(sparse_q8_type_for(values.data(), rows, cols))
+                                 : is_sparse_q4(target.type) ? type_traits(sparse_q4_type_for(values.data(), rows, cols))
+                                                             : to;
       encoded.type = stored.type;
       encoded.bytes.resize(static_cast<size_t>(rows) * row_bytes(stored, cols));
       for (int64_t r = 0; r < rows; ++r) {

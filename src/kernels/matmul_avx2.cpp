@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/matmul_simd.h"
+#include "kernels/sparse_q4_kernels.h"
 
 namespace frugal::kernels {
 namespace {
@@ -179,6 +180,7 @@ const KernelTable& avx2_kernel_table() {
   static const KernelTable table = [] {
     KernelTable t = make_kernel_table<SimdAvx2>(Isa::kAvx2);
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_avx2;
+    t.quant_rows[kKernelSparseQ4] = sparse_q4_rows_reference;  // no AVX2 sparse-q4 kernel yet (docs/SPARSE_FORMATS.md)
     return t;
   }();
   return table;
