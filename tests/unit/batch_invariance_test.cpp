@@ -1,7 +1,7 @@
 // Batch invariance of the public matmul: on every instruction set, every weight format (integer
 // kernels, float kernels, the dequantize-to-float fallback, W8A8 per-token inputs with LLM.int8()
 // outliers) and thread count, row t of a batched product is bit-identical to the same token
-// multiplied alone (the decode path); sparse-q8, whose decode kernels are its own, to float rounding. Speculative verification (runtime/speculative.h) and
+// multiplied alone (the decode path); sparse-q8 and sparse-q4, whose decode kernels are their own, to float rounding (1e-5). Speculative verification (runtime/speculative.h) and
 // batched serving of many sequences rely on it: a token's logits must not depend on what else is
 // in the batch. Widths cover one column pass and several (inputs wider than 768 columns are
 // summed in passes in prefill), token counts one private group, several shared groups.
@@ -19,6 +19,7 @@
 #include "kernels/matmul.h"
 #include "support/isa_scope.h"
 #include "tensor/generic_group.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -119,8 +120,8 @@ INSTANTIATE_TEST_SUITE_P(Types, BatchInvariance,
                          [](const ::testing::TestParamInfo<DType>& info) { return std::string(type_traits(info.param).name); });
 
 // Formats outside the type table: a generic group type (dequantize-to-float fallback), sparse-q8
-// (expanded to Q8_0 tiles for prefill, its own kernels for decode: equal to float rounding, not
-// bit for bit), and W8A8 per-token inputs with 16-bit outlier columns.
+// and sparse-q4 (expanded to Q8_0 tiles for prefill, their own kernels for decode: equal to float
+// rounding, not bit for bit), and W8A8 per-token inputs with 16-bit outlier columns.
 TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
   std::mt19937 rng(9);
   ThreadPool pool(2);
@@ -134,6 +135,12 @@ TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
   sparse.bytes.resize(rows * row_bytes(st, cols));
   for (int64_t r = 0; r < rows; ++r) st.quantize_row(sparse_values.data() + r * cols, sparse.bytes.data() + r * row_bytes(st, cols), cols);
   sparse.w = WeightMatrix{&st, sparse.bytes.data(), rows, cols, row_bytes(st, cols)};
+  // sparse-q4 (tensor/sparse_q4.h) follows the same documented rule as sparse-q8.
+  const TypeTraits& st4 = type_traits(sparse_q4_type_for(sparse_values.data(), rows, cols));
+  Weight sparse4;
+  sparse4.bytes.resize(rows * row_bytes(st4, cols));
+  for (int64_t r = 0; r < rows; ++r) st4.quantize_row(sparse_values.data() + r * cols, sparse4.bytes.data() + r * row_bytes(st4, cols), cols);
+  sparse4.w = WeightMatrix{&st4, sparse4.bytes.data(), rows, cols, row_bytes(st4, cols)};
   Weight w8a8;
   const std::vector<float> dense = normal_values(rows * cols, rng, 0.05f);
   const std::vector<int32_t> outliers = {5, 300, 1000};
@@ -150,6 +157,7 @@ TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
       // sparse-q8 decodes with its own one-token kernels (the format's speed-up) and prefills
       // through Q8_0 tiles: the same integers, summed in another order (see kernels/matmul.cpp).
       expect_batch_invariant(sparse.w, n_tokens, pool, std::string("sparse-q8 on ") + isa_name(isa), 1e-5f);
+      expect_batch_invariant(sparse4.w, n_tokens, pool, std::string("sparse-q4 on ") + isa_name(isa), 1e-5f);
       expect_batch_invariant(w8a8.w, n_tokens, pool, std::string("w8a8 on ") + isa_name(isa));
     }
   }
