@@ -29,10 +29,12 @@ constexpr int kPrefetchPasses = 2;
 // Per row and block: a 32-byte load of the block's codes (at most 64 nibbles), vpmovzxbw widens
 // byte k to 16-bit lane k, (v | v << 4) & 0x0f0f leaves the low nibble in byte 2k and the high one
 // in byte 2k + 1, i.e. the codes in order, one per byte. Blocks start on a byte (the format pads
-// an odd count), so no nibble shift is needed. vpexpandb places them under the mask; the masked
-// add turns a code u into u - 8 + 128 (the weight offset to unsigned, as in the sparse-q8 kernel:
-// vpdpbusd multiplies u8 by s8) and leaves 128 (weight 0) elsewhere; the offset's contribution,
-// 128 x the sum of each 4 activations, is computed once per block for all rows.
+// an odd count), so no nibble shift is needed. vpexpandb places them under the mask and fills the
+// other lanes with 8, the code of the value 0; the codes are then unsigned bytes (u = w + 8) for
+// vpdpbusd (u8 x s8) directly, and the offset's contribution, 8 x the sum of each 4 activations,
+// depends on the activations only: it is computed once per block for all rows and is the
+// accumulator each row's vpdpbusd starts from (the unsigned-offset form of the sparse-q8 kernel
+// with the offset put in by the expansion itself, so no per-row add or xor is left).
 //
 // kMasked: the pass ends less than 32 bytes before the tensor's end, so the codes are loaded with
 // a byte mask (a full load could pass the end); elsewhere the full 32-byte load is safe.
@@ -49,8 +51,7 @@ inline void rows_pass(const WeightMatrix& w, int64_t r, int c, int64_t nb, const
     v[i] = row.codes;
     acc[i] = _mm512_setzero_ps();
   }
-  const __m512i offset = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i to_unsigned = _mm512_set1_epi8(120);  // u - 8 + 128
+  const __m512i eight = _mm512_set1_epi8(8);
   const __m512i low_nibbles = _mm512_set1_epi16(0x0f0f);
   const uint8_t* tensor_end = w.row(w.rows - 1) + w.row_bytes;
   const uint8_t* pf = std::min(w.row(r) + kPrefetchPasses * R * w.row_bytes, tensor_end);
@@ -69,7 +70,8 @@ inline void rows_pass(const WeightMatrix& w, int64_t r, int c, int64_t nb, const
         _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T1);
       const __m512i xq = _mm512_loadu_si512(x + b * kSparseBlock);
       const __m512 dx = _mm512_insertf32x8(_mm512_set1_ps(d[2 * b]), _mm256_set1_ps(d[2 * b + 1]), 1);
-      const __m512i base = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), offset, xq));
+      // -8 * (sum of each 4 activations): the dot of the offset codes minus this is the dot.
+      const __m512i base = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, xq));
       for (int i = 0; i < R; ++i) {
         uint64_t m;
         std::memcpy(&m, masks[i] + 8 * b, 8);
@@ -80,8 +82,7 @@ inline void rows_pass(const WeightMatrix& w, int64_t r, int c, int64_t nb, const
         const __m512i wide = _mm512_cvtepu8_epi16(packed);
         // (wide | wide << 4) & 0x0f0f: 0xa8 is (A | B) & C for the ternary-logic operands.
         const __m512i codes = _mm512_ternarylogic_epi32(wide, _mm512_slli_epi16(wide, 4), low_nibbles, 0xa8);
-        const __m512i wu = _mm512_mask_add_epi8(offset, m, _mm512_maskz_expand_epi8(m, codes), to_unsigned);
-        const __m512i dot = _mm512_dpbusd_epi32(base, wu, xq);
+        const __m512i dot = _mm512_dpbusd_epi32(base, _mm512_mask_expand_epi8(eight, m, codes), xq);
         acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(_mm512_set1_ps(s[i][j]), dx), acc[i]);
       }
     }
