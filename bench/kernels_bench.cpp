@@ -15,6 +15,7 @@
 
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
+#include "tensor/nm_sparse.h"
 #include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
@@ -48,7 +49,9 @@ constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             static_cast<DType>(kSparseQ8TypeBase | 48), static_cast<DType>(kSparseQ8TypeBase | 40),
                             // sparse-q4 (tensor/sparse_q4.h) at 50%, 70% (c20: 68.75%), 37.5% and 25%.
                             static_cast<DType>(kSparseQ4TypeBase | 32), static_cast<DType>(kSparseQ4TypeBase | 20),
-                            static_cast<DType>(kSparseQ4TypeBase | 40), static_cast<DType>(kSparseQ4TypeBase | 48)};
+                            static_cast<DType>(kSparseQ4TypeBase | 40), static_cast<DType>(kSparseQ4TypeBase | 48),
+                            // N:M 2:4 (tensor/nm_sparse.h): the reference quantizer keeps 2 of every 4.
+                            static_cast<DType>(kNmTypeBase | 8 << 8 | 2 << 4 | 4), static_cast<DType>(kNmTypeBase | 4 << 8 | 2 << 4 | 4)};
 
 // Decode reads each weight once per token from memory: cycling through enough copies that they
 // do not fit in the last-level cache gives the same streaming behaviour.

@@ -4,6 +4,7 @@
 // x*127/amax) and quantize_row_q8_K_ref (ggml-quants.c: iscale = -127/max, d = 1/iscale).
 #include "kernels/activation_quant.h"
 
+#include "tensor/nm_sparse.h"
 #include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
@@ -126,7 +127,7 @@ ActivationFormat activation_format_for(DType weight_type) {
     case DType::Q6_K:
       return ActivationFormat::kQ8K;
     default:
-      return is_bitmask_sparse(weight_type) ? ActivationFormat::kQ8Block32 : ActivationFormat::kNone;
+      return is_bitmask_sparse(weight_type) || is_nm_sparse(weight_type) ? ActivationFormat::kQ8Block32 : ActivationFormat::kNone;
   }
 }
 

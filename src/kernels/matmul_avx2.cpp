@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "kernels/matmul_simd.h"
+#include "kernels/nm_sparse_kernels.h"
 #include "kernels/sparse_q4_kernels.h"
 
 namespace frugal::kernels {
@@ -181,6 +182,7 @@ const KernelTable& avx2_kernel_table() {
     KernelTable t = make_kernel_table<SimdAvx2>(Isa::kAvx2);
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_avx2;
     t.quant_rows[kKernelSparseQ4] = sparse_q4_rows_reference;  // no AVX2 sparse-q4 kernel yet (docs/SPARSE_FORMATS.md)
+    t.quant_rows[kKernelNmSparse] = nm_rows_reference;         // nor N:M
     return t;
   }();
   return table;

@@ -30,6 +30,7 @@ enum KernelType : int {
   kKernelF32, kKernelF16, kKernelBF16,
   kKernelSparseQ8,  // every capacity of sparse-q8 (tensor/sparse_q8.h); see matmul.cpp
   kKernelSparseQ4,  // every capacity of sparse-q4 (tensor/sparse_q4.h); kernels in sparse_q4_kernels.h
+  kKernelNmSparse,  // nm-q8 and nm-q4 (tensor/nm_sparse.h); kernels in nm_sparse_kernels.h
   kKernelTypeCount,
 };
 // -1 for types without a kernel (they use the dequantize-to-float fallback in matmul.cpp).

@@ -6,9 +6,11 @@
 
 #include "base/check.h"
 #include "kernels/matmul_kernels.h"
+#include "kernels/nm_sparse_kernels.h"
 #include "kernels/sparse_q4_kernels.h"
 #include "tensor/fp16.h"
 #include "tensor/quant_blocks.h"
+#include "tensor/nm_sparse.h"
 #include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
@@ -200,7 +202,7 @@ int kernel_type_index(DType type) {
     case DType::F32: return kKernelF32;
     case DType::F16: return kKernelF16;
     case DType::BF16: return kKernelBF16;
-    default: return is_sparse_q8(type) ? kKernelSparseQ8 : is_sparse_q4(type) ? kKernelSparseQ4 : -1;
+    default: return is_sparse_q8(type) ? kKernelSparseQ8 : is_sparse_q4(type) ? kKernelSparseQ4 : is_nm_sparse(type) ? kKernelNmSparse : -1;
   }
 }
 
@@ -317,6 +319,7 @@ const KernelTable& scalar_kernel_table() {
     for (int i = kKernelF32; i <= kKernelBF16; ++i) t.float_rows[i] = float_rows_reference;
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_reference;
     t.quant_rows[kKernelSparseQ4] = sparse_q4_rows_reference;
+    t.quant_rows[kKernelNmSparse] = nm_rows_reference;
     t.scratch_bytes = scalar_scratch_bytes;
     return t;
   }();

@@ -10,6 +10,7 @@
 #include "tensor/fp16.h"
 #include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
+#include "tensor/nm_sparse.h"
 #include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
@@ -153,6 +154,7 @@ const TypeTraits* find_type_traits(uint32_t ggml_type_id) {
   }
   if (const TypeTraits* sparse = find_sparse_q8_traits(ggml_type_id)) return sparse;
   if (const TypeTraits* sparse = find_sparse_q4_traits(ggml_type_id)) return sparse;
+  if (const TypeTraits* nm = find_nm_traits(ggml_type_id)) return nm;
   return find_generic_group_traits(ggml_type_id);
 }
 
@@ -169,6 +171,7 @@ std::string_view ggml_type_name(uint32_t ggml_type_id) {
   if (const TypeTraits* generic = find_generic_group_traits(ggml_type_id)) return generic->name;
   if (const TypeTraits* sparse = find_sparse_q8_traits(ggml_type_id)) return sparse->name;
   if (const TypeTraits* sparse = find_sparse_q4_traits(ggml_type_id)) return sparse->name;
+  if (const TypeTraits* nm = find_nm_traits(ggml_type_id)) return nm->name;
   return "unknown type";
 }
 
