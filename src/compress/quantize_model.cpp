@@ -381,8 +381,15 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
       if (is_nm_sparse(target.type)) {  // N:M: the pattern the pruned weights follow
         std::string why;
         const auto nm = nm_type_for(nm_pattern(target.type).bits, values.data(), rows, cols, &why);
-        if (!nm) return Status::error("tensor '" + t.name + "' cannot be stored as " + to.name + ": " + why);
-        stored_type = *nm;
+        if (nm) {
+          stored_type = *nm;
+        } else if (names::parse_block_matrix(t.name)) {
+          return Status::error("tensor '" + t.name + "' cannot be stored as " + to.name + ": " + why);
+        } else {
+          // The output head and other matrices outside the blocks are not pruned: they keep the
+          // dense type of the same value width.
+          stored_type = nm_pattern(target.type).bits == 8 ? DType::Q8_0 : DType::Q4_0;
+        }
       }
       const TypeTraits& stored = type_traits(stored_type);
       encoded.type = stored.type;
