@@ -51,7 +51,11 @@ constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             static_cast<DType>(kSparseQ4TypeBase | 32), static_cast<DType>(kSparseQ4TypeBase | 20),
                             static_cast<DType>(kSparseQ4TypeBase | 40), static_cast<DType>(kSparseQ4TypeBase | 48),
                             // N:M 2:4 (tensor/nm_sparse.h): the reference quantizer keeps 2 of every 4.
-                            static_cast<DType>(kNmTypeBase | 8 << 8 | 2 << 4 | 4), static_cast<DType>(kNmTypeBase | 4 << 8 | 2 << 4 | 4)};
+                            static_cast<DType>(kNmTypeBase | 8 << 8 | 2 << 4 | 4), static_cast<DType>(kNmTypeBase | 4 << 8 | 2 << 4 | 4),
+                            // The break-even sweep (docs/SPARSE_FORMATS.md): sparse-q8 near its byte
+                            // break-even with q4_0 (c26, 59% sparse), sparse-q4 near q4_0's (c52, c56).
+                            static_cast<DType>(kSparseQ8TypeBase | 26), static_cast<DType>(kSparseQ4TypeBase | 52),
+                            static_cast<DType>(kSparseQ4TypeBase | 56)};
 
 // Decode reads each weight once per token from memory: cycling through enough copies that they
 // do not fit in the last-level cache gives the same streaming behaviour.
