@@ -17,6 +17,7 @@
 #include "model/transformer.h"
 #include "support/test_support.h"
 #include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 
 namespace frugal {
 namespace {
@@ -140,6 +141,28 @@ TEST(NmSparseModel, MasksBreakingThePatternAreRefused) {
   ASSERT_FALSE(model.is_ok());
   EXPECT_NE(model.status().message().find("blk.0.ffn_up.weight"), std::string::npos) << model.status().message();
   EXPECT_NE(model.status().message().find("more than 2 mask bits set in the group of 4"), std::string::npos) << model.status().message();
+}
+
+}  // namespace
+}  // namespace frugal
+
+namespace frugal {
+namespace {
+
+// The fuzz seeds of the compact sparse formats (fuzz/seed_corpus.cpp: every matrix and the
+// embedding stored in the format) load, pass validation and run.
+TEST(NmSparseModel, FuzzSeedLayoutsLoadAndRun) {
+  for (const DType type : {*sparse_q4_type(64), *nm_type(4, 2, 4)}) {
+    const std::string dir = testing::temp_dir();
+    testing::TinyModelOptions o;
+    o.n_embd = 64, o.n_head = 2, o.n_head_kv = 1, o.n_ff = 64, o.n_layer = 1, o.n_ctx_train = 32;
+    o.tied_output = true;
+    o.weight_type = type;
+    ASSERT_TRUE(testing::write_tiny_model(dir + "/seed.gguf", o).is_ok());
+    const std::vector<float> logits = logits_of(dir + "/seed.gguf");
+    ASSERT_FALSE(logits.empty()) << type_traits(type).name;
+    for (float x : logits) ASSERT_TRUE(std::isfinite(x)) << type_traits(type).name;
+  }
 }
 
 }  // namespace
