@@ -181,8 +181,8 @@ const KernelTable& avx2_kernel_table() {
   static const KernelTable table = [] {
     KernelTable t = make_kernel_table<SimdAvx2>(Isa::kAvx2);
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_avx2;
-    t.quant_rows[kKernelSparseQ4] = sparse_q4_rows_reference;  // no AVX2 sparse-q4 kernel yet (docs/SPARSE_FORMATS.md)
-    t.quant_rows[kKernelNmSparse] = nm_rows_reference;         // nor N:M
+    t.quant_rows[kKernelSparseQ4] = sparse_q4_rows_avx2;
+    t.quant_rows[kKernelNmSparse] = nm_rows_avx2;
     return t;
   }();
   return table;

@@ -10,8 +10,8 @@ const KernelTable& avx512vnni_kernel_table() {
   static const KernelTable table = [] {
     KernelTable t = make_kernel_table<SimdAvx512<true>>(Isa::kAvx512Vnni);
     t.quant_rows[kKernelSparseQ8] = sparse_q8_avx512_supported() ? sparse_q8_rows_avx512 : sparse_q8_rows_avx2;
-    t.quant_rows[kKernelSparseQ4] = sparse_q8_avx512_supported() ? sparse_q4_rows_avx512 : sparse_q4_rows_reference;
-    t.quant_rows[kKernelNmSparse] = sparse_q8_avx512_supported() ? nm_rows_avx512 : nm_rows_reference;
+    t.quant_rows[kKernelSparseQ4] = sparse_q8_avx512_supported() ? sparse_q4_rows_avx512 : sparse_q4_rows_avx2;
+    t.quant_rows[kKernelNmSparse] = sparse_q8_avx512_supported() ? nm_rows_avx512 : nm_rows_avx2;
     return t;
   }();
   return table;

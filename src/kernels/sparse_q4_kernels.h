@@ -14,6 +14,8 @@ namespace frugal::kernels {
 // sparse_q8_avx512_supported() (the same instruction sets).
 void sparse_q4_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
                               int64_t y_stride, uint8_t* scratch);
+void sparse_q4_rows_avx2(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
+                         int64_t y_stride, uint8_t* scratch);  // matmul_sparse_q4_nm_avx2.cpp
 void sparse_q4_rows_avx512(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,
                            int64_t y_stride, uint8_t* scratch);
 // Rows [r0, r1) of a sparse-q4 matrix as Q8_0 blocks (the codes minus 8, the 64-block scale on
