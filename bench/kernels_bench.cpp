@@ -16,6 +16,8 @@
 #include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
 #include "tensor/generic_group.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -53,7 +55,16 @@ constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             static_cast<DType>(kSparseQ8TypeBase | 48), static_cast<DType>(kSparseQ8TypeBase | 40),
                             // frugal's fq types (integer kernels, kernels/matmul_fq.h): fq4_g32, fq3_g64,
                             // fq3_g128 (only where 128 divides the columns), fq2_g64
-                            fq_type(4, 0), fq_type(3, 1), fq_type(3, 2), fq_type(2, 1)};
+                            fq_type(4, 0), fq_type(3, 1), fq_type(3, 2), fq_type(2, 1),
+                            // sparse-q4 (tensor/sparse_q4.h) at 50%, 70% (c20: 68.75%), 37.5% and 25%.
+                            static_cast<DType>(kSparseQ4TypeBase | 32), static_cast<DType>(kSparseQ4TypeBase | 20),
+                            static_cast<DType>(kSparseQ4TypeBase | 40), static_cast<DType>(kSparseQ4TypeBase | 48),
+                            // N:M 2:4 (tensor/nm_sparse.h): the reference quantizer keeps 2 of every 4.
+                            static_cast<DType>(kNmTypeBase | 8 << 8 | 2 << 4 | 4), static_cast<DType>(kNmTypeBase | 4 << 8 | 2 << 4 | 4),
+                            // The break-even sweep (docs/SPARSE_FORMATS.md): sparse-q8 near its byte
+                            // break-even with q4_0 (c26, 59% sparse), sparse-q4 near q4_0's (c52, c56).
+                            static_cast<DType>(kSparseQ8TypeBase | 26), static_cast<DType>(kSparseQ4TypeBase | 52),
+                            static_cast<DType>(kSparseQ4TypeBase | 56)};
 
 // Decode reads each weight once per token from memory: cycling through enough copies that they
 // do not fit in the last-level cache gives the same streaming behaviour.

@@ -19,6 +19,8 @@
 #include "io/gguf_writer.h"
 #include "support/test_support.h"
 #include "support/tokenizer_parity.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 
 namespace {
 
@@ -153,6 +155,15 @@ int main(int argc, char** argv) {
     o.n_layer = 2;
     o.seed = 4;
     seeds.push_back({"tiny_q4_0_tied", o});
+    // The compact sparse formats (issue 10), whose loader validation walks masks and value counts:
+    // rows of 64 (their block), every matrix and the embedding in the format.
+    o.n_embd = 64, o.n_head = 2, o.n_head_kv = 1, o.n_ff = 64, o.n_layer = 1;
+    o.weight_type = *frugal::sparse_q4_type(64);
+    o.seed = 5;
+    seeds.push_back({"tiny_sparse_q4_tied", o});
+    o.weight_type = *frugal::nm_type(4, 2, 4);
+    o.seed = 6;
+    seeds.push_back({"tiny_nm_q4_tied", o});
   }
   int written = 0;
   Bytes first;

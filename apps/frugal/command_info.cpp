@@ -176,7 +176,7 @@ int command_info(const std::vector<std::string>& argv) {
     const double fraction = static_cast<double>(z) / static_cast<double>(t.element_count());
     if (fraction >= 0.01 || args->has("--tensors")) {
       char line[256];
-      // bpw as stored: compact sparse formats (sparse-q8) shrink with the sparsity, dense ones do not.
+      // bpw as stored: compact sparse formats (sparse-q8, sparse-q4) shrink with the sparsity, dense ones do not.
       std::snprintf(line, sizeof(line), "  %-36s %-14s %12lld zeros of %12lld (%5.1f%% sparse, %.2f bpw)\n", t.name.c_str(),
                     t.traits->name, static_cast<long long>(z), static_cast<long long>(t.element_count()), 100.0 * fraction,
                     8.0 * static_cast<double>(t.bytes) / static_cast<double>(t.element_count()));

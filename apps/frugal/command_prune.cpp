@@ -26,6 +26,8 @@ std::string prune_footer() {
          "sparsegpt with --bits or a quantized --format prunes and quantizes in one sweep.\n"
          "--format sparse-q8 stores only the non-zeros (int8, a 1-bit mask per weight, 5.25 bits per weight at 50%,\n"
          "3.75 at 70%; rows of a multiple of 64), which decodes faster the sparser it is (frugal only).\n"
+         "--format sparse-q4 does the same with 4-bit values (3.25 bits per weight at 50%, 2.5 at 70%).\n"
+         "--format nm-q8 / nm-q4 with --pattern 2:4 or 4:8: half the weights at fixed places (5.25 / 3.25 bits per weight).\n"
          "--damp: SparseGPT's Hessian dampening, a fraction of mean(diag H); default 0.1 (the paper's 0.01 overfits\n"
          "the small Shakespeare calibration set: on SmolLM2 its layer error on held-out text exceeds Wanda's).\n"
          "--calib-tokens defaults to 16384 (SparseGPT's update needs more tokens than quantization).\n"
@@ -104,7 +106,7 @@ int command_prune(const std::vector<std::string>& argv) {
       .option("--pattern", "P", "unstructured, 2:4 or 4:8", "unstructured")
       .option("--calib", "FILE", "calibration text", calibration_default())
       .option("--calib-tokens", "N", "calibration tokens", "16384")
-      .option("--format", "TYPE", "storage type of the pruned matrices (sparse-q8: only the non-zeros)")
+      .option("--format", "TYPE", "storage type of the pruned matrices (sparse-q8 / sparse-q4 / nm-q8 / nm-q4: only the non-zeros)")
       .option("--bits", "B", "sparsegpt: quantize to B bits while pruning (0 = no)", "0")
       .option("--group", "G", "quantization group with --bits (-1 = per channel)", "32")
       .flag("--symmetric", "symmetric quantization with --bits")

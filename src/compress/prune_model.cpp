@@ -17,6 +17,8 @@
 #include "io/gguf_names.h"
 #include "io/gguf_writer.h"
 #include "io/text_file.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -28,7 +30,7 @@ using names::BlockMatrix;
 // Types whose encoding of 0 decodes to exactly 0 (no block minimum / offset).
 bool stores_exact_zero(DType t) {
   return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q5_0 ||
-         is_sparse_q8(t);
+         is_bitmask_sparse(t) || is_nm_sparse(t);
 }
 
 std::string percent(double fraction) {
@@ -41,6 +43,13 @@ std::string percent(double fraction) {
 Result<EncodedTensor> encode_rows(DType type, const std::string& name, const float* values, int64_t rows, int64_t cols) {
   // sparse-q8 fits its capacity to the densest row of this matrix (tensor/sparse_q8.h).
   if (is_sparse_q8(type) && cols % kSparseBlock == 0) type = sparse_q8_type_for(values, rows, cols);
+  if (is_sparse_q4(type) && cols % kSparseBlock == 0) type = sparse_q4_type_for(values, rows, cols);
+  if (is_nm_sparse(type)) {  // N:M (tensor/nm_sparse.h): the pattern the pruned weights follow
+    std::string why;
+    const auto nm = nm_type_for(nm_pattern(type).bits, values, rows, cols, &why);
+    if (!nm) return Status::error("tensor '" + name + "' cannot be stored as " + type_traits(type).name + ": " + why);
+    type = *nm;
+  }
   const TypeTraits& to = type_traits(type);
   if (cols % to.block_size != 0) {
     return Status::error("tensor '" + name + "' has rows of " + std::to_string(cols) + " elements, not a multiple of the " + to.name +

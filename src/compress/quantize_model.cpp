@@ -17,6 +17,8 @@
 #include "compress/w8a8.h"
 #include "model/model.h"
 #include "tensor/generic_group.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -107,6 +109,19 @@ Result<DType> parse_format(const std::string& name) {
   for (int c = 1; c <= 64; ++c) {
     if (lower(name) == type_traits(*sparse_q8_type(c)).name) return *sparse_q8_type(c);
   }
+  // frugal's bitmask sparse 4-bit (tensor/sparse_q4.h), capacity fitted the same way.
+  if (lower(name) == "sparse-q4" || lower(name) == "sparse_q4") return *sparse_q4_type(64);
+  for (int c = 2; c <= 64; c += 2) {
+    if (lower(name) == type_traits(*sparse_q4_type(c)).name) return *sparse_q4_type(c);
+  }
+  // frugal's N:M sparse types (tensor/nm_sparse.h): the pattern is read from the data when encoded.
+  if (lower(name) == "nm-q8" || lower(name) == "nm_q8") return *nm_type(8, 2, 4);
+  if (lower(name) == "nm-q4" || lower(name) == "nm_q4") return *nm_type(4, 2, 4);
+  for (int bits : {8, 4}) {
+    for (int n : {2, 4}) {
+      if (lower(name) == type_traits(*nm_type(bits, n, 2 * n)).name) return *nm_type(bits, n, 2 * n);
+    }
+  }
   // frugal's generic group types: fq<bits>[s]_g<group>.
   for (int bits = 2; bits <= 8; ++bits) {
     for (int64_t group : {32, 64, 128, 256}) {
@@ -117,7 +132,7 @@ Result<DType> parse_format(const std::string& name) {
     }
   }
   return Status::error("unknown format '" + name + "' (choose one of: " + list +
-                       ", or frugal's fq<bits>[s]_g<group> such as fq3_g128, fq4s_g64, or sparse-q8)");
+                       ", or frugal's fq<bits>[s]_g<group> such as fq3_g128, fq4s_g64, sparse-q8, sparse-q4, nm-q8 or nm-q4)");
 }
 
 Result<QuantizePlan> QuantizePlan::make(const QuantizeOptions& o) {
@@ -360,7 +375,23 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
                              to.name + " block size");
       }
       // sparse-q8 fits its capacity to the densest row of this matrix.
-      const TypeTraits& stored = is_sparse_q8(target.type) ? type_traits(sparse_q8_type_for(values.data(), rows, cols)) : to;
+      DType stored_type = is_sparse_q8(target.type)   ? sparse_q8_type_for(values.data(), rows, cols)
+                          : is_sparse_q4(target.type) ? sparse_q4_type_for(values.data(), rows, cols)
+                                                      : target.type;
+      if (is_nm_sparse(target.type)) {  // N:M: the pattern the pruned weights follow
+        std::string why;
+        const auto nm = nm_type_for(nm_pattern(target.type).bits, values.data(), rows, cols, &why);
+        if (nm) {
+          stored_type = *nm;
+        } else if (names::parse_block_matrix(t.name)) {
+          return Status::error("tensor '" + t.name + "' cannot be stored as " + to.name + ": " + why);
+        } else {
+          // The output head and other matrices outside the blocks are not pruned: they keep the
+          // dense type of the same value width.
+          stored_type = nm_pattern(target.type).bits == 8 ? DType::Q8_0 : DType::Q4_0;
+        }
+      }
+      const TypeTraits& stored = type_traits(stored_type);
       encoded.type = stored.type;
       encoded.bytes.resize(static_cast<size_t>(rows) * row_bytes(stored, cols));
       for (int64_t r = 0; r < rows; ++r) {

@@ -5,6 +5,8 @@
 #include "kernels/activation_quant.h"
 
 #include "tensor/generic_group.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 #include <algorithm>
@@ -126,9 +128,10 @@ ActivationFormat activation_format_for(DType weight_type) {
     case DType::Q6_K:
       return ActivationFormat::kQ8K;
     default:
-      // sparse-q8 and frugal's generic group types (fq*: 32-element sub-blocks of every group).
-      return is_sparse_q8(weight_type) || generic_group_format(weight_type) ? ActivationFormat::kQ8Block32
-                                                                            : ActivationFormat::kNone;
+      // sparse formats and frugal's generic group types (fq*: 32-element sub-blocks of every group).
+      return is_bitmask_sparse(weight_type) || is_nm_sparse(weight_type) || generic_group_format(weight_type)
+                 ? ActivationFormat::kQ8Block32
+                 : ActivationFormat::kNone;
   }
 }
 

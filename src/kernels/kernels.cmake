@@ -18,3 +18,13 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   set_source_files_properties(${PROJECT_SOURCE_DIR}/src/kernels/matmul_sparse_avx512.cpp PROPERTIES
     COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512vbmi2;${_frugal_avx512_quiet}")
 endif()
+# sparse-q4 decode (vpmovzxbw nibble unpack + vpexpandb + vpdpbusd); same guard as sparse-q8.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+  set_source_files_properties(${PROJECT_SOURCE_DIR}/src/kernels/matmul_sparse_q4_avx512.cpp PROPERTIES
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512vbmi2;${_frugal_avx512_quiet}")
+endif()
+# N:M sparse decode (vpexpandb + vpdpbusd); same guard as sparse-q8.
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
+  set_source_files_properties(${PROJECT_SOURCE_DIR}/src/kernels/matmul_nm_sparse_avx512.cpp PROPERTIES
+    COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512vnni;-mavx512vbmi2;${_frugal_avx512_quiet}")
+endif()

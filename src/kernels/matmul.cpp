@@ -10,7 +10,11 @@
 
 #include "base/check.h"
 #include "kernels/matmul_kernels.h"
+#include "kernels/nm_sparse_kernels.h"
+#include "kernels/sparse_q4_kernels.h"
 #include "tensor/fp16.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 
 namespace frugal {
 
@@ -72,6 +76,12 @@ void sparse_expand_rows(const KernelTable& table, const WeightMatrix& w, int64_t
   auto* expand = table.isa == Isa::kAvx512Vnni && kernels::sparse_q8_avx512_supported() ? kernels::sparse_q8_to_q8_0_avx512
                  : table.isa != Isa::kScalar                                            ? kernels::sparse_q8_to_q8_0_avx2
                                                                                         : kernels::sparse_q8_to_q8_0;
+  if (is_sparse_q4(w.traits->type)) {  // sparse-q4 (tensor/sparse_q4.h): its codes are Q8_0 values too
+    expand = table.isa == Isa::kAvx512Vnni && kernels::sparse_q8_avx512_supported() ? kernels::sparse_q4_to_q8_0_avx512
+                                                                                    : kernels::sparse_q4_to_q8_0;
+  } else if (is_nm_sparse(w.traits->type)) {  // N:M (tensor/nm_sparse.h)
+    expand = table.isa == Isa::kAvx512Vnni && kernels::sparse_q8_avx512_supported() ? kernels::nm_to_q8_0_avx512 : kernels::nm_to_q8_0;
+  }
   for (int64_t rt = r0; rt < r1; rt += kFallbackRows) {
     const int64_t nr = std::min(kFallbackRows, r1 - rt);
     expand(w, rt, rt + nr, tile);
@@ -223,7 +233,8 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     const int index = kernels::kernel_type_index(w.traits->type);
     p.format = kernels::activation_format_for(w.traits->type);
     FRUGAL_CHECK(!per_token || p.format == ActivationFormat::kQ8Block32);
-    if (index == kernels::kKernelSparseQ8 && n_tokens > 1) {
+    if ((index == kernels::kKernelSparseQ8 || index == kernels::kKernelSparseQ4 || index == kernels::kKernelNmSparse) &&
+        n_tokens > 1) {
       p.path = Path::kSparseExpand;
       need_block32 = true;
     } else if (index >= 0 && table.quant_rows[index] != nullptr) {

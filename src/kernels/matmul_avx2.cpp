@@ -6,6 +6,8 @@
 
 #include "kernels/matmul_fq.h"
 #include "kernels/matmul_simd.h"
+#include "kernels/nm_sparse_kernels.h"
+#include "kernels/sparse_q4_kernels.h"
 
 namespace frugal::kernels {
 namespace {
@@ -181,6 +183,8 @@ const KernelTable& avx2_kernel_table() {
     KernelTable t = make_kernel_table<SimdAvx2>(Isa::kAvx2);
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_avx2;
     add_fq_kernels<SimdAvx2>(t);
+    t.quant_rows[kKernelSparseQ4] = sparse_q4_rows_avx2;
+    t.quant_rows[kKernelNmSparse] = nm_rows_avx2;
     return t;
   }();
   return table;

@@ -2,6 +2,8 @@
 // vpmaddubsw + vpmaddwd, 8 tokens per register tile.
 #include "kernels/matmul_fq.h"
 #include "kernels/matmul_simd_avx512.h"
+#include "kernels/nm_sparse_kernels.h"
+#include "kernels/sparse_q4_kernels.h"
 
 namespace frugal::kernels {
 
@@ -10,6 +12,8 @@ const KernelTable& avx512_kernel_table() {
     KernelTable t = make_kernel_table<SimdAvx512<false>>(Isa::kAvx512);
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_avx2;
     add_fq_kernels<SimdAvx512<false>>(t);
+    t.quant_rows[kKernelSparseQ4] = sparse_q4_rows_avx2;
+    t.quant_rows[kKernelNmSparse] = nm_rows_avx2;
     return t;
   }();
   return table;

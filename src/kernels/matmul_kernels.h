@@ -32,6 +32,8 @@ enum KernelType : int {
   // frugal's generic group types (tensor/generic_group.h), one slot per bit width: every group
   // size and symmetry of that width shares the kernel, which reads them from the type (matmul_fq.h).
   kKernelFq2, kKernelFq3, kKernelFq4, kKernelFq5, kKernelFq6, kKernelFq7, kKernelFq8,
+  kKernelSparseQ4,  // every capacity of sparse-q4 (tensor/sparse_q4.h); kernels in sparse_q4_kernels.h
+  kKernelNmSparse,  // nm-q8 and nm-q4 (tensor/nm_sparse.h); kernels in nm_sparse_kernels.h
   kKernelTypeCount,
 };
 // -1 for types without a kernel (they use the dequantize-to-float fallback in matmul.cpp).

@@ -6,9 +6,13 @@
 
 #include "base/check.h"
 #include "kernels/matmul_kernels.h"
+#include "kernels/nm_sparse_kernels.h"
+#include "kernels/sparse_q4_kernels.h"
 #include "tensor/fp16.h"
 #include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal::kernels {
@@ -233,6 +237,8 @@ int kernel_type_index(DType type) {
     case DType::BF16: return kKernelBF16;
     default:
       if (is_sparse_q8(type)) return kKernelSparseQ8;
+      if (is_sparse_q4(type)) return kKernelSparseQ4;
+      if (is_nm_sparse(type)) return kKernelNmSparse;
       if (const auto f = generic_group_format(type)) return kKernelFq2 + f->bits - 2;
       return -1;
   }
@@ -351,6 +357,8 @@ const KernelTable& scalar_kernel_table() {
     for (int i = kKernelF32; i <= kKernelBF16; ++i) t.float_rows[i] = float_rows_reference;
     t.quant_rows[kKernelSparseQ8] = sparse_q8_rows_reference;
     for (int i = kKernelFq2; i <= kKernelFq8; ++i) t.quant_rows[i] = quant_rows_reference;
+    t.quant_rows[kKernelSparseQ4] = sparse_q4_rows_reference;
+    t.quant_rows[kKernelNmSparse] = nm_rows_reference;
     t.scratch_bytes = scalar_scratch_bytes;
     return t;
   }();

@@ -10,6 +10,8 @@
 #include "tensor/fp16.h"
 #include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -151,6 +153,8 @@ const TypeTraits* find_type_traits(uint32_t ggml_type_id) {
     if (static_cast<uint32_t>(t.type) == ggml_type_id) return &t;
   }
   if (const TypeTraits* sparse = find_sparse_q8_traits(ggml_type_id)) return sparse;
+  if (const TypeTraits* sparse = find_sparse_q4_traits(ggml_type_id)) return sparse;
+  if (const TypeTraits* nm = find_nm_traits(ggml_type_id)) return nm;
   return find_generic_group_traits(ggml_type_id);
 }
 
@@ -166,6 +170,8 @@ std::string_view ggml_type_name(uint32_t ggml_type_id) {
   if (ggml_type_id < kNumberedNames) return numbered_names()[ggml_type_id].data();
   if (const TypeTraits* generic = find_generic_group_traits(ggml_type_id)) return generic->name;
   if (const TypeTraits* sparse = find_sparse_q8_traits(ggml_type_id)) return sparse->name;
+  if (const TypeTraits* sparse = find_sparse_q4_traits(ggml_type_id)) return sparse->name;
+  if (const TypeTraits* nm = find_nm_traits(ggml_type_id)) return nm->name;
   return "unknown type";
 }
 

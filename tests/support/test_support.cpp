@@ -43,10 +43,15 @@ std::vector<std::string> byte_tokens() {
   return out;
 }
 
-std::vector<uint8_t> encode(DType type, const std::vector<float>& values) {
+// Row by row: the same bytes as one long row for the block formats, and the right layout for the
+// row formats (sparse-q8/q4 and N:M keep a row's masks, scales and values apart).
+std::vector<uint8_t> encode(DType type, const std::vector<float>& values, int64_t cols = 0) {
   const TypeTraits& t = type_traits(type);
-  std::vector<uint8_t> bytes(row_bytes(t, static_cast<int64_t>(values.size())));
-  t.quantize_row(values.data(), bytes.data(), static_cast<int64_t>(values.size()));
+  const int64_t n = static_cast<int64_t>(values.size());
+  if (cols <= 0) cols = n;
+  const size_t stride = row_bytes(t, cols);
+  std::vector<uint8_t> bytes(stride * static_cast<size_t>(n / cols));
+  for (int64_t r = 0; r < n / cols; ++r) t.quantize_row(values.data() + r * cols, bytes.data() + r * stride, cols);
   return bytes;
 }
 
@@ -159,7 +164,7 @@ Status write_tiny_model(const std::string& path, const TinyModelOptions& o) {
     return v;
   };
   auto matrix = [&](const std::string& name, int64_t cols, int64_t rows) {
-    w.add_tensor(name, o.weight_type, {cols, rows}, encode(o.weight_type, random(cols * rows, 1.0f / std::sqrt(static_cast<float>(cols)))));
+    w.add_tensor(name, o.weight_type, {cols, rows}, encode(o.weight_type, random(cols * rows, 1.0f / std::sqrt(static_cast<float>(cols))), cols));
   };
   auto norm = [&](const std::string& name, int64_t n) {
     std::vector<float> v = random(n, 0.1f);
@@ -168,7 +173,7 @@ Status write_tiny_model(const std::string& path, const TinyModelOptions& o) {
   };
   // Gemma's embeddings are scaled up by sqrt(n_embd) at run time: store them small.
   const float embedding_std = o.gemma3 ? 1.0f / std::sqrt(static_cast<float>(o.n_embd)) : 1.0f;
-  w.add_tensor(names::kTokenEmbedding, o.weight_type, {o.n_embd, n_vocab}, encode(o.weight_type, random(o.n_embd * n_vocab, embedding_std)));
+  w.add_tensor(names::kTokenEmbedding, o.weight_type, {o.n_embd, n_vocab}, encode(o.weight_type, random(o.n_embd * n_vocab, embedding_std), o.n_embd));
   norm(names::kOutputNorm, o.n_embd);
   if (!o.tied_output) matrix(names::kOutput, o.n_embd, n_vocab);
   using names::BlockTensor;

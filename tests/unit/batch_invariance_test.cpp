@@ -1,7 +1,7 @@
 // Batch invariance of the public matmul: on every instruction set, every weight format (integer
 // kernels, float kernels, the dequantize-to-float fallback, W8A8 per-token inputs with LLM.int8()
 // outliers) and thread count, row t of a batched product is bit-identical to the same token
-// multiplied alone (the decode path); sparse-q8, whose decode kernels are its own, to float rounding. Speculative verification (runtime/speculative.h) and
+// multiplied alone (the decode path); sparse-q8, sparse-q4 and the N:M types, whose decode kernels are their own, to float rounding (1e-5, N:M 3e-5). Speculative verification (runtime/speculative.h) and
 // batched serving of many sequences rely on it: a token's logits must not depend on what else is
 // in the batch. Widths cover one column pass and several (inputs wider than 768 columns are
 // summed in passes in prefill), token counts one private group, several shared groups.
@@ -19,6 +19,8 @@
 #include "kernels/matmul.h"
 #include "support/isa_scope.h"
 #include "tensor/generic_group.h"
+#include "tensor/nm_sparse.h"
+#include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
 
 namespace frugal {
@@ -123,9 +125,9 @@ INSTANTIATE_TEST_SUITE_P(Types, BatchInvariance,
                                            *generic_group_type(8, 64, false), *generic_group_type(8, 32, true)),
                          [](const ::testing::TestParamInfo<DType>& info) { return std::string(type_traits(info.param).name); });
 
-// Formats outside the type table: q8_1 weights (dequantize-to-float fallback), sparse-q8
-// (expanded to Q8_0 tiles for prefill, its own kernels for decode: equal to float rounding, not
-// bit for bit), and W8A8 per-token inputs with 16-bit outlier columns.
+// Formats outside the type table: q8_1 weights (dequantize-to-float fallback), sparse-q8,
+// sparse-q4 and N:M (expanded to Q8_0 tiles for prefill, their own kernels for decode: equal to
+// float rounding, not bit for bit), and W8A8 per-token inputs with 16-bit outlier columns.
 TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
   std::mt19937 rng(9);
   ThreadPool pool(2);
@@ -139,6 +141,18 @@ TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
   sparse.bytes.resize(rows * row_bytes(st, cols));
   for (int64_t r = 0; r < rows; ++r) st.quantize_row(sparse_values.data() + r * cols, sparse.bytes.data() + r * row_bytes(st, cols), cols);
   sparse.w = WeightMatrix{&st, sparse.bytes.data(), rows, cols, row_bytes(st, cols)};
+  // sparse-q4 (tensor/sparse_q4.h) follows the same documented rule as sparse-q8.
+  const TypeTraits& st4 = type_traits(sparse_q4_type_for(sparse_values.data(), rows, cols));
+  Weight sparse4;
+  sparse4.bytes.resize(rows * row_bytes(st4, cols));
+  for (int64_t r = 0; r < rows; ++r) st4.quantize_row(sparse_values.data() + r * cols, sparse4.bytes.data() + r * row_bytes(st4, cols), cols);
+  sparse4.w = WeightMatrix{&st4, sparse4.bytes.data(), rows, cols, row_bytes(st4, cols)};
+  // N:M (tensor/nm_sparse.h): the same rule; the reference quantizer keeps 2 of every 4.
+  const TypeTraits& nmt = type_traits(*nm_type(4, 2, 4));
+  Weight nm;
+  nm.bytes.resize(rows * row_bytes(nmt, cols));
+  for (int64_t r = 0; r < rows; ++r) nmt.quantize_row(sparse_values.data() + r * cols, nm.bytes.data() + r * row_bytes(nmt, cols), cols);
+  nm.w = WeightMatrix{&nmt, nm.bytes.data(), rows, cols, row_bytes(nmt, cols)};
   Weight w8a8;
   const std::vector<float> dense = normal_values(rows * cols, rng, 0.05f);
   const std::vector<int32_t> outliers = {5, 300, 1000};
@@ -155,6 +169,10 @@ TEST(BatchInvarianceOther, FallbackSparseAndPerTokenInputs) {
       // sparse-q8 decodes with its own one-token kernels (the format's speed-up) and prefills
       // through Q8_0 tiles: the same integers, summed in another order (see kernels/matmul.cpp).
       expect_batch_invariant(sparse.w, n_tokens, pool, std::string("sparse-q8 on ") + isa_name(isa), 1e-5f);
+      expect_batch_invariant(sparse4.w, n_tokens, pool, std::string("sparse-q4 on ") + isa_name(isa), 1e-5f);
+      // 3e-5: one output of 45 x 9 differed by 1.05e-5 at |y| = 0.28 with 1e-5 (the 24 block
+      // products cancel; the orders differ as for sparse-q8).
+      expect_batch_invariant(nm.w, n_tokens, pool, std::string("nm-q4 on ") + isa_name(isa), 3e-5f);
       expect_batch_invariant(w8a8.w, n_tokens, pool, std::string("w8a8 on ") + isa_name(isa));
     }
   }
