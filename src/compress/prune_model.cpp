@@ -94,7 +94,11 @@ Result<PrunePlan> PrunePlan::make(const PruneOptions& o) {
   bool quantized_format = false;
   if (!o.format.empty()) {
     FRUGAL_ASSIGN_OR_RETURN(const DType type, parse_format(o.format));
-    quantized_format = type != DType::F32 && type != DType::F16 && type != DType::BF16;
+    // A sparse format (sparse-q8/q4, nm-q8/q4) stores the pruned weights' values itself: SparseGPT
+    // prunes in float and the format's encoder quantizes the kept values (the joint sweep's GPTQ
+    // grids are the dense types').
+    const bool sparse_format = is_bitmask_sparse(type) || is_nm_sparse(type);
+    quantized_format = type != DType::F32 && type != DType::F16 && type != DType::BF16 && !sparse_format;
   }
   if (o.bits != 0 && o.method != "sparsegpt") {
     return Status::error("--bits (joint pruning and quantization) works with sparsegpt only; " + o.method +

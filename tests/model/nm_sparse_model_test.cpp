@@ -109,6 +109,51 @@ TEST(NmSparseModel, PrunedTwoOfFourStoresRunsAndRefusesOtherData) {
   EXPECT_NE(refused.status().message().find("blk."), std::string::npos) << refused.status().message();
 }
 
+// SparseGPT into a sparse format prunes in float and lets the format encode the kept values: the
+// file equals SparseGPT to f32 followed by `quantize --method rtn --format` of it, byte for byte
+// (the joint prune-and-quantize sweep targets dense grids; it once refused sparse formats).
+TEST(NmSparseModel, SparseGptWritesEverySparseFormat) {
+  const std::string dir = testing::temp_dir();
+  const std::string in = dir + "/tiny_sparsegpt.gguf";
+  testing::TinyModelOptions o;
+  o.n_ff = 128;
+  ASSERT_TRUE(testing::write_tiny_model(in, o).is_ok());
+  const std::string frugal = testing::shell_quote(testing::frugal_binary());
+  auto run = [&](const std::string& args) {
+    const auto r = testing::run_command(frugal + " " + args);
+    EXPECT_EQ(r.exit_code, 0) << args << "\n" << r.err;
+    return r.exit_code == 0;
+  };
+  for (const char* pattern : {"unstructured", "2:4"}) {
+    const std::string prune = " prune -m " + testing::shell_quote(in) + " --method sparsegpt --calib-tokens 256 --pattern " + pattern +
+                              (std::string(pattern) == "unstructured" ? " --sparsity 0.5" : "");
+    const std::string dense = dir + "/sparsegpt_dense.gguf";
+    ASSERT_TRUE(run(prune + " --format f32 -o " + testing::shell_quote(dense)));
+    const std::vector<std::string> formats =
+        std::string(pattern) == "2:4" ? std::vector<std::string>{"nm-q8", "nm-q4"} : std::vector<std::string>{"sparse-q8", "sparse-q4"};
+    for (const std::string& format : formats) {
+      SCOPED_TRACE(format);
+      const std::string direct = dir + "/sparsegpt_" + format + ".gguf", via = dir + "/rtn_" + format + ".gguf";
+      ASSERT_TRUE(run(prune + " --format " + format + " -o " + testing::shell_quote(direct)));
+      ASSERT_TRUE(run("quantize -m " + testing::shell_quote(dense) + " --method rtn --format " + format + " -o " + testing::shell_quote(via)));
+      auto a = GgufFile::open(direct);
+      auto b = GgufFile::open(via);
+      ASSERT_TRUE(a.is_ok() && b.is_ok());
+      int matrices = 0;
+      for (const GgufTensorInfo& t : (*a)->tensors()) {
+        if (!names::parse_block_matrix(t.name)) continue;
+        ++matrices;
+        EXPECT_TRUE(is_bitmask_sparse(t.traits->type) || is_nm_sparse(t.traits->type)) << t.name;
+        const GgufTensorInfo* d = (*b)->find_tensor(t.name);
+        ASSERT_NE(d, nullptr);
+        ASSERT_EQ(d->bytes, t.bytes) << t.name;
+        EXPECT_TRUE(std::equal(t.data, t.data + t.bytes, d->data)) << t.name;
+      }
+      EXPECT_EQ(matrices, 2 * 7);
+    }
+  }
+}
+
 TEST(NmSparseModel, MasksBreakingThePatternAreRefused) {
   const std::string dir = testing::temp_dir();
   const std::string in = dir + "/tiny.gguf";
