@@ -229,6 +229,10 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     } else if (index >= 0 && table.quant_rows[index] != nullptr) {
       p.path = Path::kQuantized;
       p.quant_rows = table.quant_rows[index];
+      // AMX tiles for prefill (bit-identical to the VNNI table, so batch invariance holds).
+      if (n_tokens >= kernels::kAmxMinTokens && table.isa == Isa::kAvx512Vnni && amx_active()) {
+        if (kernels::QuantRowsFn amx = kernels::amx_quant_rows(index)) p.quant_rows = amx;
+      }
       need_block32 |= p.format == ActivationFormat::kQ8Block32;
       need_q8k |= p.format == ActivationFormat::kQ8K;
     } else if (index >= 0 && table.float_rows[index] != nullptr) {

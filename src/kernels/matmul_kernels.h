@@ -76,4 +76,11 @@ void sparse_q8_to_q8_0(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* o
 void sparse_q8_to_q8_0_avx2(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out);
 void sparse_q8_to_q8_0_avx512(const WeightMatrix& w, int64_t r0, int64_t r1, uint8_t* out);  // VBMI2
 
+// AMX int8 prefill (matmul_amx.cpp): the rows kernel of integer type `kernel_index` whose outputs
+// are bit-identical to avx512vnni_kernel_table()'s (nullptr for types without one). Only valid
+// when amx_active(), for inputs of groups of kTokenGroup tokens (n_tokens > 1); the driver uses
+// it from kAmxMinTokens tokens on, where it beats the VNNI kernel.
+QuantRowsFn amx_quant_rows(int kernel_index);
+inline constexpr int64_t kAmxMinTokens = 32;
+
 }  // namespace frugal::kernels
