@@ -25,6 +25,8 @@
 
 #include "kernels/matmul_simd_avx512.h"
 
+#include "base/check.h"
+
 namespace frugal::kernels {
 namespace {
 
@@ -32,7 +34,7 @@ using Simd = SimdAvx512<true>;
 // This file takes the decoders and build_tile from matmul_simd.h, not its activation quantizer.
 [[maybe_unused]] constexpr auto* kUnusedQuantizer = quantize_simd;
 constexpr int kRows = Simd::kLanes;  // 16 weight rows per tile
-static_assert(kTokenGroup == 8, "the B tile is one activation group of 8 tokens (32 bytes a row)");
+static_assert(kAmxTokenGroup == 16, "the B tile is one activation group of 16 tokens (64 bytes a row)");
 
 // GCC's tile load intrinsics (amxtileintrin.h) are asm statements without a memory operand or
 // clobber: without this the compiler could move the stores that fill a tile's memory after the
@@ -48,21 +50,19 @@ struct alignas(64) TileConfig {
   uint8_t rows[16] = {};
 };
 
-// Tiles 0-3: int32 sums, 16 rows x 8 tokens (two sub-blocks in flight, two groups each);
-// 4-5: weight codes, 16 rows x kSub bytes; 6-7: activation codes, kSub / 4 rows x 32 bytes.
+// Tiles 0-3: int32 sums, 16 rows x 16 tokens (four sub-blocks in flight); 4-5: weight codes, 16
+// rows x kSub bytes; 6-7: activation codes, kSub / 4 rows x 64 bytes (16 tokens x 4 codes).
 void configure_tiles(int k_sub) {
   TileConfig config;
   for (int t = 0; t < 4; ++t) {
-    config.colsb[t] = 32;
+    config.colsb[t] = 64;
     config.rows[t] = 16;
   }
   for (int t = 4; t < 6; ++t) {
     config.colsb[t] = static_cast<uint16_t>(k_sub);
     config.rows[t] = 16;
-  }
-  for (int t = 6; t < 8; ++t) {
-    config.colsb[t] = 32;
-    config.rows[t] = static_cast<uint8_t>(k_sub / 4);
+    config.colsb[t + 2] = 64;
+    config.rows[t + 2] = static_cast<uint8_t>(k_sub / 4);
   }
   compiler_barrier();  // GCC's _tile_loadconfig declares a read of only the first 8 bytes
   _tile_loadconfig(&config);
@@ -110,44 +110,30 @@ inline void transpose16(__m512 r[16]) {
   }
 }
 
-// The activations of one pair of groups (16 tokens): codes (the second may be a zero block that
-// does not advance) and the per-sub-block scale arrays.
-struct TokenPair {
-  const int8_t* codes[2];
-  int64_t codes_step[2];  // bytes per sub-block (0 for the zero stand-in)
-  const float* xd[2];
-  const float* xs[2];
-  int64_t array_step[2];  // floats per sub-block (0 for the stand-in)
-};
-
-// TDPBUSD of one sub-block for both groups into tiles c0, c0 + 1 (weight codes in tile a), stored
-// to `sums` as [row][16 tokens] int32. Tile numbers are part of the instructions (the intrinsics
-// paste them into the assembly), hence a macro for the two sets of tiles.
-#define FRUGAL_AMX_TILE_SUMS(name, c0, c1, a)                                               \
-  template <int kSub>                                                                        \
-  inline void name(const uint8_t* a_codes, const TokenPair& tp, int64_t sub, int32_t* sums) { \
-    compiler_barrier();                                                                      \
-    _tile_loadd(a, a_codes, kSub);                                                           \
-    _tile_loadd(6, tp.codes[0] + sub * tp.codes_step[0], 32);                                \
-    _tile_loadd(7, tp.codes[1] + sub * tp.codes_step[1], 32);                                \
-    _tile_zero(c0);                                                                          \
-    _tile_zero(c1);                                                                          \
-    _tile_dpbusd(c0, a, 6);                                                                  \
-    _tile_dpbusd(c1, a, 7);                                                                  \
-    _tile_stored(c0, sums, 64);                                                              \
-    _tile_stored(c1, sums + 8, 64);                                                          \
-  }
-FRUGAL_AMX_TILE_SUMS(tile_sums_even, 0, 1, 4)
-FRUGAL_AMX_TILE_SUMS(tile_sums_odd, 2, 3, 5)
-#undef FRUGAL_AMX_TILE_SUMS
+// TDPBUSD of one sub-block (weight codes `w`, [row][kSub]; activation codes `x`, one group's
+// [column / 4][16 tokens][4]) into sum tile c (weights in tile a, activations in b), and the
+// store of that tile as [row][16 tokens] int32. The tile numbers are part of the instructions
+// (the intrinsics paste them into the assembly), hence a macro per tile set.
+#define FRUGAL_AMX_TILE_SET(n, c, a, b)                              \
+  template <int kSub>                                                 \
+  inline void tile_dot_##n(const uint8_t* w, const int8_t* x) {       \
+    compiler_barrier();                                               \
+    _tile_loadd(a, w, kSub);                                          \
+    _tile_loadd(b, x, 64);                                            \
+    _tile_zero(c);                                                    \
+    _tile_dpbusd(c, a, b);                                            \
+  }                                                                   \
+  inline void tile_store_##n(int32_t* sums) { _tile_stored(c, sums, 64); }
+FRUGAL_AMX_TILE_SET(0, 0, 4, 6)
+FRUGAL_AMX_TILE_SET(1, 1, 5, 7)
+FRUGAL_AMX_TILE_SET(2, 2, 4, 6)
+FRUGAL_AMX_TILE_SET(3, 3, 5, 7)
+#undef FRUGAL_AMX_TILE_SET
 
 // The VNNI kernel's float steps for one sub-block, rows in registers, 16 tokens per vector.
-inline void epilogue(const int32_t* sums, const float* dw, const float* mw, const TokenPair& tp, int64_t sub,
+inline void epilogue(const int32_t* sums, const float* dw, const float* mw, const float* xd_sub, const float* xs_sub,
                      __m512 acc[16]) {
-  const __m512 xd = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(tp.xd[0] + sub * tp.array_step[0])),
-                                       _mm256_loadu_ps(tp.xd[1] + sub * tp.array_step[1]), 1);
-  const __m512 xs = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_loadu_ps(tp.xs[0] + sub * tp.array_step[0])),
-                                       _mm256_loadu_ps(tp.xs[1] + sub * tp.array_step[1]), 1);
+  const __m512 xd = _mm512_loadu_ps(xd_sub), xs = _mm512_loadu_ps(xs_sub);
 #pragma GCC unroll 16
   for (int r = 0; r < 16; ++r) {
     const __m512 isum = _mm512_cvtepi32_ps(_mm512_load_si512(sums + 16 * r));
@@ -159,56 +145,80 @@ inline void epilogue(const int32_t* sums, const float* dw, const float* mw, cons
 template <class D>
 void amx_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y, int64_t y_stride,
               uint8_t* scratch) {
-  constexpr int K = D::kSub;
+  constexpr int K = D::kSub, L = kAmxTokenGroup;
   constexpr ActivationArray kD = K == 16 ? ActivationArray::kD16 : ActivationArray::kD32;
+  FRUGAL_CHECK(a.lanes == L);
   const TileBuffers tb = tile_buffers<Simd>(scratch, w.cols);
-  // build_tile is done with tb.temp once the codes are in place: it holds the two sum blocks and
-  // the zero stand-in for a missing second group.
-  int32_t* sums[2] = {reinterpret_cast<int32_t*>(tb.temp), reinterpret_cast<int32_t*>(tb.temp) + 256};
-  int8_t* zero_codes = reinterpret_cast<int8_t*>(tb.temp + 2048);  // K / 4 rows of 32 bytes
-  float* zero_floats = reinterpret_cast<float*>(tb.temp + 2048 + 256);
+  // build_tile leaves tb.temp (16 x 256 bytes) free once the codes are in place: it holds the
+  // four sum blocks.
+  int32_t* sums[4];
+  for (int i = 0; i < 4; ++i) sums[i] = reinterpret_cast<int32_t*>(tb.temp) + 256 * i;
   const int64_t n_subs = w.cols / K;
   const int64_t n_groups = a.n_groups();
+  const int64_t x_sub_bytes = K * L;  // activation code bytes of one sub-block in a group
   configure_tiles(K);
   for (int64_t rt = r0; rt < r1; rt += kRows) {
     const int nr = static_cast<int>(std::min<int64_t>(kRows, r1 - rt));
     build_tile<Simd, D>(w, rt, nr, tb);
     for (int64_t s = 0; s < n_subs; ++s) steps_to_rows<K>(tb.codes + s * K * kRows);
-    std::memset(zero_codes, 0, 256);
-    std::memset(zero_floats, 0, 64);
-    for (int64_t g = 0; g < n_groups; g += 2) {
-      TokenPair tp;
-      for (int i = 0; i < 2; ++i) {
-        if (g + i < n_groups) {
-          tp.codes[i] = a.codes(g + i);
-          tp.codes_step[i] = K * a.lanes;
-          tp.xd[i] = a.array(g + i, kD);
-          tp.xs[i] = a.array(g + i, D::kS);
-          tp.array_step[i] = a.lanes;
+    const uint8_t* wc = tb.codes;
+    // Column passes keep the pass's weight codes (16 rows x 512 columns, 8 KB) in L1 while every
+    // group's activations for it stream from L2; each later pass continues the running sums left
+    // in y (exact: a float stored and loaded back), so the chain of FMAs per output is the same.
+    const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 ? w.cols : kColumnChunk;
+    const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
+    for (int64_t c0 = 0; c0 < w.cols; c0 += chunk) {
+      const int64_t sub0 = c0 / K, sub_end = std::min(w.cols, c0 + chunk) / K;
+      for (int64_t g = 0; g < n_groups; ++g) {
+        const int8_t* xc = a.codes(g);
+        const float* xd = a.array(g, kD);
+        const float* xs = a.array(g, D::kS);
+        const int n_valid = static_cast<int>(std::min<int64_t>(L, a.n_tokens - g * L));
+        __m512 acc[16];
+        if (c0 == 0) {
+          for (auto& v : acc) v = _mm512_setzero_ps();
         } else {
-          tp.codes[i] = zero_codes;
-          tp.codes_step[i] = 0;
-          tp.xd[i] = tp.xs[i] = zero_floats;
-          tp.array_step[i] = 0;
+          for (int p = 0; p < L; ++p) {
+            acc[p] = p < n_valid ? _mm512_maskz_loadu_ps(mask, y + (g * L + p) * y_stride + rt) : _mm512_setzero_ps();
+          }
+          transpose16(acc);
         }
-      }
-      __m512 acc[16];
-      for (auto& v : acc) v = _mm512_setzero_ps();
-      // Two sub-blocks in flight: the tile sums of s + 1 are issued before the epilogue of s.
-      tile_sums_even<K>(tb.codes, tp, 0, sums[0]);
-      int64_t s = 0;
-      for (; s + 2 <= n_subs; s += 2) {
-        tile_sums_odd<K>(tb.codes + (s + 1) * K * kRows, tp, s + 1, sums[1]);
-        epilogue(sums[0], tb.dw + s * kRows, tb.mw + s * kRows, tp, s, acc);
-        if (s + 2 < n_subs) tile_sums_even<K>(tb.codes + (s + 2) * K * kRows, tp, s + 2, sums[0]);
-        epilogue(sums[1], tb.dw + (s + 1) * kRows, tb.mw + (s + 1) * kRows, tp, s + 1, acc);
-      }
-      if (s < n_subs) epilogue(sums[0], tb.dw + s * kRows, tb.mw + s * kRows, tp, s, acc);
-      transpose16(acc);
-      const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
-      for (int p = 0; p < 16; ++p) {
-        const int64_t t = g * a.lanes + p % 8 + (p / 8) * a.lanes;
-        if (t < a.n_tokens && (p < 8 || g + 1 < n_groups)) _mm512_mask_storeu_ps(y + t * y_stride + rt, mask, acc[p]);
+        // Four sub-blocks in flight: the tile products of chunk c run while the epilogue of
+        // chunk c - 1 reads the sums stored one chunk earlier (a tile store is not forwarded to
+        // vector loads, and the tile unit's latency is long: the distance hides both).
+        auto epi = [&](int64_t sub, const int32_t* sums) {
+          epilogue(sums, tb.dw + sub * kRows, tb.mw + sub * kRows, xd + sub * L, xs + sub * L, acc);
+        };
+        auto dots = [&](int64_t sub) {
+          tile_dot_0<K>(wc + sub * K * kRows, xc + sub * x_sub_bytes);
+          tile_dot_1<K>(wc + (sub + 1) * K * kRows, xc + (sub + 1) * x_sub_bytes);
+          tile_dot_2<K>(wc + (sub + 2) * K * kRows, xc + (sub + 2) * x_sub_bytes);
+          tile_dot_3<K>(wc + (sub + 3) * K * kRows, xc + (sub + 3) * x_sub_bytes);
+        };
+        auto stores = [&]() {
+          tile_store_0(sums[0]);
+          tile_store_1(sums[1]);
+          tile_store_2(sums[2]);
+          tile_store_3(sums[3]);
+        };
+        const int64_t chunked_end = sub0 + (sub_end - sub0) / 4 * 4;
+        for (int64_t c = sub0; c < chunked_end; c += 4) {
+          dots(c);
+          if (c > sub0) {
+            for (int i = 0; i < 4; ++i) epi(c - 4 + i, sums[i]);
+          }
+          stores();
+        }
+        if (chunked_end > sub0) {
+          for (int i = 0; i < 4; ++i) epi(chunked_end - 4 + i, sums[i]);
+        }
+        for (int64_t sub = chunked_end; sub < sub_end; ++sub) {  // the last (sub_end - sub0) % 4
+          tile_dot_0<K>(wc + sub * K * kRows, xc + sub * x_sub_bytes);
+          tile_store_0(sums[0]);
+          epi(sub, sums[0]);
+        }
+        transpose16(acc);
+        for (int p = 0; p < n_valid; ++p) _mm512_mask_storeu_ps(y + (g * L + p) * y_stride + rt, mask, acc[p]);
       }
     }
   }

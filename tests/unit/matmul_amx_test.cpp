@@ -160,16 +160,21 @@ TEST_P(AmxTwins, BitIdenticalToVnniKernel) {
       const WeightMatrix m{&t, w.data(), rows, cols, row_bytes(t, cols)};
       std::vector<uint8_t> scratch(vnni.scratch_bytes(cols) + 64);
       uint8_t* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t{63});
-      for (int64_t n_tokens : {2, 9, 16, 23, 40}) {
+      for (int64_t n_tokens : {2, 9, 16, 23, 40, 71}) {
         const std::vector<float> x = random_activations(n_tokens, cols, rng);
         std::vector<uint8_t> bytes(kernels::activation_bytes(format, cols, n_tokens));
         const kernels::QuantizedActivations a = kernels::make_activation_view(format, cols, n_tokens, bytes.data());
         vnni.quantize(x.data(), cols, 0, a.n_groups(), a);
+        // The AMX kernels read groups of 16 tokens (kAmxTokenGroup), quantized by the same code.
+        std::vector<uint8_t> bytes16(kernels::activation_bytes(format, cols, n_tokens, kernels::kAmxTokenGroup));
+        const kernels::QuantizedActivations a16 =
+            kernels::make_activation_view(format, cols, n_tokens, kernels::kAmxTokenGroup, bytes16.data());
+        vnni.quantize(x.data(), cols, 0, a16.n_groups(), a16);
         std::vector<float> expected(n_tokens * rows, -1.0f), twin(n_tokens * rows, -1.0f), y(n_tokens * rows, -1.0f);
         vnni.quant_rows[index](m, 0, rows, a, expected.data(), rows, aligned);
         kernels::quant_rows_reference(m, 0, rows, a, twin.data(), rows, nullptr);
-        amx(m, 0, 21, a, y.data(), rows, aligned);  // a split that is not a multiple of the tile
-        amx(m, 21, rows, a, y.data(), rows, aligned);
+        amx(m, 0, 21, a16, y.data(), rows, aligned);  // a split that is not a multiple of the tile
+        amx(m, 21, rows, a16, y.data(), rows, aligned);
         int64_t differing = 0;
         for (size_t i = 0; i < y.size(); ++i) {
           if (std::memcmp(&y[i], &expected[i], sizeof(float)) != 0 && ++differing <= 3) {
