@@ -1,26 +1,31 @@
-// AMX int8 prefill kernels (Intel AMX-TILE + AMX-INT8, TDPBUSD): rows x many tokens of the
-// integer weight types, bit-identical to the avx512vnni kernels of matmul_simd.h.
+// AMX int8 prefill kernels (Intel AMX-TILE + AMX-INT8, TDPBUSD): 16 weight rows x 16 tokens per
+// tile product for the integer weight types, bit-identical to the avx512vnni kernels of
+// matmul_simd.h.
 //
 // The weights are decoded exactly as the VNNI prefill path decodes them (build_tile of
 // matmul_simd.h, with the same Decode* structs and FastTile loaders, so codes, dw and mw are the
 // same bytes and floats), then each sub-block's [step][row][4 bytes] codes are regrouped in place
-// into [row][kSub bytes], the A operand of TDPBUSD (unsigned bytes, 16 rows). The activations
-// are already in TDPBUSD's B layout: a group of 8 tokens stores [column / 4][token][4 bytes]
-// (activation_quant.h), i.e. kSub / 4 tile rows of 32 bytes. One TDPBUSD per group and sub-block
-// gives the exact int32 sums sum_i c[r][i] * q[t][i] that vpdpbusd gives (Intel SDM vol. 2,
-// TDPBUSD: u8 x s8 products, 4 per int32, added without saturation, like VPDPBUSD).
+// into rows of kSub bytes, the A operand of TDPBUSD (unsigned bytes, 16 rows; in a fixed
+// permuted row order, see RowOrder). The driver quantizes the activations into groups of 16
+// tokens (kAmxTokenGroup), whose [column / 4][token][4 bytes] codes are TDPBUSD's B layout as
+// they stand: kSub / 4 tile rows of 64 bytes. One TDPBUSD per group and sub-block gives the exact
+// int32 sums sum_i c[r][i] * q[t][i] that vpdpbusd gives (Intel SDM vol. 2, TDPBUSD: u8 x s8
+// products, 4 per int32, added without saturation, like VPDPBUSD).
 //
 // The float epilogue is the VNNI kernel's, element for element and in the same order (sub-blocks
 // in index order, one chain per output):
 //   acc = fma(float(isum), dw[r] * xd[t], acc);  acc = fma(mw[r], xs[t], acc)
 // with the product dw * xd rounded to float first and the same operand order, so every output
 // has the same bits as the one-token decode path (batch invariance, tests/unit/batch_invariance_test.cpp).
-// Here a register holds one weight row for 16 tokens (two groups), so the 16x16 block of sums is
+// Here a register holds one weight row for the group's 16 tokens, so the 16x16 block of sums is
 // transposed once at the end to store each token's outputs contiguously.
 //
-// Per sub-block the epilogue costs 4 vector operations per 16 outputs (convert, multiply, 2 FMAs)
-// against the VNNI kernel's 12 (8 vpdpbusd plus the same 4): the per-32-element scales bound the
-// gain, not the tile unit.
+// What bounds the gain (measured on the Sapphire Rapids VM of issue 14): per 32-element sub-block
+// the epilogue costs 4 vector operations per 16 outputs (convert, multiply, 2 FMAs) against the
+// VNNI kernel's 12 (8 vpdpbusd plus the same 4), but TDPBUSD and TILESTORED do not overlap with
+// that AVX-512 work (a micro-benchmark of the three alone and together adds their times), so the
+// per-32-column scales that bit-identity requires leave AMX about 1.0-1.2x the VNNI kernel; the
+// 16-element sub-blocks of Q2_K/Q3_K/Q6_K make it slower (amx_preferred).
 #include <immintrin.h>
 
 #include "kernels/matmul_simd_avx512.h"
@@ -68,21 +73,48 @@ void configure_tiles(int k_sub) {
   _tile_loadconfig(&config);
 }
 
-// One sub-block's codes from build_tile's [step][row][4 bytes] (words W[step][row]) to
-// [row][kSub bytes] (words N[row][step]), in place.
+// One sub-block's codes from build_tile's [step][row][4 bytes] (register W[step] holds word
+// `step` of the 16 rows) to rows of kSub bytes, in place, by 32- and 64-bit unpacks (and, for 8
+// steps, a 128-bit interleave). The rows come out in the order kRowOrder<kSub> (cheaper than
+// sorting them): stored row i is tile row kRowOrder[i], which the epilogue takes into account.
+template <int kSub>
+struct RowOrder {
+  int r[16];
+  constexpr RowOrder() : r() {
+    for (int i = 0; i < 16; ++i) {
+      // 4 steps: vector j holds rows j, 4 + j, 8 + j, 12 + j. 8 steps: vector 2j + h holds rows
+      // 8h + j and 8h + 4 + j.
+      r[i] = kSub == 16 ? 4 * (i % 4) + i / 4 : 8 * ((i / 2) % 2) + i / 4 + 4 * (i % 2);
+    }
+  }
+};
+template <int kSub>
+inline constexpr RowOrder<kSub> kRowOrder{};
+
 template <int kSub>
 void steps_to_rows(uint8_t* sub_codes) {
-  constexpr int kSteps = kSub / 4, kRowsPerVector = 16 / kSteps;
-  alignas(64) int32_t copy[kSteps * 16];
-  std::memcpy(copy, sub_codes, sizeof copy);
-  const __m512i p = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  // Word p of output vector v: row v * kRowsPerVector + p / kSteps, step p % kSteps.
-  const __m512i step = _mm512_and_si512(p, _mm512_set1_epi32(kSteps - 1));
-  const __m512i row_in_vector = _mm512_srli_epi32(p, kSteps == 8 ? 3 : 2);
-  for (int v = 0; v < kSteps; ++v) {
-    const __m512i row = _mm512_add_epi32(row_in_vector, _mm512_set1_epi32(v * kRowsPerVector));
-    const __m512i index = _mm512_add_epi32(_mm512_slli_epi32(step, 4), row);
-    _mm512_storeu_si512(sub_codes + 64 * v, _mm512_i32gather_epi32(index, copy, 4));
+  constexpr int kSteps = kSub / 4;
+  __m512i w[kSteps];
+  for (int j = 0; j < kSteps; ++j) w[j] = _mm512_load_si512(sub_codes + 64 * j);
+  // u[4h + j], 128-bit lane k: steps 4h .. 4h + 3 of row 4k + j.
+  __m512i u[kSteps];
+  for (int h = 0; h < kSteps / 4; ++h) {
+    const __m512i* x = w + 4 * h;
+    const __m512i t0 = _mm512_unpacklo_epi32(x[0], x[1]), t1 = _mm512_unpackhi_epi32(x[0], x[1]);
+    const __m512i t2 = _mm512_unpacklo_epi32(x[2], x[3]), t3 = _mm512_unpackhi_epi32(x[2], x[3]);
+    u[4 * h + 0] = _mm512_unpacklo_epi64(t0, t2);
+    u[4 * h + 1] = _mm512_unpackhi_epi64(t0, t2);
+    u[4 * h + 2] = _mm512_unpacklo_epi64(t1, t3);
+    u[4 * h + 3] = _mm512_unpackhi_epi64(t1, t3);
+  }
+  if constexpr (kSteps == 4) {
+    for (int j = 0; j < 4; ++j) _mm512_store_si512(sub_codes + 64 * j, u[j]);
+  } else {
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 2, 3, 10, 11), hi = _mm512_setr_epi64(4, 5, 12, 13, 6, 7, 14, 15);
+    for (int j = 0; j < 4; ++j) {
+      _mm512_store_si512(sub_codes + 64 * (2 * j), _mm512_permutex2var_epi64(u[j], lo, u[4 + j]));
+      _mm512_store_si512(sub_codes + 64 * (2 * j + 1), _mm512_permutex2var_epi64(u[j], hi, u[4 + j]));
+    }
   }
 }
 
@@ -130,13 +162,16 @@ FRUGAL_AMX_TILE_SET(2, 2, 4, 6)
 FRUGAL_AMX_TILE_SET(3, 3, 5, 7)
 #undef FRUGAL_AMX_TILE_SET
 
-// The VNNI kernel's float steps for one sub-block, rows in registers, 16 tokens per vector.
+// The VNNI kernel's float steps for one sub-block, rows in registers (acc[r] is tile row r; sum
+// row i is tile row kRowOrder[i]), 16 tokens per vector.
+template <int kSub>
 inline void epilogue(const int32_t* sums, const float* dw, const float* mw, const float* xd_sub, const float* xs_sub,
                      __m512 acc[16]) {
   const __m512 xd = _mm512_loadu_ps(xd_sub), xs = _mm512_loadu_ps(xs_sub);
 #pragma GCC unroll 16
-  for (int r = 0; r < 16; ++r) {
-    const __m512 isum = _mm512_cvtepi32_ps(_mm512_load_si512(sums + 16 * r));
+  for (int i = 0; i < 16; ++i) {
+    const int r = kRowOrder<kSub>.r[i];
+    const __m512 isum = _mm512_cvtepi32_ps(_mm512_load_si512(sums + 16 * i));
     acc[r] = _mm512_fmadd_ps(isum, _mm512_mul_ps(_mm512_set1_ps(dw[r]), xd), acc[r]);
     acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(mw[r]), xs, acc[r]);
   }
@@ -162,10 +197,11 @@ void amx_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActi
     build_tile<Simd, D>(w, rt, nr, tb);
     for (int64_t s = 0; s < n_subs; ++s) steps_to_rows<K>(tb.codes + s * K * kRows);
     const uint8_t* wc = tb.codes;
-    // Column passes keep the pass's weight codes (16 rows x 512 columns, 8 KB) in L1 while every
-    // group's activations for it stream from L2; each later pass continues the running sums left
-    // in y (exact: a float stored and loaded back), so the chain of FMAs per output is the same.
-    const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 ? w.cols : kColumnChunk;
+    // Inputs wider than 4096 columns go in passes of 2048 (the pass's weight codes, 32 KB, stay
+    // near the core while every group's activations stream by); each later pass continues the
+    // running sums left in y (exact: a float stored and loaded back), so every output sees the
+    // same chain of FMAs. Narrower inputs measured no faster in passes of 512 or 1024.
+    const int64_t chunk = w.cols <= 4096 ? w.cols : 2048;
     const __mmask16 mask = static_cast<__mmask16>((1u << nr) - 1);
     for (int64_t c0 = 0; c0 < w.cols; c0 += chunk) {
       const int64_t sub0 = c0 / K, sub_end = std::min(w.cols, c0 + chunk) / K;
@@ -187,7 +223,7 @@ void amx_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActi
         // chunk c - 1 reads the sums stored one chunk earlier (a tile store is not forwarded to
         // vector loads, and the tile unit's latency is long: the distance hides both).
         auto epi = [&](int64_t sub, const int32_t* sums) {
-          epilogue(sums, tb.dw + sub * kRows, tb.mw + sub * kRows, xd + sub * L, xs + sub * L, acc);
+          epilogue<K>(sums, tb.dw + sub * kRows, tb.mw + sub * kRows, xd + sub * L, xs + sub * L, acc);
         };
         auto dots = [&](int64_t sub) {
           tile_dot_0<K>(wc + sub * K * kRows, xc + sub * x_sub_bytes);
@@ -226,6 +262,18 @@ void amx_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActi
 }
 
 }  // namespace
+
+bool amx_preferred(int kernel_index) {
+  // Types with 16-element sub-blocks run one tile product and one epilogue per 16 columns: on
+  // the host measured (docs in the report of issue 14) that is slower than the VNNI kernel.
+  switch (kernel_index) {
+    case kKernelQ4_0: case kKernelQ4_1: case kKernelQ5_0: case kKernelQ5_1: case kKernelQ8_0:
+    case kKernelQ4_K: case kKernelQ5_K:
+      return true;
+    default:
+      return false;
+  }
+}
 
 QuantRowsFn amx_quant_rows(int kernel_index) {
   switch (kernel_index) {

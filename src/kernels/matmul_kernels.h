@@ -78,9 +78,11 @@ void sparse_q8_to_q8_0_avx512(const WeightMatrix& w, int64_t r0, int64_t r1, uin
 
 // AMX int8 prefill (matmul_amx.cpp): the rows kernel of integer type `kernel_index` whose outputs
 // are bit-identical to avx512vnni_kernel_table()'s (nullptr for types without one). Only valid
-// when amx_active(), for inputs of groups of kTokenGroup tokens (n_tokens > 1); the driver uses
-// it from kAmxMinTokens tokens on, where it beats the VNNI kernel.
+// when amx_active(), with activations in groups of kAmxTokenGroup tokens. The driver uses it for
+// inputs of kAmxMinTokens tokens or more whose integer types are all amx_preferred() (those with
+// 32-element sub-blocks; the 16-element ones measured slower than VNNI).
 QuantRowsFn amx_quant_rows(int kernel_index);
-inline constexpr int64_t kAmxMinTokens = 32;
+bool amx_preferred(int kernel_index);
+inline constexpr int64_t kAmxMinTokens = 128;
 
 }  // namespace frugal::kernels
