@@ -141,7 +141,7 @@ bool set_amx_enabled(bool enabled) {
 }
 
 const char* amx_status() {
-  if (amx_active()) return "amx";
+  if (amx_active()) return "on";
   if (!amx_supported()) {
     static const std::string text = std::string("unavailable: ") + amx_reason();
     return text.c_str();

@@ -44,7 +44,7 @@ const char* amx_unavailable_reason();
 bool amx_active();
 // Enables or disables AMX for this process (tests and benchmarks); returns amx_active().
 bool set_amx_enabled(bool enabled);
-// "amx" when amx_active(), else "off (FRUGAL_AMX=off)", "off", or "unavailable: <reason>".
+// "on" when amx_active(), else "off (FRUGAL_AMX=off)", "off", or "unavailable: <reason>".
 const char* amx_status();
 
 }  // namespace frugal
