@@ -247,7 +247,8 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
   // AMX tiles for prefill (matmul_amx.cpp, bit-identical to the VNNI table, so batch invariance
   // holds) when every integer target's type is amx_preferred(): they read activations in groups of
   // kAmxTokenGroup tokens, which the quantizers write as easily as groups of 8.
-  bool use_amx = n_tokens >= kernels::kAmxMinTokens && table.isa == Isa::kAvx512Vnni && amx_active();
+  bool use_amx = n_tokens >= kernels::kAmxMinTokens && cols >= kernels::kAmxMinCols &&
+                 table.isa == Isa::kAvx512Vnni && amx_active();
   for (int i = 0; i < n_targets && use_amx; ++i) {
     const int index = kernels::kernel_type_index(targets[i].weight->traits->type);
     use_amx = plans[i].path != Path::kSparseExpand &&

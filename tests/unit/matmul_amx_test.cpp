@@ -196,7 +196,7 @@ TEST_P(AmxTwins, MatmulSameBitsWithAndWithoutAmx) {
   const TypeTraits& t = type_traits(GetParam());
   ScopedIsa isa(Isa::kAvx512Vnni);
   std::mt19937 rng(5);
-  const int64_t cols = 1536, rows = 70, n_tokens = kernels::kAmxMinTokens + 9;
+  const int64_t cols = kernels::kAmxMinCols, rows = 70, n_tokens = kernels::kAmxMinTokens + 9;
   if (!kernels::amx_preferred(kernels::kernel_type_index(t.type))) GTEST_SKIP() << t.name << ": the driver keeps VNNI";
   const std::vector<uint8_t> w = random_weights(t, rows, cols, false, rng);
   const WeightMatrix m{&t, w.data(), rows, cols, row_bytes(t, cols)};
