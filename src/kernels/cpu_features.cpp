@@ -53,8 +53,12 @@ Isa initial_isa() {
   return wanted;
 }
 
+const char* amx_reason();
+
 std::atomic<int>& active_slot() {
-  static std::atomic<int> slot{static_cast<int>(initial_isa())};
+  // The AMX probe runs here too, at the first kernel dispatch, usually before any worker thread
+  // exists: its temporary SIGILL/SIGSEGV handlers are process-wide.
+  static std::atomic<int> slot{(static_cast<void>(amx_reason()), static_cast<int>(initial_isa()))};
   return slot;
 }
 
