@@ -2,7 +2,9 @@
 // 576->49152) and two Llama-7B-sized ones (decode only): decode (1 token, weights streamed from
 // memory as in a real forward pass), decode_hot (weights in the cache: the kernel's compute cost)
 // and prefill (512 tokens), per weight type and thread count, reporting weight GB/s and GFLOP/s.
-// The ISA is the active one (FRUGAL_ISA=scalar|avx2|avx512|avx512vnni forces a lower one).
+// The ISA is the active one (FRUGAL_ISA=scalar|avx2|avx512|avx512vnni forces a lower one); "+amx"
+// in the label: AMX int8 tiles run prefill of the integer types (FRUGAL_AMX=off turns them off).
+// Also Llama-3.2-1B-sized shapes (2048x2048, 2048->8192, 8192->2048) with prefill.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -27,6 +29,7 @@ struct Shape {
   const char* name;
   int64_t cols;  // input width
   int64_t rows;  // output width
+  bool prefill = true;  // also run prefill512 (the 7B-sized ones are decode only)
 };
 
 constexpr Shape kShapes[] = {
@@ -36,10 +39,13 @@ constexpr Shape kShapes[] = {
     {"576to49152", 576, 49152},
     // Llama-7B-sized matrices, far bigger than the caches: the decode bandwidth test of issue 10
     // (decode only; sparse-q8 against q8_0 and q4_0).
-    {"4096x4096", 4096, 4096},
-    {"4096to11008", 4096, 11008},
+    {"4096x4096", 4096, 4096, false},
+    {"4096to11008", 4096, 11008, false},
+    // Llama-3.2-1B-sized (hidden 2048, FFN 8192): prefill is compute-bound there (issue 14, AMX).
+    {"2048x2048", 2048, 2048},
+    {"2048to8192", 2048, 8192},
+    {"8192to2048", 8192, 2048},
 };
-constexpr bool is_large(const Shape& s) { return s.rows * s.cols > 16 * 1024 * 1024 - 1; }
 
 // A frugal generic group type id (tensor/generic_group.h: base | bits << 4 | log2(group / 32)).
 constexpr DType fq_type(uint32_t bits, uint32_t log2_group) {
@@ -123,7 +129,7 @@ void run_matmul(benchmark::State& state, DType type, Shape shape, int64_t n_toke
   const double flops = 2.0 * static_cast<double>(shape.rows * shape.cols) * static_cast<double>(n_tokens);
   state.counters["GB/s"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(active_isa_name());
+  state.SetLabel(std::string(active_isa_name()) + (amx_active() ? "+amx" : ""));
 }
 
 void register_all() {
@@ -133,7 +139,7 @@ void register_all() {
       if (shape.cols % t.block_size != 0) continue;  // K-quants need columns in multiples of 256
       for (const auto& [mode, tokens] : {std::pair{"decode", int64_t{1}}, std::pair{"prefill512", int64_t{512}},
                                         std::pair{"decode_hot", int64_t{0}}}) {
-        if (tokens != 1 && is_large(shape)) continue;
+        if (tokens != 1 && !shape.prefill) continue;
         const std::string name = std::string("matmul/") + t.name + "/" + shape.name + "/" + mode;
         auto* b = benchmark::RegisterBenchmark(name.c_str(), run_matmul, type, shape, tokens);
         b->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -149,6 +155,7 @@ void register_all() {
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   benchmark::AddCustomContext("frugal_isa", frugal::active_isa_name());
+  benchmark::AddCustomContext("frugal_amx", frugal::amx_status());
   frugal::register_all();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

@@ -153,7 +153,8 @@ int command_bench(const std::vector<std::string>& argv) {
       std::printf("| %-30s | %6.2f MiB | %8.2f M | %-10s | %7d | %15s | %20s | %9s | %5.1f MiB |\n", model_type.c_str(), size_mib,
                   m->parameter_count() / 1e6, "CPU", options.n_threads, t.name.c_str(), ts, ttft, row.peak_rss / 1048576.0);
     }
-    std::printf("\nKV cache %s/%s: %.2f KiB per token, %.2f MiB at %lld tokens\n", type_k.c_str(), type_v.c_str(),
+    std::printf("\nkernels: %s, AMX int8 prefill: %s\n", active_isa_name(), amx_status());
+    std::printf("KV cache %s/%s: %.2f KiB per token, %.2f MiB at %lld tokens\n", type_k.c_str(), type_v.c_str(),
                 last.kv_bytes_per_token / 1024.0, last.kv_bytes_per_token * static_cast<double>(last.n_ctx) / 1048576.0,
                 static_cast<long long>(last.n_ctx));
     return 0;
@@ -170,6 +171,7 @@ int command_bench(const std::vector<std::string>& argv) {
     r["build_commit"] = "frugal";
     r["backends"] = "CPU";
     r["isa"] = active_isa_name();
+    r["amx"] = amx_status();
     r["model_filename"] = m->file().path();
     r["model_type"] = model_type;
     r["model_size"] = m->weight_bytes();

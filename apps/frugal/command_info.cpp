@@ -44,6 +44,7 @@ int print_info_json(const Model& m, int64_t n_ctx, bool metadata, bool tensors) 
                     {"bos", v.bos_id}, {"eos", v.eos_id}, {"eot", v.eot_id}, {"add_bos", v.add_bos}};
   j["chat_template"] = chat_format_name(m.chat_format());
   j["kernels"] = active_isa_name();
+  j["amx"] = amx_status();
   nlohmann::ordered_json by_type = nlohmann::ordered_json::object();
   for (const auto& t : f.tensors()) {
     auto& entry = by_type[t.traits->name];
@@ -141,6 +142,7 @@ int command_info(const std::vector<std::string>& argv) {
   }
   std::printf("kernels:         %s (best on this CPU: %s; FRUGAL_ISA forces a lower one)\n", active_isa_name(),
               isa_name(best_supported_isa()));
+  std::printf("AMX prefill:     %s (FRUGAL_AMX=off disables it)\n", amx_status());
 
   std::map<std::string, std::pair<int, int64_t>> by_type;
   for (const auto& t : f.tensors()) {

@@ -164,13 +164,23 @@ float* QuantizedActivations::array(int64_t group, ActivationArray which) const {
 }
 
 QuantizedActivations make_activation_view(ActivationFormat format, int64_t cols, int64_t n_tokens, void* data) {
-  FRUGAL_CHECK(format != ActivationFormat::kNone);
+  return make_activation_view(format, cols, n_tokens, group_lanes(n_tokens), data);
+}
+
+size_t activation_bytes(ActivationFormat format, int64_t cols, int64_t n_tokens, int lanes) {
+  const int64_t groups = (n_tokens + lanes - 1) / lanes;
+  return static_cast<size_t>(groups) * activation_group_bytes(format, cols, lanes);
+}
+
+QuantizedActivations make_activation_view(ActivationFormat format, int64_t cols, int64_t n_tokens, int lanes,
+                                          void* data) {
+  FRUGAL_CHECK(format != ActivationFormat::kNone && lanes >= 1);
   FRUGAL_CHECK(cols % (format == ActivationFormat::kQ8K ? 256 : 32) == 0);
   QuantizedActivations a;
   a.format = format;
   a.cols = cols;
   a.n_tokens = n_tokens;
-  a.lanes = group_lanes(n_tokens);
+  a.lanes = lanes;
   a.data = static_cast<uint8_t*>(data);
   a.group_bytes = activation_group_bytes(format, cols, a.lanes);
   return a;

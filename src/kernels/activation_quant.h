@@ -15,6 +15,9 @@ namespace frugal::kernels {
 // with groups of 1, so its codes are contiguous and take no more cache than they need.
 inline constexpr int kTokenGroup = 8;
 inline int group_lanes(int64_t n_tokens) { return n_tokens == 1 ? 1 : kTokenGroup; }
+// Tokens per group of the AMX prefill kernels (matmul_amx.cpp): a group's codes for 4 columns are
+// one 64-byte row of a TDPBUSD B tile (16 tokens x 4 bytes).
+inline constexpr int kAmxTokenGroup = 16;
 
 enum class ActivationFormat {
   kNone,       // float activations (F32/F16/BF16 weights, and types without an integer kernel)
@@ -37,6 +40,8 @@ ActivationFormat activation_format_for(DType weight_type);
 size_t activation_group_bytes(ActivationFormat format, int64_t cols, int lanes);
 // Bytes for n_tokens tokens (whole groups of group_lanes(n_tokens)).
 size_t activation_bytes(ActivationFormat format, int64_t cols, int64_t n_tokens);
+// The same with groups of `lanes` tokens (kAmxTokenGroup for the AMX kernels).
+size_t activation_bytes(ActivationFormat format, int64_t cols, int64_t n_tokens, int lanes);
 
 // A view of quantized activations (group g at data + g * group_bytes).
 struct QuantizedActivations {
@@ -59,6 +64,8 @@ struct QuantizedActivations {
 
 // Formats `data` as a view for n_tokens tokens of `cols` columns (groups of group_lanes(n_tokens)).
 QuantizedActivations make_activation_view(ActivationFormat format, int64_t cols, int64_t n_tokens, void* data);
+// The same with groups of `lanes` tokens (every quantizer takes any lane count).
+QuantizedActivations make_activation_view(ActivationFormat format, int64_t cols, int64_t n_tokens, int lanes, void* data);
 
 // Scalar reference quantizer: quantizes tokens of the whole groups [group_begin, group_end) from x
 // (token t at x + t * x_stride); lanes past out.n_tokens in the last group are zeroed.

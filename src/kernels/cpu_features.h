@@ -30,4 +30,21 @@ bool parse_isa(std::string_view name, Isa* isa);
 // Name of active_isa(), for apps to print.
 inline const char* active_isa_name() { return isa_name(active_isa()); }
 
+// AMX int8 tiles (Intel AMX-TILE + AMX-INT8, used by the prefill kernels of matmul_amx.cpp).
+// True only if CPUID lists them, the OS enables the tile state in XCR0 (bits 17/18), Linux grants
+// this process the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM) and a probe LDTILECFG +
+// TILEZERO + TILERELEASE runs without trapping (run once, under a temporary SIGILL/SIGSEGV
+// handler, so a host that lists AMX but traps on it costs nothing but the answer "no").
+bool amx_supported();
+// Why amx_supported() is false ("" when it is true), for `frugal info`.
+const char* amx_unavailable_reason();
+// Whether the matmul driver uses AMX now: amx_supported(), not disabled by FRUGAL_AMX=off or
+// set_amx_enabled(false), and the active ISA is avx512vnni (the AMX kernels reproduce that
+// table's results bit for bit; a forced lower ISA turns AMX off too).
+bool amx_active();
+// Enables or disables AMX for this process (tests and benchmarks); returns amx_active().
+bool set_amx_enabled(bool enabled);
+// "on" when amx_active(), else "off (FRUGAL_AMX=off)", "off", or "unavailable: <reason>".
+const char* amx_status();
+
 }  // namespace frugal

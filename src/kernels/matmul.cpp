@@ -102,10 +102,15 @@ struct Layout {
 Layout make_layout(int64_t cols, int64_t n_tokens, int n_threads) {
   Layout l;
   size_t at = 0;
+  // Room for either grouping of the tokens: kTokenGroup, or kAmxTokenGroup for the AMX kernels.
+  auto shared_bytes = [&](ActivationFormat format) {
+    return align_64(std::max(kernels::activation_bytes(format, cols, n_tokens),
+                             kernels::activation_bytes(format, cols, n_tokens, kernels::kAmxTokenGroup)));
+  };
   l.shared_block32 = at;
-  at += align_64(kernels::activation_bytes(ActivationFormat::kQ8Block32, cols, n_tokens));
+  at += shared_bytes(ActivationFormat::kQ8Block32);
   l.shared_q8k = at;
-  at += align_64(kernels::activation_bytes(ActivationFormat::kQ8K, cols, n_tokens));
+  at += shared_bytes(ActivationFormat::kQ8K);
   l.private_stride = align_64(kernels::activation_bytes(ActivationFormat::kQ8Block32, cols, kPrivateTokens)) +
                      align_64(kernels::activation_bytes(ActivationFormat::kQ8K, cols, kPrivateTokens));
   l.private_block32 = at;
@@ -250,6 +255,23 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     }
     total_rows += w.rows;
   }
+  // AMX tiles for prefill (matmul_amx.cpp, bit-identical to the VNNI table, so batch invariance
+  // holds) when every integer target's type is amx_preferred(): they read activations in groups of
+  // kAmxTokenGroup tokens, which the quantizers write as easily as groups of 8.
+  bool use_amx = n_tokens >= kernels::kAmxMinTokens && cols >= kernels::kAmxMinCols &&
+                 table.isa == Isa::kAvx512Vnni && amx_active();
+  for (int i = 0; i < n_targets && use_amx; ++i) {
+    const int index = kernels::kernel_type_index(targets[i].weight->traits->type);
+    use_amx = plans[i].path != Path::kSparseExpand &&
+              (plans[i].path != Path::kQuantized || kernels::amx_preferred(index));
+  }
+  if (use_amx) {
+    for (int i = 0; i < n_targets; ++i) {
+      if (plans[i].path == Path::kQuantized) {
+        plans[i].quant_rows = kernels::amx_quant_rows(kernels::kernel_type_index(targets[i].weight->traits->type));
+      }
+    }
+  }
 
   // Chunks of rows, claimed dynamically. Decode-sized inputs: about 4 chunks per thread over all
   // targets (few atomics, and a preempted thread's share is taken over); prefill: one register
@@ -269,7 +291,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
   }
 
   const bool private_quant = n_tokens <= kPrivateTokens;
-  const int lanes = kernels::group_lanes(n_tokens);
+  const int lanes = use_amx ? kernels::kAmxTokenGroup : kernels::group_lanes(n_tokens);
   const int64_t n_groups = (n_tokens + lanes - 1) / lanes;
   std::atomic<int64_t> next_chunk{0};
   std::atomic<int> arrived{0};
@@ -290,11 +312,11 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     } else if (need_block32 || need_q8k) {
       const int64_t g0 = n_groups * thread / threads, g1 = n_groups * (thread + 1) / threads;
       if (need_block32) {
-        block32 = kernels::make_activation_view(ActivationFormat::kQ8Block32, cols, n_tokens, base + layout.shared_block32);
+        block32 = kernels::make_activation_view(ActivationFormat::kQ8Block32, cols, n_tokens, lanes, base + layout.shared_block32);
         quantize_block32(g0, g1, block32);
       }
       if (need_q8k) {
-        q8k = kernels::make_activation_view(ActivationFormat::kQ8K, cols, n_tokens, base + layout.shared_q8k);
+        q8k = kernels::make_activation_view(ActivationFormat::kQ8K, cols, n_tokens, lanes, base + layout.shared_q8k);
         table.quantize(x, x_stride, g0, g1, q8k);
       }
       barrier(arrived, threads);

@@ -84,7 +84,9 @@ TEST(NmSparse, PatternFromDataAndRoundTrip) {
           for (int j = 0; j < 64; ++j) amax = std::max(amax, std::fabs(v[r * cols + b * 64 + j]));
           for (int j = 0; j < 64; ++j) {
             const float x = v[r * cols + b * 64 + j], y = back[b * 64 + j];
-            if (x == 0.0f) ASSERT_EQ(y, 0.0f);
+            if (x == 0.0f) {
+              ASSERT_EQ(y, 0.0f);
+            }
             ASSERT_NEAR(y, x, amax / step * 0.51f + 1e-3f * amax) << bits << " " << n;
           }
         }
