@@ -35,11 +35,17 @@ constexpr Shape kShapes[] = {
     // (decode only; sparse-q8 against q8_0 and q4_0).
     {"4096x4096", 4096, 4096},
     {"4096to11008", 4096, 11008},
+    // The 1B Llama of issue 14 (width 2048, FFN 8192, vocab 49152): decode at the sizes people run.
+    {"2048x2048", 2048, 2048},
+    {"2048to8192", 2048, 8192},
+    {"8192to2048", 8192, 2048},
+    {"2048to49152", 2048, 49152},
 };
 constexpr bool is_large(const Shape& s) { return s.rows * s.cols > 16 * 1024 * 1024 - 1; }
 
 constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             DType::Q6_K, DType::F16,  DType::BF16, DType::F32,
+                            DType::Q2_K, DType::Q3_K, DType::Q5_K, DType::Q5_0, DType::Q5_1,
                             // sparse-q8 with room for 32 and 19 of 64 weights: the reference
                             // quantizer keeps the largest, so 50% and 70% sparse (tensor/sparse_q8.h).
                             static_cast<DType>(kSparseQ8TypeBase | 32), static_cast<DType>(kSparseQ8TypeBase | 19),
