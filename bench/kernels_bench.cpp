@@ -112,7 +112,35 @@ void run_matmul(benchmark::State& state, DType type, Shape shape, int64_t n_toke
   state.SetLabel(active_isa_name());
 }
 
+// The read bound of decode: the same bytes as a 16M-weight Q4_0 matrix (2048to8192), cycled
+// through the same number of copies as the decode benchmarks, summed with 64-bit loads split
+// between the threads as matmul splits rows. decode GB/s over this is the fraction of the bound.
+void run_read(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  const size_t bytes = row_bytes(type_traits(DType::Q4_0), 2048) * 8192;
+  const char* env = std::getenv("FRUGAL_BENCH_STREAM_MB");
+  const size_t stream_bytes = env != nullptr && std::atol(env) > 0 ? static_cast<size_t>(std::atol(env)) << 20 : kStreamBytes;
+  const size_t n_copies = std::max<size_t>(1, stream_bytes / bytes + 1);
+  std::vector<std::vector<uint64_t>> copies(n_copies, std::vector<uint64_t>(bytes / 8, 1));
+  ThreadPool pool(threads);
+  std::vector<uint64_t> sums(threads * 8);
+  size_t i = 0;
+  for (auto _ : state) {
+    const std::vector<uint64_t>& c = copies[i++ % n_copies];
+    pool.run([&](int index, int count) {
+      const size_t n = c.size(), begin = n * index / count, end = n * (index + 1) / count;
+      uint64_t sum = 0;
+      for (size_t k = begin; k < end; ++k) sum += c[k];
+      sums[index * 8] += sum;
+    });
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void register_all() {
+  benchmark::RegisterBenchmark("memory/read/9MB", run_read)
+      ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
   for (DType type : kTypes) {
     const TypeTraits& t = type_traits(type);
     for (const Shape& shape : kShapes) {
