@@ -41,10 +41,12 @@ constexpr Shape kShapes[] = {
     // (decode only; sparse-q8 against q8_0 and q4_0).
     {"4096x4096", 4096, 4096, false},
     {"4096to11008", 4096, 11008, false},
-    // Llama-3.2-1B-sized (hidden 2048, FFN 8192): prefill is compute-bound there (issue 14, AMX).
+    // The 1B Llama of issue 14 (width 2048, FFN 8192, vocab 49152): decode at the sizes people
+    // run, and prefill, which is compute-bound there (AMX).
     {"2048x2048", 2048, 2048},
     {"2048to8192", 2048, 8192},
     {"8192to2048", 8192, 2048},
+    {"2048to49152", 2048, 49152, false},
 };
 
 // A frugal generic group type id (tensor/generic_group.h: base | bits << 4 | log2(group / 32)).
@@ -54,6 +56,7 @@ constexpr DType fq_type(uint32_t bits, uint32_t log2_group) {
 
 constexpr DType kTypes[] = {DType::Q4_1, DType::Q8_0, DType::Q4_0, DType::Q4_K,
                             DType::Q6_K, DType::F16,  DType::BF16, DType::F32,
+                            DType::Q2_K, DType::Q3_K, DType::Q5_K, DType::Q5_0, DType::Q5_1,
                             // sparse-q8 with room for 32 and 19 of 64 weights: the reference
                             // quantizer keeps the largest, so 50% and 70% sparse (tensor/sparse_q8.h).
                             static_cast<DType>(kSparseQ8TypeBase | 32), static_cast<DType>(kSparseQ8TypeBase | 19),
@@ -132,7 +135,35 @@ void run_matmul(benchmark::State& state, DType type, Shape shape, int64_t n_toke
   state.SetLabel(std::string(active_isa_name()) + (amx_active() ? "+amx" : ""));
 }
 
+// The read bound of decode: the same bytes as a 16M-weight Q4_0 matrix (2048to8192), cycled
+// through the same number of copies as the decode benchmarks, summed with 64-bit loads split
+// between the threads as matmul splits rows. decode GB/s over this is the fraction of the bound.
+void run_read(benchmark::State& state) {
+  const int threads = static_cast<int>(state.range(0));
+  const size_t bytes = row_bytes(type_traits(DType::Q4_0), 2048) * 8192;
+  const char* env = std::getenv("FRUGAL_BENCH_STREAM_MB");
+  const size_t stream_bytes = env != nullptr && std::atol(env) > 0 ? static_cast<size_t>(std::atol(env)) << 20 : kStreamBytes;
+  const size_t n_copies = std::max<size_t>(1, stream_bytes / bytes + 1);
+  std::vector<std::vector<uint64_t>> copies(n_copies, std::vector<uint64_t>(bytes / 8, 1));
+  ThreadPool pool(threads);
+  std::vector<uint64_t> sums(threads * 8);
+  size_t i = 0;
+  for (auto _ : state) {
+    const std::vector<uint64_t>& c = copies[i++ % n_copies];
+    pool.run([&](int index, int count) {
+      const size_t n = c.size(), begin = n * index / count, end = n * (index + 1) / count;
+      uint64_t sum = 0;
+      for (size_t k = begin; k < end; ++k) sum += c[k];
+      sums[index * 8] += sum;
+    });
+    benchmark::DoNotOptimize(sums.data());
+  }
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(bytes) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void register_all() {
+  benchmark::RegisterBenchmark("memory/read/9MB", run_read)
+      ->ArgName("threads")->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
   for (DType type : kTypes) {
     const TypeTraits& t = type_traits(type);
     for (const Shape& shape : kShapes) {

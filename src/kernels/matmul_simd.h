@@ -367,8 +367,10 @@ class NextTilePrefetch {
       : next_(w.row(r0) + lanes * w.row_bytes),
         end_(w.data + w.rows * w.row_bytes),
         slice_((static_cast<int64_t>(lanes * w.row_bytes) / n_blocks + 63) / 64 * 64),
-        to_l1_(lanes * w.row_bytes <= 12 * 1024) {}
+        to_l1_(lanes * w.row_bytes <= 12 * 1024),
+        enabled_(lanes * w.row_bytes <= 64 * 1024) {}
   void step() {
+    if (!enabled_) return;
     if (to_l1_) {
       for (int64_t offset = 0; offset < slice_ && next_ < end_; offset += 64, next_ += 64) {
         _mm_prefetch(reinterpret_cast<const char*>(next_), _MM_HINT_T0);
@@ -387,6 +389,11 @@ class NextTilePrefetch {
   // Two tiles of long rows (1536 columns) do not fit in L1 next to the activations: those are
   // prefetched to L2 only.
   bool to_l1_;
+  // Tiles of very long rows (over 64 KB: 16 rows of 8192 Q4_K/Q6_K/Q8_0 columns) are left to the
+  // hardware prefetchers, which follow each row's long sequential run; software prefetches on
+  // top measured 10-20% slower there (kernels_bench 8192to2048 decode), while below they help
+  // by as much (2048to8192).
+  bool enabled_;
 };
 
 template <class S, class D>

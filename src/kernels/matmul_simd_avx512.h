@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/matmul_simd.h"
 
@@ -111,6 +112,14 @@ inline __m512 halves_to_float(__m512i words) {
   return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(words));
 }
 
+// -v exactly (the sign flipped, as the decoders' unary minus; 0 - v would turn -0 into +0).
+inline __m512 negate(__m512 v) { return _mm512_xor_ps(v, _mm512_set1_ps(-0.0f)); }
+
+// Byte n (0..15) of each row's 16-byte window held as 4 transposed words (rows16_words4), as int32.
+inline __m512i window_byte(const __m512i w[4], int n) {
+  return _mm512_and_si512(_mm512_srli_epi32(w[n / 4], 8 * (n % 4)), _mm512_set1_epi32(0xff));
+}
+
 // 16 bytes of 16 rows (`row_bytes` apart) -> z[j] = 32-bit word j of every row: the rows go
 // into 4 registers of 4 rows, then vpermt2d + vshufi64x2 transpose them.
 inline void rows16_words4(const uint8_t* p, size_t row_bytes, __m512i z[4]) {
@@ -163,6 +172,51 @@ class NibbleTile {
   __m512i offsets_;
 };
 
+// Q5_0 / Q5_1 blocks of a full 16-row tile: the nibbles as NibbleTile, and the fifth bits from
+// qh (bit e of the 32-bit qh is the fifth bit of element e, as dequantize_row_q5_0 in
+// ggml-quants.c), gathered as one word per row: a byte shuffle copies qh byte e / 8 into the 4
+// bytes of each step and a bit test selects bit e % 8, adding 0x10 where it is set.
+template <bool kVnni, bool kHasMin>
+class Nibble5Tile {
+ public:
+  static constexpr bool kAvailable = true;
+  using Block = std::conditional_t<kHasMin, BlockQ5_1, BlockQ5_0>;
+  Nibble5Tile(const WeightMatrix& w, int64_t r0)
+      : base_(w.row(r0)), row_bytes_(w.row_bytes), offsets_(row_offsets(w.row_bytes)) {}
+  void load(int64_t b, __m512i steps[8], __m512& dw, __m512& mw) const {
+    const uint8_t* p = base_ + b * sizeof(Block);
+    __m512i z[4];
+    rows16_words4(p + offsetof(Block, qs), row_bytes_, z);
+    const __m512i m4 = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
+    const __m512i qh = _mm512_i32gather_epi32(offsets_, p + offsetof(Block, qh), 1);
+    // Byte n of every word replicated into its 4 bytes (vpshufb indexes within 128-bit lanes).
+    const __m512i spread = _mm512_set_epi32(0x0c0c0c0c, 0x08080808, 0x04040404, 0, 0x0c0c0c0c, 0x08080808, 0x04040404, 0,
+                                            0x0c0c0c0c, 0x08080808, 0x04040404, 0, 0x0c0c0c0c, 0x08080808, 0x04040404, 0);
+    // Bits 0-3 (steps of even j) and 4-7 (odd j) of the replicated byte, one per byte of a word.
+    const __m512i bits_even = _mm512_set1_epi32(0x08040201), bits_odd = _mm512_set1_epi32(static_cast<int>(0x80402010u));
+#pragma GCC unroll 4
+    for (int n = 0; n < 4; ++n) {
+      // qh byte n holds the fifth bits of elements 8n..8n+7: steps 2n, 2n+1 (n < 2, low nibbles)
+      // or 2n - 4, 2n - 3 (n >= 2, high nibbles, elements 16 + ...).
+      const __m512i rep = _mm512_shuffle_epi8(qh, _mm512_add_epi8(spread, _mm512_set1_epi8(static_cast<char>(n))));
+      for (int odd = 0; odd < 2; ++odd) {
+        const int j = (2 * n + odd) % 4;
+        const __m512i nib = n < 2 ? _mm512_and_si512(z[j], m4) : _mm512_and_si512(_mm512_srli_epi16(z[j], 4), m4);
+        const __mmask64 set = _mm512_test_epi8_mask(rep, odd ? bits_odd : bits_even);
+        steps[2 * n + odd] = _mm512_mask_add_epi8(nib, set, nib, bit4);
+      }
+    }
+    const __m512i header = _mm512_i32gather_epi32(offsets_, p, 1);
+    dw = halves_to_float<false>(header);
+    mw = kHasMin ? halves_to_float<true>(header) : _mm512_mul_ps(dw, _mm512_set1_ps(-16.0f));
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_;
+  __m512i offsets_;
+};
+
 // Q8_0 blocks of a full 16-row tile: the 32 code bytes of each row (at +2) transposed in
 // registers; with VNNI the codes are shifted to unsigned (+128, offset folded into mw).
 template <bool kVnni>
@@ -189,28 +243,32 @@ class Q8Tile {
   __m512i offsets_;
 };
 
-// Q4_K super-blocks of a full 16-row tile: the 16-byte headers (d, dmin, 12 bytes of packed
-// 6-bit scales and mins) are transposed to 4 words per row and unpacked lane-wise (the packing
-// of get_scale_min_k4 in ggml-quants.c); each 32-byte chunk of nibbles gives sub-block 2g (low
-// nibbles) and 2g + 1 (high nibbles).
-template <bool kVnni>
-class Q4KTile {
+// Q4_K / Q5_K super-blocks of a full 16-row tile: the 16-byte headers (d, dmin, 12 bytes of
+// packed 6-bit scales and mins) are transposed to 4 words per row and unpacked lane-wise (the
+// packing of get_scale_min_k4 in ggml-quants.c); each 32-byte chunk of nibbles gives sub-block
+// 2g (low nibbles) and 2g + 1 (high nibbles). Q5_K's qh (32 bytes, bit j of qh[l] the fifth bit
+// of element 32j + l) is transposed once per block like the nibbles and shifted to bit 4.
+template <bool kVnni, bool kFive = false>
+class Q45KTile {
  public:
   static constexpr bool kAvailable = true;
-  Q4KTile(const WeightMatrix& w, int64_t r0) : base_(w.row(r0)), row_bytes_(w.row_bytes) {}
+  Q45KTile(const WeightMatrix& w, int64_t r0) : base_(w.row(r0)), row_bytes_(w.row_bytes) {}
   template <class Fn>
   void for_each_sub(int64_t b, Fn&& fn) const {
-    const uint8_t* p = base_ + b * sizeof(BlockQ4_K);
+    using Block = std::conditional_t<kFive, BlockQ5_K, BlockQ4_K>;
+    const uint8_t* p = base_ + b * sizeof(Block);
     __m512i h[4];  // d | dmin << 16, then scale bytes 0-3, 4-7, 8-11
     rows16_words4(p, row_bytes_, h);
     const __m512 d = halves_to_float<false>(h[0]);
-    const __m512 neg_dmin = _mm512_sub_ps(_mm512_setzero_ps(), halves_to_float<true>(h[0]));
+    const __m512 neg_dmin = negate(halves_to_float<true>(h[0]));
     const __m512i m6 = _mm512_set1_epi32(63), m4 = _mm512_set1_epi32(15), m3 = _mm512_set1_epi32(3);
-    const __m512i nibble = _mm512_set1_epi8(0x0f);
+    const __m512i nibble = _mm512_set1_epi8(0x0f), bit4 = _mm512_set1_epi8(0x10);
+    __m512i qh[8];
+    if constexpr (kFive) SimdAvx512<kVnni>::rows_to_steps(p + offsetof(BlockQ5_K, qh), static_cast<int64_t>(row_bytes_), qh);
 #pragma GCC unroll 4
     for (int g = 0; g < 4; ++g) {
       __m512i z[8];
-      SimdAvx512<kVnni>::rows_to_steps(p + 16 + 32 * g, static_cast<int64_t>(row_bytes_), z);
+      SimdAvx512<kVnni>::rows_to_steps(p + offsetof(Block, qs) + 32 * g, static_cast<int64_t>(row_bytes_), z);
 #pragma GCC unroll 2
       for (int half = 0; half < 2; ++half) {
         const int j = 2 * g + half;
@@ -228,8 +286,114 @@ class Q4KTile {
         __m512i steps[8];
         for (int k = 0; k < 8; ++k) {
           steps[k] = half == 0 ? _mm512_and_si512(z[k], nibble) : _mm512_and_si512(_mm512_srli_epi16(z[k], 4), nibble);
+          if constexpr (kFive) {
+            // Bit j of each qh byte to bit 4 (16-bit shifts of at most 4 left / 3 right never
+            // carry a bit across bytes into bit 4).
+            const __m512i high = j <= 4 ? _mm512_slli_epi16(qh[k], 4 - j) : _mm512_srli_epi16(qh[k], j - 4);
+            steps[k] = _mm512_ternarylogic_epi32(steps[k], high, bit4, 0xf8);  // a | (b & c)
+          }
         }
         fn(j, steps, _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc)), _mm512_mul_ps(neg_dmin, _mm512_cvtepi32_ps(m)));
+      }
+    }
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_;
+};
+
+// Q2_K super-blocks of a full 16-row tile: the 16 scale bytes (low nibble the scale, high the
+// minimum, as dequantize_row_q2_K in ggml-quants.c) transposed to 4 words per row, d and dmin
+// gathered; each 32-byte half of qs, transposed, gives 4 element groups 128h + 32k + l as bits
+// 2k..2k+1 of every byte, 2 sub-blocks of 16 each.
+template <bool kVnni>
+class Q2KTile {
+ public:
+  static constexpr bool kAvailable = true;
+  Q2KTile(const WeightMatrix& w, int64_t r0)
+      : base_(w.row(r0)), row_bytes_(w.row_bytes), offsets_(row_offsets(w.row_bytes)) {}
+  template <class Fn>
+  void for_each_sub(int64_t b, Fn&& fn) const {
+    const uint8_t* p = base_ + b * sizeof(BlockQ2_K);
+    __m512i sc4[4];  // scale bytes 4i..4i+3 of every row
+    rows16_words4(p + offsetof(BlockQ2_K, scales), row_bytes_, sc4);
+    const __m512i header = _mm512_i32gather_epi32(offsets_, p + offsetof(BlockQ2_K, d), 1);
+    const __m512 d = halves_to_float<false>(header);
+    const __m512 neg_dmin = negate(halves_to_float<true>(header));
+    const __m512i m3 = _mm512_set1_epi8(3), low4 = _mm512_set1_epi32(15);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      __m512i q[8];
+      SimdAvx512<kVnni>::rows_to_steps(p + offsetof(BlockQ2_K, qs) + 32 * h, static_cast<int64_t>(row_bytes_), q);
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        __m512i codes[8];
+        for (int s = 0; s < 8; ++s) codes[s] = _mm512_and_si512(_mm512_srli_epi16(q[s], 2 * k), m3);
+#pragma GCC unroll 2
+        for (int part = 0; part < 2; ++part) {
+          const int i = 8 * h + 2 * k + part;  // sub-block of steps 4 * part .. 4 * part + 3
+          const __m512i sc = window_byte(sc4, i);
+          const __m512 dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(sc, low4)));
+          const __m512 mw = _mm512_mul_ps(neg_dmin, _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)));
+          fn(i, codes + 4 * part, dw, mw);
+        }
+      }
+    }
+  }
+
+ private:
+  const uint8_t* base_;
+  size_t row_bytes_;
+  __m512i offsets_;
+};
+
+// Q3_K super-blocks of a full 16-row tile: the 2 low bits as Q2_K, the third from bit 4h + k of
+// hmask[l] (transposed once per block), codes low | high << 2 with an offset of 4; the 16-byte
+// window ending the block (2 bytes of qs, the 12 bytes of packed 6-bit signed scales, d) is
+// transposed to 4 words per row (scales unpacked as dequantize_row_q3_K in ggml-quants.c).
+template <bool kVnni>
+class Q3KTile {
+ public:
+  static constexpr bool kAvailable = true;
+  Q3KTile(const WeightMatrix& w, int64_t r0) : base_(w.row(r0)), row_bytes_(w.row_bytes) {}
+  template <class Fn>
+  void for_each_sub(int64_t b, Fn&& fn) const {
+    using Simd = SimdAvx512<kVnni>;
+    const uint8_t* p = base_ + b * sizeof(BlockQ3_K);
+    constexpr int kWindow = static_cast<int>(sizeof(BlockQ3_K)) - 16;  // scale byte n at 2 + n, d at 14
+    static_assert(offsetof(BlockQ3_K, scales) == kWindow + 2 && offsetof(BlockQ3_K, d) == kWindow + 14);
+    __m512i win[4];
+    rows16_words4(p + kWindow, row_bytes_, win);
+    const __m512 d = halves_to_float<true>(win[3]);
+    const __m512 neg4d = _mm512_mul_ps(_mm512_set1_ps(-4.0f), d);  // -4.0f * d, as DecodeQ3_K
+    __m512i hm[8];
+    Simd::rows_to_steps(p + offsetof(BlockQ3_K, hmask), static_cast<int64_t>(row_bytes_), hm);
+    const __m512i m3 = _mm512_set1_epi8(3), bit2 = _mm512_set1_epi8(4);
+    const __m512i low4 = _mm512_set1_epi32(15), two = _mm512_set1_epi32(3), bias = _mm512_set1_epi32(32);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      __m512i q[8];
+      Simd::rows_to_steps(p + offsetof(BlockQ3_K, qs) + 32 * h, static_cast<int64_t>(row_bytes_), q);
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        const int bit = 4 * h + k;
+        __m512i codes[8];
+        for (int s = 0; s < 8; ++s) {
+          const __m512i low = _mm512_and_si512(_mm512_srli_epi16(q[s], 2 * k), m3);
+          // Bit `bit` of each hmask byte to bit 2 (no carry across bytes reaches bit 2).
+          const __m512i high = bit >= 2 ? _mm512_srli_epi16(hm[s], bit - 2) : _mm512_slli_epi16(hm[s], 2 - bit);
+          codes[s] = _mm512_ternarylogic_epi32(low, high, bit2, 0xf8);  // a | (b & c)
+        }
+#pragma GCC unroll 2
+        for (int part = 0; part < 2; ++part) {
+          const int i = 8 * h + 2 * k + part;
+          const __m512i low = i < 8 ? _mm512_and_si512(window_byte(win, 2 + i), low4)
+                                    : _mm512_srli_epi32(window_byte(win, 2 + i - 8), 4);
+          const __m512i high = _mm512_and_si512(_mm512_srli_epi32(window_byte(win, 10 + i % 4), 2 * (i / 4)), two);
+          const __m512 sc = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(low, _mm512_slli_epi32(high, 4)), bias));
+          fn(i, codes + 4 * part, _mm512_mul_ps(d, sc), _mm512_mul_ps(neg4d, sc));
+        }
       }
     }
   }
@@ -321,8 +485,28 @@ struct FastTile<SimdAvx512<false>, DecodeQ8_0Signed> : OneSubBlock<Q8Tile<false>
   using OneSubBlock::OneSubBlock;
 };
 template <bool V>
-struct FastTile<SimdAvx512<V>, DecodeQ45_K<false>> : Q4KTile<V> {
-  using Q4KTile<V>::Q4KTile;
+struct FastTile<SimdAvx512<V>, DecodeQ5_0> : OneSubBlock<Nibble5Tile<V, false>, SimdAvx512<V>> {
+  using OneSubBlock<Nibble5Tile<V, false>, SimdAvx512<V>>::OneSubBlock;
+};
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ5_1> : OneSubBlock<Nibble5Tile<V, true>, SimdAvx512<V>> {
+  using OneSubBlock<Nibble5Tile<V, true>, SimdAvx512<V>>::OneSubBlock;
+};
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ45_K<false>> : Q45KTile<V, false> {
+  using Q45KTile<V, false>::Q45KTile;
+};
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ45_K<true>> : Q45KTile<V, true> {
+  using Q45KTile<V, true>::Q45KTile;
+};
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ2_K> : Q2KTile<V> {
+  using Q2KTile<V>::Q2KTile;
+};
+template <bool V>
+struct FastTile<SimdAvx512<V>, DecodeQ3_K> : Q3KTile<V> {
+  using Q3KTile<V>::Q3KTile;
 };
 template <bool V>
 struct FastTile<SimdAvx512<V>, DecodeQ6_K> : Q6KTile<V> {
