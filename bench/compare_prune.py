@@ -187,9 +187,11 @@ def markdown(report):
              f"(`frugal prune`'s default is 16384; fewer here so the run fits a shared machine).", "",
              "Sparsity is the measured fraction of decoder-block matrix weights that are exactly 0 (q8_0/q4_0 blocks "
              "decoded), or for structured rows (layers, width) the fraction of decoder-block parameters removed. Pruned "
-             "files are stored densely (Q4_1 has no exact 0, so pruned matrices become q8_0 unless the joint row quantizes "
-             "them), so unstructured sparsity makes files larger than the reference, not smaller, until compact sparse "
-             "storage exists. bpw = 8 × tensor bytes / parameters of the row's own file.", "",
+             "files are stored densely unless the row says otherwise (Q4_1 has no exact 0, so pruned matrices become q8_0 "
+             "unless the joint row quantizes them), so their sparsity makes files larger than the reference, not smaller; "
+             "the rows 'stored as sparse-q8/sparse-q4/nm-q8/nm-q4' keep only the non-zeros (docs/SPARSE_FORMATS.md). "
+             "The embedding and output matrix stay dense in every row. "
+             "bpw = 8 × tensor bytes / parameters of the row's own file.", "",
              "| row | method | settings | sparsity % | bpw | MiB | PPL | ΔPPL % | KLD mean | KLD p99 | same top % "
              "| HellaSwag % | SST-2 % | decode t/s | compress s |",
              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -219,7 +221,10 @@ def markdown(report):
 
 STYLES = {"magnitude": ("tab:gray", "o"), "Wanda": ("tab:blue", "s"), "Wanda + OWL": ("tab:cyan", "s"),
           "SparseGPT": ("tab:green", "D"), "SparseGPT + OWL": ("lime", "D"), "SparseGPT + 4-bit": ("tab:olive", "P"),
-          "GPTQ": ("tab:red", "x"), "layers": ("tab:purple", "v"), "width": ("tab:orange", "^")}
+          "GPTQ": ("tab:red", "x"), "layers": ("tab:purple", "v"), "width": ("tab:orange", "^"),
+          # compact sparse storage: stars, in the colour of the method that pruned them, one shade per format
+          "SparseGPT, sparse-q8": ("darkgreen", "*"), "SparseGPT, sparse-q4": ("mediumseagreen", "*"),
+          "SparseGPT, nm-q8": ("darkslategray", "*"), "SparseGPT, nm-q4": ("teal", "*")}
 
 
 def plots(report, out_dir, name):
@@ -233,7 +238,7 @@ def plots(report, out_dir, name):
     rows = [r for r in report["rows"][1:] if "error" not in r and r.get("kld_mean")]
     ref = report["rows"][0]
     written = []
-    for xkey, xlabel, suffix in (("bpw", "bits per weight (all tensors, dense storage)", "kld_vs_bpw"),
+    for xkey, xlabel, suffix in (("bpw", "bits per weight (all tensors, as stored)", "kld_vs_bpw"),
                                  ("decode_ts", "decode tokens/s (frugal bench, shared machine)", "kld_vs_speed")):
         fig, ax = plt.subplots(figsize=(10, 6.5))
         seen = set()
@@ -241,7 +246,7 @@ def plots(report, out_dir, name):
             if r.get(xkey) is None:
                 continue
             color, marker = STYLES.get(r["method"], ("black", "*"))
-            ax.scatter(r[xkey], r["kld_mean"], c=color, marker=marker, s=45, zorder=3,
+            ax.scatter(r[xkey], r["kld_mean"], c=color, marker=marker, s=90 if marker == "*" else 45, zorder=3,
                        label=r["method"] if r["method"] not in seen else None)
             seen.add(r["method"])
             ax.annotate(r["id"], (r[xkey], r["kld_mean"]), textcoords="offset points", xytext=(4, 3), fontsize=6.5, color=color)
