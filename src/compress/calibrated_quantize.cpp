@@ -54,6 +54,11 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   const int64_t n = pass->tokens();
   const int64_t embd = c.n_embd;
 
+  // The compressors share the calibration pass's threads (they run between its matmuls).
+  compress::GptqOptions gptq = options.gptq;
+  gptq.pool = &pass->pool();
+  compress::AwqOptions awq = options.awq;
+  awq.pool = &pass->pool();
   std::map<std::string, EncodedTensor> out;
   compress::WorkingLayer working;
   auto matrix = [&](BlockMatrix m) { return Working{working.name(m), std::move(working.matrix(m)), {}}; };
@@ -70,12 +75,12 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   // GPTQ on one group of matrices sharing the input `in` (n rows of `cols`).
   auto gptq_group = [&](std::vector<Working*> group, const float* in, int64_t cols) -> Status {
     HessianAccumulator accumulator(cols);
-    accumulator.add(in, n);
+    accumulator.add(in, n, 0, &pass->pool());
     const std::vector<double> hessian = accumulator.hessian();
-    FRUGAL_ASSIGN_OR_RETURN(GptqHessian prepared, compress::gptq_prepare(hessian.data(), cols, options.gptq));
+    FRUGAL_ASSIGN_OR_RETURN(GptqHessian prepared, compress::gptq_prepare(hessian.data(), cols, gptq));
     for (Working* w : group) {
       auto result = compress::gptq_quantize(w->m.values.data(), w->m.rows, w->m.cols, prepared, options.target_for(w->name, w->m.cols),
-                                            options.gptq);
+                                            gptq);
       if (!result) return Status::error("GPTQ on '" + w->name + "': " + result.status().message());
       out[w->name] = encode_quantized(result->quantized);
       w->m.values = std::move(result->quantized.values);
@@ -90,7 +95,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     std::vector<compress::AwqWeight> weights;
     for (Working* w : group) weights.push_back({w->m.values.data(), w->m.rows});
     const QuantTarget target = options.target_for(group[0]->name, cols);
-    auto result = compress::awq_quantize(weights, cols, in, n, target, options.awq);
+    auto result = compress::awq_quantize(weights, cols, in, n, target, awq);
     if (!result) return Status::error("AWQ on '" + group[0]->name + "': " + result.status().message());
     std::vector<float> importance;
     for (size_t i = 0; i < group.size(); ++i) {
@@ -107,7 +112,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
           for (int64_t j = 0; j < cols; ++j) scaled[r * cols + j] *= result->scales[j];
         }
         result->quantized[i] = compress::quantize_matrix(own, scaled.data(), w.m.rows, cols, importance.data(),
-                                                         compress::GridFit::kSearch);
+                                                         compress::GridFit::kSearch, &pass->pool());
       }
       out[w.name] = encode_quantized(result->quantized[i]);
       w.m.values = std::move(result->quantized[i].values);
@@ -118,7 +123,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   auto weighted_rtn = [&](Working& w, const float* in) {
     const std::vector<float> importance = column_square_sums(in, w.m.cols);
     auto quantized = compress::quantize_matrix(options.target_for(w.name, w.m.cols), w.m.values.data(), w.m.rows, w.m.cols,
-                                               importance.data(), compress::GridFit::kSearch);
+                                               importance.data(), compress::GridFit::kSearch, &pass->pool());
     out[w.name] = encode_quantized(quantized);
     w.m.values = std::move(quantized.values);
   };
