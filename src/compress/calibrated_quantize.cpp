@@ -60,6 +60,21 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   compress::AwqOptions awq = options.awq;
   awq.pool = &pass->pool();
   std::map<std::string, EncodedTensor> out;
+  // Progress in thousands of weights quantized, reported after every group of matrices: layers
+  // cost alike, and within a layer a matrix's cost grows with its size, so the bar's rate (and
+  // ETA) is honest from the first group on, not only at layer ends.
+  int64_t weights_total = 0, weights_done = 0;
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+    for (names::BlockMatrix m : names::kBlockMatrices) {
+      const WeightMatrix& w = model.layers()[layer].matrix(m);
+      weights_total += w.rows * w.cols;
+    }
+  }
+  auto progress = [&](int64_t weights) {
+    weights_done += weights;
+    if (on_layer) on_layer(weights_done / 1000, weights_total / 1000);
+  };
+  progress(0);
   compress::WorkingLayer working;
   auto matrix = [&](BlockMatrix m) { return Working{working.name(m), std::move(working.matrix(m)), {}}; };
   // Puts a quantized matrix back into the layer the forward pass multiplies by.
@@ -194,6 +209,9 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     std::vector<Working*> pointers;
     for (Working& w : group) pointers.push_back(&w);
     auto scales = quantize_group(pointers, in, cols);
+    int64_t weights = 0;
+    for (const Working& w : group) weights += w.m.rows * w.m.cols;
+    progress(weights);
     size_t i = 0;
     for (BlockMatrix m : which) put_back(group[i++], m);
     return scales;
@@ -237,6 +255,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
             auto s = quantize_group(group, x, cols);
             if (!s) return s.status();
           }
+          progress(wo.m.rows * wo.m.cols);
           put_back(wo, BlockMatrix::kAttnOutput);
           return Status::ok();
         }
@@ -272,7 +291,6 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     }
     FRUGAL_RETURN_IF_ERROR(pass->ffn(layer, &working));
     if (sink) FRUGAL_RETURN_IF_ERROR(sink(out, layer + 1));
-    if (on_layer) on_layer(layer + 1, c.n_layer);
   }
   return out;
 }

@@ -240,6 +240,7 @@ Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& m
   };
 
   compress::WorkingLayer working;
+  if (on_layer) on_layer(0, c.n_layer);  // starts the progress clock before the first layer's work
   if (!plan.needs_calibration) {
     // Magnitude looks at the weights alone.
     for (int64_t layer = 0; layer < c.n_layer; ++layer) {
