@@ -89,10 +89,18 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   };
   // GPTQ on one group of matrices sharing the input `in` (n rows of `cols`).
   auto gptq_group = [&](std::vector<Working*> group, const float* in, int64_t cols) -> Status {
-    HessianAccumulator accumulator(cols);
-    accumulator.add(in, n, 0, &pass->pool());
-    const std::vector<double> hessian = accumulator.hessian();
-    FRUGAL_ASSIGN_OR_RETURN(GptqHessian prepared, compress::gptq_prepare(hessian.data(), cols, gptq));
+    // The accumulator's sum and H are freed as soon as they are used: at width 8192 each is
+    // 0.5 GB, and only U (float) is needed for the sweep.
+    GptqHessian prepared;
+    {
+      std::vector<double> hessian;
+      {
+        HessianAccumulator accumulator(cols);
+        accumulator.add(in, n, 0, &pass->pool());
+        hessian = accumulator.hessian();
+      }
+      FRUGAL_ASSIGN_OR_RETURN(prepared, compress::gptq_prepare(hessian.data(), cols, gptq));
+    }
     for (Working* w : group) {
       auto result = compress::gptq_quantize(w->m.values.data(), w->m.rows, w->m.cols, prepared, options.target_for(w->name, w->m.cols),
                                             gptq);

@@ -44,7 +44,7 @@ TEST_F(CompressThreadsFile, QuantizeWritesTheSameBytesForAnyThreadCount) {
       options.method = method;
       options.format = "q4_k";
       options.calibration_path = dir_ + "/calib.txt";
-      options.calibration_tokens = 512;
+      options.calibration_tokens = 256;
       options.n_threads = threads;
       const std::string out = dir_ + "/" + method + std::to_string(threads) + ".gguf";
       auto report = quantize_model(in_, out, options, nullptr);
