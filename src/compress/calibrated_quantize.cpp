@@ -60,21 +60,35 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   compress::AwqOptions awq = options.awq;
   awq.pool = &pass->pool();
   std::map<std::string, EncodedTensor> out;
-  // Progress in thousands of weights quantized, reported after every group of matrices: layers
-  // cost alike, and within a layer a matrix's cost grows with its size, so the bar's rate (and
-  // ETA) is honest from the first group on, not only at layer ends.
-  int64_t weights_total = 0, weights_done = 0;
-  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
-    for (names::BlockMatrix m : names::kBlockMatrices) {
-      const WeightMatrix& w = model.layers()[layer].matrix(m);
-      weights_total += w.rows * w.cols;
+  // Progress in estimated millions of multiply-adds, reported after every group of matrices, so
+  // the bar's rate and ETA are honest from the first group on: on a 1B model GPTQ spends most of
+  // a layer on the 8192-wide down projection (its n^3 factorization and rows x n^2 sweep), which
+  // a count of weights would rate like gate or up. The forward pass adds tokens x weights.
+  auto group_cost = [&](int64_t rows, int64_t cols, bool attention_output) -> double {
+    const double r = static_cast<double>(rows), k = static_cast<double>(cols), t = static_cast<double>(n);
+    double cost = t * r * k;  // the forward pass through these matrices
+    if (method == CalibratedMethod::kGptq) {
+      cost += t * k * k / 2 + k * k * k / 2 + r * k * k / 2;  // X^T X, Cholesky + inverse, sweep
+    } else if (method == CalibratedMethod::kAwq && !attention_output) {
+      // Gram matrix, and each scale candidate's output error over min(tokens, cols) sketch rows.
+      cost += t * k * k / 2 + (options.awq.alpha_grid + 2) * r * k * static_cast<double>(std::min(n, cols));
     }
-  }
-  auto progress = [&](int64_t weights) {
-    weights_done += weights;
-    if (on_layer) on_layer(weights_done / 1000, weights_total / 1000);
+    return cost / 1e6;
   };
-  progress(0);
+  double cost_total = 0.0, cost_done = 0.0;
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+    const LayerWeights& lw = model.layers()[layer];
+    auto rows = [&](BlockMatrix m) { return lw.matrix(m).rows; };
+    cost_total += group_cost(rows(BlockMatrix::kQ) + rows(BlockMatrix::kK) + rows(BlockMatrix::kV), lw.matrix(BlockMatrix::kQ).cols, false);
+    cost_total += group_cost(rows(BlockMatrix::kAttnOutput), lw.matrix(BlockMatrix::kAttnOutput).cols, true);
+    cost_total += group_cost(rows(BlockMatrix::kGate) + rows(BlockMatrix::kUp), lw.matrix(BlockMatrix::kGate).cols, false);
+    cost_total += group_cost(rows(BlockMatrix::kDown), lw.matrix(BlockMatrix::kDown).cols, false);
+  }
+  auto progress = [&](double cost) {
+    cost_done += cost;
+    if (on_layer) on_layer(static_cast<int64_t>(cost_done), static_cast<int64_t>(cost_total));
+  };
+  progress(0.0);
   compress::WorkingLayer working;
   auto matrix = [&](BlockMatrix m) { return Working{working.name(m), std::move(working.matrix(m)), {}}; };
   // Puts a quantized matrix back into the layer the forward pass multiplies by.
@@ -217,9 +231,9 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     std::vector<Working*> pointers;
     for (Working& w : group) pointers.push_back(&w);
     auto scales = quantize_group(pointers, in, cols);
-    int64_t weights = 0;
-    for (const Working& w : group) weights += w.m.rows * w.m.cols;
-    progress(weights);
+    int64_t rows = 0;
+    for (const Working& w : group) rows += w.m.rows;
+    progress(group_cost(rows, cols, false));
     size_t i = 0;
     for (BlockMatrix m : which) put_back(group[i++], m);
     return scales;
@@ -263,7 +277,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
             auto s = quantize_group(group, x, cols);
             if (!s) return s.status();
           }
-          progress(wo.m.rows * wo.m.cols);
+          progress(group_cost(wo.m.rows, wo.m.cols, true));
           put_back(wo, BlockMatrix::kAttnOutput);
           return Status::ok();
         }
