@@ -124,7 +124,7 @@ int command_quantize(const std::vector<std::string>& argv) {
       if (progress) progress->finish();
       phase_total = n;
       progress = std::make_unique<ProgressBar>(what.rfind("layer", 0) == 0 ? "calibrate" : "quantize", n,
-                                               what.rfind("layer", 0) == 0 ? "layers" : "tensors");
+                                               what.rfind("layer", 0) == 0 ? "M multiply-adds" : "tensors");
     }
     progress->update(done);
   });

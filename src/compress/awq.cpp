@@ -8,6 +8,7 @@
 
 #include "base/check.h"
 #include "compress/gptq.h"
+#include "compress/parallel.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -76,7 +77,7 @@ struct ActivationSketch {
   std::vector<int64_t> length;   // per row: nonzero prefix rounded up to 8
 };
 
-ActivationSketch make_sketch(const float* x, int64_t tokens, int64_t cols, const std::vector<double>& gram) {
+ActivationSketch make_sketch(const float* x, int64_t tokens, int64_t cols, const std::vector<double>& gram, ThreadPool* pool) {
   ActivationSketch s;
   s.stride = round_up8(cols);
   if (tokens <= cols) {
@@ -96,7 +97,7 @@ ActivationSketch make_sketch(const float* x, int64_t tokens, int64_t cols, const
   for (double jitter = 1e-9;; jitter *= 100.0) {
     v = gram;
     for (int64_t i = 0; i < cols; ++i) v[static_cast<size_t>(i * cols + i)] += jitter * mean_diag;
-    if (factor_upper_cholesky(v.data(), cols)) break;
+    if (factor_upper_cholesky(v.data(), cols, pool)) break;
     FRUGAL_CHECK(jitter < 1e-2);  // a Gram matrix plus 1% of its mean diagonal is positive definite
   }
   s.rows = cols;
@@ -109,19 +110,29 @@ ActivationSketch make_sketch(const float* x, int64_t tokens, int64_t cols, const
   return s;
 }
 
-// Sum over the `count` rows d_r (stride floats each, zero padded) of ||Z d_r||^2.
-double sketch_error(const ActivationSketch& s, const float* d, int64_t count) {
-  double total = 0.0;
-  for (int64_t r = 0; r < count; r += 4) {
-    const float* a[4];
-    for (int k = 0; k < 4; ++k) a[k] = d + std::min(r + k, count - 1) * s.stride;
-    const int live = static_cast<int>(std::min<int64_t>(4, count - r));
-    for (int64_t k = 0; k < s.rows; ++k) {
-      float out[4];
-      dot4(a[0], a[1], a[2], a[3], s.z.data() + k * s.stride, s.length[static_cast<size_t>(k)], out);
-      for (int j = 0; j < live; ++j) total += static_cast<double>(out[j]) * out[j];
+// Sum over the `count` rows d_r (stride floats each, zero padded) of ||Z d_r||^2. Row quads are
+// split over the threads; each quad's sum is kept apart and the quads are added in order, so the
+// total does not depend on the thread count.
+double sketch_error(const ActivationSketch& s, const float* d, int64_t count, ThreadPool* pool) {
+  const int64_t quads = (count + 3) / 4;
+  std::vector<double> partial(static_cast<size_t>(quads), 0.0);
+  for_chunks(pool, quads, [&](int64_t q0, int64_t q1, int) {
+    for (int64_t quad = q0; quad < q1; ++quad) {
+      const int64_t r = quad * 4;
+      const float* a[4];
+      for (int k = 0; k < 4; ++k) a[k] = d + std::min(r + k, count - 1) * s.stride;
+      const int live = static_cast<int>(std::min<int64_t>(4, count - r));
+      double total = 0.0;
+      for (int64_t k = 0; k < s.rows; ++k) {
+        float out[4];
+        dot4(a[0], a[1], a[2], a[3], s.z.data() + k * s.stride, s.length[static_cast<size_t>(k)], out);
+        for (int j = 0; j < live; ++j) total += static_cast<double>(out[j]) * out[j];
+      }
+      partial[static_cast<size_t>(quad)] = total;
     }
-  }
+  });
+  double total = 0.0;
+  for (double p : partial) total += p;
   return total;
 }
 
@@ -147,9 +158,9 @@ Result<AwqResult> awq_quantize(std::span<const AwqWeight> weights, int64_t cols,
   }
   for (double& v : mean_abs) v /= static_cast<double>(tokens);
   HessianAccumulator acc(c, HessianAccumulator::Precision::kFloat64);
-  acc.add(x, tokens);
+  acc.add(x, tokens, 0, options.pool);
   const std::vector<double> gram = acc.gram();
-  const ActivationSketch sketch = make_sketch(x, tokens, c, gram);
+  const ActivationSketch sketch = make_sketch(x, tokens, c, gram, options.pool);
 
   int64_t max_rows = 0;
   for (const AwqWeight& wt : weights) max_rows = std::max(max_rows, wt.rows);
@@ -174,32 +185,36 @@ Result<AwqResult> awq_quantize(std::span<const AwqWeight> weights, int64_t cols,
   // the search fit are E[x^2] / s^2, the weight of a scaled-domain error in the output.
   auto quantize_scaled = [&](const AwqWeight& wt, const std::vector<float>& s, const float* limit,
                              int64_t clip_group) {
-    for (int64_t r = 0; r < wt.rows; ++r) {
-      for (int64_t i = 0; i < c; ++i) {
-        float v = wt.data[r * c + i] * s[static_cast<size_t>(i)];
-        if (limit != nullptr) {
-          const float l = limit[r * ((c + clip_group - 1) / clip_group) + i / clip_group];
-          v = std::clamp(v, -l, l);
+    for_chunks(options.pool, wt.rows, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t i = 0; i < c; ++i) {
+          float v = wt.data[r * c + i] * s[static_cast<size_t>(i)];
+          if (limit != nullptr) {
+            const float l = limit[r * ((c + clip_group - 1) / clip_group) + i / clip_group];
+            v = std::clamp(v, -l, l);
+          }
+          scaled[static_cast<size_t>(r * c + i)] = v;
         }
-        scaled[static_cast<size_t>(r * c + i)] = v;
       }
-    }
+    });
     for (int64_t i = 0; i < c; ++i) {
       const double si = s[static_cast<size_t>(i)];
       importance[static_cast<size_t>(i)] = static_cast<float>(gram[static_cast<size_t>(i * c + i)] / (si * si));
     }
-    return quantize_matrix(target, scaled.data(), wt.rows, c, importance.data(), options.fit);
+    return quantize_matrix(target, scaled.data(), wt.rows, c, importance.data(), options.fit, options.pool);
   };
   // ||X W^T - (X / s) Q^T||^2 = ||X (W - Q diag(1/s))^T||^2.
   auto output_error = [&](const AwqWeight& wt, const QuantizedMatrix* q, const std::vector<float>* s) {
-    for (int64_t r = 0; r < wt.rows; ++r) {
-      for (int64_t i = 0; i < c; ++i) {
-        float v = wt.data[r * c + i];
-        if (q != nullptr) v -= q->values[static_cast<size_t>(r * c + i)] / (*s)[static_cast<size_t>(i)];
-        diff[static_cast<size_t>(r * sketch.stride + i)] = v;
+    for_chunks(options.pool, wt.rows, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t i = 0; i < c; ++i) {
+          float v = wt.data[r * c + i];
+          if (q != nullptr) v -= q->values[static_cast<size_t>(r * c + i)] / (*s)[static_cast<size_t>(i)];
+          diff[static_cast<size_t>(r * sketch.stride + i)] = v;
+        }
       }
-    }
-    return sketch_error(sketch, diff.data(), wt.rows);
+    });
+    return sketch_error(sketch, diff.data(), wt.rows, options.pool);
   };
 
   AwqResult result;
@@ -265,23 +280,26 @@ Result<AwqResult> awq_quantize(std::span<const AwqWeight> weights, int64_t cols,
       const float ratio = 1.0f - static_cast<float>(k) / static_cast<float>(options.clip_grid);
       for (size_t i = 0; i < amax.size(); ++i) limit[i] = amax[i] * ratio;
       const QuantizedMatrix q = quantize_scaled(wt, s, limit.data(), group);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t g = 0; g < groups; ++g) {
-          const int64_t b = g * group, len = std::min(group, c - b);
-          const float* h = blocks.data() + g * group * group;
-          float* d = diff.data();  // scratch: the group's scaled-domain error
-          for (int64_t i = 0; i < len; ++i) {
-            d[i] = wt.data[r * c + b + i] * s[static_cast<size_t>(b + i)] - q.values[static_cast<size_t>(r * c + b + i)];
-          }
-          double e = 0.0;
-          for (int64_t i = 0; i < len; ++i) e += static_cast<double>(d[i]) * dot(h + i * group, d, len);
-          const size_t idx = static_cast<size_t>(r * groups + g);
-          if (k == 0 || e < best_err[idx]) {
-            best_err[idx] = e;
-            best_limit[idx] = limit[idx];
+      // Each (row, group) keeps its own best, so rows are split over the threads.
+      for_chunks(options.pool, rows, [&](int64_t r0, int64_t r1, int) {
+        float* d = diff.data() + r0 * sketch.stride;  // scratch of this chunk: a group's scaled-domain error
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t g = 0; g < groups; ++g) {
+            const int64_t b = g * group, len = std::min(group, c - b);
+            const float* h = blocks.data() + g * group * group;
+            for (int64_t i = 0; i < len; ++i) {
+              d[i] = wt.data[r * c + b + i] * s[static_cast<size_t>(b + i)] - q.values[static_cast<size_t>(r * c + b + i)];
+            }
+            double e = 0.0;
+            for (int64_t i = 0; i < len; ++i) e += static_cast<double>(d[i]) * dot(h + i * group, d, len);
+            const size_t idx = static_cast<size_t>(r * groups + g);
+            if (k == 0 || e < best_err[idx]) {
+              best_err[idx] = e;
+              best_limit[idx] = limit[idx];
+            }
           }
         }
-      }
+      });
     }
     clipped_q.push_back(quantize_scaled(wt, s, best_limit.data(), group));
     clipped_error += output_error(wt, &clipped_q.back(), &s);

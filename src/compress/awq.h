@@ -30,6 +30,9 @@ struct AwqOptions {
   // Quantizer applied to W * s: kMinMax = round-to-nearest as in the paper (the traits' encoder
   // for formats); kSearch = the importance-weighted grid search, with importance E[x^2] / s^2.
   GridFit fit = GridFit::kMinMax;
+  // Threads for the searches (rows of the weights are split over them); not owned, null = the
+  // calling thread only. The result is the same for any thread count.
+  ThreadPool* pool = nullptr;
 };
 
 struct AwqResult {

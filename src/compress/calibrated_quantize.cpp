@@ -54,7 +54,41 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   const int64_t n = pass->tokens();
   const int64_t embd = c.n_embd;
 
+  // The compressors share the calibration pass's threads (they run between its matmuls).
+  compress::GptqOptions gptq = options.gptq;
+  gptq.pool = &pass->pool();
+  compress::AwqOptions awq = options.awq;
+  awq.pool = &pass->pool();
   std::map<std::string, EncodedTensor> out;
+  // Progress in estimated millions of multiply-adds, reported after every group of matrices, so
+  // the bar's rate and ETA are honest from the first group on: on a 1B model GPTQ spends most of
+  // a layer on the 8192-wide down projection (its n^3 factorization and rows x n^2 sweep), which
+  // a count of weights would rate like gate or up. The forward pass adds tokens x weights.
+  auto group_cost = [&](int64_t rows, int64_t cols, bool attention_output) -> double {
+    const double r = static_cast<double>(rows), k = static_cast<double>(cols), t = static_cast<double>(n);
+    double cost = t * r * k;  // the forward pass through these matrices
+    if (method == CalibratedMethod::kGptq) {
+      cost += t * k * k / 2 + k * k * k / 2 + r * k * k / 2;  // X^T X, Cholesky + inverse, sweep
+    } else if (method == CalibratedMethod::kAwq && !attention_output) {
+      // Gram matrix, and each scale candidate's output error over min(tokens, cols) sketch rows.
+      cost += t * k * k / 2 + (options.awq.alpha_grid + 2) * r * k * static_cast<double>(std::min(n, cols));
+    }
+    return cost / 1e6;
+  };
+  double cost_total = 0.0, cost_done = 0.0;
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+    const LayerWeights& lw = model.layers()[layer];
+    auto rows = [&](BlockMatrix m) { return lw.matrix(m).rows; };
+    cost_total += group_cost(rows(BlockMatrix::kQ) + rows(BlockMatrix::kK) + rows(BlockMatrix::kV), lw.matrix(BlockMatrix::kQ).cols, false);
+    cost_total += group_cost(rows(BlockMatrix::kAttnOutput), lw.matrix(BlockMatrix::kAttnOutput).cols, true);
+    cost_total += group_cost(rows(BlockMatrix::kGate) + rows(BlockMatrix::kUp), lw.matrix(BlockMatrix::kGate).cols, false);
+    cost_total += group_cost(rows(BlockMatrix::kDown), lw.matrix(BlockMatrix::kDown).cols, false);
+  }
+  auto progress = [&](double cost) {
+    cost_done += cost;
+    if (on_layer) on_layer(static_cast<int64_t>(cost_done), static_cast<int64_t>(cost_total));
+  };
+  progress(0.0);
   compress::WorkingLayer working;
   auto matrix = [&](BlockMatrix m) { return Working{working.name(m), std::move(working.matrix(m)), {}}; };
   // Puts a quantized matrix back into the layer the forward pass multiplies by.
@@ -69,13 +103,21 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   };
   // GPTQ on one group of matrices sharing the input `in` (n rows of `cols`).
   auto gptq_group = [&](std::vector<Working*> group, const float* in, int64_t cols) -> Status {
-    HessianAccumulator accumulator(cols);
-    accumulator.add(in, n);
-    const std::vector<double> hessian = accumulator.hessian();
-    FRUGAL_ASSIGN_OR_RETURN(GptqHessian prepared, compress::gptq_prepare(hessian.data(), cols, options.gptq));
+    // The accumulator's sum and H are freed as soon as they are used: at width 8192 each is
+    // 0.5 GB, and only U (float) is needed for the sweep.
+    GptqHessian prepared;
+    {
+      std::vector<double> hessian;
+      {
+        HessianAccumulator accumulator(cols);
+        accumulator.add(in, n, 0, &pass->pool());
+        hessian = accumulator.hessian();
+      }
+      FRUGAL_ASSIGN_OR_RETURN(prepared, compress::gptq_prepare(hessian.data(), cols, gptq));
+    }
     for (Working* w : group) {
       auto result = compress::gptq_quantize(w->m.values.data(), w->m.rows, w->m.cols, prepared, options.target_for(w->name, w->m.cols),
-                                            options.gptq);
+                                            gptq);
       if (!result) return Status::error("GPTQ on '" + w->name + "': " + result.status().message());
       out[w->name] = encode_quantized(result->quantized);
       w->m.values = std::move(result->quantized.values);
@@ -90,7 +132,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     std::vector<compress::AwqWeight> weights;
     for (Working* w : group) weights.push_back({w->m.values.data(), w->m.rows});
     const QuantTarget target = options.target_for(group[0]->name, cols);
-    auto result = compress::awq_quantize(weights, cols, in, n, target, options.awq);
+    auto result = compress::awq_quantize(weights, cols, in, n, target, awq);
     if (!result) return Status::error("AWQ on '" + group[0]->name + "': " + result.status().message());
     std::vector<float> importance;
     for (size_t i = 0; i < group.size(); ++i) {
@@ -107,7 +149,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
           for (int64_t j = 0; j < cols; ++j) scaled[r * cols + j] *= result->scales[j];
         }
         result->quantized[i] = compress::quantize_matrix(own, scaled.data(), w.m.rows, cols, importance.data(),
-                                                         compress::GridFit::kSearch);
+                                                         compress::GridFit::kSearch, &pass->pool());
       }
       out[w.name] = encode_quantized(result->quantized[i]);
       w.m.values = std::move(result->quantized[i].values);
@@ -118,7 +160,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
   auto weighted_rtn = [&](Working& w, const float* in) {
     const std::vector<float> importance = column_square_sums(in, w.m.cols);
     auto quantized = compress::quantize_matrix(options.target_for(w.name, w.m.cols), w.m.values.data(), w.m.rows, w.m.cols,
-                                               importance.data(), compress::GridFit::kSearch);
+                                               importance.data(), compress::GridFit::kSearch, &pass->pool());
     out[w.name] = encode_quantized(quantized);
     w.m.values = std::move(quantized.values);
   };
@@ -189,6 +231,9 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     std::vector<Working*> pointers;
     for (Working& w : group) pointers.push_back(&w);
     auto scales = quantize_group(pointers, in, cols);
+    int64_t rows = 0;
+    for (const Working& w : group) rows += w.m.rows;
+    progress(group_cost(rows, cols, false));
     size_t i = 0;
     for (BlockMatrix m : which) put_back(group[i++], m);
     return scales;
@@ -232,6 +277,7 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
             auto s = quantize_group(group, x, cols);
             if (!s) return s.status();
           }
+          progress(group_cost(wo.m.rows, wo.m.cols, true));
           put_back(wo, BlockMatrix::kAttnOutput);
           return Status::ok();
         }
@@ -267,7 +313,6 @@ Result<std::map<std::string, EncodedTensor>> calibrated_quantize_model(const Mod
     }
     FRUGAL_RETURN_IF_ERROR(pass->ffn(layer, &working));
     if (sink) FRUGAL_RETURN_IF_ERROR(sink(out, layer + 1));
-    if (on_layer) on_layer(layer + 1, c.n_layer);
   }
   return out;
 }

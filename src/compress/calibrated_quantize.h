@@ -56,7 +56,8 @@ struct CalibratedOptions {
 EncodedTensor encode_quantized(const compress::QuantizedMatrix& m);
 
 // Quantizes every attention and FFN matrix of `model` with options.method on `calibration` tokens
-// (a multiple of options.chunk is used). `on_layer(done, total)` reports progress. Returns the
+// (a multiple of options.chunk is used). `on_layer(done, total)` reports progress in estimated
+// millions of multiply-adds (once with done = 0, then after each group of matrices). Returns the
 // encoded tensors by GGUF name; AWQ and SmoothQuant also return the RMSNorm weights they rescaled
 // (F32), LLM.int8() the outlier tensors NAME.outlier_columns (F32 indices) and
 // NAME.outlier_weight (F16, rows x n) of matrix NAME.weight.

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "base/check.h"
+#include "compress/parallel.h"
 #include "tensor/fp16.h"
 #include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
@@ -946,7 +947,7 @@ Status check_target(const QuantTarget& target, int64_t cols) {
 }
 
 QuantizedMatrix quantize_matrix(const QuantTarget& target, const float* w, int64_t rows,
-                                int64_t cols, const float* importance, GridFit fit) {
+                                int64_t cols, const float* importance, GridFit fit, ThreadPool* pool) {
   FRUGAL_CHECK(check_target(target, cols).is_ok());
   QuantizedMatrix m;
   m.target = target;
@@ -957,23 +958,27 @@ QuantizedMatrix quantize_matrix(const QuantTarget& target, const float* w, int64
     const TypeTraits& t = type_traits(target.type);
     m.row_bytes = row_bytes(t, cols);
     m.data.resize(m.row_bytes * static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-      uint8_t* out = m.data.data() + static_cast<size_t>(r) * m.row_bytes;
-      if (fit == GridFit::kMinMax) {
-        t.quantize_row(w + r * cols, out, cols);
-      } else {
-        quantize_row_weighted(target.type, w + r * cols, importance, out, cols);
+    for_chunks(pool, rows, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r) {
+        uint8_t* out = m.data.data() + static_cast<size_t>(r) * m.row_bytes;
+        if (fit == GridFit::kMinMax) {
+          t.quantize_row(w + r * cols, out, cols);
+        } else {
+          quantize_row_weighted(target.type, w + r * cols, importance, out, cols);
+        }
+        t.dequantize_row(out, m.values.data() + r * cols, cols);
       }
-      t.dequantize_row(out, m.values.data() + r * cols, cols);
-    }
+    });
   } else {
     const int64_t groups = target.generic.group_count(cols);
     m.codes.resize(static_cast<size_t>(rows * cols));
     m.grids.resize(static_cast<size_t>(rows * groups));
-    for (int64_t r = 0; r < rows; ++r) {
-      quantize_row_generic(target.generic, w + r * cols, importance, cols, fit, m.codes.data() + r * cols,
-                           m.grids.data() + r * groups, m.values.data() + r * cols);
-    }
+    for_chunks(pool, rows, [&](int64_t r0, int64_t r1, int) {
+      for (int64_t r = r0; r < r1; ++r) {
+        quantize_row_generic(target.generic, w + r * cols, importance, cols, fit, m.codes.data() + r * cols,
+                             m.grids.data() + r * groups, m.values.data() + r * cols);
+      }
+    });
     if (const std::optional<DType> type = generic_storage_type(target.generic, cols)) {
       m.row_bytes = row_bytes(type_traits(*type), cols);
       m.data = encode_generic_matrix(m);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "tensor/dtype.h"
 
 namespace frugal::compress {
@@ -182,8 +183,9 @@ std::vector<uint8_t> encode_generic_matrix(const QuantizedMatrix& m);
 
 // Round-to-nearest quantization of every row with the given fit (kMinMax on a format = the
 // traits quantize_row; kSearch = quantize_row_weighted). `importance` has cols values or is null.
-// The target must pass check_target (checked).
+// The target must pass check_target (checked). Rows are split over `pool`'s threads if given
+// (each row is quantized alone, so the result does not depend on the thread count).
 QuantizedMatrix quantize_matrix(const QuantTarget& target, const float* w, int64_t rows,
-                                int64_t cols, const float* importance, GridFit fit);
+                                int64_t cols, const float* importance, GridFit fit, ThreadPool* pool = nullptr);
 
 }  // namespace frugal::compress

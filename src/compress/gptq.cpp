@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/check.h"
+#include "compress/parallel.h"
 #include "compress/prune.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -170,7 +171,7 @@ HessianAccumulator::HessianAccumulator(int64_t cols, Precision precision)
   panel_.assign(static_cast<size_t>(cols * kPanel), 0.0f);
 }
 
-void HessianAccumulator::add(const float* x, int64_t n_rows, int64_t stride) {
+void HessianAccumulator::add(const float* x, int64_t n_rows, int64_t stride, ThreadPool* pool) {
   if (stride == 0) stride = cols_;
   const int64_t c = cols_;
   for (int64_t start = 0; start < n_rows; start += kPanel) {
@@ -178,14 +179,19 @@ void HessianAccumulator::add(const float* x, int64_t n_rows, int64_t stride) {
     const int64_t padded = (b + 7) / 8 * 8;
     // Transpose the batch so every product X^T X (i, j) is a dot of two contiguous columns;
     // the padding rows are zero.
-    for (int64_t col = 0; col < c; ++col) {
-      float* p = panel_.data() + col * kPanel;
-      for (int64_t t = 0; t < b; ++t) p[t] = x[(start + t) * stride + col];
-      for (int64_t t = b; t < padded; ++t) p[t] = 0.0f;
-    }
+    for_chunks(pool, c, [&](int64_t col0, int64_t col1, int) {
+      for (int64_t col = col0; col < col1; ++col) {
+        float* p = panel_.data() + col * kPanel;
+        for (int64_t t = 0; t < b; ++t) p[t] = x[(start + t) * stride + col];
+        for (int64_t t = b; t < padded; ++t) p[t] = 0.0f;
+      }
+    });
     // Upper triangle, four rows of the product at a time (each column j is loaded once for all
-    // four), rows past the end alias the last row and are discarded.
-    for (int64_t i = 0; i < c; i += 4) {
+    // four), rows past the end alias the last row and are discarded. Row quads go to the threads
+    // one at a time (their lengths shrink along the triangle); each sum element is written by one
+    // thread with the same products, so the result does not depend on the thread count.
+    for_each_dynamic(pool, (c + 3) / 4, [&](int64_t quad, int) {
+      const int64_t i = quad * 4;
       const float* a[4];
       for (int r = 0; r < 4; ++r) a[r] = panel_.data() + std::min(i + r, c - 1) * kPanel;
       for (int64_t j = i; j < c; ++j) {
@@ -197,7 +203,7 @@ void HessianAccumulator::add(const float* x, int64_t n_rows, int64_t stride) {
         }
         for (int r = 0; r < 4 && i + r <= j; ++r) sum_[static_cast<size_t>((i + r) * c + j)] += d[r];
       }
-    }
+    });
   }
   samples_ += n_rows;
 }
@@ -222,7 +228,7 @@ std::vector<double> HessianAccumulator::hessian() const {
 
 // ---- Dense factorizations ----------------------------------------------------------------------
 
-bool factor_upper_cholesky(double* a, int64_t n) {
+bool factor_upper_cholesky(double* a, int64_t n, ThreadPool* pool) {
   // Cholesky started from the last row ("UL"): A = V V^T with V upper triangular. Column j of V
   // needs only the rows' tails k > j, which are finished, so each entry is one contiguous dot:
   //   V_jj = sqrt(A_jj - |V_j,(j+1:)|^2),  V_ij = (A_ij - V_i,(j+1:) . V_j,(j+1:)) / V_jj  (i < j).
@@ -238,19 +244,23 @@ bool factor_upper_cholesky(double* a, int64_t n) {
     if (tail > 0) {
       // Rows i >= j of the block's columns land in the lower triangle, which is never read and
       // is cleared at the end.
-      for (int64_t i = 0; i < j1; i += 2) {
-        const double* r0 = a + i * n + j1;
-        const double* r1 = a + std::min(i + 1, j1 - 1) * n + j1;
-        for (int64_t j = j0; j < j1; j += 4) {
-          const double* c[4];
-          for (int q = 0; q < 4; ++q) c[q] = a + std::min(j + q, j1 - 1) * n + j1;
-          double d[8];
-          dot2x4(r0, r1, c[0], c[1], c[2], c[3], tail, d);
-          for (int r = 0; r < 2 && i + r < j1; ++r) {
-            for (int q = 0; q < 4 && j + q < j1; ++q) a[(i + r) * n + j + q] -= d[4 * r + q];
+      // Row pairs are independent (they write columns [j0, j1) and read only the finished
+      // columns >= j1), so they are split over the threads.
+      for_chunks(pool, (j1 + 1) / 2, [&](int64_t p0, int64_t p1, int) {
+        for (int64_t i = 2 * p0; i < std::min(j1, 2 * p1); i += 2) {
+          const double* r0 = a + i * n + j1;
+          const double* r1 = a + std::min(i + 1, j1 - 1) * n + j1;
+          for (int64_t j = j0; j < j1; j += 4) {
+            const double* c[4];
+            for (int q = 0; q < 4; ++q) c[q] = a + std::min(j + q, j1 - 1) * n + j1;
+            double d[8];
+            dot2x4(r0, r1, c[0], c[1], c[2], c[3], tail, d);
+            for (int r = 0; r < 2 && i + r < j1; ++r) {
+              for (int q = 0; q < 4 && j + q < j1; ++q) a[(i + r) * n + j + q] -= d[4 * r + q];
+            }
           }
         }
-      }
+      });
     }
     for (int64_t j = j1 - 1; j >= j0; --j) {
       const double* vj = a + j * n + j + 1;
@@ -269,7 +279,7 @@ bool factor_upper_cholesky(double* a, int64_t n) {
   return true;
 }
 
-void invert_upper_triangular(double* v, int64_t n) {
+void invert_upper_triangular(double* v, int64_t n, ThreadPool* pool) {
   // Column j of U = V^-1 by back substitution, U_jj = 1 / V_jj and for i < j
   //   U_ij = -(V_i,(i+1:j+1) . U_(i+1:j+1),j) / V_ii,
   // kept transposed in the free lower triangle (row j holds column j of U, contiguous), so both
@@ -281,7 +291,11 @@ void invert_upper_triangular(double* v, int64_t n) {
   std::vector<double> diag(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) diag[static_cast<size_t>(i)] = v[i * n + i];
   auto ut = [&](int64_t j, int64_t i) -> double& { return v[j * n + i]; };  // U_ij, i <= j
-  for (int64_t j0 = 0; j0 < n; j0 += kGroup) {
+  // Columns of U depend only on V and on themselves, so the groups are independent; they go to
+  // the threads one at a time, largest (last) first, as their cost grows with j^2.
+  const int64_t n_groups = (n + kGroup - 1) / kGroup;
+  for_each_dynamic(pool, n_groups, [&](int64_t item, int) {
+    const int64_t j0 = (n_groups - 1 - item) * kGroup;
     const int64_t count = std::min(kGroup, n - j0);
     // Rows inside the group: each column on its own (short dots).
     for (int64_t q = 0; q < count; ++q) {
@@ -315,14 +329,14 @@ void invert_upper_triangular(double* v, int64_t n) {
         }
       }
     }
-  }
+  });
   // Move U from the lower triangle (transposed) to the upper one.
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t j = i + 1; j < n; ++j) {
-      v[i * n + j] = v[j * n + i];
-      v[j * n + i] = 0.0;
+  for_chunks(pool, n, [&](int64_t i0, int64_t i1, int) {
+    for (int64_t i = i0; i < i1; ++i) {
+      for (int64_t j = i + 1; j < n; ++j) v[i * n + j] = v[j * n + i];
     }
-  }
+  });
+  for (int64_t i = 0; i < n; ++i) std::fill(v + i * n, v + i * n + i, 0.0);
 }
 
 // ---- GPTQ --------------------------------------------------------------------------------------
@@ -372,14 +386,14 @@ Result<GptqHessian> gptq_prepare(const double* hessian, int64_t cols, const Gptq
         h[static_cast<size_t>(i * c + j)] = i == j ? diag[static_cast<size_t>(oi)] + damp : hessian[oi * c + oj];
       }
     }
-    if (factor_upper_cholesky(h.data(), c)) break;
+    if (factor_upper_cholesky(h.data(), c, options.pool)) break;
     if (attempt == 4) {
       return Status::error("gptq: Hessian is not positive definite even with dampening " + std::to_string(damp));
     }
     damp = damp > 0.0 ? damp * 10.0 : 1e-6 * mean_diag;
   }
   p.damp = damp;
-  invert_upper_triangular(h.data(), c);
+  invert_upper_triangular(h.data(), c, options.pool);
   p.u.resize(h.size());
   for (size_t i = 0; i < h.size(); ++i) p.u[i] = static_cast<float>(h[i]);
   return p;
@@ -414,8 +428,7 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
       bs = std::max<int64_t>(pattern.m, bs / pattern.m * pattern.m);  // blocks hold whole N:M groups
     }
   }
-  std::vector<char> mask, group_mask;  // pruned weights of the current block (rows x block width)
-  std::vector<char> decided;           // per block column: its mask is known
+  std::vector<char> mask;  // pruned weights of the current block (rows x block width)
   const std::vector<int64_t>& order = prepared.order;
   std::vector<int64_t> position(static_cast<size_t>(c));  // position[original column] = i
   for (int64_t i = 0; i < c; ++i) position[static_cast<size_t>(order[static_cast<size_t>(i)])] = i;
@@ -423,135 +436,173 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
 
   // Working weights in quantization order; dead columns start at 0.
   std::vector<float> w(static_cast<size_t>(rows * c));
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t i = 0; i < c; ++i) {
-      const int64_t oc = order[static_cast<size_t>(i)];
-      w[static_cast<size_t>(r * c + i)] = prepared.dead[static_cast<size_t>(oc)] ? 0.0f : weights[r * c + oc];
+  for_chunks(options.pool, rows, [&](int64_t r0, int64_t r1, int) {
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int64_t i = 0; i < c; ++i) {
+        const int64_t oc = order[static_cast<size_t>(i)];
+        w[static_cast<size_t>(r * c + i)] = prepared.dead[static_cast<size_t>(oc)] ? 0.0f : weights[r * c + oc];
+      }
     }
-  }
+  });
 
   const bool search = options.fit == GridFit::kSearch;
   const float* importance = search && options.importance_weighted_fit ? prepared.importance.data() : nullptr;
   const bool refit = search && options.refit_sub_blocks && target.is_format && format_layout(target.type).two_level;
   GridBook book(target, rows, c);
-  std::vector<char> group_fitted(static_cast<size_t>(book.groups_per_row), 0);
-  std::vector<char> sub_fitted(static_cast<size_t>(book.subs_per_row), 0);
+  // Where each group is fitted and each sub-block refitted: the same column position for every
+  // row (the first column of the group, or of the sub-block, that the quantizer reaches).
+  std::vector<char> fit_at(static_cast<size_t>(c), 0), refit_at(static_cast<size_t>(c), 0);
+  {
+    std::vector<char> group_fitted(static_cast<size_t>(book.groups_per_row), 0);
+    std::vector<char> sub_fitted(static_cast<size_t>(book.subs_per_row), 0);
+    for (int64_t i = 0; i < c; ++i) {
+      const int64_t oc = order[static_cast<size_t>(i)];
+      const int64_t g = oc / book.group, s = oc / book.sub;
+      if (!group_fitted[static_cast<size_t>(g)]) {
+        fit_at[static_cast<size_t>(i)] = 1;
+        group_fitted[static_cast<size_t>(g)] = 1;
+        sub_fitted[static_cast<size_t>(s)] = 1;  // fitted on these very values
+      }
+      if (refit && !sub_fitted[static_cast<size_t>(s)]) {
+        refit_at[static_cast<size_t>(i)] = 1;
+        sub_fitted[static_cast<size_t>(s)] = 1;
+      }
+    }
+  }
   std::vector<int16_t> codes(static_cast<size_t>(rows * c));
   std::vector<float> err(static_cast<size_t>(rows * bs));
-  std::vector<float> current(static_cast<size_t>(book.group));
+  std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
   GptqResult result;
   result.dead_columns = prepared.dead_columns;
   result.damp = prepared.damp;
-
-  // Current values of original columns [begin, end) of row r while column position i (in the
-  // lazy batch [i1, i2)) is being quantized: positions inside the batch are up to date, later
-  // ones still miss the batch's pending update  -sum_{k in [i1, i)} err_k U_k,p.
-  auto gather = [&](int64_t r, int64_t begin, int64_t end, int64_t i, int64_t i1, int64_t i2) {
-    for (int64_t oc = begin; oc < end; ++oc) {
-      const int64_t p = position[static_cast<size_t>(oc)];
-      FRUGAL_CHECK(p >= i);  // a group is fitted before any of its columns is quantized
-      float v = w[static_cast<size_t>(r * c + p)];
-      // A weight already chosen for pruning takes part in the fit as the 0 it will become.
-      if (prune && p < i2 && decided[static_cast<size_t>(p - i1)] && mask[static_cast<size_t>(r * (i2 - i1) + p - i1)]) v = 0.0f;
-      if (p >= i2) {
-        for (int64_t k = i1; k < i; ++k) v = std::fma(-err[static_cast<size_t>(r * bs + (k - i1))], u[k * c + p], v);
-        result.error_update_multiply_adds += i - i1;
-      }
-      current[static_cast<size_t>(oc - begin)] = v;
-    }
+  // Per-thread work counters (integers: their sum does not depend on the split).
+  struct Counters {
+    int64_t grid_fits = 0, sub_block_refits = 0, multiply_adds = 0;
   };
+  std::vector<Counters> counters(static_cast<size_t>(pool_slots(options.pool)));
 
+  // Rows are independent in GPTQ (each row's errors are spread along that row only; H is shared),
+  // so each lazy batch [i1, i2) is swept by every thread over its own rows, and all threads meet
+  // before the next batch only because SparseGPT's unstructured mask looks at the whole block.
+  // U's rows of the batch (bs x c floats) are shared by all threads while they are in cache.
   for (int64_t i1 = 0; i1 < c; i1 += bs) {
     const int64_t i2 = std::min(c, i1 + bs);
     if (prune) {
-      decided.assign(static_cast<size_t>(i2 - i1), 0);
       if (!pattern.is_n_m()) {
         sparsegpt_mask(w.data(), rows, c, u, i1, i2, options.sparsity, pattern, mask);
-        std::fill(decided.begin(), decided.end(), 1);
       } else {
         mask.assign(static_cast<size_t>(rows * (i2 - i1)), 0);
       }
     }
-    for (int64_t i = i1; i < i2; ++i) {
-      if (prune && pattern.is_n_m() && (i - i1) % pattern.m == 0) {
-        sparsegpt_mask(w.data(), rows, c, u, i, i + pattern.m, options.sparsity, pattern, group_mask);
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t j = 0; j < pattern.m; ++j) {
-            mask[static_cast<size_t>(r * (i2 - i1) + i - i1 + j)] = group_mask[static_cast<size_t>(r * pattern.m + j)];
+    for_chunks(options.pool, rows, [&](int64_t r0, int64_t r1, int slot) {
+      Counters& count = counters[static_cast<size_t>(slot)];
+      std::vector<float> current(static_cast<size_t>(book.group));
+      std::vector<char> group_mask;
+      // Per block column: its mask is known (all at once for unstructured masks, group by group
+      // for N:M, chosen on the weights as updated by the columns before the group).
+      std::vector<char> decided(static_cast<size_t>(i2 - i1), prune && !pattern.is_n_m() ? 1 : 0);
+
+      // Current values of original columns [begin, end) of row r while column position i is
+      // being quantized: positions inside the batch are up to date, later ones still miss the
+      // batch's pending update  -sum_{k in [i1, i)} err_k U_k,p.
+      auto gather = [&](int64_t r, int64_t begin, int64_t end, int64_t i) {
+        for (int64_t oc = begin; oc < end; ++oc) {
+          const int64_t p = position[static_cast<size_t>(oc)];
+          FRUGAL_CHECK(p >= i);  // a group is fitted before any of its columns is quantized
+          float v = w[static_cast<size_t>(r * c + p)];
+          // A weight already chosen for pruning takes part in the fit as the 0 it will become.
+          if (prune && p < i2 && decided[static_cast<size_t>(p - i1)] && mask[static_cast<size_t>(r * (i2 - i1) + p - i1)]) v = 0.0f;
+          if (p >= i2) {
+            for (int64_t k = i1; k < i; ++k) v = std::fma(-err[static_cast<size_t>(r * bs + (k - i1))], u[k * c + p], v);
+            count.multiply_adds += i - i1;
           }
+          current[static_cast<size_t>(oc - begin)] = v;
         }
-        for (int64_t j = 0; j < pattern.m; ++j) decided[static_cast<size_t>(i - i1 + j)] = 1;
-      }
-      const int64_t oc = order[static_cast<size_t>(i)];
-      const int64_t g = oc / book.group;
-      const int64_t s = oc / book.sub;
-      if (!group_fitted[static_cast<size_t>(g)]) {
-        const int64_t begin = book.group_begin(g), end = book.group_end(g);
-        const float* imp = importance != nullptr ? importance + begin : nullptr;
-        for (int64_t r = 0; r < rows; ++r) {
-          gather(r, begin, end, i, i1, i2);
-          if (target.is_format) {
-            BlockGrid& bg = book.blocks[static_cast<size_t>(r * book.groups_per_row + g)];
-            bg = fit_block_grid(target.type, current.data(), imp, options.fit);
-            for (int64_t j = 0; j < book.subs_per_group; ++j) {
-              book.grids[static_cast<size_t>(r * book.subs_per_row + g * book.subs_per_group + j)] =
-                  sub_grid(bg, static_cast<int>(j));
+      };
+
+      for (int64_t i = i1; i < i2; ++i) {
+        if (prune && pattern.is_n_m() && (i - i1) % pattern.m == 0) {
+          sparsegpt_mask(w.data() + r0 * c, r1 - r0, c, u, i, i + pattern.m, options.sparsity, pattern, group_mask);
+          for (int64_t r = r0; r < r1; ++r) {
+            for (int64_t j = 0; j < pattern.m; ++j) {
+              mask[static_cast<size_t>(r * (i2 - i1) + i - i1 + j)] = group_mask[static_cast<size_t>((r - r0) * pattern.m + j)];
             }
-          } else {
-            book.grids[static_cast<size_t>(r * book.subs_per_row + g)] =
-                fit_generic_grid(target.generic, current.data(), imp, end - begin, options.fit);
+          }
+          for (int64_t j = 0; j < pattern.m; ++j) decided[static_cast<size_t>(i - i1 + j)] = 1;
+        }
+        const int64_t oc = order[static_cast<size_t>(i)];
+        const int64_t g = oc / book.group;
+        const int64_t s = oc / book.sub;
+        if (fit_at[static_cast<size_t>(i)]) {
+          const int64_t begin = book.group_begin(g), end = book.group_end(g);
+          const float* imp = importance != nullptr ? importance + begin : nullptr;
+          for (int64_t r = r0; r < r1; ++r) {
+            gather(r, begin, end, i);
+            if (target.is_format) {
+              BlockGrid& bg = book.blocks[static_cast<size_t>(r * book.groups_per_row + g)];
+              bg = fit_block_grid(target.type, current.data(), imp, options.fit);
+              for (int64_t j = 0; j < book.subs_per_group; ++j) {
+                book.grids[static_cast<size_t>(r * book.subs_per_row + g * book.subs_per_group + j)] =
+                    sub_grid(bg, static_cast<int>(j));
+              }
+            } else {
+              book.grids[static_cast<size_t>(r * book.subs_per_row + g)] =
+                  fit_generic_grid(target.generic, current.data(), imp, end - begin, options.fit);
+            }
+          }
+          count.grid_fits += r1 - r0;
+        }
+        if (refit_at[static_cast<size_t>(i)]) {
+          const int64_t begin = s * book.sub, end = begin + book.sub;
+          const int j = static_cast<int>(s - g * book.subs_per_group);
+          const float* imp = importance != nullptr ? importance + begin : nullptr;
+          for (int64_t r = r0; r < r1; ++r) {
+            gather(r, begin, end, i);
+            BlockGrid& bg = book.blocks[static_cast<size_t>(r * book.groups_per_row + g)];
+            refit_sub_block(bg, j, current.data(), imp);
+            book.grids[static_cast<size_t>(r * book.subs_per_row + s)] = sub_grid(bg, j);
+          }
+          count.sub_block_refits += r1 - r0;
+        }
+        // Quantize column i and spread its error over the rest of the batch (Cholesky form:
+        // err = (w - q) / U_ii, W_:,j -= err * U_ij for j > i).
+        const float d = u[i * c + i];
+        const float* ui = u + i * c;
+        for (int64_t r = r0; r < r1; ++r) {
+          float* wr = w.data() + r * c;
+          const AffineGrid& grid = book.grids[static_cast<size_t>(r * book.subs_per_row + s)];
+          const bool pruned = prune && mask[static_cast<size_t>(r * (i2 - i1) + i - i1)];
+          const int q = grid.nearest(pruned ? 0.0f : wr[i]);
+          const float e = (wr[i] - grid.value(q)) / d;
+          codes[static_cast<size_t>(r * c + oc)] = static_cast<int16_t>(q);
+          err[static_cast<size_t>(r * bs + (i - i1))] = e;
+          row_loss[static_cast<size_t>(r)] += 0.5 * static_cast<double>(e) * e;
+          axpy_sub(wr + i + 1, e, ui + i + 1, i2 - i - 1);
+        }
+        count.multiply_adds += (r1 - r0) * (i2 - i - 1);
+      }
+      // Lazy batch update of all later columns: W_:,i2: -= Err U_(i1:i2),(i2:) (the paper's
+      // "lazy batch-updates": the batch's rows of U are read once per row, from cache).
+      if (i2 < c) {
+        for (int64_t r = r0; r < r1; ++r) {
+          float* wr = w.data() + r * c;
+          for (int64_t k = i1; k < i2; ++k) {
+            const float e = err[static_cast<size_t>(r * bs + (k - i1))];
+            if (e != 0.0f) {
+              axpy_sub(wr + i2, e, u + k * c + i2, c - i2);
+              count.multiply_adds += c - i2;
+            }
           }
         }
-        result.grid_fits += rows;
-        group_fitted[static_cast<size_t>(g)] = 1;
-        sub_fitted[static_cast<size_t>(s)] = 1;  // just fitted on these very values
       }
-      if (refit && !sub_fitted[static_cast<size_t>(s)]) {
-        const int64_t begin = s * book.sub, end = begin + book.sub;
-        const int j = static_cast<int>(s - g * book.subs_per_group);
-        const float* imp = importance != nullptr ? importance + begin : nullptr;
-        for (int64_t r = 0; r < rows; ++r) {
-          gather(r, begin, end, i, i1, i2);
-          BlockGrid& bg = book.blocks[static_cast<size_t>(r * book.groups_per_row + g)];
-          refit_sub_block(bg, j, current.data(), imp);
-          book.grids[static_cast<size_t>(r * book.subs_per_row + s)] = sub_grid(bg, j);
-        }
-        result.sub_block_refits += rows;
-        sub_fitted[static_cast<size_t>(s)] = 1;
-      }
-      // Quantize column i and spread its error over the rest of the batch (Cholesky form:
-      // err = (w - q) / U_ii, W_:,j -= err * U_ij for j > i).
-      const float d = u[i * c + i];
-      const float* ui = u + i * c;
-      double loss = 0.0;
-      for (int64_t r = 0; r < rows; ++r) {
-        float* wr = w.data() + r * c;
-        const AffineGrid& grid = book.grids[static_cast<size_t>(r * book.subs_per_row + s)];
-        const bool pruned = prune && mask[static_cast<size_t>(r * (i2 - i1) + i - i1)];
-        const int q = grid.nearest(pruned ? 0.0f : wr[i]);
-        const float e = (wr[i] - grid.value(q)) / d;
-        codes[static_cast<size_t>(r * c + oc)] = static_cast<int16_t>(q);
-        err[static_cast<size_t>(r * bs + (i - i1))] = e;
-        loss += 0.5 * static_cast<double>(e) * e;
-        axpy_sub(wr + i + 1, e, ui + i + 1, i2 - i - 1);
-      }
-      result.error_update_multiply_adds += rows * (i2 - i - 1);
-      result.proxy_loss += loss;
-    }
-    // Lazy batch update of all later columns: W_:,i2: -= Err U_(i1:i2),(i2:).
-    if (i2 < c) {
-      for (int64_t r = 0; r < rows; ++r) {
-        float* wr = w.data() + r * c;
-        for (int64_t k = i1; k < i2; ++k) {
-          const float e = err[static_cast<size_t>(r * bs + (k - i1))];
-          if (e != 0.0f) {
-            axpy_sub(wr + i2, e, u + k * c + i2, c - i2);
-            result.error_update_multiply_adds += c - i2;
-          }
-        }
-      }
-    }
+    });
   }
+  for (const Counters& count : counters) {
+    result.grid_fits += count.grid_fits;
+    result.sub_block_refits += count.sub_block_refits;
+    result.error_update_multiply_adds += count.multiply_adds;
+  }
+  for (double loss : row_loss) result.proxy_loss += loss;  // in row order: independent of the split
 
   // Encode in the original column order.
   QuantizedMatrix& m = result.quantized;
@@ -563,16 +614,18 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
     const TypeTraits& t = type_traits(target.type);
     m.row_bytes = row_bytes(t, c);
     m.data.resize(m.row_bytes * static_cast<size_t>(rows));
-    int8_t q[256];
-    for (int64_t r = 0; r < rows; ++r) {
-      uint8_t* out = m.data.data() + static_cast<size_t>(r) * m.row_bytes;
-      for (int64_t g = 0; g < book.groups_per_row; ++g) {
-        for (int64_t e = 0; e < book.group; ++e) q[e] = static_cast<int8_t>(codes[static_cast<size_t>(r * c + g * book.group + e)]);
-        encode_block(book.blocks[static_cast<size_t>(r * book.groups_per_row + g)], q,
-                     out + static_cast<size_t>(g) * t.block_bytes);
+    for_chunks(options.pool, rows, [&](int64_t r0, int64_t r1, int) {
+      int8_t q[256];
+      for (int64_t r = r0; r < r1; ++r) {
+        uint8_t* out = m.data.data() + static_cast<size_t>(r) * m.row_bytes;
+        for (int64_t g = 0; g < book.groups_per_row; ++g) {
+          for (int64_t e = 0; e < book.group; ++e) q[e] = static_cast<int8_t>(codes[static_cast<size_t>(r * c + g * book.group + e)]);
+          encode_block(book.blocks[static_cast<size_t>(r * book.groups_per_row + g)], q,
+                       out + static_cast<size_t>(g) * t.block_bytes);
+        }
+        t.dequantize_row(out, m.values.data() + r * c, c);
       }
-      t.dequantize_row(out, m.values.data() + r * c, c);
-    }
+    });
   } else {
     m.codes = std::move(codes);
     m.grids = std::move(book.grids);

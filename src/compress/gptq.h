@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_pool.h"
 #include "compress/format_grid.h"
 
 namespace frugal::compress {
@@ -20,8 +21,9 @@ class HessianAccumulator {
 
   explicit HessianAccumulator(int64_t cols, Precision precision = Precision::kFloat64);
 
-  // Adds n_rows rows of X, each `cols` floats, consecutive rows `stride` floats apart (0 = cols).
-  void add(const float* x, int64_t n_rows, int64_t stride = 0);
+  // Adds n_rows rows of X, each `cols` floats, consecutive rows `stride` floats apart (0 = cols),
+  // on the threads of `pool` if given (the sum is the same for any thread count).
+  void add(const float* x, int64_t n_rows, int64_t stride = 0, ThreadPool* pool = nullptr);
 
   int64_t cols() const { return cols_; }
   int64_t samples() const { return samples_; }
@@ -58,6 +60,9 @@ struct GptqOptions {
   // quantized; both errors are compensated alike. Needs act_order off.
   double sparsity = 0.0;
   int sparsity_n = 0, sparsity_m = 0;
+  // Threads for the factorization and the column sweep (rows are split over them); not owned,
+  // null = the calling thread only. The output is the same for any thread count.
+  ThreadPool* pool = nullptr;
 };
 
 struct GptqResult {
@@ -111,9 +116,9 @@ Result<GptqResult> gptq_quantize(const float* weights, int64_t rows, int64_t col
 // Factors a symmetric positive definite n x n matrix (row-major, upper triangle read) as
 // A = V V^T with V upper triangular, in place (upper triangle = V, lower triangle zeroed).
 // Returns false when a pivot is not positive.
-bool factor_upper_cholesky(double* a, int64_t n);
+bool factor_upper_cholesky(double* a, int64_t n, ThreadPool* pool = nullptr);
 // Replaces an upper triangular matrix (row-major, nonzero diagonal, zero lower triangle) by its
 // inverse, in place.
-void invert_upper_triangular(double* v, int64_t n);
+void invert_upper_triangular(double* v, int64_t n, ThreadPool* pool = nullptr);
 
 }  // namespace frugal::compress

@@ -9,6 +9,7 @@
 #include <numeric>
 
 #include "base/check.h"
+#include "compress/parallel.h"
 
 namespace frugal::compress {
 namespace {
@@ -160,7 +161,12 @@ Result<SparseGptResult> sparsegpt_prune(float* w, int64_t rows, int64_t cols, co
     }
   }
   std::vector<float> err(static_cast<size_t>(rows * bs));
-  std::vector<char> mask, group_mask;
+  std::vector<char> mask;
+  std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
+  std::vector<int64_t> zeros(static_cast<size_t>(pool_slots(options.pool)), 0);
+  // Rows are independent except for the unstructured mask, which ranks a whole block: it is
+  // chosen before the block, then every thread sweeps the block over its own rows (as GPTQ,
+  // compress/gptq.cpp). N:M masks are per row and chosen inside the sweep.
   for (int64_t i1 = 0; i1 < c; i1 += bs) {
     const int64_t i2 = std::min(c, i1 + bs), width = i2 - i1;
     if (!pattern.is_n_m()) {
@@ -168,44 +174,49 @@ Result<SparseGptResult> sparsegpt_prune(float* w, int64_t rows, int64_t cols, co
     } else {
       mask.assign(static_cast<size_t>(rows * width), 0);
     }
-    for (int64_t i = i1; i < i2; ++i) {
-      if (pattern.is_n_m() && (i - i1) % pattern.m == 0) {
-        // Chosen on the weights as updated by the columns before this group (adaptive, §3.3).
-        sparsegpt_mask(w, rows, c, u, i, i + pattern.m, sparsity, pattern, group_mask);
-        for (int64_t r = 0; r < rows; ++r) {
-          for (int64_t j = 0; j < pattern.m; ++j) {
-            mask[static_cast<size_t>(r * width + i - i1 + j)] = group_mask[static_cast<size_t>(r * pattern.m + j)];
+    for_chunks(options.pool, rows, [&](int64_t r0, int64_t r1, int slot) {
+      std::vector<char> group_mask;
+      for (int64_t i = i1; i < i2; ++i) {
+        if (pattern.is_n_m() && (i - i1) % pattern.m == 0) {
+          // Chosen on the weights as updated by the columns before this group (adaptive, §3.3).
+          sparsegpt_mask(w + r0 * c, r1 - r0, c, u, i, i + pattern.m, sparsity, pattern, group_mask);
+          for (int64_t r = r0; r < r1; ++r) {
+            for (int64_t j = 0; j < pattern.m; ++j) {
+              mask[static_cast<size_t>(r * width + i - i1 + j)] = group_mask[static_cast<size_t>((r - r0) * pattern.m + j)];
+            }
+          }
+        }
+        const float d = u[i * c + i];
+        const float* ui = u + i * c;
+        for (int64_t r = r0; r < r1; ++r) {
+          float* wr = w + r * c;
+          float e = 0.0f;
+          if (mask[static_cast<size_t>(r * width + i - i1)]) {
+            // OBS: removing w_i costs w_i² / [H⁻¹]_ii and is compensated by δ = -w_i / [H⁻¹]_ii · H⁻¹_:,i,
+            // written with U (H⁻¹ = UᵀU): err = w_i / U_ii, W_:,j -= err · U_ij for j > i.
+            e = wr[i] / d;
+            row_loss[static_cast<size_t>(r)] += 0.5 * static_cast<double>(e) * e;
+            wr[i] = 0.0f;
+            ++zeros[static_cast<size_t>(slot)];
+            axpy_sub(wr + i + 1, e, ui + i + 1, i2 - i - 1);
+          }
+          err[static_cast<size_t>(r * bs + (i - i1))] = e;
+        }
+      }
+      // Lazy batch update of the later columns: W_:,i2: -= Err · U_(i1:i2),(i2:).
+      if (i2 < c) {
+        for (int64_t r = r0; r < r1; ++r) {
+          float* wr = w + r * c;
+          for (int64_t k = i1; k < i2; ++k) {
+            const float e = err[static_cast<size_t>(r * bs + (k - i1))];
+            if (e != 0.0f) axpy_sub(wr + i2, e, u + k * c + i2, c - i2);
           }
         }
       }
-      const float d = u[i * c + i];
-      const float* ui = u + i * c;
-      for (int64_t r = 0; r < rows; ++r) {
-        float* wr = w + r * c;
-        float e = 0.0f;
-        if (mask[static_cast<size_t>(r * width + i - i1)]) {
-          // OBS: removing w_i costs w_i² / [H⁻¹]_ii and is compensated by δ = -w_i / [H⁻¹]_ii · H⁻¹_:,i,
-          // written with U (H⁻¹ = UᵀU): err = w_i / U_ii, W_:,j -= err · U_ij for j > i.
-          e = wr[i] / d;
-          result.proxy_loss += 0.5 * static_cast<double>(e) * e;
-          wr[i] = 0.0f;
-          ++result.zeros;
-          axpy_sub(wr + i + 1, e, ui + i + 1, i2 - i - 1);
-        }
-        err[static_cast<size_t>(r * bs + (i - i1))] = e;
-      }
-    }
-    // Lazy batch update of the later columns: W_:,i2: -= Err · U_(i1:i2),(i2:).
-    if (i2 < c) {
-      for (int64_t r = 0; r < rows; ++r) {
-        float* wr = w + r * c;
-        for (int64_t k = i1; k < i2; ++k) {
-          const float e = err[static_cast<size_t>(r * bs + (k - i1))];
-          if (e != 0.0f) axpy_sub(wr + i2, e, u + k * c + i2, c - i2);
-        }
-      }
-    }
+    });
   }
+  for (int64_t z : zeros) result.zeros += z;
+  for (double loss : row_loss) result.proxy_loss += loss;  // in row order: independent of the split
   return result;
 }
 

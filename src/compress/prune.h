@@ -46,6 +46,9 @@ std::vector<float> column_norms(const float* x, int64_t n, int64_t cols);
 struct SparseGptOptions {
   double percdamp = 0.01;    // dampening of H, as GPTQ
   int64_t block_size = 128;  // columns per adaptive mask selection and lazy update (the paper's B_s)
+  // Threads for the column sweep (rows are split over them); not owned, null = the calling thread.
+  // The result is the same for any thread count.
+  ThreadPool* pool = nullptr;
 };
 
 struct SparseGptResult {

@@ -219,9 +219,13 @@ Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& m
     compress::GptqHessian prepared;
     if (plan.method == "wanda") norms = compress::column_norms(x, n, cols);
     if (plan.method == "sparsegpt") {
-      compress::HessianAccumulator accumulator(cols, compress::HessianAccumulator::Precision::kFloat32);
-      accumulator.add(x, n);
-      const std::vector<double> hessian = accumulator.hessian();
+      std::vector<double> hessian;
+      {
+        // Freed before the factorization (0.5 GB each at width 8192).
+        compress::HessianAccumulator accumulator(cols, compress::HessianAccumulator::Precision::kFloat32);
+        accumulator.add(x, n, 0, gptq.pool);
+        hessian = accumulator.hessian();
+      }
       FRUGAL_ASSIGN_OR_RETURN(prepared, compress::gptq_prepare(hessian.data(), cols, gptq));
     }
     for (BlockMatrix m : matrices_reading(input)) {
@@ -240,7 +244,9 @@ Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& m
           f.values = std::move(result->quantized.values);
           continue;
         }
-        auto result = compress::sparsegpt_prune(f.values.data(), f.rows, f.cols, prepared, sparsity, plan.pattern);
+        compress::SparseGptOptions sparsegpt;
+        sparsegpt.pool = gptq.pool;
+        auto result = compress::sparsegpt_prune(f.values.data(), f.rows, f.cols, prepared, sparsity, plan.pattern, sparsegpt);
         if (!result) return Status::error("SparseGPT on '" + name + "': " + result.status().message());
       } else {
         compress::prune_by_score(f.values.data(), f.rows, f.cols, norms.empty() ? nullptr : norms.data(), sparsity, plan.pattern);
@@ -251,6 +257,7 @@ Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& m
   };
 
   compress::WorkingLayer working;
+  if (on_layer) on_layer(0, c.n_layer);  // starts the progress clock before the first layer's work
   if (!plan.needs_calibration) {
     // Magnitude looks at the weights alone.
     for (int64_t layer = 0; layer < c.n_layer; ++layer) {
@@ -269,6 +276,8 @@ Result<std::map<std::string, EncodedTensor>> prune_block_matrices(const Model& m
   FRUGAL_ASSIGN_OR_RETURN(std::unique_ptr<compress::CalibrationPass> pass,
                           compress::CalibrationPass::make(model, calibration, std::min(o.sequence_length, static_cast<int64_t>(calibration.size())),
                                                           o.n_threads));
+  // The compressors share the calibration pass's threads (they run between its matmuls).
+  gptq.pool = &pass->pool();
   for (int64_t layer = 0; layer < c.n_layer; ++layer) {
     working.load(model, layer);
     // Each input is pruned when the block reaches it, so the later matrices of the block and all

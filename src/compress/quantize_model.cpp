@@ -424,7 +424,7 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
   auto calibrate = [&](const CalibratedLayerSink& sink) -> Result<std::map<std::string, EncodedTensor>> {
     calibrating = true;
     auto result = calibrated_quantize_model(*model, tokens, calibrated_options, [&](int64_t done, int64_t total) {
-      if (on_tensor) on_tensor(done, total, "layer " + std::to_string(done));
+      if (on_tensor) on_tensor(done, total, "layers: million multiply-adds " + std::to_string(done));
     }, sink);
     calibrating = false;
     return result;
