@@ -49,8 +49,8 @@ void remove_temp_files_on_signal() {
   struct sigaction action = {};
   action.sa_handler = on_signal;
   sigemptyset(&action.sa_mask);
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
+  // SIGHUP: the terminal went away; SIGPIPE: the reader of stdout did (`frugal quantize ... | head`).
+  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) sigaction(signal_number, &action, nullptr);
 }
 
 }  // namespace frugal

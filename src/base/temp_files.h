@@ -10,7 +10,7 @@ namespace frugal {
 void register_temp_file(const std::string& path);
 // Forgets `path` (after it was renamed into place or removed).
 void unregister_temp_file(const std::string& path);
-// Installs the SIGINT/SIGTERM handler: it unlinks every registered file, then dies of the signal
+// Installs the SIGINT/SIGTERM/SIGHUP/SIGPIPE handler: it unlinks every registered file, then dies of the signal
 // with the default action (so the exit status still says "interrupted").
 void remove_temp_files_on_signal();
 

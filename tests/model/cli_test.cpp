@@ -271,17 +271,21 @@ TEST_F(Cli, InterruptedQuantizeLeavesNoTemporaryFile) {
   o.n_head_kv = 8;
   const std::string big = dir_ + "/big.gguf", out = dir_ + "/big-q.gguf";
   ASSERT_TRUE(testing::write_tiny_model(big, o).is_ok());
-  const std::string script =
-      "{ " + frugal() + " quantize " + shell_quote(big) + " -o " + shell_quote(out) + " --method gptq --calib " + shell_quote(text_) +
-      " --calib-tokens 64 -t 1 2>/dev/null & pid=$!; i=0; "
-      "while [ ! -e " + shell_quote(out) + ".tmp-$pid ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; "
-      "[ -e " + shell_quote(out) + ".tmp-$pid ] && echo seen; kill -INT $pid; wait $pid; echo status=$?; }";
-  const auto r = run_command(script);
-  ASSERT_NE(r.out.find("seen"), std::string::npos) << "the temporary file never appeared: " << r.out << r.err;
-  EXPECT_NE(r.out.find("status=130"), std::string::npos) << r.out;  // died of SIGINT (128 + 2)
-  const auto left = run_command("ls " + shell_quote(dir_));
-  EXPECT_EQ(left.out.find(".tmp-"), std::string::npos) << left.out;
-  EXPECT_FALSE(testing::file_exists(out));
+  // Ctrl-C, a closed terminal, and a closed pipe on stdout (`frugal quantize ... | head`).
+  for (const auto& [name, status] : {std::pair{"INT", 130}, std::pair{"HUP", 129}, std::pair{"PIPE", 141}}) {
+    SCOPED_TRACE(name);
+    const std::string script =
+        "{ " + frugal() + " quantize " + shell_quote(big) + " -o " + shell_quote(out) + " --method gptq --calib " + shell_quote(text_) +
+        " --calib-tokens 64 -t 1 2>/dev/null & pid=$!; i=0; "
+        "while [ ! -e " + shell_quote(out) + ".tmp-$pid ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done; "
+        "[ -e " + shell_quote(out) + ".tmp-$pid ] && echo seen; kill -" + name + " $pid; wait $pid; echo status=$?; }";
+    const auto r = run_command(script);
+    ASSERT_NE(r.out.find("seen"), std::string::npos) << "the temporary file never appeared: " << r.out << r.err;
+    EXPECT_NE(r.out.find("status=" + std::to_string(status)), std::string::npos) << r.out;  // died of the signal (128 + n)
+    const auto left = run_command("ls " + shell_quote(dir_));
+    EXPECT_EQ(left.out.find(".tmp-"), std::string::npos) << left.out;
+    EXPECT_FALSE(testing::file_exists(out));
+  }
 }
 
 // The per-tensor types of a preset, as frugal writes them and as llama-quantize writes them, on a
