@@ -66,7 +66,12 @@ void quantize(const float* src, void* dst_v, int64_t n) {
     for (int g = 0; g < kSparseBlock; g += M) {
       int idx[M];
       for (int j = 0; j < M; ++j) idx[j] = g + j;
-      std::stable_sort(idx, idx + M, [&](int a, int c) { return std::fabs(x[a]) > std::fabs(x[c]); });
+      // Ties by column, spelled out: std::sort, not std::stable_sort, whose temporary buffer GCC 12's
+      // libstdc++ frees in a way AddressSanitizer reports as an alloc-dealloc mismatch.
+      std::sort(idx, idx + M, [&](int a, int c) {
+        const float fa = std::fabs(x[a]), fc = std::fabs(x[c]);
+        return fa > fc || (fa == fc && a < c);
+      });
       for (int j = 0; j < N; ++j) {
         if (x[idx[j]] != 0.0f) keep |= uint64_t{1} << idx[j];
       }
