@@ -8,7 +8,9 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <sstream>
 
@@ -87,10 +89,43 @@ std::string shell_quote(const std::string& s) {
 
 std::string frugal_binary() { return FRUGAL_BINARY; }
 
+namespace {
+// Every directory temp_dir() made, removed when the test process exits: the real tests write
+// models of up to 1.3 GB, and leaving them behind filled the disk after a few hundred runs.
+// Only the creating process removes them (a forked child that exits must not delete its
+// parent's files).
+class TempDirRegistry {
+ public:
+  void add(const std::string& dir) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    dirs_.push_back(dir);
+  }
+  ~TempDirRegistry() {
+    if (getpid() != owner_) return;
+    for (const std::string& dir : dirs_) {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir, ignored);
+    }
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::string> dirs_;
+  pid_t owner_ = getpid();
+};
+
+TempDirRegistry& temp_dir_registry() {
+  static TempDirRegistry registry;
+  return registry;
+}
+}  // namespace
+
 std::string temp_dir() {
   std::string pattern = "/tmp/frugal-test-XXXXXX";
   char* made = mkdtemp(pattern.data());
-  return made ? std::string(made) : std::string("/tmp");
+  if (made == nullptr) return std::string("/tmp");
+  temp_dir_registry().add(made);
+  return std::string(made);
 }
 
 CommandResult run_command(const std::string& command) {

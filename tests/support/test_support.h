@@ -53,7 +53,7 @@ struct TinyModelOptions {
 // <|endoftext|>, <|im_start|>, <|im_end|>). Returns the vocabulary size via the file.
 Status write_tiny_model(const std::string& path, const TinyModelOptions& options);
 
-// A fresh temporary directory for one test (removed by the OS's tmp cleanup, not by the test).
+// A fresh temporary directory for one test, removed with its contents when the test process exits.
 std::string temp_dir();
 
 }  // namespace frugal::testing
