@@ -17,19 +17,16 @@
 #include "tensor/fp16.h"
 #include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
+#include "tensor/weight_codec.h"
 
 namespace frugal::compress {
 namespace {
 
 using quant::kQK_K;
 
-// How a format turns its stored parameters into sub-block grids.
-enum class Kind {
-  kScale,              // x = d * q                      (Q8_0, Q4_0, Q5_0)
-  kScaleMin,           // x = d * q + m                  (Q4_1, Q5_1)
-  kTwoLevelAffine,     // x = d*sc * q - dmin*mc         (Q2_K, Q4_K, Q5_K)
-  kTwoLevelSymmetric,  // x = d*sc * q, sc signed        (Q3_K, Q6_K)
-};
+// How a format turns its stored parameters into sub-block grids: each codec's grid
+// (tensor/weight_codec.h, where the code ranges are given).
+using Kind = GridKind;
 
 struct FormatSpec {
   DType type;
@@ -39,25 +36,32 @@ struct FormatSpec {
   int min_code_max;        // sub-block min codes (0..min_code_max) of the two-level affine formats
 };
 
-// Code ranges as the decoders in tensor/quant_*.cpp (ggml-common.h) interpret the stored bits.
-// Q8_0 codes stay in [-127, 127] like ggml's reference quantizer: -128 is storable, but the
-// sign-trick int8 dot products negate weight codes and -128 has no negation in a byte.
-constexpr FormatSpec kSpecs[] = {
-    {DType::Q8_0, 32, 32, -127, 127, Kind::kScale, 0, 0, 0},
-    {DType::Q4_0, 32, 32, -8, 7, Kind::kScale, 0, 0, 0},
-    {DType::Q5_0, 32, 32, -16, 15, Kind::kScale, 0, 0, 0},
-    {DType::Q4_1, 32, 32, 0, 15, Kind::kScaleMin, 0, 0, 0},
-    {DType::Q5_1, 32, 32, 0, 31, Kind::kScaleMin, 0, 0, 0},
-    {DType::Q2_K, kQK_K, 16, 0, 3, Kind::kTwoLevelAffine, 0, 15, 15},
-    {DType::Q3_K, kQK_K, 16, -4, 3, Kind::kTwoLevelSymmetric, -32, 31, 0},
-    {DType::Q4_K, kQK_K, 32, 0, 15, Kind::kTwoLevelAffine, 0, 63, 63},
-    {DType::Q5_K, kQK_K, 32, 0, 31, Kind::kTwoLevelAffine, 0, 63, 63},
-    {DType::Q6_K, kQK_K, 16, -32, 31, Kind::kTwoLevelSymmetric, -128, 127, 0},
+// The formats with a grid, read once from the codec table.
+constexpr size_t kMaxSpecs = 16;
+struct SpecTable {
+  std::array<FormatSpec, kMaxSpecs> specs{};
+  size_t count = 0;
 };
 
+const SpecTable& spec_table() {
+  static const SpecTable table = [] {
+    SpecTable t;
+    for (const WeightCodec& c : weight_codecs()) {
+      if (c.grid.kind == GridKind::kNone) continue;
+      FRUGAL_CHECK(t.count < kMaxSpecs);
+      const CodecGrid& g = c.grid;
+      t.specs[t.count++] = {c.type, static_cast<int>(type_traits(c.type).block_size), g.sub, g.qmin, g.qmax, g.kind,
+                            g.code_min, g.code_max, g.min_code_max};
+    }
+    return t;
+  }();
+  return table;
+}
+
 const FormatSpec* find_spec(DType type) {
-  for (const FormatSpec& s : kSpecs) {
-    if (s.type == type) return &s;
+  const SpecTable& t = spec_table();
+  for (size_t i = 0; i < t.count; ++i) {
+    if (t.specs[i].type == type) return &t.specs[i];
   }
   return nullptr;
 }
@@ -523,6 +527,8 @@ AffineGrid sub_grid(const BlockGrid& grid, int sub) {
     case Kind::kTwoLevelAffine:
     case Kind::kTwoLevelSymmetric:
       return two_level_grid(s, d, fp16_to_float(grid.m), grid.scale_code[sub], grid.min_code[sub]);
+    case Kind::kNone:
+      break;  // formats without a grid have no spec
   }
   return {};
 }

@@ -20,6 +20,7 @@
 #include "tensor/nm_sparse.h"
 #include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
+#include "tensor/weight_codec.h"
 
 namespace frugal {
 namespace {
@@ -27,11 +28,8 @@ namespace {
 using compress::FloatMatrix;
 using names::BlockMatrix;
 
-// Types whose encoding of 0 decodes to exactly 0 (no block minimum / offset).
-bool stores_exact_zero(DType t) {
-  return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q5_0 ||
-         is_bitmask_sparse(t) || is_nm_sparse(t);
-}
+// Types whose encoding of 0 decodes to exactly 0 (no block minimum / offset), from their codec.
+bool stores_exact_zero(DType t) { return weight_codec(t).exact_zero; }
 
 std::string percent(double fraction) {
   char buf[32];
@@ -41,14 +39,12 @@ std::string percent(double fraction) {
 
 // Rows of a llama.cpp (or float) type through the traits' own encoder.
 Result<EncodedTensor> encode_rows(DType type, const std::string& name, const float* values, int64_t rows, int64_t cols) {
-  // sparse-q8 fits its capacity to the densest row of this matrix (tensor/sparse_q8.h).
-  if (is_sparse_q8(type) && cols % kSparseBlock == 0) type = sparse_q8_type_for(values, rows, cols);
-  if (is_sparse_q4(type) && cols % kSparseBlock == 0) type = sparse_q4_type_for(values, rows, cols);
-  if (is_nm_sparse(type)) {  // N:M (tensor/nm_sparse.h): the pattern the pruned weights follow
+  // The sparse families fit their capacity or N:M pattern to this matrix (the codec's fit).
+  if (const auto fit = weight_codec(type).fit) {
     std::string why;
-    const auto nm = nm_type_for(nm_pattern(type).bits, values, rows, cols, &why);
-    if (!nm) return Status::error("tensor '" + name + "' cannot be stored as " + type_traits(type).name + ": " + why);
-    type = *nm;
+    const auto fitted = fit(type, values, rows, cols, &why);
+    if (!fitted) return Status::error("tensor '" + name + "' cannot be stored as " + type_traits(type).name + ": " + why);
+    type = *fitted;
   }
   const TypeTraits& to = type_traits(type);
   if (cols % to.block_size != 0) {

@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <vector>
 
+#include "tensor/weight_codec.h"
+
 namespace frugal::compress {
 namespace {
 
@@ -82,15 +84,7 @@ bool use_more_bits(int64_t i, int64_t n) { return i < n / 8 || i >= 7 * n / 8 ||
 // least as many bits, else to F16.
 DType fallback(DType t, int64_t cols) {
   if (cols % type_traits(t).block_size == 0) return t;
-  DType r = t;
-  switch (t) {
-    case DType::Q2_K:
-    case DType::Q3_K: r = DType::Q4_0; break;
-    case DType::Q4_K: r = DType::Q5_0; break;
-    case DType::Q5_K: r = DType::Q5_1; break;
-    case DType::Q6_K: r = DType::Q8_0; break;
-    default: break;
-  }
+  const DType r = weight_codec(t).short_rows;
   return cols % type_traits(r).block_size == 0 ? r : DType::F16;
 }
 

@@ -20,47 +20,21 @@
 #include "tensor/nm_sparse.h"
 #include "tensor/sparse_q4.h"
 #include "tensor/sparse_q8.h"
+#include "tensor/weight_codec.h"
 
 namespace frugal {
 namespace {
 
-// LLAMA_FTYPE id for a uniform model of type t (general.file_type).
+// LLAMA_FTYPE id for a uniform model of type t (general.file_type), from its codec.
 int64_t file_type_for(DType t) {
-  switch (t) {
-    case DType::F32: return 0;
-    case DType::F16: return 1;
-    case DType::Q4_0: return 2;
-    case DType::Q4_1: return 3;
-    case DType::Q8_0: return 7;
-    case DType::Q5_0: return 8;
-    case DType::Q5_1: return 9;
-    case DType::Q2_K: return 10;
-    case DType::Q3_K: return 12;
-    case DType::Q4_K: return 15;
-    case DType::Q5_K: return 17;
-    case DType::Q6_K: return 18;
-    case DType::BF16: return 32;
-    default: return -1;
-  }
+  const WeightCodec* codec = find_weight_codec(static_cast<uint32_t>(t));
+  return codec != nullptr ? codec->llama_file_type : -1;
 }
 
 // Type a matrix with rows of `cols` is stored in: `target`, or llama-quantize's 32-element
 // fallback when the row length is not a multiple of the target's block (K-quants on 576-wide rows).
 DType storage_type_for(DType target, int64_t cols) {
-  if (cols % type_traits(target).block_size == 0) return target;
-  switch (target) {
-    case DType::Q2_K:
-    case DType::Q3_K:
-      return DType::Q4_0;
-    case DType::Q4_K:
-      return DType::Q5_0;
-    case DType::Q5_K:
-      return DType::Q5_1;
-    case DType::Q6_K:
-      return DType::Q8_0;
-    default:
-      return target;
-  }
+  return cols % type_traits(target).block_size == 0 ? target : weight_codec(target).short_rows;
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -91,44 +65,22 @@ bool is_quantizable_weight(const GgufTensorInfo& t) {
 }  // namespace
 
 Result<DType> parse_format(const std::string& name) {
-  static const std::vector<DType> supported = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
-                                               DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K,
-                                               DType::Q4_K, DType::Q5_K, DType::Q6_K};
   auto lower = [](std::string s) {
     std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
     return s;
   };
+  const std::string wanted = lower(name);
   std::string list;
-  for (DType t : supported) {
-    if (lower(name) == lower(type_traits(t).name)) return t;
-    list += (list.empty() ? "" : ", ") + std::string(type_traits(t).name);
-  }
-  // frugal's bitmask sparse int8 (tensor/sparse_q8.h): the capacity is fitted to each matrix when
-  // it is encoded (sparse_q8_type_for), so the name stands for the whole family.
-  if (lower(name) == "sparse-q8" || lower(name) == "sparse_q8") return *sparse_q8_type(64);
-  for (int c = 1; c <= 64; ++c) {
-    if (lower(name) == type_traits(*sparse_q8_type(c)).name) return *sparse_q8_type(c);
-  }
-  // frugal's bitmask sparse 4-bit (tensor/sparse_q4.h), capacity fitted the same way.
-  if (lower(name) == "sparse-q4" || lower(name) == "sparse_q4") return *sparse_q4_type(64);
-  for (int c = 2; c <= 64; c += 2) {
-    if (lower(name) == type_traits(*sparse_q4_type(c)).name) return *sparse_q4_type(c);
-  }
-  // frugal's N:M sparse types (tensor/nm_sparse.h): the pattern is read from the data when encoded.
-  if (lower(name) == "nm-q8" || lower(name) == "nm_q8") return *nm_type(8, 2, 4);
-  if (lower(name) == "nm-q4" || lower(name) == "nm_q4") return *nm_type(4, 2, 4);
-  for (int bits : {8, 4}) {
-    for (int n : {2, 4}) {
-      if (lower(name) == type_traits(*nm_type(bits, n, 2 * n)).name) return *nm_type(bits, n, 2 * n);
+  // Every codec's name and alias (a family name such as sparse-q8 stands for the whole family: its
+  // capacity or pattern is fitted to each matrix when it is encoded), then its members' names.
+  for (const WeightCodec& codec : weight_codecs()) {
+    if (codec.name != nullptr && (wanted == lower(codec.name) || (codec.alias != nullptr && wanted == codec.alias))) {
+      return codec.type;
     }
-  }
-  // frugal's generic group types: fq<bits>[s]_g<group>.
-  for (int bits = 2; bits <= 8; ++bits) {
-    for (int64_t group : {32, 64, 128, 256}) {
-      for (bool symmetric : {false, true}) {
-        const DType t = *generic_group_type(bits, group, symmetric);
-        if (lower(name) == type_traits(t).name) return t;
-      }
+    if (codec.name != nullptr && !codec.members_by_name) list += (list.empty() ? "" : ", ") + std::string(codec.name);
+    if (!codec.members_by_name) continue;
+    for (const TypeTraits& member : codec.members()) {
+      if (wanted == member.name) return member.type;
     }
   }
   return Status::error("unknown format '" + name + "' (choose one of: " + list +
@@ -374,15 +326,13 @@ Result<QuantizeReport> quantize_model(const std::string& input, const std::strin
         return Status::error("tensor '" + t.name + "' has rows of " + std::to_string(cols) + " elements, not a multiple of the " +
                              to.name + " block size");
       }
-      // sparse-q8 fits its capacity to the densest row of this matrix.
-      DType stored_type = is_sparse_q8(target.type)   ? sparse_q8_type_for(values.data(), rows, cols)
-                          : is_sparse_q4(target.type) ? sparse_q4_type_for(values.data(), rows, cols)
-                                                      : target.type;
-      if (is_nm_sparse(target.type)) {  // N:M: the pattern the pruned weights follow
+      // The sparse families fit their capacity or N:M pattern to this matrix (the codec's fit).
+      DType stored_type = target.type;
+      if (const auto fit = weight_codec(target.type).fit) {
         std::string why;
-        const auto nm = nm_type_for(nm_pattern(target.type).bits, values.data(), rows, cols, &why);
-        if (nm) {
-          stored_type = *nm;
+        const auto fitted = fit(target.type, values.data(), rows, cols, &why);
+        if (fitted) {
+          stored_type = *fitted;
         } else if (names::parse_block_matrix(t.name)) {
           return Status::error("tensor '" + t.name + "' cannot be stored as " + to.name + ": " + why);
         } else {

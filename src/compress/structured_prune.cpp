@@ -13,6 +13,7 @@
 #include "io/gguf_writer.h"
 #include "model/model_config.h"
 #include "tensor/generic_group.h"
+#include "tensor/weight_codec.h"
 
 namespace frugal {
 namespace compress {
@@ -140,14 +141,8 @@ DType type_for_row_length(DType type, int64_t cols) {
     }
   }
   // llama-quantize's fallbacks for rows that are not a multiple of a 256-element super-block.
-  DType fallback = DType::Q8_0;
-  switch (type) {
-    case DType::Q2_K:
-    case DType::Q3_K: fallback = DType::Q4_0; break;
-    case DType::Q4_K: fallback = DType::Q5_0; break;
-    case DType::Q5_K: fallback = DType::Q5_1; break;
-    default: break;
-  }
+  const DType short_rows = weight_codec(type).short_rows;
+  const DType fallback = short_rows != type ? short_rows : DType::Q8_0;
   if (fits(fallback)) return fallback;
   return fits(DType::Q8_0) ? DType::Q8_0 : DType::F32;
 }

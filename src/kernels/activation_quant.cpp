@@ -4,11 +4,6 @@
 // x*127/amax) and quantize_row_q8_K_ref (ggml-quants.c: iscale = -127/max, d = 1/iscale).
 #include "kernels/activation_quant.h"
 
-#include "tensor/generic_group.h"
-#include "tensor/nm_sparse.h"
-#include "tensor/sparse_q4.h"
-#include "tensor/sparse_q8.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -114,25 +109,8 @@ void zero_lane(const QuantizedActivations& out, int64_t group, int lane) {
 }  // namespace
 
 ActivationFormat activation_format_for(DType weight_type) {
-  switch (weight_type) {
-    case DType::Q4_0:
-    case DType::Q4_1:
-    case DType::Q5_0:
-    case DType::Q5_1:
-    case DType::Q8_0:
-      return ActivationFormat::kQ8Block32;
-    case DType::Q2_K:
-    case DType::Q3_K:
-    case DType::Q4_K:
-    case DType::Q5_K:
-    case DType::Q6_K:
-      return ActivationFormat::kQ8K;
-    default:
-      // sparse formats and frugal's generic group types (fq*: 32-element sub-blocks of every group).
-      return is_bitmask_sparse(weight_type) || is_nm_sparse(weight_type) || generic_group_format(weight_type)
-                 ? ActivationFormat::kQ8Block32
-                 : ActivationFormat::kNone;
-  }
+  const WeightCodec* codec = find_weight_codec(static_cast<uint32_t>(weight_type));
+  return codec != nullptr ? codec->activation : ActivationFormat::kNone;
 }
 
 size_t activation_group_bytes(ActivationFormat format, int64_t cols, int lanes) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "tensor/dtype.h"
+#include "tensor/weight_codec.h"
 
 namespace frugal::kernels {
 
@@ -19,11 +20,8 @@ inline int group_lanes(int64_t n_tokens) { return n_tokens == 1 ? 1 : kTokenGrou
 // one 64-byte row of a TDPBUSD B tile (16 tokens x 4 bytes).
 inline constexpr int kAmxTokenGroup = 16;
 
-enum class ActivationFormat {
-  kNone,       // float activations (F32/F16/BF16 weights, and types without an integer kernel)
-  kQ8Block32,  // ggml Q8_0 / Q8_1: d = amax/127 stored as fp16, codes round(x*127/amax)
-  kQ8K,        // ggml Q8_K: d = max/-127 (signed max) in float, codes min(127, round(x/d))
-};
+// Each weight format's codec names the format its kernels read (tensor/weight_codec.h).
+using frugal::ActivationFormat;
 
 // Per-sub-block float arrays stored with the codes (each [cols/sub][kTokenGroup] floats):
 //   kD32/kD16: the activation scale d of the 32/16-element sub-block (Q8_K: the super-block d),

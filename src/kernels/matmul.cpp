@@ -238,8 +238,7 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
     const int index = kernels::kernel_type_index(w.traits->type);
     p.format = kernels::activation_format_for(w.traits->type);
     FRUGAL_CHECK(!per_token || p.format == ActivationFormat::kQ8Block32);
-    if ((index == kernels::kKernelSparseQ8 || index == kernels::kKernelSparseQ4 || index == kernels::kKernelNmSparse) &&
-        n_tokens > 1) {
+    if (weight_codec(w.traits->type).expand_for_prefill && n_tokens > 1) {
       p.path = Path::kSparseExpand;
       need_block32 = true;
     } else if (index >= 0 && table.quant_rows[index] != nullptr) {

@@ -7,6 +7,7 @@
 
 #include "kernels/activation_quant.h"
 #include "kernels/cpu_features.h"
+#include "tensor/weight_codec.h"
 #include "tensor/weight_matrix.h"
 
 namespace frugal::kernels {
@@ -23,19 +24,9 @@ using FloatRowsFn = void (*)(const WeightMatrix& w, int64_t r0, int64_t r1, cons
 using QuantizeFn = void (*)(const float* x, int64_t x_stride, int64_t group_begin, int64_t group_end,
                             const QuantizedActivations& out);
 
-// Weight types with kernels, indexed by kernel_type_index().
-enum KernelType : int {
-  kKernelQ4_0, kKernelQ4_1, kKernelQ5_0, kKernelQ5_1, kKernelQ8_0,
-  kKernelQ2_K, kKernelQ3_K, kKernelQ4_K, kKernelQ5_K, kKernelQ6_K,
-  kKernelF32, kKernelF16, kKernelBF16,
-  kKernelSparseQ8,  // every capacity of sparse-q8 (tensor/sparse_q8.h); see matmul.cpp
-  // frugal's generic group types (tensor/generic_group.h), one slot per bit width: every group
-  // size and symmetry of that width shares the kernel, which reads them from the type (matmul_fq.h).
-  kKernelFq2, kKernelFq3, kKernelFq4, kKernelFq5, kKernelFq6, kKernelFq7, kKernelFq8,
-  kKernelSparseQ4,  // every capacity of sparse-q4 (tensor/sparse_q4.h); kernels in sparse_q4_kernels.h
-  kKernelNmSparse,  // nm-q8 and nm-q4 (tensor/nm_sparse.h); kernels in nm_sparse_kernels.h
-  kKernelTypeCount,
-};
+// Weight types with kernels, indexed by kernel_type_index(): the slots are declared with the
+// codec table (tensor/weight_codec.h), whose entries name the slot of each format.
+using enum frugal::KernelType;
 // -1 for types without a kernel (they use the dequantize-to-float fallback in matmul.cpp).
 int kernel_type_index(DType type);
 

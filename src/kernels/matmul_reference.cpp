@@ -221,27 +221,8 @@ void quantize_scalar(const float* x, int64_t x_stride, int64_t group_begin, int6
 }  // namespace
 
 int kernel_type_index(DType type) {
-  switch (type) {
-    case DType::Q4_0: return kKernelQ4_0;
-    case DType::Q4_1: return kKernelQ4_1;
-    case DType::Q5_0: return kKernelQ5_0;
-    case DType::Q5_1: return kKernelQ5_1;
-    case DType::Q8_0: return kKernelQ8_0;
-    case DType::Q2_K: return kKernelQ2_K;
-    case DType::Q3_K: return kKernelQ3_K;
-    case DType::Q4_K: return kKernelQ4_K;
-    case DType::Q5_K: return kKernelQ5_K;
-    case DType::Q6_K: return kKernelQ6_K;
-    case DType::F32: return kKernelF32;
-    case DType::F16: return kKernelF16;
-    case DType::BF16: return kKernelBF16;
-    default:
-      if (is_sparse_q8(type)) return kKernelSparseQ8;
-      if (is_sparse_q4(type)) return kKernelSparseQ4;
-      if (is_nm_sparse(type)) return kKernelNmSparse;
-      if (const auto f = generic_group_format(type)) return kKernelFq2 + f->bits - 2;
-      return -1;
-  }
+  const WeightCodec* codec = find_weight_codec(static_cast<uint32_t>(type));
+  return codec != nullptr ? codec->kernel_slot(type) : kNoKernel;
 }
 
 void quant_rows_reference(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedActivations& a, float* y,

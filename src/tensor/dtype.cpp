@@ -1,6 +1,6 @@
-// The weight-format traits table (one entry per supported GGML type, then frugal's generic group
-// types from tensor/generic_group.cpp), GGML type names, and the row functions of the unquantized
-// element types F32, F16 and BF16.
+// The traits of the GGML weight formats (one entry per supported GGML type; the codec table in
+// weight_codec.cpp adds frugal's own families and derives type lookup from both), GGML type names,
+// and the row functions of the unquantized element types F32, F16 and BF16.
 #include "tensor/dtype.h"
 
 #include <array>
@@ -8,11 +8,8 @@
 
 #include "base/check.h"
 #include "tensor/fp16.h"
-#include "tensor/generic_group.h"
 #include "tensor/quant_blocks.h"
-#include "tensor/nm_sparse.h"
-#include "tensor/sparse_q4.h"
-#include "tensor/sparse_q8.h"
+#include "tensor/weight_codec.h"
 
 namespace frugal {
 namespace quant {
@@ -148,30 +145,18 @@ const std::array<std::array<char, 16>, kNumberedNames>& numbered_names() {
 
 }  // namespace
 
-const TypeTraits* find_type_traits(uint32_t ggml_type_id) {
+const TypeTraits* find_ggml_traits(uint32_t type_id) {
   for (const TypeTraits& t : kTraits) {
-    if (static_cast<uint32_t>(t.type) == ggml_type_id) return &t;
+    if (static_cast<uint32_t>(t.type) == type_id) return &t;
   }
-  if (const TypeTraits* sparse = find_sparse_q8_traits(ggml_type_id)) return sparse;
-  if (const TypeTraits* sparse = find_sparse_q4_traits(ggml_type_id)) return sparse;
-  if (const TypeTraits* nm = find_nm_traits(ggml_type_id)) return nm;
-  return find_generic_group_traits(ggml_type_id);
-}
-
-const TypeTraits& type_traits(DType type) {
-  const TypeTraits* t = find_type_traits(static_cast<uint32_t>(type));
-  FRUGAL_CHECK(t != nullptr);
-  return *t;
+  return nullptr;
 }
 
 std::string_view ggml_type_name(uint32_t ggml_type_id) {
   constexpr uint32_t known = sizeof(kGgmlNames) / sizeof(kGgmlNames[0]);
   if (ggml_type_id < known) return kGgmlNames[ggml_type_id];
   if (ggml_type_id < kNumberedNames) return numbered_names()[ggml_type_id].data();
-  if (const TypeTraits* generic = find_generic_group_traits(ggml_type_id)) return generic->name;
-  if (const TypeTraits* sparse = find_sparse_q8_traits(ggml_type_id)) return sparse->name;
-  if (const TypeTraits* sparse = find_sparse_q4_traits(ggml_type_id)) return sparse->name;
-  if (const TypeTraits* nm = find_nm_traits(ggml_type_id)) return nm->name;
+  if (const TypeTraits* frugal_type = find_type_traits(ggml_type_id)) return frugal_type->name;  // weight_codec.cpp
   return "unknown type";
 }
 

@@ -49,8 +49,8 @@ struct TypeTraits {
   bool (*validate)(const TypeTraits& traits, const uint8_t* data, int64_t rows, int64_t cols, std::string* why) = nullptr;
 };
 
-// The traits for a GGML or frugal generic group type id, or nullptr when frugal does not support
-// that type.
+// The traits for a GGML or frugal type id, or nullptr when frugal does not support that type
+// (looked up through the codec table, tensor/weight_codec.h).
 const TypeTraits* find_type_traits(uint32_t ggml_type_id);
 // The traits for a supported type (checked).
 const TypeTraits& type_traits(DType type);

@@ -266,6 +266,8 @@ std::optional<GenericGroupFormat> generic_group_format(DType type) {
   return GenericGroupFormat{static_cast<int>(low >> 4 & 0xf), int64_t{32} << (low & 0xf), (low & kSymmetricBit) != 0};
 }
 
+std::span<const TypeTraits> generic_group_all_traits() { return kTable; }
+
 const TypeTraits* find_generic_group_traits(uint32_t type_id) {
   if ((type_id & 0xffff0000u) != kGenericTypeBase) return nullptr;
   const uint32_t low = type_id & 0xffff;

@@ -31,6 +31,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 
 #include "tensor/dtype.h"
 
@@ -57,6 +58,8 @@ std::optional<DType> generic_group_type(int bits, int64_t group, bool symmetric)
 std::optional<GenericGroupFormat> generic_group_format(DType type);
 // The traits of a generic group type id, or nullptr for any other id (used by find_type_traits).
 const TypeTraits* find_generic_group_traits(uint32_t type_id);
+// Every generic group type (the codec table's member list).
+std::span<const TypeTraits> generic_group_all_traits();
 
 // fp16 bits of one block's scale and offset (offset unused by symmetric layouts).
 struct GenericGroupParams {

@@ -3,30 +3,19 @@
 #include "tensor/nm_sparse.h"
 
 #include <algorithm>
-#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "tensor/fp16.h"
+#include "tensor/sparse_rows.h"
 
 namespace frugal {
 namespace {
 
-static_assert(std::endian::native == std::endian::little, "N:M masks assume a little-endian host");
-
-uint64_t load_mask(const uint8_t* p) {
-  uint64_t m;
-  std::memcpy(&m, p, 8);
-  return m;
-}
-
-float load_scale(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return fp16_to_float(h);
-}
+using sparse_rows::load_mask;
+using sparse_rows::load_scale;
 
 constexpr int slot_bytes(int bits) { return kNmSlot * bits / 8; }
 
@@ -120,16 +109,15 @@ float dot(const void* row, const float* x, int64_t n) {
 
 template <int Bits, int N, int M>
 bool validate(const TypeTraits& traits, const uint8_t* data, int64_t rows, int64_t cols, std::string* why) {
-  const size_t stride = row_bytes(traits, cols);
   constexpr uint64_t group = (uint64_t{1} << M) - 1;
-  for (int64_t r = 0; r < rows; ++r) {
-    const NmRow row = nm_row(data + static_cast<size_t>(r) * stride, cols);
+  return sparse_rows::validate_rows(traits, data, rows, cols, why, [&](const uint8_t* bytes, std::string* problem) {
+    const NmRow row = nm_row(bytes, cols);
     for (int64_t b = 0; b < row.blocks; ++b) {
       const uint64_t m = load_mask(row.masks + 8 * b);
       for (int g = 0; g < kSparseBlock; g += M) {
         if (std::popcount(m >> g & group) > N) {
-          *why = "row " + std::to_string(r) + " block " + std::to_string(b) + " has more than " + std::to_string(N) +
-                 " mask bits set in the group of " + std::to_string(M) + " at " + std::to_string(g);
+          *problem = "block " + std::to_string(b) + " has more than " + std::to_string(N) + " mask bits set in the group of " +
+                     std::to_string(M) + " at " + std::to_string(g);
           return false;
         }
       }
@@ -139,15 +127,15 @@ bool validate(const TypeTraits& traits, const uint8_t* data, int64_t rows, int64
         const int raw = Bits == 8 ? static_cast<int8_t>(slot[i]) : (i & 1 ? slot[i / 2] >> 4 : slot[i / 2]) & 0x0f;
         const bool bad = i < k ? (Bits == 8 ? raw == 0 || raw == -128 : raw == 0 || raw == 8) : raw != 0;
         if (bad) {
-          *why = "row " + std::to_string(r) + " block " + std::to_string(b) +
-                 (i < k ? " stores a code " + std::to_string(raw) + " outside the format's non-zero codes"
-                        : " has a non-zero code past its " + std::to_string(k) + " values");
+          *problem = "block " + std::to_string(b) +
+                     (i < k ? " stores a code " + std::to_string(raw) + " outside the format's non-zero codes"
+                            : " has a non-zero code past its " + std::to_string(k) + " values");
           return false;
         }
       }
     }
-  }
-  return true;
+    return true;
+  });
 }
 
 template <int Bits, int N, int M>
@@ -173,6 +161,8 @@ NmPattern nm_pattern(DType type) {
   const uint32_t id = static_cast<uint32_t>(type);
   return {static_cast<int>(id >> 8 & 0xff), static_cast<int>(id >> 4 & 0xf), static_cast<int>(id & 0xf)};
 }
+
+std::span<const TypeTraits> nm_all_traits() { return kTraits; }
 
 const TypeTraits* find_nm_traits(uint32_t type_id) {
   for (const TypeTraits& t : kTraits) {

@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "tensor/dtype.h"
@@ -55,6 +56,8 @@ NmPattern nm_pattern(DType type);
 inline bool is_nm_sparse(DType type) { return nm_pattern(type).bits != 0; }
 // The traits of an N:M type id, or nullptr (used by find_type_traits).
 const TypeTraits* find_nm_traits(uint32_t type_id);
+// Every N:M type: nm_q8_2of4, nm_q8_4of8, nm_q4_2of4, nm_q4_4of8 (the codec table's member lists).
+std::span<const TypeTraits> nm_all_traits();
 // The N:M type of `bits` whose pattern every row of the matrix already follows (2:4 before 4:8),
 // or an empty optional with the reason in *why.
 std::optional<DType> nm_type_for(int bits, const float* values, int64_t rows, int64_t cols, std::string* why);

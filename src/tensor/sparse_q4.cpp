@@ -10,26 +10,16 @@
 #include <vector>
 
 #include "tensor/fp16.h"
+#include "tensor/sparse_rows.h"
 
 namespace frugal {
 namespace {
 
-static_assert(std::endian::native == std::endian::little, "sparse-q4 masks assume a little-endian host");
+using sparse_rows::load_mask;
+using sparse_rows::load_scale;
 
 constexpr int kMaxCapacity = kSparseBlock;
 constexpr int kCapacities = kMaxCapacity / 2;  // 2, 4, ..., 64
-
-uint64_t load_mask(const uint8_t* p) {
-  uint64_t m;
-  std::memcpy(&m, p, 8);
-  return m;
-}
-
-float load_scale(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return fp16_to_float(h);
-}
 
 // The code of the k-th value of a block whose codes start at p.
 int code_at(const uint8_t* p, int k) { return k & 1 ? p[k / 2] >> 4 : p[k / 2] & 0x0f; }
@@ -134,15 +124,13 @@ float dot(const void* row, const float* x, int64_t n) {
 
 bool validate(const TypeTraits& traits, const uint8_t* data, int64_t rows, int64_t cols, std::string* why) {
   const int c = sparse_q4_capacity(traits.type);
-  const size_t stride = row_bytes(traits, cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    const SparseQ4Row row = sparse_q4_row(data + static_cast<size_t>(r) * stride, cols, c);
-    int64_t bytes = 0;
-    for (int64_t b = 0; b < row.blocks; ++b) bytes += (std::popcount(load_mask(row.masks + 8 * b)) + 1) / 2;
+  return sparse_rows::validate_rows(traits, data, rows, cols, why, [&](const uint8_t* bytes, std::string* problem) {
+    const SparseQ4Row row = sparse_q4_row(bytes, cols, c);
+    int64_t used = 0;
+    for (int64_t b = 0; b < row.blocks; ++b) used += (std::popcount(load_mask(row.masks + 8 * b)) + 1) / 2;
     const int64_t room = row.codes_end - row.codes;
-    if (bytes > room) {
-      *why = "row " + std::to_string(r) + " has mask bits set for " + std::to_string(bytes) + " bytes of codes but room for " +
-             std::to_string(room);
+    if (used > room) {
+      *problem = "has mask bits set for " + std::to_string(used) + " bytes of codes but room for " + std::to_string(room);
       return false;
     }
     const uint8_t* p = row.codes;
@@ -151,44 +139,25 @@ bool validate(const TypeTraits& traits, const uint8_t* data, int64_t rows, int64
       for (int i = 0; i < k; ++i) {
         const int u = code_at(p, i);
         if (u == 0 || u == 8) {
-          *why = "row " + std::to_string(r) + " block " + std::to_string(b) + " stores a code " + std::to_string(u) +
-                 " outside [1, 15] \\ {8}";
+          *problem = "block " + std::to_string(b) + " stores a code " + std::to_string(u) + " outside [1, 15] \\ {8}";
           return false;
         }
       }
       if (k % 2 == 1 && (p[k / 2] >> 4) != 0) {
-        *why = "row " + std::to_string(r) + " block " + std::to_string(b) + " has a non-zero pad nibble";
+        *problem = "block " + std::to_string(b) + " has a non-zero pad nibble";
         return false;
       }
       p += (k + 1) / 2;
     }
-    for (; p < row.codes_end; ++p) {
-      if (*p != 0) {
-        *why = "row " + std::to_string(r) + " has non-zero bytes past its " + std::to_string(bytes) + " bytes of codes";
-        return false;
-      }
+    if (!sparse_rows::all_zero(p, row.codes_end)) {
+      *problem = "has non-zero bytes past its " + std::to_string(used) + " bytes of codes";
+      return false;
     }
-  }
-  return true;
+    return true;
+  });
 }
 
-using Name = std::array<char, 16>;
-
-constexpr Name name_of(int c) {
-  Name name{};
-  const char prefix[] = "sparse_q4_c";
-  int k = 0;
-  for (; prefix[k] != '\0'; ++k) name[k] = prefix[k];
-  if (c >= 10) name[k++] = static_cast<char>('0' + c / 10);
-  name[k++] = static_cast<char>('0' + c % 10);
-  return name;
-}
-
-constexpr auto kNames = [] {
-  std::array<Name, kCapacities> names{};
-  for (int i = 0; i < kCapacities; ++i) names[i] = name_of(2 * (i + 1));
-  return names;
-}();
+constexpr auto kNames = sparse_rows::capacity_names<kCapacities>("sparse_q4_c", 2);
 
 template <int... I>
 constexpr std::array<TypeTraits, sizeof...(I)> make_traits(std::integer_sequence<int, I...>) {
@@ -212,6 +181,8 @@ int sparse_q4_capacity(DType type) {
   const int c = static_cast<int>(id & 0xff);
   return c >= 2 && c <= kMaxCapacity && c % 2 == 0 ? c : 0;
 }
+
+std::span<const TypeTraits> sparse_q4_all_traits() { return kTraits; }
 
 const TypeTraits* find_sparse_q4_traits(uint32_t type_id) {
   const int c = sparse_q4_capacity(static_cast<DType>(type_id));

@@ -43,6 +43,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "tensor/dtype.h"
@@ -61,6 +62,8 @@ inline bool is_sparse_q4(DType type) { return sparse_q4_capacity(type) != 0; }
 inline bool is_bitmask_sparse(DType type) { return is_sparse_q8(type) || is_sparse_q4(type); }
 // The traits of a sparse-q4 type id, or nullptr (used by find_type_traits).
 const TypeTraits* find_sparse_q4_traits(uint32_t type_id);
+// Every sparse-q4 type, capacity 2 first (the codec table's member list).
+std::span<const TypeTraits> sparse_q4_all_traits();
 // The smallest-capacity sparse-q4 type that stores every row of a rows x cols matrix without
 // dropping a non-zero (cols a multiple of 64).
 DType sparse_q4_type_for(const float* values, int64_t rows, int64_t cols);

@@ -10,25 +10,15 @@
 #include <vector>
 
 #include "tensor/fp16.h"
+#include "tensor/sparse_rows.h"
 
 namespace frugal {
 namespace {
 
-static_assert(std::endian::native == std::endian::little, "sparse-q8 masks assume a little-endian host");
+using sparse_rows::load_mask;
+using sparse_rows::load_scale;
 
 constexpr int kMaxCapacity = kSparseBlock;
-
-uint64_t load_mask(const uint8_t* p) {
-  uint64_t m;
-  std::memcpy(&m, p, 8);
-  return m;
-}
-
-float load_scale(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return fp16_to_float(h);
-}
 
 template <int C>
 void dequantize(const void* src, float* dst, int64_t n) {
@@ -114,50 +104,30 @@ float dot(const void* row, const float* x, int64_t n) {
 
 bool validate(const TypeTraits& traits, const uint8_t* data, int64_t rows, int64_t cols, std::string* why) {
   const int c = sparse_q8_capacity(traits.type);
-  const size_t stride = row_bytes(traits, cols);
-  for (int64_t r = 0; r < rows; ++r) {
-    const SparseQ8Row row = sparse_q8_row(data + static_cast<size_t>(r) * stride, cols, c);
+  return sparse_rows::validate_rows(traits, data, rows, cols, why, [&](const uint8_t* bytes, std::string* problem) {
+    const SparseQ8Row row = sparse_q8_row(bytes, cols, c);
     int64_t nnz = 0;
     for (int64_t b = 0; b < row.blocks; ++b) nnz += std::popcount(load_mask(row.masks + 8 * b));
     const int64_t cap = row.blocks * c;
     if (nnz > cap) {
-      *why = "row " + std::to_string(r) + " has " + std::to_string(nnz) + " mask bits set but room for " + std::to_string(cap) +
-             " values";
+      *problem = "has " + std::to_string(nnz) + " mask bits set but room for " + std::to_string(cap) + " values";
       return false;
     }
-    for (const int8_t* p = row.values + nnz; p < row.values_end; ++p) {
-      if (*p != 0) {
-        *why = "row " + std::to_string(r) + " has non-zero bytes past its " + std::to_string(nnz) + " values";
-        return false;
-      }
+    if (!sparse_rows::all_zero(reinterpret_cast<const uint8_t*>(row.values + nnz), reinterpret_cast<const uint8_t*>(row.values_end))) {
+      *problem = "has non-zero bytes past its " + std::to_string(nnz) + " values";
+      return false;
     }
     for (const int8_t* p = row.values; p < row.values + nnz; ++p) {
       if (*p == 0 || *p == -128) {
-        *why = "row " + std::to_string(r) + " stores a code " + std::to_string(*p) + " outside [-127, -1] u [1, 127]";
+        *problem = "stores a code " + std::to_string(*p) + " outside [-127, -1] u [1, 127]";
         return false;
       }
     }
-  }
-  return true;
+    return true;
+  });
 }
 
-using Name = std::array<char, 16>;
-
-constexpr Name name_of(int c) {
-  Name name{};
-  const char prefix[] = "sparse_q8_c";
-  int k = 0;
-  for (; prefix[k] != '\0'; ++k) name[k] = prefix[k];
-  if (c >= 10) name[k++] = static_cast<char>('0' + c / 10);
-  name[k++] = static_cast<char>('0' + c % 10);
-  return name;
-}
-
-constexpr auto kNames = [] {
-  std::array<Name, kMaxCapacity> names{};
-  for (int c = 1; c <= kMaxCapacity; ++c) names[c - 1] = name_of(c);
-  return names;
-}();
+constexpr auto kNames = sparse_rows::capacity_names<kMaxCapacity>("sparse_q8_c", 1);
 
 template <int... I>
 constexpr std::array<TypeTraits, sizeof...(I)> make_traits(std::integer_sequence<int, I...>) {
@@ -180,6 +150,8 @@ int sparse_q8_capacity(DType type) {
   const int c = static_cast<int>(id & 0xff);
   return c >= 1 && c <= kMaxCapacity ? c : 0;
 }
+
+std::span<const TypeTraits> sparse_q8_all_traits() { return kTraits; }
 
 const TypeTraits* find_sparse_q8_traits(uint32_t type_id) {
   const int c = sparse_q8_capacity(static_cast<DType>(type_id));

@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "tensor/dtype.h"
@@ -49,6 +50,8 @@ int sparse_q8_capacity(DType type);
 inline bool is_sparse_q8(DType type) { return sparse_q8_capacity(type) != 0; }
 // The traits of a sparse-q8 type id, or nullptr (used by find_type_traits).
 const TypeTraits* find_sparse_q8_traits(uint32_t type_id);
+// Every sparse-q8 type, capacity 1 first (the codec table's member list).
+std::span<const TypeTraits> sparse_q8_all_traits();
 // The smallest-capacity sparse-q8 type that stores every row of a rows x cols matrix without
 // dropping a non-zero (cols a multiple of 64).
 DType sparse_q8_type_for(const float* values, int64_t rows, int64_t cols);

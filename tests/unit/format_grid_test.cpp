@@ -11,12 +11,27 @@
 #include <vector>
 
 #include "tensor/fp16.h"
+#include "tensor/weight_codec.h"
 
 namespace frugal::compress {
 namespace {
 
-const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1,
-                        DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+// Every format with a grid in the codec table (tensor/weight_codec.h): Q8_0, Q4_0, Q4_1, Q5_0,
+// Q5_1 and the K-quants Q2_K..Q6_K today; a new codec with a grid joins these tests by itself.
+const std::vector<DType> kTypes = [] {
+  std::vector<DType> types;
+  for (const WeightCodec& c : weight_codecs()) {
+    if (c.grid.kind != GridKind::kNone) types.push_back(c.type);
+  }
+  return types;
+}();
+
+TEST(FormatGrid, EveryCodecGridIsSupported) {
+  EXPECT_EQ(kTypes.size(), 10u);
+  for (DType type : kTypes) EXPECT_TRUE(format_grid_supported(type)) << type_traits(type).name;
+  EXPECT_FALSE(format_grid_supported(DType::F16));
+  EXPECT_FALSE(format_grid_supported(DType::Q8_K));
+}
 
 // A weight-like row: Gaussian with a different spread per 32 elements, a few outliers, one block
 // of zeros and one constant run, so edge cases show up in every format.
