@@ -96,8 +96,12 @@ TEST(WeightCodec, FieldsAgreeWithEachOther) {
         EXPECT_NE(c.activation, ActivationFormat::kNone);
       }
     }
-    if (c.expand_for_prefill) EXPECT_EQ(c.activation, ActivationFormat::kQ8Block32) << "prefill runs the Q8_0 kernel";
-    if (c.fit != nullptr) EXPECT_TRUE(c.members_by_name);
+    if (c.expand_for_prefill) {
+      EXPECT_EQ(c.activation, ActivationFormat::kQ8Block32) << "prefill runs the Q8_0 kernel";
+    }
+    if (c.fit != nullptr) {
+      EXPECT_TRUE(c.members_by_name);
+    }
     const TypeTraits& t = type_traits(c.type);
     if (c.grid.kind != GridKind::kNone) {
       EXPECT_GT(c.grid.sub, 0);
