@@ -21,6 +21,16 @@ void Sampler::accept(int32_t token) {
 }
 
 int32_t Sampler::sample(const float* logits) {
+  if (options_.temperature <= 0.0f && options_.repeat_penalty == 1.0f) {
+    // Greedy without penalty: the first largest logit, as max_element over the candidates below
+    // picks it, without filling the candidate list (49152 entries for SmolLM2; a batched serving
+    // step samples every sequence).
+    int32_t best = 0;
+    for (int32_t i = 1; i < n_vocab_; ++i) {
+      if (logits[best] < logits[i]) best = i;
+    }
+    return best;
+  }
   for (int32_t i = 0; i < n_vocab_; ++i) candidates_[i] = {i, logits[i], 0.0f};
   // CTRL's penalty: divide positive logits, multiply negative ones, once per distinct token.
   if (options_.repeat_penalty != 1.0f) {

@@ -25,6 +25,21 @@ TEST(Sampler, GreedyPicksTheArgmax) {
   EXPECT_EQ(s.sample(kLogits.data()), 1);
 }
 
+// Ties go to the first largest logit, with and without a repetition penalty (the penalty path
+// fills the candidate list; the plain greedy path scans the logits directly).
+TEST(Sampler, GreedyTiesGoToTheFirstLargest) {
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
+  SamplerOptions o;
+  o.temperature = 0;
+  Sampler plain(o, static_cast<int32_t>(logits.size()));
+  EXPECT_EQ(plain.sample(logits.data()), 1);
+  o.repeat_penalty = 1.5f;
+  Sampler penalized(o, static_cast<int32_t>(logits.size()));
+  EXPECT_EQ(penalized.sample(logits.data()), 1);
+  penalized.accept(1);  // token 1 divided by 1.5: token 3 is now the largest
+  EXPECT_EQ(penalized.sample(logits.data()), 3);
+}
+
 TEST(Sampler, TopKKeepsTheKBest) {
   SamplerOptions o;
   o.top_k = 2;
