@@ -3,7 +3,7 @@
 // whether every batched sequence produced the same greedy tokens as when run alone.
 //
 //   build/tools/engine_bench -m MODEL [--clients 1,4,16] [--tokens 64] [--prompt-tokens 32]
-//                            [--threads 2] [--text FILE]
+//                            [--threads 2] [--text FILE] [--batched-only]
 //
 // Each client's prompt is a different window of the text (or of random tokens without --text),
 // so the prefix cache does not help; every request decodes exactly --tokens tokens greedily.
@@ -34,6 +34,7 @@ struct Args {
   int64_t prompt_tokens = 32;
   int threads = 2;
   std::string text;
+  bool batched_only = false;  // skip the single-stream runs (for profiling the batched step)
 };
 
 bool parse(int argc, char** argv, Args& a) {
@@ -54,6 +55,8 @@ bool parse(int argc, char** argv, Args& a) {
       a.threads = std::atoi(value().c_str());
     } else if (k == "--text") {
       a.text = value();
+    } else if (k == "--batched-only") {
+      a.batched_only = true;
     } else {
       std::fprintf(stderr, "engine_bench: unknown argument '%s'\n", k.c_str());
       return false;
@@ -61,7 +64,7 @@ bool parse(int argc, char** argv, Args& a) {
   }
   if (a.model.empty() || a.clients.empty() || a.tokens < 1 || a.prompt_tokens < 1 || a.threads < 1 ||
       std::any_of(a.clients.begin(), a.clients.end(), [](int c) { return c < 1; })) {
-    std::fprintf(stderr, "usage: engine_bench -m MODEL [--clients 1,4,16] [--tokens 64] [--prompt-tokens 32] [--threads 2] [--text FILE]\n");
+    std::fprintf(stderr, "usage: engine_bench -m MODEL [--clients 1,4,16] [--tokens 64] [--prompt-tokens 32] [--threads 2] [--text FILE] [--batched-only]\n");
     return false;
   }
   return true;
@@ -127,11 +130,12 @@ int run(const Args& a) {
   // which steadies it on a shared machine.
   std::vector<double> rates;
   std::vector<std::vector<int32_t>> alone;
-  for (int c = 0; c < max_clients; ++c) {
+  for (int c = 0; c < (a.batched_only ? 1 : max_clients); ++c) {
     double rate = 0;
     alone.push_back(single_stream(model, prompts[c], a.tokens, a.threads, rate));
     rates.push_back(rate);
   }
+  alone.resize(static_cast<size_t>(max_clients));  // --batched-only: the others stay empty (not compared)
   std::sort(rates.begin(), rates.end());
   const double single_rate = rates[rates.size() / 2];
   std::printf("model %s, %d threads, prompts of %lld tokens, %lld generated tokens per request\n", a.model.c_str(), a.threads,

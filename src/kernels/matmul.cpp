@@ -45,6 +45,8 @@ constexpr int64_t kFallbackRows = 16;
 constexpr int64_t kPrivateTokens = kernels::kTokenGroup;
 // At most this many targets share one input.
 constexpr int kMaxTargets = 8;
+// Inputs of up to this many tokens (batched decode steps) are split in larger chunks of rows.
+constexpr int64_t kSmallBatchTokens = 32;
 
 size_t align_64(size_t n) { return (n + 63) / 64 * 64; }
 
@@ -279,6 +281,14 @@ void matmul_shared_input(std::span<const MatmulTarget> targets, const float* x, 
   int64_t chunk = tile;
   if (n_tokens <= kPrivateTokens) {
     const int64_t wanted = std::max<int64_t>(1, total_rows / (4 * n_threads));
+    chunk = (wanted + tile - 1) / tile * tile;
+  } else if (n_tokens <= kSmallBatchTokens) {
+    // A batched decode step (one token of each of up to 32 sequences): a tile's work is short, so
+    // with one tile per chunk the threads would alternate tiles, each prefetching the next tile
+    // (build_tile's NextTilePrefetch) for the other thread and claiming one it did not prefetch,
+    // and contending on the chunk counter (3072 claims for a 49152-row output head). About 8
+    // chunks per thread keep the dynamic balance and let the prefetches land where they are used.
+    const int64_t wanted = std::max<int64_t>(1, total_rows / (8 * n_threads));
     chunk = (wanted + tile - 1) / tile * tile;
   }
   int64_t n_chunks = 0;

@@ -79,6 +79,11 @@ void sparse_q8_to_q8_0_avx512(const WeightMatrix& w, int64_t r0, int64_t r1, uin
 // all amx_preferred() (those with 32-element sub-blocks; the 16-element ones measured slower than
 // VNNI). Measured end to end (pp512, 2 threads): +9% (Q8_0) and +18% (Q4_0) on a 1B Llama
 // (2048/8192 columns), -10% to -18% on SmolLM2-135M (576/1536 columns), hence the column bound.
+// A batched serving step of 16 decoding sequences is exactly one 16-token group, but AMX there
+// measured slower too: SmolLM2 Q4_1 engine_bench --clients 16 -t 1, user CPU +9% with AMX from
+// 16 tokens on every shape, +1% with it on the 49152-row output head only (Q8_0); each 16-row
+// tile is decoded for a single group, so nothing amortizes the repacking, and the per-32-column
+// epilogue that bit-identity requires does not overlap the tile unit (matmul_amx.cpp).
 QuantRowsFn amx_quant_rows(int kernel_index);
 bool amx_preferred(int kernel_index);
 inline constexpr int64_t kAmxMinTokens = 128;

@@ -68,4 +68,14 @@ void attend_one_head(const float* q, const PagedKvRows& k, const PagedKvRows& v,
   active_ops().attend_paged(q, k, v, first, last, head_dim, scale, out);
 }
 
+void attend_heads(const float* q, int64_t n_heads, const KvRows& k, const KvRows& v, int64_t first, int64_t last,
+                  int64_t head_dim, float scale, float* out) {
+  active_ops().attend_heads_kv(q, n_heads, k, v, first, last, head_dim, scale, out);
+}
+
+void attend_heads(const float* q, int64_t n_heads, const PagedKvRows& k, const PagedKvRows& v, int64_t first,
+                  int64_t last, int64_t head_dim, float scale, float* out) {
+  active_ops().attend_heads_paged(q, n_heads, k, v, first, last, head_dim, scale, out);
+}
+
 }  // namespace frugal

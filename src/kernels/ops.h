@@ -76,4 +76,12 @@ struct PagedKvRows {
 void attend_one_head(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
                      int64_t head_dim, float scale, float* out);
 
+// Grouped-query attention (Ainslie et al. 2023): n_heads query heads sharing one KV head (q and
+// out hold the heads head_dim apart), each head's output bit-identical to attend_one_head on it
+// alone; the kernel reads and converts each key and value row once for all of them.
+void attend_heads(const float* q, int64_t n_heads, const KvRows& k, const KvRows& v, int64_t first, int64_t last,
+                  int64_t head_dim, float scale, float* out);
+void attend_heads(const float* q, int64_t n_heads, const PagedKvRows& k, const PagedKvRows& v, int64_t first,
+                  int64_t last, int64_t head_dim, float scale, float* out);
+
 }  // namespace frugal

@@ -342,6 +342,187 @@ void attend_paged(const float* q, const PagedKvRows& k, const PagedKvRows& v, in
   attend_any(q, k, v, first, last, head_dim, scale, out);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Grouped-query attention (Ainslie et al. 2023, "GQA"): the G query heads that share one KV head,
+// each computed with exactly attend_rows' operations in attend_rows' order (same tiles, same FMA
+// chains per output, same reductions), so every head's output has the bits attend_rows gives it
+// alone; only the loads are shared: each fp16 key and value row is read and converted once for
+// the G heads instead of G times (the conversions cost as much as the FMAs).
+
+// Scores of 8 rows for G heads (out[h] as dot_8_rows<FloatKey<L>> gives it for head h).
+template <typename L, int G>
+inline void dot_8_rows_float_group(const Query* q, const uint8_t* const* rows, int64_t n, __m256 out[G]) {
+  __m256 a[G][8];
+  for (int j = 0; j < 8; ++j) {
+    for (int h = 0; h < G; ++h) a[h][j] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) {
+      const __m256 kv = L::raw8(rows[j], i);
+      for (int h = 0; h < G; ++h) a[h][j] = _mm256_fmadd_ps(q[h].f[i / 8], kv, a[h][j]);
+    }
+  }
+  for (int h = 0; h < G; ++h) {
+    const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[h][0], a[h][1]), _mm256_hadd_ps(a[h][2], a[h][3]));
+    const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[h][4], a[h][5]), _mm256_hadd_ps(a[h][6], a[h][7]));
+    out[h] = _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+  }
+}
+
+template <typename KL>
+struct FloatKeyLoader {
+  static constexpr bool kShared = false;
+  using Loader = F16Loader;
+};
+template <typename L>
+struct FloatKeyLoader<FloatKey<L>> {
+  static constexpr bool kShared = true;
+  using Loader = L;
+};
+
+// accumulate_values for G heads: each output element's chain (correction * out, then one FMA per
+// row in row order) is the one accumulate_values computes whatever its width W, so the width here
+// (16, or 8 when head_dim is not a multiple of 16) does not change any bit.
+template <typename L, int G, int W>
+inline void accumulate_values_group(float* out, int64_t head_stride, const float* correction, const float (*p)[64],
+                                    const uint8_t* const* rows, int64_t n, int64_t head_dim) {
+  constexpr int kRegs = W / 8;
+  for (int64_t c = 0; c < head_dim; c += W) {
+    __m256 acc[G][kRegs];
+    for (int h = 0; h < G; ++h) {
+      const __m256 vc = _mm256_set1_ps(correction[h]);
+      for (int r = 0; r < kRegs; ++r) acc[h][r] = _mm256_mul_ps(vc, _mm256_loadu_ps(out + h * head_stride + c + 8 * r));
+    }
+    for (int64_t j = 0; j < n; ++j) {
+      __m256 values[kRegs];
+      for (int r = 0; r < kRegs; ++r) values[r] = L::raw8(rows[j], c + 8 * r);
+      const float d = L::kScaled ? L::scale(rows[j], c) : 1.0f;
+      for (int h = 0; h < G; ++h) {
+        const __m256 s = _mm256_set1_ps(L::kScaled ? p[h][j] * d : p[h][j]);
+        for (int r = 0; r < kRegs; ++r) acc[h][r] = _mm256_fmadd_ps(s, values[r], acc[h][r]);
+      }
+    }
+    for (int h = 0; h < G; ++h) {
+      for (int r = 0; r < kRegs; ++r) _mm256_storeu_ps(out + h * head_stride + c + 8 * r, acc[h][r]);
+    }
+  }
+}
+
+// attend_rows for heads q + h * head_stride, h < G, writing out + h * head_stride.
+template <typename KL, typename VL, typename Rows, int G>
+void attend_rows_group(const float* q, int64_t head_stride, const Rows& k, const Rows& v, int64_t first, int64_t last,
+                       int64_t head_dim, float scale, float* out) {
+  constexpr int64_t kTile = 64;
+  Query prepared[G];
+  for (int h = 0; h < G; ++h) prepare_query<KL>(q + h * head_stride, head_dim, prepared[h]);
+  float scores[G][kTile];
+  const uint8_t* rows[kTile];
+  float running_max[G], running_sum[G], correction[G];
+  for (int h = 0; h < G; ++h) {
+    running_max[h] = -std::numeric_limits<float>::infinity();
+    running_sum[h] = 0;
+    std::fill(out + h * head_stride, out + h * head_stride + head_dim, 0.0f);
+  }
+  for (int64_t j0 = first; j0 <= last; j0 += kTile) {
+    const int64_t n = std::min(kTile, last - j0 + 1);
+    for (int64_t j = 0; j < n; ++j) rows[j] = row_of(k, j0 + j);
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      __m256 dots[G];
+      if constexpr (FloatKeyLoader<KL>::kShared) {
+        dot_8_rows_float_group<typename FloatKeyLoader<KL>::Loader, G>(prepared, rows + j, head_dim, dots);
+      } else {
+        for (int h = 0; h < G; ++h) dots[h] = dot_8_rows<KL>(prepared[h], rows + j, head_dim);
+      }
+      for (int h = 0; h < G; ++h) _mm256_storeu_ps(scores[h] + j, _mm256_mul_ps(dots[h], _mm256_set1_ps(scale)));
+    }
+    for (; j < n; ++j) {
+      for (int h = 0; h < G; ++h) {
+        scores[h][j] = horizontal_sum(KL::dot_acc(prepared[h], rows[j], head_dim, _mm256_setzero_ps())) * scale;
+      }
+    }
+    const int64_t padded = (n + 7) / 8 * 8;
+    for (int h = 0; h < G; ++h) {
+      float tile_max = -std::numeric_limits<float>::infinity();
+      for (j = 0; j < n; ++j) tile_max = std::max(tile_max, scores[h][j]);
+      correction[h] = 1.0f;
+      if (tile_max > running_max[h]) {
+        correction[h] = std::exp(running_max[h] - tile_max);
+        running_sum[h] *= correction[h];
+        running_max[h] = tile_max;
+      }
+      for (j = n; j < padded; ++j) scores[h][j] = -std::numeric_limits<float>::infinity();
+      const __m256 vmax = _mm256_set1_ps(running_max[h]);
+      __m256 vsum = _mm256_setzero_ps();
+      for (j = 0; j < padded; j += 8) {
+        const __m256 p = exp8(_mm256_sub_ps(_mm256_loadu_ps(scores[h] + j), vmax));
+        _mm256_storeu_ps(scores[h] + j, p);
+        vsum = _mm256_add_ps(vsum, p);
+      }
+      alignas(32) float sums[8];
+      _mm256_store_ps(sums, vsum);
+      for (float x : sums) running_sum[h] += x;
+    }
+    for (j = 0; j < n; ++j) rows[j] = row_of(v, j0 + j);
+    if (head_dim % 16 == 0) {
+      accumulate_values_group<VL, G, 16>(out, head_stride, correction, scores, rows, n, head_dim);
+    } else {
+      accumulate_values_group<VL, G, 8>(out, head_stride, correction, scores, rows, n, head_dim);
+    }
+  }
+  for (int h = 0; h < G; ++h) {
+    const float inv = 1.0f / running_sum[h];
+    for (int64_t d = 0; d < head_dim; ++d) out[h * head_stride + d] *= inv;
+  }
+}
+
+template <typename KL, typename VL, typename Rows>
+void attend_group_v(const float* q, int64_t n_heads, const Rows& k, const Rows& v, int64_t first, int64_t last,
+                    int64_t head_dim, float scale, float* out) {
+  // Groups of up to 4 heads at a time (4 x 8 score accumulators stay within the register file
+  // with the rows' loads); bigger groups go in parts of 4.
+  for (int64_t h0 = 0; h0 < n_heads;) {
+    const int64_t part = std::min<int64_t>(4, n_heads - h0);
+    const float* qh = q + h0 * head_dim;
+    float* oh = out + h0 * head_dim;
+    switch (part) {
+      case 1: attend_rows<KL, VL>(qh, k, v, first, last, head_dim, scale, oh); break;
+      case 2: attend_rows_group<KL, VL, Rows, 2>(qh, head_dim, k, v, first, last, head_dim, scale, oh); break;
+      case 3: attend_rows_group<KL, VL, Rows, 3>(qh, head_dim, k, v, first, last, head_dim, scale, oh); break;
+      default: attend_rows_group<KL, VL, Rows, 4>(qh, head_dim, k, v, first, last, head_dim, scale, oh); break;
+    }
+    h0 += part;
+  }
+}
+
+template <typename KL, typename Rows>
+void attend_group_k(const float* q, int64_t n_heads, const Rows& k, const Rows& v, int64_t first, int64_t last,
+                    int64_t head_dim, float scale, float* out) {
+  switch (v.type) {
+    case KvType::kF16: return attend_group_v<KL, F16Loader>(q, n_heads, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ8_0: return attend_group_v<KL, Q8Loader>(q, n_heads, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ4_0: return attend_group_v<KL, Q4Loader>(q, n_heads, k, v, first, last, head_dim, scale, out);
+  }
+}
+
+template <typename Rows>
+void attend_group_any(const float* q, int64_t n_heads, const Rows& k, const Rows& v, int64_t first, int64_t last,
+                      int64_t head_dim, float scale, float* out) {
+  switch (k.type) {
+    case KvType::kF16: return attend_group_k<FloatKey<F16Loader>>(q, n_heads, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ8_0: return attend_group_k<Q8IntKey>(q, n_heads, k, v, first, last, head_dim, scale, out);
+    case KvType::kQ4_0: return attend_group_k<Q4IntKey>(q, n_heads, k, v, first, last, head_dim, scale, out);
+  }
+}
+
+void attend_heads_kv(const float* q, int64_t n_heads, const KvRows& k, const KvRows& v, int64_t first, int64_t last,
+                     int64_t head_dim, float scale, float* out) {
+  attend_group_any(q, n_heads, k, v, first, last, head_dim, scale, out);
+}
+
+void attend_heads_paged(const float* q, int64_t n_heads, const PagedKvRows& k, const PagedKvRows& v, int64_t first,
+                        int64_t last, int64_t head_dim, float scale, float* out) {
+  attend_group_any(q, n_heads, k, v, first, last, head_dim, scale, out);
+}
+
 void attend_f32(const float* q, const float* k, const float* v, int64_t kv_stride, int64_t first, int64_t last,
                 int64_t head_dim, float scale, float* out) {
   attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
@@ -438,8 +619,8 @@ void softmax(float* x, int64_t n) {
 }  // namespace
 
 const OpsTable& avx2_ops_table() {
-  static const OpsTable table{Isa::kAvx2, rms_norm, swiglu, geglu, softmax, attend_f32, attend_f16, attend_kv,
-                               attend_paged};
+  static const OpsTable table{Isa::kAvx2, rms_norm,     swiglu,      geglu,           softmax,           attend_f32,
+                               attend_f16,  attend_kv,   attend_paged, attend_heads_kv, attend_heads_paged};
   return table;
 }
 

@@ -23,6 +23,10 @@ using AttendKvFn = void (*)(const float* q, const KvRows& k, const KvRows& v, in
                             int64_t head_dim, float scale, float* out);
 using AttendPagedFn = void (*)(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
                                int64_t head_dim, float scale, float* out);
+using AttendHeadsKvFn = void (*)(const float* q, int64_t n_heads, const KvRows& k, const KvRows& v, int64_t first,
+                                 int64_t last, int64_t head_dim, float scale, float* out);
+using AttendHeadsPagedFn = void (*)(const float* q, int64_t n_heads, const PagedKvRows& k, const PagedKvRows& v,
+                                    int64_t first, int64_t last, int64_t head_dim, float scale, float* out);
 
 // One level's implementations of the ops in ops.h (same contracts; RoPE has no SIMD form: its
 // cost is rope_dim/2 sin/cos per token, and it stays portable C++ in ops.cpp).
@@ -36,6 +40,10 @@ struct OpsTable {
   AttendF16Fn attend_f16;
   AttendKvFn attend_kv;  // any KvType for keys and values (head_dim a multiple of 32 for block types)
   AttendPagedFn attend_paged;  // attend_kv over a paged cache's block table
+  // attend_kv / attend_paged for n_heads query heads sharing the KV head (q and out: heads
+  // head_dim apart), each head's output bit-identical to attend_kv / attend_paged on it alone.
+  AttendHeadsKvFn attend_heads_kv;
+  AttendHeadsPagedFn attend_heads_paged;
 };
 
 // The table of one level (AVX-512 levels use the AVX2 ops: at head_dim 64-256 and the FFN widths
@@ -73,5 +81,10 @@ void attend_reference(const float* q, const KvRows& k, const KvRows& v, int64_t 
                       float scale, float* out);
 void attend_reference(const float* q, const PagedKvRows& k, const PagedKvRows& v, int64_t first, int64_t last,
                       int64_t head_dim, float scale, float* out);
+// The grouped forms: attend_reference on each head in turn.
+void attend_heads_reference(const float* q, int64_t n_heads, const KvRows& k, const KvRows& v, int64_t first,
+                            int64_t last, int64_t head_dim, float scale, float* out);
+void attend_heads_reference(const float* q, int64_t n_heads, const PagedKvRows& k, const PagedKvRows& v, int64_t first,
+                            int64_t last, int64_t head_dim, float scale, float* out);
 
 }  // namespace frugal::kernels

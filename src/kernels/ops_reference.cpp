@@ -183,6 +183,16 @@ void attend_reference(const float* q, const uint16_t* k, const uint16_t* v, int6
   attend(q, k, v, kv_stride, first, last, head_dim, scale, out);
 }
 
+void attend_heads_reference(const float* q, int64_t n_heads, const KvRows& k, const KvRows& v, int64_t first,
+                            int64_t last, int64_t head_dim, float scale, float* out) {
+  for (int64_t h = 0; h < n_heads; ++h) attend_reference(q + h * head_dim, k, v, first, last, head_dim, scale, out + h * head_dim);
+}
+
+void attend_heads_reference(const float* q, int64_t n_heads, const PagedKvRows& k, const PagedKvRows& v, int64_t first,
+                            int64_t last, int64_t head_dim, float scale, float* out) {
+  for (int64_t h = 0; h < n_heads; ++h) attend_reference(q + h * head_dim, k, v, first, last, head_dim, scale, out + h * head_dim);
+}
+
 const OpsTable& scalar_ops_table() {
   static const OpsTable table = [] {
     OpsTable t{};
@@ -195,6 +205,8 @@ const OpsTable& scalar_ops_table() {
     t.attend_f16 = attend_reference;
     t.attend_kv = attend_reference;
     t.attend_paged = attend_reference;
+    t.attend_heads_kv = attend_heads_reference;
+    t.attend_heads_paged = attend_heads_reference;
     return t;
   }();
   return table;

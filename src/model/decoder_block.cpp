@@ -20,6 +20,11 @@ namespace {
 
 using names::BlockMatrix;
 
+// Tokens per thread at least for RoPE + the KV store and the gated activation: a batched decode
+// step of 16 sequences splits them over two threads (at grain 16 they ran on one while the other
+// waited: ~3% of such a step), one decoding token stays on the calling thread.
+constexpr int64_t kSmallOpGrain = 8;
+
 // y = x W^T for up to three matrices sharing x, in slices of ws.matmul_tokens rows. One slice (the
 // runtime case) is exactly one matmul call.
 void multiply(std::span<const MatmulTarget> targets, const float* x, int64_t cols, int64_t n, BlockWorkspace& ws,
@@ -125,7 +130,7 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
                               {&weights_of(w, layer, BlockMatrix::kK, observer), k, kvd},
                               {&weights_of(w, layer, BlockMatrix::kV, observer), v, kvd}};
   multiply(qkv, normed, embd, n, ws, pool);
-  pool.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
+  pool.parallel_for(n, kSmallOpGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       if (c.qk_norm) {
         for (int64_t h = 0; h < c.n_head; ++h) rms_norm(q + t * qd + h * hd, w.q_norm.data(), c.rms_eps, hd, q + t * qd + h * hd);
@@ -155,26 +160,54 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
   // Causal attention: token t sees positions [0, pos(t)] of its sequence (a windowed layer only
   // the last sliding_window of them); one task per (token, head).
   const int64_t group = c.n_head / c.n_head_kv;
-  pool.parallel_for(n * c.n_head, 4, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / c.n_head, h = task % c.n_head, kv_head = h / group;
-      const int64_t pos = position(t), start = sequence_start(t);
-      const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-      if (paged) {
-        const PagedKvRows key_rows{keys + kv_head * key_head, paged->block_tables[t], paged->key_block_bytes, paged->block_shift,
-                                   key_row, batch.key_type};
-        const PagedKvRows value_rows{values + kv_head * value_head, paged->block_tables[t], paged->value_block_bytes,
-                                     paged->block_shift, value_row, batch.value_type};
-        attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
-      } else {
-        const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
-        const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
-        attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
+  // With enough tokens for every thread (a batch, a prompt), one task per (token, KV head) runs
+  // its `group` query heads together, reading each key and value row once for all of them
+  // (attend_heads: the same bits per head as attend_one_head). A single decoding token keeps one
+  // task per query head, which splits its few heads more evenly between the threads.
+  if (group > 1 && n * c.n_head_kv >= 4 * pool.size()) {
+    pool.parallel_for(n * c.n_head_kv, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t t = task / c.n_head_kv, kv_head = task % c.n_head_kv, h0 = kv_head * group;
+        const int64_t pos = position(t), start = sequence_start(t);
+        const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+        if (paged) {
+          const PagedKvRows key_rows{keys + kv_head * key_head, paged->block_tables[t], paged->key_block_bytes, paged->block_shift,
+                                     key_row, batch.key_type};
+          const PagedKvRows value_rows{values + kv_head * value_head, paged->block_tables[t], paged->value_block_bytes,
+                                       paged->block_shift, value_row, batch.value_type};
+          attend_heads(q + t * qd + h0 * hd, group, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h0 * hd);
+        } else {
+          const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
+          const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
+          attend_heads(q + t * qd + h0 * hd, group, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h0 * hd);
+        }
+        if (batch.rotate_values) {
+          for (int64_t h = h0; h < h0 + group; ++h) hadamard_transform(attn + t * qd + h * hd, hd);
+        }
       }
-      // Rotated values give the rotated output (attention is linear in V); rotate it back.
-      if (batch.rotate_values) hadamard_transform(attn + t * qd + h * hd, hd);
-    }
-  });
+    });
+  } else {
+    pool.parallel_for(n * c.n_head, 4, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t t = task / c.n_head, h = task % c.n_head, kv_head = h / group;
+        const int64_t pos = position(t), start = sequence_start(t);
+        const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+        if (paged) {
+          const PagedKvRows key_rows{keys + kv_head * key_head, paged->block_tables[t], paged->key_block_bytes, paged->block_shift,
+                                     key_row, batch.key_type};
+          const PagedKvRows value_rows{values + kv_head * value_head, paged->block_tables[t], paged->value_block_bytes,
+                                       paged->block_shift, value_row, batch.value_type};
+          attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
+        } else {
+          const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
+          const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
+          attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
+        }
+        // Rotated values give the rotated output (attention is linear in V); rotate it back.
+        if (batch.rotate_values) hadamard_transform(attn + t * qd + h * hd, hd);
+      }
+    });
+  }
   if (observer) FRUGAL_RETURN_IF_ERROR(observer->on_input(layer, BlockInput::kAttentionOutput, attn, n, qd));
   const MatmulTarget output[] = {{&weights_of(w, layer, BlockMatrix::kAttnOutput, observer), normed, embd}};
   multiply(output, attn, qd, n, ws, pool);
@@ -207,7 +240,7 @@ Status DecoderBlock::ffn_stage(int64_t layer, const LayerWeights& w, float* resi
   const MatmulTarget gate_up[] = {{&weights_of(w, layer, BlockMatrix::kGate, observer), gate, ff},
                                   {&weights_of(w, layer, BlockMatrix::kUp, observer), up, ff}};
   multiply(gate_up, normed, embd, n, ws, pool);
-  pool.parallel_for(n, 16, [&](int64_t begin, int64_t end) {
+  pool.parallel_for(n, kSmallOpGrain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       if (c.ffn_activation == Activation::kGeluTanh) {
         geglu(gate + t * ff, up + t * ff, ff);

@@ -493,14 +493,31 @@ class BatchEngine final : public Engine {
     // The sequences' own tokens are stored now; a draft's position counts once it is accepted.
     for (auto& [s, count] : runs) s->n_past += count - static_cast<int64_t>(s->draft.size());
     int64_t generated = 0, drafted_total = 0, accepted_total = 0;
+    // Each sequence's first choice (row 0 of its rows) on the forward pass's threads: a sampler
+    // reads only its own sequence's logits and state, so the tokens are those of the serial loop
+    // below, while sampling 16 sequences (a pass over 49152 logits each, a sort for temperature
+    // sampling) no longer runs on one thread while the others wait (~9% of a 16-sequence step).
+    const int64_t n_sampling = static_cast<int64_t>(step_sampling_.size());
+    step_first_rows_.resize(static_cast<size_t>(n_sampling));
+    step_first_tokens_.resize(static_cast<size_t>(n_sampling));
+    for (int64_t i = 0, r = 0; i < n_sampling; ++i) {
+      step_first_rows_[i] = r;
+      r += static_cast<int64_t>(step_sampling_[i]->draft.size()) + 1;
+    }
+    forward_.pool().parallel_for(n_sampling, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        step_first_tokens_[i] = next_token(*step_sampling_[i], forward_.logits(step_first_rows_[i]));
+      }
+    });
     int64_t row = 0;
-    for (Sequence* s : step_sampling_) {
+    for (int64_t i = 0; i < n_sampling; ++i) {
+      Sequence* s = step_sampling_[i];
       const int64_t drafted = static_cast<int64_t>(s->draft.size());
       int64_t accepted = 0;
       // Row j holds the target's logits after the last token and drafts 1..j: its choice is what
       // plain decoding would emit next, so tokens are emitted until one differs from the draft.
       for (int64_t j = 0; j <= drafted; ++j) {
-        const int32_t token = next_token(*s, forward_.logits(row + j));
+        const int32_t token = j == 0 ? step_first_tokens_[i] : next_token(*s, forward_.logits(row + j));
         if (!emit_token(*s, token, generated)) break;
         if (j == drafted || token != s->draft[j]) break;
         ++accepted;
@@ -655,6 +672,8 @@ class BatchEngine final : public Engine {
   std::vector<const int32_t*> step_tables_;
   std::vector<int64_t> step_logit_rows_;
   std::vector<Sequence*> step_sampling_;  // sequences choosing tokens, in logit-row order
+  std::vector<int64_t> step_first_rows_;     // per step_sampling_ entry: its first logit row
+  std::vector<int32_t> step_first_tokens_;   // and the token sampled from it
   std::unique_ptr<Drafter> lookup_ = make_ngram_drafter(NgramDrafterOptions{});
   std::vector<std::pair<Sequence*, int64_t>> step_runs_;
   Timer clock_;

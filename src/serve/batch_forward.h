@@ -31,6 +31,8 @@ class BatchForward {
   const float* logits(int64_t i) const { return logits_.data() + i * model_->config().n_vocab; }
 
   const Model& model() const { return *model_; }
+  // The step's threads (the engine samples its sequences on them between steps).
+  ThreadPool& pool() { return pool_; }
   int64_t max_tokens() const { return max_tokens_; }
 
  private:

@@ -317,5 +317,68 @@ TEST(PagedAttention, MatchesScalarTwinAndContiguousRows) {
   }
 }
 
+
+// attend_heads (grouped-query attention: the query heads of one KV head in one call) gives every
+// head the bits attend_one_head gives it alone, for every ISA, cache type, paged or contiguous
+// rows, group sizes that the kernel splits (5 = 4 + 1, 6 = 4 + 2) and a head size that is not a
+// multiple of 16 (its value loop runs 8 wide); and stays within the scalar twin's tolerance.
+TEST(PagedAttention, GroupedHeadsMatchOneHeadAtATime) {
+  std::mt19937 rng(23);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const std::pair<int64_t, int64_t> ranges[] = {{0, 0}, {0, 9}, {5, 100}, {0, 130}};
+  const KvType types[] = {KvType::kF16, KvType::kQ8_0, KvType::kQ4_0};
+  const int64_t positions = 131, block_tokens = 16, shift = 4;
+  const int64_t n_blocks = (positions + block_tokens - 1) / block_tokens + 2;
+  std::vector<int32_t> table(static_cast<size_t>(n_blocks));
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  for (int64_t head_dim : {64, 40}) {
+    for (int64_t group : {2, 3, 4, 5, 6}) {
+      const int64_t n = 2 * head_dim;  // two KV heads per row; the test reads the second
+      std::vector<float> q(group * head_dim), k(positions * n), v(positions * n);
+      for (auto* x : {&q, &k, &v}) {
+        for (float& e : *x) e = normal(rng);
+      }
+      for (KvType kt : types) {
+        for (KvType vt : types) {
+          if (head_dim % 32 != 0 && (kt != KvType::kF16 || vt != KvType::kF16)) continue;  // blocks of 32
+          const int64_t krow = kv_row_bytes(kt, n), vrow = kv_row_bytes(vt, n);
+          std::vector<uint8_t> kc(positions * krow), vc(positions * vrow);
+          std::vector<uint8_t> kp(n_blocks * block_tokens * krow), vp(n_blocks * block_tokens * vrow);
+          const PagedKvRows kpr{kp.data() + kv_row_bytes(kt, head_dim), table.data(), block_tokens * krow, shift, krow, kt};
+          const PagedKvRows vpr{vp.data() + kv_row_bytes(vt, head_dim), table.data(), block_tokens * vrow, shift, vrow, vt};
+          for (int64_t p = 0; p < positions; ++p) {
+            KvCache::store(k.data() + p * n, n, kt, kc.data() + p * krow);
+            KvCache::store(v.data() + p * n, n, vt, vc.data() + p * vrow);
+            KvCache::store(k.data() + p * n, n, kt, const_cast<uint8_t*>(kpr.row(p)) - kv_row_bytes(kt, head_dim));
+            KvCache::store(v.data() + p * n, n, vt, const_cast<uint8_t*>(vpr.row(p)) - kv_row_bytes(vt, head_dim));
+          }
+          const KvRows kcr{kc.data() + kv_row_bytes(kt, head_dim), krow, kt};
+          const KvRows vcr{vc.data() + kv_row_bytes(vt, head_dim), vrow, vt};
+          for (auto [first, last] : ranges) {
+            std::vector<float> expected(group * head_dim);
+            kernels::attend_heads_reference(q.data(), group, kpr, vpr, first, last, head_dim, 0.125f, expected.data());
+            for (Isa isa : testing::supported_isas()) {
+              const kernels::OpsTable& ops = kernels::ops_table(isa);
+              std::vector<float> alone(group * head_dim, -7.0f), paged(group * head_dim, -7.0f), contiguous(group * head_dim, -7.0f);
+              for (int64_t h = 0; h < group; ++h) {
+                ops.attend_paged(q.data() + h * head_dim, kpr, vpr, first, last, head_dim, 0.125f, alone.data() + h * head_dim);
+              }
+              ops.attend_heads_paged(q.data(), group, kpr, vpr, first, last, head_dim, 0.125f, paged.data());
+              ops.attend_heads_kv(q.data(), group, kcr, vcr, first, last, head_dim, 0.125f, contiguous.data());
+              for (int64_t i = 0; i < group * head_dim; ++i) {
+                ASSERT_EQ(paged[i], alone[i]) << isa_name(isa) << " group " << group << " dim " << head_dim << " keys " << first
+                                              << ".." << last << " element " << i;
+                ASSERT_EQ(contiguous[i], alone[i]) << isa_name(isa) << " group " << group << " dim " << head_dim;
+                ASSERT_NEAR(paged[i], expected[i], 2e-5) << isa_name(isa) << " group " << group << " dim " << head_dim;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace frugal

@@ -1,8 +1,11 @@
 // Sampler behaviour: greedy, truncations (top-k, top-p, min-p), temperature, penalty, seeding.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <map>
+#include <random>
 #include <set>
+#include <vector>
 
 #include "runtime/sampler.h"
 
@@ -23,6 +26,44 @@ TEST(Sampler, GreedyPicksTheArgmax) {
   o.temperature = 0;
   Sampler s(o, 6);
   EXPECT_EQ(s.sample(kLogits.data()), 1);
+}
+
+// Ties go to the first largest logit, with and without a repetition penalty (the penalty path
+// fills the candidate list; the plain greedy path scans the logits directly).
+TEST(Sampler, GreedyTiesGoToTheFirstLargest) {
+  const std::vector<float> logits = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
+  SamplerOptions o;
+  o.temperature = 0;
+  Sampler plain(o, static_cast<int32_t>(logits.size()));
+  EXPECT_EQ(plain.sample(logits.data()), 1);
+  o.repeat_penalty = 1.5f;
+  Sampler penalized(o, static_cast<int32_t>(logits.size()));
+  EXPECT_EQ(penalized.sample(logits.data()), 1);
+  penalized.accept(1);  // token 1 divided by 1.5: token 3 is now the largest
+  EXPECT_EQ(penalized.sample(logits.data()), 3);
+}
+
+// The greedy scan over many logits (the vectorizable path) agrees with max_element, ties and
+// NaNs included: a NaN is never chosen unless it is logits[0] (max_element keeps index 0 then).
+TEST(Sampler, GreedyScanMatchesMaxElement) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> pick(-3, 3);
+  SamplerOptions o;
+  o.temperature = 0;
+  for (int n : {1, 7, 8, 9, 100, 1001}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> logits(n);
+      for (float& x : logits) x = static_cast<float>(pick(rng));  // many ties
+      if (trial % 4 == 1) logits[rng() % n] = std::nanf("");
+      if (trial % 4 == 2) logits[0] = std::nanf("");
+      size_t expected = 0;
+      for (size_t i = 1; i < logits.size(); ++i) {
+        if (logits[expected] < logits[i]) expected = i;
+      }
+      Sampler s(o, n);
+      EXPECT_EQ(s.sample(logits.data()), static_cast<int32_t>(expected)) << "n " << n << " trial " << trial;
+    }
+  }
 }
 
 TEST(Sampler, TopKKeepsTheKBest) {
