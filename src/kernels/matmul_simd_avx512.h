@@ -32,7 +32,17 @@ struct SimdAvx512 {
   }
   // Unsigned weight codes x signed activation codes, 4 products summed into each int32 lane; the
   // broadcast folds into the instruction's {1to16} memory operand.
-  static VI dpbusd(VI acc, VI w, const int8_t* x) { return _mm512_dpbusd_epi32(acc, w, bcast32(x)); }
+  static VI dpbusd(VI acc, VI w, const int8_t* x) {
+    if constexpr (kHasVnni) {
+      // GCC does not fold the broadcast of _mm512_dpbusd_epi32(acc, w, set1(x)) into the memory
+      // operand (it emits a vpbroadcastd per vpdpbusd: twice the front-end uops of the hot loop),
+      // so the embedded {1to16} broadcast is written out. Same instruction, same sums.
+      __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
+      return acc;
+    } else {
+      return _mm512_dpbusd_epi32(acc, w, bcast32(x));
+    }
+  }
   static VI maddubs(VI u, VI s) { return _mm512_maddubs_epi16(u, s); }
   static VI add16(VI a, VI b) { return _mm512_add_epi16(a, b); }
   static VI add32(VI a, VI b) { return _mm512_add_epi32(a, b); }
