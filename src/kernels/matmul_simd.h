@@ -694,7 +694,7 @@ void tile_times_tokens_fold(const TilePass& tb, const int8_t* xc, const float* x
     for (int p = 0; p < 8; ++p) {
       const VI m = S::load(fw + (kFoldM + p) * kWordRow);
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) ib[t] = S::dpwssd(ib[t], m, S::bcast32(xp + (p * kG + t) * 4));
+      for (int t = 0; t < T; ++t) ib[t] = S::dpwssd_bcast(ib[t], m, xp + (p * kG + t) * 4);
     }
     const VF dw = S::loadf(reinterpret_cast<const float*>(fw + kFoldDw * kWordRow));
     const VF mw = S::loadf(reinterpret_cast<const float*>(fw + kFoldMw * kWordRow));
@@ -800,7 +800,7 @@ void decode_fold_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const
           if (s % 2 == 0) {
             m_even = m;
           } else {
-            ib = S::dpwssd(ib, S::pair16(m_even, m), S::bcast32(xp + (b * 8 + s / 2) * 4));
+            ib = S::dpwssd_bcast(ib, S::pair16(m_even, m), xp + (b * 8 + s / 2) * 4);
           }
         },
         dw, mw);

@@ -59,6 +59,15 @@ struct SimdAvx512 {
       return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
     }
   }
+  // dpwssd with b the 32-bit word at p broadcast (embedded {1to16} with VNNI, as dpbusd).
+  static VI dpwssd_bcast(VI acc, VI a, const int8_t* p) {
+    if constexpr (kHasVnni) {
+      __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*reinterpret_cast<const int32_t*>(p)));
+      return acc;
+    } else {
+      return dpwssd(acc, a, bcast32(p));
+    }
+  }
   // The int16 pair (lo, hi) of two int32 vectors (each value fits int16).
   static VI pair16(VI lo, VI hi) { return _mm512_mask_blend_epi16(0xaaaaaaaau, lo, _mm512_slli_epi32(hi, 16)); }
   static VI low16(VI v) { return _mm512_and_si512(v, _mm512_set1_epi32(0xffff)); }
