@@ -553,6 +553,9 @@ constexpr int maddubs_depth(int max_code, int steps) {
 // token group's codes for them (4 KB) stay in L1; inputs wider than 768 (1536) are done in passes
 // that continue the running sums left in y (see tile_times_tokens).
 constexpr int64_t kColumnChunk = 512;
+// The folded K-quants (a 1024-column tile is 16 KB of codes + 8 KB of fold words, with 8 KB of a
+// group's codes still inside a 48 KB L1) take longer passes: fewer reloads of the running sums.
+constexpr int64_t kFoldColumnChunk = 1024;
 
 // The part of a tile and of the activations that one pass covers.
 struct TilePass {
@@ -853,7 +856,8 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
   constexpr ActivationArray kXs = FoldedK<D> ? ActivationArray::kP16 : D::kS;
   const TileBuffers tb = tile_buffers<S>(scratch, w.cols);
   const int64_t n_groups = a.n_groups();
-  const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 || a.n_tokens == 1 ? w.cols : kColumnChunk;
+  constexpr int64_t kChunk = FoldedK<D> ? kFoldColumnChunk : kColumnChunk;
+  const int64_t chunk = w.cols <= kChunk * 3 / 2 || a.n_tokens == 1 ? w.cols : kChunk;
   for (int64_t rt = r0; rt < r1; rt += L) {
     const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
     if constexpr (FastTile<S, D>::kAvailable) {
