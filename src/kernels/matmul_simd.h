@@ -12,7 +12,8 @@
 // per-sub-block term that absorbs the code offset (-8*dw for Q4_0, -32*d*sc for Q6_K, ...) or
 // the stored minimum (Q4_1 m, -dmin*m for Q4_K). sx = dx * sum(q) comes
 // with the quantized activations, so the offset costs one FMA per sub-block instead of a
-// subtraction per weight.
+// subtraction per weight. The 16-element K-quants (Q2_K, Q3_K, Q6_K) instead fold their sub-block
+// scales into one sum per 256-element super-block (see kFoldWords).
 //
 // Prefill: a tile of S::kLanes rows is decoded once into codes interleaved as [step][row][4 bytes]
 // (a 4-byte step of every row in one vector), then multiplied with every token: one vector load
