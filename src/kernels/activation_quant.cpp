@@ -67,6 +67,7 @@ void quantize_token_q8k(const float* x, int64_t cols, int lane, const QuantizedA
   float* s32 = out.array(group, ActivationArray::kS32);
   float* d16 = out.array(group, ActivationArray::kD16);
   float* s16 = out.array(group, ActivationArray::kS16);
+  int32_t* p16 = reinterpret_cast<int32_t*>(out.array(group, ActivationArray::kP16));
   for (int64_t b = 0; b < cols / 256; ++b) {
     const float* xb = x + b * 256;
     float amax = 0.0f, max = 0.0f;
@@ -93,6 +94,7 @@ void quantize_token_q8k(const float* x, int64_t cols, int lane, const QuantizedA
     for (int j = 0; j < 8; ++j) {
       d32[(b * 8 + j) * out.lanes + lane] = d;
       s32[(b * 8 + j) * out.lanes + lane] = d * static_cast<float>(sums[2 * j] + sums[2 * j + 1]);
+      p16[(b * 8 + j) * out.lanes + lane] = pack_sum_pair(sums[2 * j], sums[2 * j + 1]);
     }
   }
 }
@@ -118,7 +120,7 @@ size_t activation_group_bytes(ActivationFormat format, int64_t cols, int lanes) 
   const size_t codes = static_cast<size_t>(cols) * lanes;
   size_t arrays = 0;
   if (format == ActivationFormat::kQ8Block32) arrays = 3 * static_cast<size_t>(cols / 32);
-  if (format == ActivationFormat::kQ8K) arrays = 2 * static_cast<size_t>(cols / 32) + 2 * static_cast<size_t>(cols / 16);
+  if (format == ActivationFormat::kQ8K) arrays = 3 * static_cast<size_t>(cols / 32) + 2 * static_cast<size_t>(cols / 16);
   return round_up_64(codes + arrays * lanes * sizeof(float));
 }
 
@@ -137,6 +139,7 @@ float* QuantizedActivations::array(int64_t group, ActivationArray which) const {
     case ActivationArray::kH32: return format == ActivationFormat::kQ8Block32 ? base + 2 * n32 : nullptr;
     case ActivationArray::kD16: return format == ActivationFormat::kQ8K ? base + 2 * n32 : nullptr;
     case ActivationArray::kS16: return format == ActivationFormat::kQ8K ? base + 2 * n32 + n16 : nullptr;
+    case ActivationArray::kP16: return format == ActivationFormat::kQ8K ? base + 2 * n32 + 2 * n16 : nullptr;
   }
   return nullptr;
 }

@@ -27,8 +27,17 @@ using frugal::ActivationFormat;
 //   kD32/kD16: the activation scale d of the 32/16-element sub-block (Q8_K: the super-block d),
 //   kS32/kS16: d * sum(codes) of the sub-block (exact float product; used by offset and min terms),
 //   kH32:      fp16(d_unrounded * sum(codes)), the "s" field of ggml's block_q8_1 that
-//              ggml_vec_dot_q4_1_q8_1 multiplies the weight minimum with.
-enum class ActivationArray { kD32, kS32, kH32, kD16, kS16 };
+//              ggml_vec_dot_q4_1_q8_1 multiplies the weight minimum with,
+//   kP16 (Q8_K only, [cols/32][kTokenGroup] int32 words, read through a cast): the integer code
+//              sums of 16-element sub-blocks 2p and 2p + 1 as the low and high int16 of word p
+//              (|sum| <= 16 * 127), the vpdpwssd operand of the 16-element K-quants' offset and
+//              minimum terms (kernels fold those per 256-element super-block, matmul_simd.h).
+enum class ActivationArray { kD32, kS32, kH32, kD16, kS16, kP16 };
+
+// The kP16 word of two sub-block code sums.
+inline int32_t pack_sum_pair(int lo, int hi) {
+  return static_cast<int32_t>((static_cast<uint32_t>(lo) & 0xffffu) | (static_cast<uint32_t>(hi) << 16));
+}
 
 // Which format the integer kernels of a weight type read (kNone: float path).
 ActivationFormat activation_format_for(DType weight_type);

@@ -282,11 +282,11 @@ QuantRowsFn amx_quant_rows(int kernel_index) {
     case kKernelQ5_0: return amx_rows<DecodeQ5_0>;
     case kKernelQ5_1: return amx_rows<DecodeQ5_1>;
     case kKernelQ8_0: return amx_rows<DecodeQ8_0Offset>;
-    case kKernelQ2_K: return amx_rows<DecodeQ2_K>;
-    case kKernelQ3_K: return amx_rows<DecodeQ3_K>;
     case kKernelQ4_K: return amx_rows<DecodeQ45_K<false>>;
     case kKernelQ5_K: return amx_rows<DecodeQ45_K<true>>;
-    case kKernelQ6_K: return amx_rows<DecodeQ6_K>;
+    // Q2_K, Q3_K and Q6_K fold their 16-element sub-block scales per super-block in the VNNI
+    // kernels (matmul_simd.h, kFoldWords), which a per-sub-block tile epilogue cannot reproduce
+    // bit for bit; they were never amx_preferred, so they have no AMX kernel.
     default: return nullptr;
   }
 }

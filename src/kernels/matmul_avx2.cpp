@@ -35,6 +35,11 @@ struct SimdAvx2 {
   static VI abs8(VI v) { return _mm256_abs_epi8(v); }
   static VI sign8(VI x, VI w) { return _mm256_sign_epi8(x, w); }
   static VF cvt(VI v) { return _mm256_cvtepi32_ps(v); }
+  // acc + lo16(a) * lo16(b) + hi16(a) * hi16(b) per int32 lane (the folded K-quant sums).
+  static VI dpwssd(VI acc, VI a, VI b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+  static VI dpwssd_bcast(VI acc, VI a, const int8_t* p) { return dpwssd(acc, a, bcast32(p)); }
+  static VI pair16(VI lo, VI hi) { return _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xaa); }
+  static VI low16(VI v) { return _mm256_and_si256(v, _mm256_set1_epi32(0xffff)); }
   static VF loadf(const float* p) { return _mm256_loadu_ps(p); }
   static VF mul_bcast(VF a, const float* p) { return _mm256_mul_ps(a, _mm256_broadcast_ss(p)); }
   static VF fmadd(VF a, VF b, VF c) { return _mm256_fmadd_ps(a, b, c); }

@@ -12,7 +12,8 @@
 // per-sub-block term that absorbs the code offset (-8*dw for Q4_0, -32*d*sc for Q6_K, ...) or
 // the stored minimum (Q4_1 m, -dmin*m for Q4_K). sx = dx * sum(q) comes
 // with the quantized activations, so the offset costs one FMA per sub-block instead of a
-// subtraction per weight.
+// subtraction per weight. The 16-element K-quants (Q2_K, Q3_K, Q6_K) instead fold their sub-block
+// scales into one sum per 256-element super-block (see kFoldWords).
 //
 // Prefill: a tile of S::kLanes rows is decoded once into codes interleaved as [step][row][4 bytes]
 // (a 4-byte step of every row in one vector), then multiplied with every token: one vector load
@@ -177,19 +178,62 @@ struct DecodeQ8_0Signed {
   }
 };
 
+// The 16-element K-quants (Q2_K, Q3_K, Q6_K) fold their sub-block scales per 256-element
+// super-block (llama.cpp's ggml_vec_dot_q*_K_q8_K do the same in their own layout):
+//   y += (dw * dx) * A + (mw * dx) * B,   A = sum_j a_j * isum_j,   B = sum_j m_j * qsum_j
+// with isum_j = sum(c * q) over sub-block j (c the unsigned stored code, q the Q8_K activation
+// code), qsum_j = sum(q) over it (ActivationArray::kP16), a_j / m_j the integer sub-block scale /
+// minimum and dw / mw the super-block's float factors (Q6_K: a_j = m_j = sc_j, dw = d, mw = -32d;
+// Q3_K: a_j = m_j = sc_j, dw = d, mw = -4d; Q2_K: a_j = sc_j & 15, m_j = sc_j >> 4, dw = d,
+// mw = -dmin). B is an exact int32 (vpdpwssd over int16 pairs). A is an exact int32 for Q2_K and
+// Q3_K: |isum_j| <= 16 * 7 * 127 = 14224 fits the int16 half vpdpwssd multiplies, and
+// |A| <= 16 * 32 * 14224 < 2^23 (so its float conversion is exact too); |B| <= 16 * 128 * 2032
+// < 2^22. Q6_K's |isum_j| reaches 16 * 63 * 127 = 128016, past int16, so its A is a float chain
+// of fmas over j in increasing order (the one order every path uses). Per token, a super-block
+// then costs one cvt+fma per sub-block (none for Q2_K/Q3_K past a vpdpwssd) and 8 vpdpwssd plus
+// two fmas per super-block, instead of a cvt, a multiply and two fmas per sub-block. Integer
+// sums are exact in any order; the float steps are the same in decode, prefill and each token
+// alone (batch invariance).
+// Tile layout: per super-block and row kFoldWords 32-bit words ([word][row] in the tile):
+// a_j (Q2_K/Q3_K: the int16 in the low half, high half zero; Q6_K: float(a_j)), the 8 kP16-style
+// pairs (m_2p, m_2p+1), dw, mw.
+inline constexpr int kFoldWords = 32, kFoldA = 0, kFoldM = 16, kFoldDw = 24, kFoldMw = 25;
+
+template <class D>
+concept FoldedK = requires { D::kIntScale; };
+
+// Writes one row's fold words (stride apart) from its sub-block scales a[16], minimums m[16].
+template <bool kIntScale>
+inline void store_fold_words(uint32_t* words, int stride, const int a[16], const int m[16], float dw, float mw) {
+  for (int j = 0; j < 16; ++j) {
+    if constexpr (kIntScale) {
+      words[(kFoldA + j) * stride] = static_cast<uint32_t>(a[j]) & 0xffffu;
+    } else {
+      const float f = static_cast<float>(a[j]);
+      std::memcpy(&words[(kFoldA + j) * stride], &f, 4);
+    }
+  }
+  for (int p = 0; p < 8; ++p) words[(kFoldM + p) * stride] = static_cast<uint32_t>(pack_sum_pair(m[2 * p], m[2 * p + 1]));
+  std::memcpy(&words[kFoldDw * stride], &dw, 4);
+  std::memcpy(&words[kFoldMw * stride], &mw, 4);
+}
+
 // Q2_K: element 128h + 32k + l is bits 2k..2k+1 of qs[32h + l]; 16-element sub-blocks with
 // scale d * (scales[i] & 15) and minimum -dmin * (scales[i] >> 4).
 struct DecodeQ2_K {
   static constexpr int kBlockElems = 256, kSub = 16, kMaxCode = 3;
   static constexpr bool kSigned = false;
   static constexpr ActivationArray kS = ActivationArray::kS16;
-  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int stride) {
+  static constexpr bool kIntScale = true;
+  // `words`: the block's fold words of this row (see kFoldWords), `stride` apart.
+  static void decode(const uint8_t* p, uint8_t* codes, uint32_t* words, int stride) {
     const auto* b = reinterpret_cast<const BlockQ2_K*>(p);
-    const float d = half_bits_to_float(b->d), dmin = half_bits_to_float(b->dmin);
+    int a[16], m[16];
     for (int i = 0; i < 16; ++i) {
-      dw[i * stride] = d * static_cast<float>(b->scales[i] & 0x0f);
-      mw[i * stride] = -dmin * static_cast<float>(b->scales[i] >> 4);
+      a[i] = b->scales[i] & 0x0f;
+      m[i] = b->scales[i] >> 4;
     }
+    store_fold_words<true>(words, stride, a, m, half_bits_to_float(b->d), -half_bits_to_float(b->dmin));
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int h = 0; h < 2; ++h) {
       const __m256i q = load32(b->qs + 32 * h);
@@ -207,15 +251,13 @@ struct DecodeQ3_K {
   static constexpr int kBlockElems = 256, kSub = 16, kMaxCode = 7;
   static constexpr bool kSigned = false;
   static constexpr ActivationArray kS = ActivationArray::kS16;
-  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int stride) {
+  static constexpr bool kIntScale = true;
+  static void decode(const uint8_t* p, uint8_t* codes, uint32_t* words, int stride) {
     const auto* b = reinterpret_cast<const BlockQ3_K*>(p);
     const float d = half_bits_to_float(b->d);
     int sc[16];
     q3k_scales(b->scales, sc);
-    for (int i = 0; i < 16; ++i) {
-      dw[i * stride] = d * static_cast<float>(sc[i]);
-      mw[i * stride] = -4.0f * d * static_cast<float>(sc[i]);
-    }
+    store_fold_words<true>(words, stride, sc, sc, d, -4.0f * d);
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i hmask = load32(b->hmask);
     for (int h = 0; h < 2; ++h) {
@@ -280,13 +322,13 @@ struct DecodeQ6_K {
   static constexpr int kBlockElems = 256, kSub = 16, kMaxCode = 63;
   static constexpr bool kSigned = false;
   static constexpr ActivationArray kS = ActivationArray::kS16;
-  static void decode(const uint8_t* p, uint8_t* codes, float* dw, float* mw, int stride) {
+  static constexpr bool kIntScale = false;
+  static void decode(const uint8_t* p, uint8_t* codes, uint32_t* words, int stride) {
     const auto* b = reinterpret_cast<const BlockQ6_K*>(p);
     const float d = half_bits_to_float(b->d);
-    for (int i = 0; i < 16; ++i) {
-      dw[i * stride] = d * static_cast<float>(b->scales[i]);
-      mw[i * stride] = -32.0f * d * static_cast<float>(b->scales[i]);
-    }
+    int sc[16];
+    for (int i = 0; i < 16; ++i) sc[i] = b->scales[i];
+    store_fold_words<false>(words, stride, sc, sc, d, -32.0f * d);
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
     for (int h = 0; h < 2; ++h) {
       const __m256i ql0 = load32(b->ql + 64 * h), ql1 = load32(b->ql + 64 * h + 32);
@@ -396,10 +438,74 @@ class NextTilePrefetch {
   bool enabled_;
 };
 
+// build_tile of the folded K-quants: codes as the other types, and per super-block the fold words
+// ([kFoldWords][kLanes] 32-bit words from tb.dw on; the dw and mw arrays hold 32 words per 256
+// columns together).
+template <class S, class D>
+void build_fold_tile(const WeightMatrix& w, int64_t r0, int nr, const TileBuffers& tb) {
+  using VI = typename S::VI;
+  using VF = typename S::VF;
+  constexpr int L = S::kLanes, E = D::kBlockElems, G = E / 32;
+  static_assert(E == 256 && D::kSub == 16);
+  const int64_t n_blocks = w.cols / E;
+  uint8_t* fold = reinterpret_cast<uint8_t*>(tb.dw);
+  constexpr size_t kWordRow = L * 4;  // bytes of one fold word for the tile's rows
+  if constexpr (FastTile<S, D>::kAvailable) {
+    if (nr == L) {
+      const FastTile<S, D> loader(w, r0);
+      NextTilePrefetch prefetch(w, r0, L, n_blocks);
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        prefetch.step();
+        uint8_t* words = fold + b * kFoldWords * kWordRow;
+        VF dw, mw;
+        VI m_even = S::zero();
+        loader.fold_block(
+            b,
+            [&](int s, const VI* steps, VI a, VI m) {
+              const int64_t sub = b * 16 + s;
+              for (int j = 0; j < 4; ++j) S::store(tb.codes + (sub * 4 + j) * L * 4, steps[j]);
+              if constexpr (D::kIntScale) {
+                S::store(words + (kFoldA + s) * kWordRow, S::low16(a));
+              } else {
+                S::storef(reinterpret_cast<float*>(words + (kFoldA + s) * kWordRow), S::cvt(a), L);
+              }
+              if (s % 2 == 0) {
+                m_even = m;
+              } else {
+                S::store(words + (kFoldM + s / 2) * kWordRow, S::pair16(m_even, m));
+              }
+            },
+            dw, mw);
+        S::storef(reinterpret_cast<float*>(words + kFoldDw * kWordRow), dw, L);
+        S::storef(reinterpret_cast<float*>(words + kFoldMw * kWordRow), mw, L);
+      }
+      return;
+    }
+  }
+  const size_t block_bytes = w.traits->block_bytes;
+  for (int lane = nr; lane < L; ++lane) std::memset(tb.temp + lane * E, 0, E);
+  const uint8_t* rows[L];
+  for (int lane = 0; lane < nr; ++lane) rows[lane] = w.row(r0 + lane);
+  NextTilePrefetch prefetch(w, r0, L, n_blocks);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    prefetch.step();
+    uint32_t* words = reinterpret_cast<uint32_t*>(fold + b * kFoldWords * kWordRow);
+    for (int lane = 0; lane < nr; ++lane) D::decode(rows[lane] + b * block_bytes, tb.temp + lane * E, words + lane, L);
+    for (int lane = nr; lane < L; ++lane) {
+      for (int k = 0; k < kFoldWords; ++k) words[k * L + lane] = 0;
+    }
+    for (int g = 0; g < G; ++g) S::transpose_codes(tb.temp + g * 32, E, tb.codes + (b * G + g) * 8 * L * 4);
+  }
+}
+
 template <class S, class D>
 void build_tile(const WeightMatrix& w, int64_t r0, int nr, const TileBuffers& tb) {
   constexpr int L = S::kLanes, E = D::kBlockElems, G = E / 32, kSubs = E / D::kSub;
   const int64_t n_blocks = w.cols / E;
+  if constexpr (FoldedK<D>) {
+    build_fold_tile<S, D>(w, r0, nr, tb);
+    return;
+  } else {
   if constexpr (FastTile<S, D>::kAvailable) {
     if (nr == L) {
       const FastTile<S, D> loader(w, r0);
@@ -431,6 +537,7 @@ void build_tile(const WeightMatrix& w, int64_t r0, int nr, const TileBuffers& tb
     }
     for (int g = 0; g < G; ++g) S::transpose_codes(tb.temp + g * 32, E, tb.codes + (b * G + g) * 8 * L * 4);
   }
+  }
 }
 
 // int16 accumulation depth of the maddubs path: each maddubs lane holds at most
@@ -447,6 +554,9 @@ constexpr int maddubs_depth(int max_code, int steps) {
 // token group's codes for them (4 KB) stay in L1; inputs wider than 768 (1536) are done in passes
 // that continue the running sums left in y (see tile_times_tokens).
 constexpr int64_t kColumnChunk = 512;
+// The folded K-quants (a 1024-column tile is 16 KB of codes + 8 KB of fold words, with 8 KB of a
+// group's codes still inside a 48 KB L1) take longer passes: fewer reloads of the running sums.
+constexpr int64_t kFoldColumnChunk = 1024;
 
 // The part of a tile and of the activations that one pass covers.
 struct TilePass {
@@ -456,6 +566,52 @@ struct TilePass {
   int64_t n_subs;  // sub-blocks in the pass
 };
 
+// The exact integer dots of one sub-block (kSub / 4 steps of the tile at wp) with T tokens.
+template <class S, class D, int T, int kG>
+inline void sub_isums(const uint8_t* wp, const int8_t* xc, typename S::VI isum[T]) {
+  using VI = typename S::VI;
+  constexpr int L = S::kLanes;
+  constexpr int kSteps = D::kSub / 4;
+  constexpr int kDepth = maddubs_depth(D::kMaxCode, kSteps);
+  if constexpr (S::kVnni) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) isum[t] = S::zero();
+#pragma GCC unroll 8
+    for (int j = 0; j < kSteps; ++j) {
+      const VI wv = S::load(wp + j * L * 4);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) isum[t] = S::dpbusd(isum[t], wv, xc + j * 4 * kG + t * 4);
+    }
+  } else if constexpr (D::kSigned) {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) isum[t] = S::zero();
+#pragma GCC unroll 8
+    for (int j = 0; j < kSteps; ++j) {
+      const VI wv = S::load(wp + j * L * 4);
+      const VI wabs = S::abs8(wv);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const VI xv = S::sign8(S::bcast32(xc + j * 4 * kG + t * 4), wv);
+        isum[t] = S::add32(isum[t], S::madd_ones(S::maddubs(wabs, xv)));
+      }
+    }
+  } else {
+    VI i16[T];
+#pragma GCC unroll 8
+    for (int j = 0; j < kSteps; ++j) {
+      const VI wv = S::load(wp + j * L * 4);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const VI p = S::maddubs(wv, S::bcast32(xc + j * 4 * kG + t * 4));
+        i16[t] = (j % kDepth == 0) ? p : S::add16(i16[t], p);
+        if (j % kDepth == kDepth - 1) {
+          isum[t] = (j == kDepth - 1) ? S::madd_ones(i16[t]) : S::add32(isum[t], S::madd_ones(i16[t]));
+        }
+      }
+    }
+  }
+}
+
 template <class S, class D, int T, int kG, bool kContinue>
 void tile_times_tokens(const TilePass& tb, const int8_t* xc, const float* xd, const float* xs, float* y,
                        int64_t y_stride, int nr) {
@@ -463,7 +619,6 @@ void tile_times_tokens(const TilePass& tb, const int8_t* xc, const float* xd, co
   using VF = typename S::VF;
   constexpr int L = S::kLanes;
   constexpr int kSteps = D::kSub / 4;
-  constexpr int kDepth = maddubs_depth(D::kMaxCode, kSteps);
   // A later column pass continues each output's running sum from y rather than adding a separate
   // partial sum to it: every token then sees the one chain of FMAs over the sub-blocks that the
   // one-token decode kernel (decode_tile, a single pass) computes, so a batched row is
@@ -478,43 +633,7 @@ void tile_times_tokens(const TilePass& tb, const int8_t* xc, const float* xd, co
   const int64_t n_subs = tb.n_subs;
   for (int64_t sub = 0; sub < n_subs; ++sub) {
     VI isum[T];
-    if constexpr (S::kVnni) {
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) isum[t] = S::zero();
-#pragma GCC unroll 8
-      for (int j = 0; j < kSteps; ++j) {
-        const VI wv = S::load(wp + j * L * 4);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) isum[t] = S::dpbusd(isum[t], wv, xc + j * 4 * kG + t * 4);
-      }
-    } else if constexpr (D::kSigned) {
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) isum[t] = S::zero();
-#pragma GCC unroll 8
-      for (int j = 0; j < kSteps; ++j) {
-        const VI wv = S::load(wp + j * L * 4);
-        const VI wabs = S::abs8(wv);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          const VI xv = S::sign8(S::bcast32(xc + j * 4 * kG + t * 4), wv);
-          isum[t] = S::add32(isum[t], S::madd_ones(S::maddubs(wabs, xv)));
-        }
-      }
-    } else {
-      VI i16[T];
-#pragma GCC unroll 8
-      for (int j = 0; j < kSteps; ++j) {
-        const VI wv = S::load(wp + j * L * 4);
-#pragma GCC unroll 8
-        for (int t = 0; t < T; ++t) {
-          const VI p = S::maddubs(wv, S::bcast32(xc + j * 4 * kG + t * 4));
-          i16[t] = (j % kDepth == 0) ? p : S::add16(i16[t], p);
-          if (j % kDepth == kDepth - 1) {
-            isum[t] = (j == kDepth - 1) ? S::madd_ones(i16[t]) : S::add32(isum[t], S::madd_ones(i16[t]));
-          }
-        }
-      }
-    }
+    sub_isums<S, D, T, kG>(wp, xc, isum);
     const VF dw = S::loadf(dwp), mw = S::loadf(mwp);
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -525,6 +644,72 @@ void tile_times_tokens(const TilePass& tb, const int8_t* xc, const float* xd, co
     xc += kSteps * kG * 4;
     dwp += L;
     mwp += L;
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) S::storef(y + t * y_stride, acc[t], nr);
+}
+
+// tile_times_tokens of the folded K-quants (the formula above kFoldWords): tb.dw points at the
+// pass's fold words, xd at the group's kD16 array and xs at its kP16 words (both of the pass).
+template <class S, class D, int T, int kG, bool kContinue>
+void tile_times_tokens_fold(const TilePass& tb, const int8_t* xc, const float* xd, const float* xs, float* y,
+                            int64_t y_stride, int nr) {
+  using VI = typename S::VI;
+  using VF = typename S::VF;
+  constexpr int L = S::kLanes;
+  VF acc[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = kContinue ? S::loadf_partial(y + t * y_stride, nr) : S::zerof();
+  const uint8_t* wp = tb.codes;
+  const uint8_t* fw = reinterpret_cast<const uint8_t*>(tb.dw);
+  const int8_t* xp = reinterpret_cast<const int8_t*>(xs);
+  constexpr int64_t kWordRow = L * 4;
+  const int64_t n_blocks = tb.n_subs / 16;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    VI ia[T];
+    VF fa[T];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      if constexpr (D::kIntScale) {
+        ia[t] = S::zero();
+      } else {
+        fa[t] = S::zerof();
+      }
+    }
+    for (int j = 0; j < 16; ++j) {
+      VI isum[T];
+      sub_isums<S, D, T, kG>(wp, xc, isum);
+      if constexpr (D::kIntScale) {
+        const VI a = S::load(fw + (kFoldA + j) * kWordRow);
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) ia[t] = S::dpwssd(ia[t], isum[t], a);
+      } else {
+        const VF a = S::loadf(reinterpret_cast<const float*>(fw + (kFoldA + j) * kWordRow));
+#pragma GCC unroll 8
+        for (int t = 0; t < T; ++t) fa[t] = S::fmadd(S::cvt(isum[t]), a, fa[t]);
+      }
+      wp += 4 * L * 4;
+      xc += 4 * kG * 4;
+    }
+    VI ib[T];
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) ib[t] = S::zero();
+#pragma GCC unroll 8
+    for (int p = 0; p < 8; ++p) {
+      const VI m = S::load(fw + (kFoldM + p) * kWordRow);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) ib[t] = S::dpwssd_bcast(ib[t], m, xp + (p * kG + t) * 4);
+    }
+    const VF dw = S::loadf(reinterpret_cast<const float*>(fw + kFoldDw * kWordRow));
+    const VF mw = S::loadf(reinterpret_cast<const float*>(fw + kFoldMw * kWordRow));
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const VF sum_a = D::kIntScale ? S::cvt(ia[t]) : fa[t];
+      acc[t] = S::fmadd(sum_a, S::mul_bcast(dw, xd + b * 16 * kG + t), acc[t]);
+      acc[t] = S::fmadd(S::cvt(ib[t]), S::mul_bcast(mw, xd + b * 16 * kG + t), acc[t]);
+    }
+    fw += kFoldWords * kWordRow;
+    xp += 8 * kG * 4;
   }
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) S::storef(y + t * y_stride, acc[t], nr);
@@ -590,17 +775,64 @@ void decode_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const floa
   S::storef(y, acc, L);
 }
 
+// decode_tile of the folded K-quants (xd: the token's kD16 array, xs: its kP16 words): the same
+// integer sums and float steps as tile_times_tokens_fold, in registers.
+template <class S, class D>
+void decode_fold_tile(const WeightMatrix& w, int64_t r0, const int8_t* xc, const float* xd, const float* xs, float* y) {
+  using VI = typename S::VI;
+  using VF = typename S::VF;
+  constexpr int L = S::kLanes;
+  const int64_t n_blocks = w.cols / D::kBlockElems;
+  const FastTile<S, D> loader(w, r0);
+  NextTilePrefetch prefetch(w, r0, L, n_blocks);
+  const int8_t* xp = reinterpret_cast<const int8_t*>(xs);
+  VF acc = S::zerof();
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    prefetch.step();
+    VI ia = S::zero(), ib = S::zero(), m_even = S::zero();
+    VF fa = S::zerof();
+    VF dw, mw;
+    loader.fold_block(
+        b,
+        [&](int s, const VI* steps, VI a, VI m) {
+          const VI isum = dot_steps_one_token<S, D, 1>(steps, xc + (b * 16 + s) * 16);
+          if constexpr (D::kIntScale) {
+            ia = S::dpwssd(ia, isum, S::low16(a));
+          } else {
+            fa = S::fmadd(S::cvt(isum), S::cvt(a), fa);
+          }
+          if (s % 2 == 0) {
+            m_even = m;
+          } else {
+            ib = S::dpwssd_bcast(ib, S::pair16(m_even, m), xp + (b * 8 + s / 2) * 4);
+          }
+        },
+        dw, mw);
+    const VF sum_a = D::kIntScale ? S::cvt(ia) : fa;
+    acc = S::fmadd(sum_a, S::mul_bcast(dw, xd + b * 16), acc);
+    acc = S::fmadd(S::cvt(ib), S::mul_bcast(mw, xd + b * 16), acc);
+  }
+  S::storef(y, acc, L);
+}
+
 template <class S, class D, bool kContinue>
 void tokens_dispatch(int count, int lanes, const TilePass& tb, const int8_t* xc, const float* xd, const float* xs,
                      float* y, int64_t y_stride, int nr) {
-  if (lanes == 1) {  // a single token
+  if constexpr (FoldedK<D>) {
+    if (lanes == 1) {
+      tile_times_tokens_fold<S, D, 1, 1, kContinue>(tb, xc, xd, xs, y, y_stride, nr);
+      return;
+    }
+  } else if (lanes == 1) {  // a single token
     tile_times_tokens<S, D, 1, 1, kContinue>(tb, xc, xd, xs, y, y_stride, nr);
     return;
   }
   switch (count) {
 #define FRUGAL_TOKENS_CASE(n)                                                                    \
   case n:                                                                                        \
-    if constexpr (n <= S::kMaxTokens) {                                                          \
+    if constexpr (n <= S::kMaxTokens && FoldedK<D>) {                                            \
+      tile_times_tokens_fold<S, D, n, kTokenGroup, kContinue>(tb, xc, xd, xs, y, y_stride, nr);\
+    } else if constexpr (n <= S::kMaxTokens) {                                                   \
       tile_times_tokens<S, D, n, kTokenGroup, kContinue>(tb, xc, xd, xs, y, y_stride, nr);     \
     }                                                                                            \
     return;
@@ -621,14 +853,21 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
                 int64_t y_stride, uint8_t* scratch) {
   constexpr int L = S::kLanes;
   constexpr ActivationArray kD = D::kSub == 16 ? ActivationArray::kD16 : ActivationArray::kD32;
+  // The folded K-quants read the code-sum pairs (one word per 32 columns) instead of kS16.
+  constexpr ActivationArray kXs = FoldedK<D> ? ActivationArray::kP16 : D::kS;
   const TileBuffers tb = tile_buffers<S>(scratch, w.cols);
   const int64_t n_groups = a.n_groups();
-  const int64_t chunk = w.cols <= kColumnChunk * 3 / 2 || a.n_tokens == 1 ? w.cols : kColumnChunk;
+  constexpr int64_t kChunk = FoldedK<D> ? kFoldColumnChunk : kColumnChunk;
+  const int64_t chunk = w.cols <= kChunk * 3 / 2 || a.n_tokens == 1 ? w.cols : kChunk;
   for (int64_t rt = r0; rt < r1; rt += L) {
     const int nr = static_cast<int>(std::min<int64_t>(L, r1 - rt));
     if constexpr (FastTile<S, D>::kAvailable) {
       if (a.n_tokens == 1 && nr == L) {
-        decode_tile<S, D>(w, rt, a.codes(0), a.array(0, kD), a.array(0, D::kS), y + rt);
+        if constexpr (FoldedK<D>) {
+          decode_fold_tile<S, D>(w, rt, a.codes(0), a.array(0, kD), a.array(0, kXs), y + rt);
+        } else {
+          decode_tile<S, D>(w, rt, a.codes(0), a.array(0, kD), a.array(0, D::kS), y + rt);
+        }
         continue;
       }
     }
@@ -636,12 +875,15 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
     for (int64_t c0 = 0; c0 < w.cols; c0 += chunk) {
       const int64_t cols = std::min(chunk, w.cols - c0);
       const int64_t sub0 = c0 / D::kSub;
-      const TilePass pass{tb.codes + c0 * L, tb.dw + sub0 * L, tb.mw + sub0 * L, cols / D::kSub};
+      // Folded K-quants: pass.dw is the pass's fold words (chunks are whole super-blocks).
+      const TilePass pass = FoldedK<D> ? TilePass{tb.codes + c0 * L, tb.dw + (c0 / 256) * kFoldWords * L, nullptr, cols / D::kSub}
+                                       : TilePass{tb.codes + c0 * L, tb.dw + sub0 * L, tb.mw + sub0 * L, cols / D::kSub};
+      const int64_t xs0 = FoldedK<D> ? c0 / 32 : sub0;  // the pass's first kP16 word or kS sub-block
       for (int64_t g = 0; g < n_groups; ++g) {
         const int in_group = static_cast<int>(std::min<int64_t>(a.lanes, a.n_tokens - g * a.lanes));
         const int8_t* codes = a.codes(g) + c0 * a.lanes;
         const float* xd = a.array(g, kD) + sub0 * a.lanes;
-        const float* xs = a.array(g, D::kS) + sub0 * a.lanes;
+        const float* xs = a.array(g, kXs) + xs0 * a.lanes;
         for (int t0 = 0; t0 < in_group; t0 += S::kMaxTokens) {
           const int count = std::min(S::kMaxTokens, in_group - t0);
           float* yt = y + (g * a.lanes + t0) * y_stride + rt;
@@ -800,7 +1042,7 @@ inline void quantize_token_block32(const float* x, int64_t cols, int lanes, int 
 }
 
 inline void quantize_token_q8k(const float* x, int64_t cols, int lanes, int lane, int8_t* codes, float* d32,
-                               float* s32, float* d16, float* s16) {
+                               float* s32, float* d16, float* s16, int32_t* p16) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   for (int64_t b = 0; b < cols / 256; ++b) {
     const float* xb = x + b * 256;
@@ -839,6 +1081,7 @@ inline void quantize_token_q8k(const float* x, int64_t cols, int lanes, int lane
       s16[(i16 + 1) * lanes + lane] = d * static_cast<float>(sum_b);
       d32[i32 * lanes + lane] = d;
       s32[i32 * lanes + lane] = d * static_cast<float>(sum_a + sum_b);
+      p16[i32 * lanes + lane] = pack_sum_pair(sum_a, sum_b);
     }
   }
 }
@@ -865,7 +1108,8 @@ void quantize_simd(const float* x, int64_t x_stride, int64_t group_begin, int64_
       } else {
         quantize_token_q8k(x + t * x_stride, out.cols, out.lanes, lane, codes, out.array(g, ActivationArray::kD32),
                            out.array(g, ActivationArray::kS32), out.array(g, ActivationArray::kD16),
-                           out.array(g, ActivationArray::kS16));
+                           out.array(g, ActivationArray::kS16),
+                           reinterpret_cast<int32_t*>(out.array(g, ActivationArray::kP16)));
       }
     }
   }

@@ -32,7 +32,17 @@ struct SimdAvx512 {
   }
   // Unsigned weight codes x signed activation codes, 4 products summed into each int32 lane; the
   // broadcast folds into the instruction's {1to16} memory operand.
-  static VI dpbusd(VI acc, VI w, const int8_t* x) { return _mm512_dpbusd_epi32(acc, w, bcast32(x)); }
+  static VI dpbusd(VI acc, VI w, const int8_t* x) {
+    if constexpr (kHasVnni) {
+      // GCC does not fold the broadcast of _mm512_dpbusd_epi32(acc, w, set1(x)) into the memory
+      // operand (it emits a vpbroadcastd per vpdpbusd: twice the front-end uops of the hot loop),
+      // so the embedded {1to16} broadcast is written out. Same instruction, same sums.
+      __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(x)));
+      return acc;
+    } else {
+      return _mm512_dpbusd_epi32(acc, w, bcast32(x));
+    }
+  }
   static VI maddubs(VI u, VI s) { return _mm512_maddubs_epi16(u, s); }
   static VI add16(VI a, VI b) { return _mm512_add_epi16(a, b); }
   static VI add32(VI a, VI b) { return _mm512_add_epi32(a, b); }
@@ -41,6 +51,26 @@ struct SimdAvx512 {
   // x negated where w is negative (AVX-512 has no vpsignb; w == 0 needs no care: |w| is 0 there).
   static VI sign8(VI x, VI w) { return _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(w), _mm512_setzero_si512(), x); }
   static VF cvt(VI v) { return _mm512_cvtepi32_ps(v); }
+  // acc + lo16(a) * lo16(b) + hi16(a) * hi16(b) per int32 lane (signed; the folded K-quant sums).
+  static VI dpwssd(VI acc, VI a, VI b) {
+    if constexpr (kHasVnni) {
+      return _mm512_dpwssd_epi32(acc, a, b);
+    } else {
+      return _mm512_add_epi32(acc, _mm512_madd_epi16(a, b));
+    }
+  }
+  // dpwssd with b the 32-bit word at p broadcast (embedded {1to16} with VNNI, as dpbusd).
+  static VI dpwssd_bcast(VI acc, VI a, const int8_t* p) {
+    if constexpr (kHasVnni) {
+      __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(a), "m"(*reinterpret_cast<const int32_t*>(p)));
+      return acc;
+    } else {
+      return dpwssd(acc, a, bcast32(p));
+    }
+  }
+  // The int16 pair (lo, hi) of two int32 vectors (each value fits int16).
+  static VI pair16(VI lo, VI hi) { return _mm512_mask_blend_epi16(0xaaaaaaaau, lo, _mm512_slli_epi32(hi, 16)); }
+  static VI low16(VI v) { return _mm512_and_si512(v, _mm512_set1_epi32(0xffff)); }
   static VF loadf(const float* p) { return _mm512_loadu_ps(p); }
   static VF mul_bcast(VF a, const float* p) { return _mm512_mul_ps(a, _mm512_set1_ps(*p)); }
   static VF fmadd(VF a, VF b, VF c) { return _mm512_fmadd_ps(a, b, c); }
@@ -313,14 +343,16 @@ class Q2KTile {
   static constexpr bool kAvailable = true;
   Q2KTile(const WeightMatrix& w, int64_t r0)
       : base_(w.row(r0)), row_bytes_(w.row_bytes), offsets_(row_offsets(w.row_bytes)) {}
+  // fold_block(b, fn, dw, mw): fn(i, steps, a_i, m_i) for the 16 sub-blocks in order (a_i, m_i
+  // the integer scale and minimum as int32 lanes), then the super-block's dw, mw (kFoldWords).
   template <class Fn>
-  void for_each_sub(int64_t b, Fn&& fn) const {
+  void fold_block(int64_t b, Fn&& fn, __m512& dw, __m512& mw) const {
     const uint8_t* p = base_ + b * sizeof(BlockQ2_K);
     __m512i sc4[4];  // scale bytes 4i..4i+3 of every row
     rows16_words4(p + offsetof(BlockQ2_K, scales), row_bytes_, sc4);
     const __m512i header = _mm512_i32gather_epi32(offsets_, p + offsetof(BlockQ2_K, d), 1);
-    const __m512 d = halves_to_float<false>(header);
-    const __m512 neg_dmin = negate(halves_to_float<true>(header));
+    dw = halves_to_float<false>(header);
+    mw = negate(halves_to_float<true>(header));
     const __m512i m3 = _mm512_set1_epi8(3), low4 = _mm512_set1_epi32(15);
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
@@ -334,9 +366,7 @@ class Q2KTile {
         for (int part = 0; part < 2; ++part) {
           const int i = 8 * h + 2 * k + part;  // sub-block of steps 4 * part .. 4 * part + 3
           const __m512i sc = window_byte(sc4, i);
-          const __m512 dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_and_si512(sc, low4)));
-          const __m512 mw = _mm512_mul_ps(neg_dmin, _mm512_cvtepi32_ps(_mm512_srli_epi32(sc, 4)));
-          fn(i, codes + 4 * part, dw, mw);
+          fn(i, codes + 4 * part, _mm512_and_si512(sc, low4), _mm512_srli_epi32(sc, 4));
         }
       }
     }
@@ -358,15 +388,15 @@ class Q3KTile {
   static constexpr bool kAvailable = true;
   Q3KTile(const WeightMatrix& w, int64_t r0) : base_(w.row(r0)), row_bytes_(w.row_bytes) {}
   template <class Fn>
-  void for_each_sub(int64_t b, Fn&& fn) const {
+  void fold_block(int64_t b, Fn&& fn, __m512& dw, __m512& mw) const {
     using Simd = SimdAvx512<kVnni>;
     const uint8_t* p = base_ + b * sizeof(BlockQ3_K);
     constexpr int kWindow = static_cast<int>(sizeof(BlockQ3_K)) - 16;  // scale byte n at 2 + n, d at 14
     static_assert(offsetof(BlockQ3_K, scales) == kWindow + 2 && offsetof(BlockQ3_K, d) == kWindow + 14);
     __m512i win[4];
     rows16_words4(p + kWindow, row_bytes_, win);
-    const __m512 d = halves_to_float<true>(win[3]);
-    const __m512 neg4d = _mm512_mul_ps(_mm512_set1_ps(-4.0f), d);  // -4.0f * d, as DecodeQ3_K
+    dw = halves_to_float<true>(win[3]);
+    mw = _mm512_mul_ps(_mm512_set1_ps(-4.0f), dw);  // -4.0f * d, as DecodeQ3_K
     __m512i hm[8];
     Simd::rows_to_steps(p + offsetof(BlockQ3_K, hmask), static_cast<int64_t>(row_bytes_), hm);
     const __m512i m3 = _mm512_set1_epi8(3), bit2 = _mm512_set1_epi8(4);
@@ -391,8 +421,8 @@ class Q3KTile {
           const __m512i low = i < 8 ? _mm512_and_si512(window_byte(win, 2 + i), low4)
                                     : _mm512_srli_epi32(window_byte(win, 2 + i - 8), 4);
           const __m512i high = _mm512_and_si512(_mm512_srli_epi32(window_byte(win, 10 + i % 4), 2 * (i / 4)), two);
-          const __m512 sc = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_or_si512(low, _mm512_slli_epi32(high, 4)), bias));
-          fn(i, codes + 4 * part, _mm512_mul_ps(d, sc), _mm512_mul_ps(neg4d, sc));
+          const __m512i sc = _mm512_sub_epi32(_mm512_or_si512(low, _mm512_slli_epi32(high, 4)), bias);
+          fn(i, codes + 4 * part, sc, sc);
         }
       }
     }
@@ -413,13 +443,14 @@ class Q6KTile {
   Q6KTile(const WeightMatrix& w, int64_t r0)
       : base_(w.row(r0)), row_bytes_(w.row_bytes), offsets_(row_offsets(w.row_bytes)) {}
   template <class Fn>
-  void for_each_sub(int64_t b, Fn&& fn) const {
+  void fold_block(int64_t b, Fn&& fn, __m512& dw, __m512& mw) const {
     using Simd = SimdAvx512<kVnni>;
     const uint8_t* p = base_ + b * sizeof(BlockQ6_K);
     __m512i sc4[4];  // scale bytes 4i..4i+3 of every row
     rows16_words4(p + offsetof(BlockQ6_K, scales), row_bytes_, sc4);
     // d is the high half of the word ending the block (no read past the block).
-    const __m512 d = halves_to_float<true>(_mm512_i32gather_epi32(offsets_, p + offsetof(BlockQ6_K, d) - 2, 1));
+    dw = halves_to_float<true>(_mm512_i32gather_epi32(offsets_, p + offsetof(BlockQ6_K, d) - 2, 1));
+    mw = _mm512_mul_ps(dw, _mm512_set1_ps(-32.0f));  // -32.0f * d, as DecodeQ6_K
     const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
@@ -455,8 +486,7 @@ class Q6KTile {
           const int i = 8 * h + 2 * k + part;  // sub-block of steps 4 * part .. 4 * part + 3
           const int e = i % 4;
           const __m512i sc = _mm512_srai_epi32(_mm512_slli_epi32(sc4[i / 4], 24 - 8 * e), 24);
-          const __m512 dw = _mm512_mul_ps(d, _mm512_cvtepi32_ps(sc));
-          fn(i, codes[k] + 4 * part, dw, _mm512_mul_ps(dw, _mm512_set1_ps(-32.0f)));
+          fn(i, codes[k] + 4 * part, sc, sc);
         }
       }
     }

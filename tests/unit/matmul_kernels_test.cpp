@@ -286,6 +286,60 @@ TEST_P(KernelTwins, FastKernelsMatchReference) {
   }
 }
 
+// The folded 16-element K-quants (matmul_simd.h, kFoldWords) keep sub-block dots in int16 halves
+// (Q2_K, Q3_K) and super-block sums in int32: the largest codes, scales and minimums a block can
+// hold (every byte 0xff, 0x80, 0x7f or 0x00 but sane fp16 factors) against activation codes of
+// +-127 everywhere (one token +127 but for one code per super-block, one all -127, one
+// alternating per sub-block) must still match the scalar twin on every ISA, in decode (1 token)
+// and prefill (3 tokens).
+TEST(FoldedKQuants, ExtremeBlocksMatchReference) {
+  for (DType type : {DType::Q2_K, DType::Q3_K, DType::Q6_K}) {
+    const TypeTraits& t = type_traits(type);
+    const ActivationFormat format = kernels::activation_format_for(t.type);
+    const int64_t rows = 37, cols = 2048;  // 2048: two prefill passes of 1024 columns
+    for (int fill : {0xff, 0x80, 0x7f, 0x00}) {
+      std::vector<uint8_t> w(rows * row_bytes(t, cols), static_cast<uint8_t>(fill));
+      const uint16_t h = float_to_fp16(0.03f);
+      for (size_t b = 0; b < w.size() / t.block_bytes; ++b) {
+        for (size_t offset : half_fields(t.type)) std::memcpy(w.data() + b * t.block_bytes + offset, &h, 2);
+      }
+      const WeightMatrix m{&t, w.data(), rows, cols, row_bytes(t, cols)};
+      std::vector<float> x(3 * cols);
+      for (int64_t k = 0; k < cols; ++k) {
+        // Q8_K's d = max / -127 with max the first element of largest magnitude, which gets code
+        // -127: a slightly larger -1 first in each super-block gives +127 everywhere else.
+        x[k] = k % 256 == 0 ? -1.0001f : 1.0f;
+        x[cols + k] = 1.0f;                             // codes -127
+        x[2 * cols + k] = (k / 16) % 2 ? 1.0f : -1.0f;  // -127 / +127 by sub-block
+      }
+      for (int64_t n_tokens : {1, 3}) {
+        const Activations a = quantize_reference(format, x, n_tokens, cols);
+        std::vector<float> expected(n_tokens * rows, 0.0f);
+        kernels::quant_rows_reference(m, 0, rows, a.view, expected.data(), rows, nullptr);
+        std::vector<float> row(cols);
+        std::vector<double> scale(n_tokens * rows);
+        for (int64_t r = 0; r < rows; ++r) {
+          t.dequantize_row(m.row(r), row.data(), cols);
+          for (int64_t tk = 0; tk < n_tokens; ++tk) scale[tk * rows + r] = magnitude(row, x.data() + tk * cols);
+        }
+        for (Isa isa : supported_isas()) {
+          const kernels::KernelTable& table = kernels::kernel_table(isa);
+          std::vector<uint8_t> scratch(table.scratch_bytes(cols) + 64);
+          uint8_t* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(scratch.data()) + 63) & ~uintptr_t{63});
+          std::vector<float> y(n_tokens * rows, -1.0f);
+          table.quant_rows[kernels::kernel_type_index(t.type)](m, 0, 21, a.view, y.data(), rows, aligned);
+          table.quant_rows[kernels::kernel_type_index(t.type)](m, 21, rows, a.view, y.data(), rows, aligned);
+          for (size_t i = 0; i < y.size(); ++i) {
+            ASSERT_NEAR(y[i], expected[i], 1e-5 * scale[i] + 1e-5)
+                << t.name << " " << isa_name(isa) << " fill " << fill << " tokens " << n_tokens << " row " << i % rows
+                << " token " << i / rows;
+          }
+        }
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, KernelTwins,
                          ::testing::Values(DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q8_0, DType::Q2_K,
                                            DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K,
