@@ -103,6 +103,7 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
                static_cast<long long>(*draft_max), so.adaptive ? ", adaptive" : "", static_cast<long long>(st.verifications),
                100.0 * st.acceptance_rate(), static_cast<long long>(st.accepted), static_cast<long long>(st.drafted),
                st.tokens_per_verification(), static_cast<long long>(st.plain_steps), static_cast<long long>(st.tie_fallbacks));
+  std::fprintf(stderr, "%s\n", decoder.describe_costs().c_str());
   if (args.has("--draft-compare") && !generated.empty() && !greedy) {
     // Plain sampling of the same number of tokens with the same samplers: speed only (the two
     // outputs are draws from one distribution, not the same tokens).

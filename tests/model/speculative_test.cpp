@@ -119,6 +119,70 @@ TEST(Speculative, GreedyEqualsPlainDecodingForEveryDrafterAndLength) {
   }
 }
 
+// Proposes the continuation of a known token sequence (the reference output: always right), or a
+// token that plain greedy never chooses next (always wrong). Free: no model.
+class ScriptedDrafter final : public Drafter {
+ public:
+  // wrong_until > 0: wrong for context positions before it, right after.
+  ScriptedDrafter(std::vector<int32_t> script, bool wrong, size_t wrong_until = 0)
+      : script_(std::move(script)), wrong_(wrong), wrong_until_(wrong_until) {}
+  std::string name() const override { return wrong_ ? "always wrong" : "oracle"; }
+  Status draft(std::span<const int32_t> context, int max_tokens, std::vector<int32_t>& out) override {
+    out.clear();
+    for (size_t i = context.size(); i < script_.size() && static_cast<int>(out.size()) < max_tokens; ++i) {
+      const bool wrong = wrong_until_ > 0 ? i < wrong_until_ : wrong_;
+      out.push_back(wrong ? (script_[i] + 1) % 256 : script_[i]);
+    }
+    return Status::ok();
+  }
+
+ private:
+  std::vector<int32_t> script_;
+  bool wrong_;
+  size_t wrong_until_;
+};
+
+TEST(Speculative, CostModelSwitchesALosingDrafterOffAndKeepsAWinningOne) {
+  auto target = tiny("target", {});
+  const auto prompt = prompts(target->config().n_vocab)[0];
+  const int64_t n = 120;
+  const auto expected = reference(target, prompt, n + 16);
+  SpeculativeOptions options;
+  options.draft_max = 8;
+  // The costs of a bandwidth-bound target with a cheap drafter (c = 0.1, each extra verified row
+  // 5% of a step), fixed so the decisions depend on acceptance only (on a tiny model a step's
+  // time is noise: a wrong but free draft verified in the same time as one token costs nothing).
+  options.assumed_draft_cost = 0.1;
+  options.assumed_verify_slope = 0.05;
+  // Always wrong: nothing is accepted; the cost model switches speculation off within a few
+  // steps and only probes now and then (pause_tokens, doubling), so few verifications run.
+  ScriptedDrafter wrong(expected, true);
+  SpeculativeStats stats;
+  EXPECT_EQ(speculative(target, &wrong, options, prompt, n, &stats), std::vector<int32_t>(expected.begin(), expected.end() - 16));
+  EXPECT_EQ(stats.accepted, 0);
+  EXPECT_GE(stats.switched_off, 1);
+  EXPECT_GE(stats.probes, 1);
+  EXPECT_LT(stats.verifications, 12);
+  EXPECT_GT(stats.plain_steps, n - 12);
+  // Always right and free: speculation stays on (a batched verification of k + 1 tokens costs less
+  // than k + 1 plain steps), most tokens come from accepted drafts.
+  ScriptedDrafter oracle(expected, false);
+  EXPECT_EQ(speculative(target, &oracle, options, prompt, n, &stats), std::vector<int32_t>(expected.begin(), expected.end() - 16));
+  EXPECT_GT(stats.accepted, n / 2);
+  EXPECT_GT(stats.tokens_per_verification(), 2.0);
+  // Wrong for 40 tokens, then right (a copy-heavy stretch starting): switched off, a probe sees
+  // the change and speculation comes back for most of the remaining 80 tokens.
+  ScriptedDrafter turning(expected, false, prompt.size() + 40);
+  EXPECT_EQ(speculative(target, &turning, options, prompt, n, &stats), std::vector<int32_t>(expected.begin(), expected.end() - 16));
+  EXPECT_GE(stats.switched_off, 1);
+  EXPECT_GT(stats.accepted, 40);
+  // Fixed length: the always-wrong drafter is verified at every step.
+  options.adaptive = false;
+  EXPECT_EQ(speculative(target, &wrong, options, prompt, n, &stats), std::vector<int32_t>(expected.begin(), expected.end() - 16));
+  EXPECT_GE(stats.verifications, n - 1);
+  EXPECT_EQ(stats.switched_off, 0);
+}
+
 TEST(Speculative, NearTiesAreDecidedByTheOneTokenPath) {
   // A huge tie margin sends every row to the fallback: the output must still be plain greedy's.
   auto target = tiny("target", {});
