@@ -9,6 +9,8 @@
 #include <map>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "support/test_support.h"
 
 namespace frugal {
@@ -436,6 +438,38 @@ TEST(Speculative, RunCommandComparesWithPlainGreedyAndRefusesAnotherVocabulary) 
   auto penalty = testing::run_command(sampled + " --repeat-penalty 1.1");
   EXPECT_NE(penalty.exit_code, 0);
   EXPECT_NE(penalty.err.find("--repeat-penalty"), std::string::npos) << penalty.err;
+}
+
+TEST(Speculative, BenchCommandReportsAcceptanceAndSpeedUpAgainstPlainDecoding) {
+  const std::string dir = testing::temp_dir();
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/bench_target.gguf", {}).is_ok());
+  const std::string base = testing::shell_quote(testing::frugal_binary()) + " bench -m " +
+                           testing::shell_quote(dir + "/bench_target.gguf") + " -n 12 -r 1 -t 1";
+  auto json = testing::run_command(base + " --lookup -o json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto records = nlohmann::json::parse(json.out);
+  ASSERT_EQ(records.size(), 5u);  // summarize, rewrite, edit-code, chat, story
+  for (const auto& r : records) {
+    EXPECT_EQ(r["drafter"], "lookup");
+    EXPECT_TRUE(r["identical"].get<bool>()) << r.dump();
+    EXPECT_GT(r["plain_ts"].get<double>(), 0);
+    EXPECT_GT(r["speculative_ts"].get<double>(), 0);
+    EXPECT_NEAR(r["speedup"].get<double>(), r["speculative_ts"].get<double>() / r["plain_ts"].get<double>(), 1e-9);
+    const double drafted = r["drafted"].get<double>();
+    EXPECT_NEAR(r["acceptance"].get<double>(), drafted > 0 ? r["accepted"].get<double>() / drafted : 0.0, 1e-12);
+  }
+  // The markdown table, the self-draft alias, and the refusals.
+  auto md = testing::run_command(base + " --draft-self 1 --draft-max 3 --spec-prompts open");
+  EXPECT_EQ(md.exit_code, 0) << md.err;
+  EXPECT_NE(md.out.find("mean accepted length"), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("open-ended: median speed-up"), std::string::npos) << md.out;
+  EXPECT_EQ(md.out.find("copy-heavy |"), std::string::npos) << md.out;
+  auto two = testing::run_command(base + " --lookup --draft-self 1");
+  EXPECT_NE(two.exit_code, 0);
+  EXPECT_NE(two.err.find("one drafter"), std::string::npos) << two.err;
+  auto stray = testing::run_command(base + " --draft-max 3");
+  EXPECT_NE(stray.exit_code, 0);
+  EXPECT_NE(stray.err.find("applies only"), std::string::npos) << stray.err;
 }
 
 TEST(Speculative, NgramLookupProposesWhatFollowedTheLatestMatch) {
