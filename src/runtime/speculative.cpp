@@ -296,21 +296,14 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
   if (!probing_ || !costs_.has_draft()) {
     costs_.observe_draft(draft_seconds, static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k))));
   }
+  costs_.observe_proposal(!draft_.empty());
   if (draft_.empty()) {
     // Drafting proposed nothing: a plain step.
     ++stats_.plain_steps;
     Timer plain_timer;
     FRUGAL_RETURN_IF_ERROR(plain_step(out));
     costs_.observe_plain(plain_timer.seconds());
-    if (probing_) {
-      // Nothing learnt: probe again once this attempt's extra cost is paid for (at once for a
-      // free drafter such as lookup, which finds a match when the text starts repeating).
-      probing_ = false;
-      const double plain = costs_.plain_seconds();
-      until_probe_ = plain > 0 && options_.assumed_draft_cost < 0
-                         ? static_cast<int>(std::clamp(std::ceil((timer.seconds() / plain - 1) / kProbeBudget), 0.0, 1024.0))
-                         : 0;
-    }
+    if (options_.adaptive) adapt(timer.seconds(), 1, false);
     return Status::ok();
   }
   k = static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k)));
@@ -327,7 +320,7 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
     target_.truncate(pos0 + 1 + m);  // keep [last, accepted drafts]
     costs_.observe_verify(k + 1, verify_timer.seconds());
     costs_.observe_acceptance(m, k);
-    if (options_.adaptive) adapt(timer.seconds(), m + 1);
+    if (options_.adaptive) adapt(timer.seconds(), m + 1, true);
     return Status::ok();
   }
 
@@ -364,7 +357,7 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
     emit(correction, out);
   }
   costs_.observe_acceptance(m, k);
-  if (options_.adaptive) adapt(timer.seconds(), m + 1);
+  if (options_.adaptive) adapt(timer.seconds(), m + 1, true);
   return Status::ok();
 }
 
@@ -400,7 +393,7 @@ int SpeculativeDecoder::next_draft_length() {
   return std::min(options_.draft_max, kOffProbeLength);
 }
 
-void SpeculativeDecoder::adapt(double step_seconds, int emitted) {
+void SpeculativeDecoder::adapt(double step_seconds, int emitted, bool verified) {
   const int k = costs_.decide(options_.draft_max);
   if (k > 0) {
     off_ = probing_ = false;
@@ -409,7 +402,10 @@ void SpeculativeDecoder::adapt(double step_seconds, int emitted) {
     return;
   }
   if (!off_) ++stats_.switched_off;
-  if (probing_) ++failed_probes_;
+  // A probe whose draft was verified and lost doubles the spacing; one that proposed nothing
+  // taught nothing and is spaced by its cost only (a free lookup tries again next step).
+  if (probing_ && verified) ++failed_probes_;
+  const bool count_spacing = !off_ || verified;
   off_ = true;
   probing_ = false;
   // The next probe: after pause_tokens plain steps, doubling with every probe that left
@@ -417,33 +413,36 @@ void SpeculativeDecoder::adapt(double step_seconds, int emitted) {
   // (drafting, a model drafter's catch-up, the wider verification) is ~3% of them.
   const double plain = costs_.plain_seconds();
   const double extra = plain > 0 && options_.assumed_draft_cost < 0 ? std::max(0.0, step_seconds / plain - emitted) : 0.0;
-  const int64_t by_count = static_cast<int64_t>(std::max(1, options_.pause_tokens)) << std::min(failed_probes_, 6);
+  const int64_t by_count =
+      count_spacing ? static_cast<int64_t>(std::max(1, options_.pause_tokens)) << std::min(failed_probes_, 6) : 0;
   const int64_t by_cost = static_cast<int64_t>(std::ceil(extra / kProbeBudget));
-  until_probe_ = static_cast<int>(std::clamp<int64_t>(std::max(by_count, by_cost), 1, 1024));
+  until_probe_ = static_cast<int>(std::clamp<int64_t>(std::max(by_count, by_cost), 0, 1024));
 }
 
 std::string SpeculativeDecoder::describe_costs() const {
-  char line[256];
+  char line[384];
   const double plain_ms = costs_.plain_seconds() * 1e3;
   const int k = std::max(1, options_.draft_max);
   std::snprintf(line, sizeof line,
                 "cost model: plain step %.2f ms, draft c = %.2f plain steps per token, verify V(2) = %.2f, V(%d) = %.2f, "
-                "acceptance a = %.2f, chosen k = %d%s (%lld probes, switched off %lld times)",
+                "acceptance a = %.2f, proposal rate %.2f, chosen k = %d%s (%lld probes, switched off %lld times)",
                 plain_ms, costs_.draft_cost(), costs_.verify_cost(2), k + 1, costs_.verify_cost(k + 1), costs_.acceptance(),
+                costs_.proposal_rate(),
                 off_ ? 0 : draft_length_, off_ ? " (off)" : "", static_cast<long long>(stats_.probes),
                 static_cast<long long>(stats_.switched_off));
   return line;
 }
 
 int best_draft_length(double acceptance, double draft_cost, std::span<const double> verify_cost, int k_max, double min_gain,
-                      double* speedup) {
+                      double* speedup, double proposal_rate) {
   int best = 0;
   double best_speedup = 1.0;
+  const double r = std::clamp(proposal_rate, 0.0, 1.0);
   const int limit = std::min<int>(k_max, static_cast<int>(verify_cost.size()) - 1);
   for (int k = 1; k <= limit; ++k) {
-    const double cost = k * draft_cost + verify_cost[static_cast<size_t>(k)];
+    const double cost = r * (k * draft_cost + verify_cost[static_cast<size_t>(k)]) + (1 - r) * (draft_cost + 1);
     if (!(cost > 0)) continue;
-    const double s = expected_tokens_per_step(acceptance, k) / cost;
+    const double s = (r * expected_tokens_per_step(acceptance, k) + (1 - r)) / cost;
     if (s > best_speedup) {
       best_speedup = s;
       best = k;
@@ -475,6 +474,11 @@ void SpeculationCostModel::observe_draft(double seconds, int drafted) {
 
 void SpeculationCostModel::observe_verify(int n, double seconds) {
   if (n >= 2 && n < static_cast<int>(verify_.size()) && seconds > 0) ema(verify_[static_cast<size_t>(n)], seconds);
+}
+
+void SpeculationCostModel::observe_proposal(bool proposed) {
+  proposals_ = kDecay * proposals_ + (proposed ? 1 : 0);
+  calls_ = kDecay * calls_ + 1;
 }
 
 void SpeculationCostModel::observe_acceptance(int accepted, int drafted) {
@@ -511,7 +515,7 @@ int SpeculationCostModel::decide(int k_max, double* speedup) const {
   k_max = std::clamp(k_max, 0, static_cast<int>(verify_.size()) - 2);
   std::vector<double> v(static_cast<size_t>(k_max) + 1);
   for (int k = 0; k <= k_max; ++k) v[static_cast<size_t>(k)] = verify_cost(k + 1);
-  return best_draft_length(acceptance(), draft_cost(), v, k_max, kMinGain, speedup);
+  return best_draft_length(acceptance(), draft_cost(), v, k_max, kMinGain, speedup, proposal_rate());
 }
 
 Result<std::vector<int32_t>> greedy_reference(Transformer& target, std::span<const int32_t> prompt, int64_t n,

@@ -100,10 +100,12 @@ inline double expected_tokens_per_step(double acceptance, int k) {
 // The decision: the k in 1..k_max maximising expected tokens per unit time,
 //   S(k) = E(a, k) / (k·c + V(k+1)),   verify_cost[k] = V(k+1) (verify_cost[0] = 1: a plain step),
 // or 0 (speculation off) when no k beats plain decoding by more than min_gain (S(k) <= min_gain).
-// A pure function of measured costs and acceptance. speedup (optional) receives S at the returned k
-// (1 for k = 0).
+// A drafter may propose nothing (no n-gram match, or a draft model below its confidence cut-off):
+// with proposal rate r, a step yields r·E(a, k) + (1 - r) tokens in r·(k·c + V(k+1)) + (1 - r)·(c + 1)
+// (an empty call still costs one draft step, then a plain step). A pure function of measured
+// costs, acceptance and proposal rate. speedup (optional) receives S at the returned k (1 for k = 0).
 int best_draft_length(double acceptance, double draft_cost, std::span<const double> verify_cost, int k_max,
-                      double min_gain = 1.0, double* speedup = nullptr);
+                      double min_gain = 1.0, double* speedup = nullptr, double proposal_rate = 1.0);
 
 // Online estimates for best_draft_length: the seconds of a plain step, of drafting per drafted
 // token and of a verification per batch size (exponential moving averages, so a drifting load
@@ -122,6 +124,9 @@ class SpeculationCostModel {
   // speculation is off do not age them: a failed probe leaves a low estimate low, and a probe
   // whose draft is accepted whole raises it at once).
   void observe_acceptance(int accepted, int drafted);
+  // One draft call: did it propose at least one token (decayed by kDecay per call)?
+  void observe_proposal(bool proposed);
+  double proposal_rate() const { return (proposals_ + kPriorTrials) / (calls_ + kPriorTrials); }
 
   bool has_plain() const { return plain_ > 0 || assumed_c_ >= 0; }
   double plain_seconds() const { return plain_; }
@@ -154,6 +159,7 @@ class SpeculationCostModel {
   double plain_ = 0, draft_ = 0;
   std::vector<double> verify_;  // seconds by batch size, 0 = not measured
   double successes_ = 0, trials_ = 0;
+  double proposals_ = 0, calls_ = 0;
   double assumed_c_ = -1, assumed_slope_ = -1;  // < 0: measured
 };
 
@@ -235,7 +241,8 @@ class SpeculativeDecoder {
   // Adaptive: the draft length of the next step from the cost model (0: a plain step).
   int next_draft_length();
   // Adaptive: after a speculative step, the cost model's new decision (and the probe schedule).
-  void adapt(double step_seconds, int emitted);
+  // verified: the step verified a draft (false: the drafter proposed nothing).
+  void adapt(double step_seconds, int emitted, bool verified);
 
   Transformer& target_;
   Drafter* drafter_;

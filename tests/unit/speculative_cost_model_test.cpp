@@ -82,6 +82,29 @@ TEST(SpeculationCostModel, ChosenLengthGrowsWithAcceptanceAndShrinksWithCost) {
   }
 }
 
+TEST(SpeculationCostModel, ADrafterThatRarelyProposesIsOffUnlessFree) {
+  // A draft model stopping at its confidence cut-off before its first token: a draft step's cost
+  // (c = 0.5) is paid at every step for nothing. At proposal rate 0 no k pays, however good a.
+  EXPECT_EQ(best_draft_length(0.9, 0.5, linear_verify(0.0, 8), 8, 1.0, nullptr, 0.0), 0);
+  // Free (lookup) and proposing at half the steps with a = 0.9, V = 1: S(k) = (0.5 E + 0.5) / 1,
+  // largest at k = 8: (0.5 (1 - 0.9^9) / 0.1 + 0.5).
+  double s = 0;
+  EXPECT_EQ(best_draft_length(0.9, 0.0, linear_verify(0.0, 8), 8, 1.0, &s, 0.5), 8);
+  EXPECT_NEAR(s, 0.5 * (1 - std::pow(0.9, 9)) / 0.1 + 0.5, 1e-12);
+  // Hand-worked: c = 0.2, V(n) = 1 + 0.1 (n - 1), a = 0.6, proposal rate 0.5:
+  // k = 1: (0.5 * 1.6 + 0.5) / (0.5 (0.2 + 1.1) + 0.5 * 1.2) = 1.3 / 1.25 = 1.04;
+  // k = 2: (0.5 * 1.96 + 0.5) / (0.5 (0.4 + 1.2) + 0.6) = 1.48 / 1.4 = 1.057;
+  // k = 3: (0.5 * 2.176 + 0.5) / (0.5 (0.6 + 1.3) + 0.6) = 1.588 / 1.55 = 1.025: k = 2.
+  EXPECT_EQ(best_draft_length(0.6, 0.2, linear_verify(0.1, 8), 8, 1.0, &s, 0.5), 2);
+  EXPECT_NEAR(s, 1.48 / 1.4, 1e-12);
+  // With min_gain 1.06 it is off.
+  EXPECT_EQ(best_draft_length(0.6, 0.2, linear_verify(0.1, 8), 8, 1.06, nullptr, 0.5), 0);
+  SpeculationCostModel m(64);
+  EXPECT_DOUBLE_EQ(m.proposal_rate(), 1.0);
+  for (int i = 0; i < 20; ++i) m.observe_proposal(false);
+  EXPECT_LT(m.proposal_rate(), 0.2);  // the prior (one proposing call) against ~5 decayed empty ones
+}
+
 TEST(SpeculationCostModel, OnlineEstimates) {
   SpeculationCostModel m(64);
   EXPECT_FALSE(m.has_plain());
