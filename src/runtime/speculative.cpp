@@ -379,8 +379,10 @@ int SpeculativeDecoder::verify_sampled(int k, std::vector<int32_t>& out) {
 int SpeculativeDecoder::next_draft_length() {
   // Plain decoding's step time is the unit of every cost: measure it first.
   if (!costs_.has_plain()) return 0;
-  // The drafter's cost is unknown until it has drafted once: a short first draft.
-  if (!costs_.has_draft()) return probe_length();
+  // The drafter's cost is unknown until it has drafted once: a one-token first draft (a useless
+  // draft model then costs c + V(2) - 1 ~ 0.7 of a step once, not 3c + V(4) - 1 ~ 2; a good drafter's
+  // length grows at the next step, the cost model choosing it from the measured a).
+  if (!costs_.has_draft()) return 1;
   if (!off_) return draft_length_;
   if (until_probe_ > 0) {
     --until_probe_;
@@ -424,9 +426,9 @@ std::string SpeculativeDecoder::describe_costs() const {
   const double plain_ms = costs_.plain_seconds() * 1e3;
   const int k = std::max(1, options_.draft_max);
   std::snprintf(line, sizeof line,
-                "cost model: plain step %.2f ms, draft c = %.2f plain steps per token, verify V(2) = %.2f, V(%d) = %.2f, "
+                "cost model: plain step %.2f ms, draft %.2f ms per token = c %.2f plain steps, verify V(2) = %.2f, V(%d) = %.2f, "
                 "acceptance a = %.2f, proposal rate %.2f, chosen k = %d%s (%lld probes, switched off %lld times)",
-                plain_ms, costs_.draft_cost(), costs_.verify_cost(2), k + 1, costs_.verify_cost(k + 1), costs_.acceptance(),
+                plain_ms, costs_.draft_seconds() * 1e3, costs_.draft_cost(), costs_.verify_cost(2), k + 1, costs_.verify_cost(k + 1), costs_.acceptance(),
                 costs_.proposal_rate(),
                 off_ ? 0 : draft_length_, off_ ? " (off)" : "", static_cast<long long>(stats_.probes),
                 static_cast<long long>(stats_.switched_off));

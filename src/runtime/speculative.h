@@ -130,6 +130,7 @@ class SpeculationCostModel {
 
   bool has_plain() const { return plain_ > 0 || assumed_c_ >= 0; }
   double plain_seconds() const { return plain_; }
+  double draft_seconds() const { return draft_; }
   bool has_draft() const { return draft_ > 0 || assumed_c_ >= 0; }
   double acceptance() const;
   // c: drafting one token in plain steps (0 before a draft was measured).
