@@ -419,6 +419,10 @@ void SpeculativeDecoder::adapt(double step_seconds, int emitted, bool verified) 
       count_spacing ? static_cast<int64_t>(std::max(1, options_.pause_tokens)) << std::min(failed_probes_, 6) : 0;
   const int64_t by_cost = static_cast<int64_t>(std::ceil(extra / kProbeBudget));
   until_probe_ = static_cast<int>(std::clamp<int64_t>(std::max(by_count, by_cost), 0, 1024));
+  // A drafter that would lose even if every draft were accepted (a same-size quantized copy on a
+  // compute-bound target: c >= 1) has nothing to gain from probes; one every 1024 tokens still
+  // re-measures its cost, should the load change.
+  if (!costs_.could_pay(options_.draft_max)) until_probe_ = 1024;
 }
 
 std::string SpeculativeDecoder::describe_costs() const {
@@ -511,6 +515,13 @@ double SpeculationCostModel::verify_cost(int n) const {
   }
   const double slope = sxx > 0 ? std::max(0.0, sxy / sxx) : kPriorSlope;
   return 1.0 + slope * (n - 1);
+}
+
+bool SpeculationCostModel::could_pay(int k_max) const {
+  k_max = std::clamp(k_max, 0, static_cast<int>(verify_.size()) - 2);
+  std::vector<double> v(static_cast<size_t>(k_max) + 1);
+  for (int k = 0; k <= k_max; ++k) v[static_cast<size_t>(k)] = verify_cost(k + 1);
+  return best_draft_length(1.0, draft_cost(), v, k_max, kMinGain) > 0;
 }
 
 int SpeculationCostModel::decide(int k_max, double* speedup) const {

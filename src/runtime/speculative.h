@@ -146,6 +146,9 @@ class SpeculationCostModel {
   }
   // best_draft_length over the current estimates.
   int decide(int k_max, double* speedup = nullptr) const;
+  // Whether some k would pay if every draft were accepted (a = 1, every call proposing): false
+  // means the drafter costs too much to ever win (c near or above a plain step), whatever it drafts.
+  bool could_pay(int k_max) const;
 
   // Before any verification is measured: V(n) = 1 + kPriorSlope·(n - 1).
   static constexpr double kPriorSlope = 0.15;

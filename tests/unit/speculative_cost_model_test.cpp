@@ -99,6 +99,17 @@ TEST(SpeculationCostModel, ADrafterThatRarelyProposesIsOffUnlessFree) {
   EXPECT_NEAR(s, 1.48 / 1.4, 1e-12);
   // With min_gain 1.06 it is off.
   EXPECT_EQ(best_draft_length(0.6, 0.2, linear_verify(0.1, 8), 8, 1.06, nullptr, 0.5), 0);
+  // A drafter as expensive as the target (c = 1.1 plain steps per token, V(n) = 1 + 0.05 (n - 1))
+  // cannot pay at any acceptance: (k + 1) / (1.1 k + 1 + 0.05 k) < 1; c = 0.6 could.
+  SpeculationCostModel costly(64), cheaper(64);
+  costly.observe_plain(0.010);
+  costly.observe_draft(0.011, 1);
+  costly.observe_verify(5, 0.012);
+  cheaper.observe_plain(0.010);
+  cheaper.observe_draft(0.006, 1);
+  cheaper.observe_verify(5, 0.012);
+  EXPECT_FALSE(costly.could_pay(8));
+  EXPECT_TRUE(cheaper.could_pay(8));
   SpeculationCostModel m(64);
   EXPECT_DOUBLE_EQ(m.proposal_rate(), 1.0);
   for (int i = 0; i < 20; ++i) m.observe_proposal(false);
