@@ -201,8 +201,11 @@ struct SpeculativeStats {
   int64_t probes = 0;         // speculative steps taken while the cost model had speculation off
   int64_t switched_off = 0;   // times the cost model switched speculation off
   double acceptance_rate() const { return drafted > 0 ? static_cast<double>(accepted) / drafted : 0.0; }
+  // Mean accepted length: the accepted drafts plus the target's own token per verification (a
+  // tie fallback's token comes from a plain step). (emitted - plain_steps counted the prompt's
+  // first token too.)
   double tokens_per_verification() const {
-    return verifications > 0 ? static_cast<double>(emitted - plain_steps) / verifications : 0.0;
+    return verifications > 0 ? static_cast<double>(accepted + verifications - tie_fallbacks) / verifications : 0.0;
   }
 };
 
