@@ -17,12 +17,16 @@ The machine these numbers come from may be shared: tokens/s are noisy; speed-ups
 (plain decoding measured right after, same process for frugal) and medians over prompts.
 
 usage: bench/speculative_bench.py [--frugal build/frugal] [--peer-bin DIR] [-n 96] [-t 2] [--skip-peer]
+       [--peer-timeout 120] [--reps 3]
+Every tool run has a timeout (--peer-timeout for llama.cpp's, --frugal-timeout for frugal's): a run
+past it is killed and its row says so, so the benchmark always ends.
 """
 import argparse
 import datetime
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -63,15 +67,29 @@ PROMPTS = {
 
 
 def run(cmd, timeout=900):
-    result = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise RuntimeError(f"command failed ({result.returncode}): {' '.join(cmd)}\n{result.stderr[-1500:]}")
-    return result.stdout, result.stderr
+    # A tool that crawls (llama-speculative with a useless draft: < 0.5 t/s) must not hang the
+    # benchmark: past the timeout its whole process group is killed (a wrapper script's children
+    # too) and TimeoutExpired goes to the caller, which records the row as timed out.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err[-1500:]}")
+    return out, err
 
 
 def frugal_run(args, prompt, draft):
     _, err = run([args.frugal, "run", "-m", args.model, "-p", prompt, "-n", str(args.n), "-t", str(args.t), "--temp", "0",
-                  "-c", "1024", "--draft", draft, "--draft-max", str(args.draft_max), "--draft-compare"])
+                  "-c", "1024", "--draft", draft, "--draft-max", str(args.draft_max), "--draft-compare"],
+                 timeout=args.frugal_timeout)
     gen = re.search(r"generation: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)", err)
     spec = re.search(r"acceptance ([\d.]+)% \((\d+) of (\d+) drafted\), ([\d.]+) tokens per verification", err)
     plain = re.search(r"plain greedy: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)", err)
@@ -91,7 +109,7 @@ def peer_run(args, tool, prompt):
     if tool == "llama-simple":
         # llama-simple: greedy, prompt as the last argument, speed on its "decoded" line (threads:
         # its default, the machine's cores).
-        _, err = run([os.path.join(b, tool), "-m", args.model, "-n", str(args.n), prompt])
+        _, err = run([os.path.join(b, tool), "-m", args.model, "-n", str(args.n), prompt], timeout=args.peer_timeout)
         return {"tps": peer_speed(err)}
     if tool == "llama-lookup":
         cmd = [os.path.join(b, tool)] + common + ["-p", prompt, "--spec-draft-n-max", str(args.draft_max)]
@@ -100,7 +118,7 @@ def peer_run(args, tool, prompt):
                                                    "--spec-draft-n-max", str(args.draft_max)]
         if tool == "llama-speculative-simple":
             cmd += ["--spec-type", "draft-simple"]
-    _, err = run(cmd)
+    _, err = run(cmd, timeout=args.peer_timeout)
     out = {"tps": peer_speed(err)}
     drafted = re.search(r"n_drafted\s*=\s*(\d+)", err)
     accepted = re.search(r"n_accept\s*=\s*(\d+)", err)
@@ -126,6 +144,9 @@ def main():
     parser.add_argument("-n", type=int, default=96)
     parser.add_argument("-t", type=int, default=2)
     parser.add_argument("--draft-max", type=int, default=8)
+    parser.add_argument("--peer-timeout", type=float, default=120,
+                        help="seconds one llama.cpp tool run may take before it is killed and recorded as timed out")
+    parser.add_argument("--frugal-timeout", type=float, default=300, help="seconds one frugal run may take")
     parser.add_argument("--reps", type=int, default=1, help="frugal runs per prompt and drafter (the median speed-up is kept)")
     parser.add_argument("--work", default="/tmp/frugal_speculative_bench")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
@@ -167,12 +188,17 @@ def main():
                     continue
                 try:
                     r = peer_run(args, tool, prompt)
+                except subprocess.TimeoutExpired:
+                    # Killed: slower than n / peer_timeout tokens/s. Kept as a row (an upper bound).
+                    print(f"speculative_bench: {tool} on {name}: killed after {args.peer_timeout:.0f} s", file=sys.stderr)
+                    r = {"tps": None, "timed_out": True, "tps_below": args.n / args.peer_timeout}
                 except Exception as e:  # noqa: BLE001
                     print(f"speculative_bench: {tool} on {name}: {e}", file=sys.stderr)
                     continue
                 r.update(tool=tool, set=kind, prompt=name)
                 rows.append(r)
-                print(f"{kind:10s} {name:9s} {tool:26s} {r['tps']} t/s acc {r.get('acceptance')}", file=sys.stderr)
+                print(f"{kind:10s} {name:9s} {tool:26s} {r['tps']} t/s acc {r.get('acceptance')}"
+                      f"{' (timed out)' if r.get('timed_out') else ''}", file=sys.stderr)
     # Peer speed-ups: against llama-simple on the same prompt.
     for r in rows:
         if r["tool"].startswith("llama-") and r["tool"] != "llama-simple":
@@ -217,7 +243,8 @@ def main():
                      f"{'yes' if s['tool'] == 'frugal' and s['identical'] else ('NO' if s['tool'] == 'frugal' else '–')} |")
     lines += ["", "Per prompt:", "", "| set | prompt | tool | drafter | tokens/s | speed-up | acceptance |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['set']} | {r['prompt']} | {r['tool']} | {r.get('drafter') or '–'} | {fmt(r['tps'], '.2f')} | "
+        tps = f"< {r['tps_below']:.2f} (killed after {args.peer_timeout:.0f} s)" if r.get("timed_out") else fmt(r["tps"], ".2f")
+        lines.append(f"| {r['set']} | {r['prompt']} | {r['tool']} | {r.get('drafter') or '–'} | {tps} | "
                      f"{fmt(r.get('speedup'), '.2f')} | {fmt(r.get('acceptance'), '.2f')} |")
     with open(os.path.join(args.out, "speculative.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -12,6 +12,7 @@
 #include "cli_args.h"
 #include "commands.h"
 #include "runtime/memory_check.h"
+#include "speculative_cli.h"
 
 namespace frugal::cli {
 namespace {
@@ -75,7 +76,17 @@ int command_bench(const std::vector<std::string>& argv) {
       .option("-o,--output", "FORMAT", "md, csv, json or jsonl (llama-bench's field names)", "md")
       .cache_flags(false)
       .flag("--bandwidth", "measure the memory copy bandwidth (the bound for decode speed) and stop")
-      .footer("As llama-bench: -p 128,512 -n 64,128 runs pp128, pp512, tg64 and tg128, each after a warm-up.");
+      .option("--draft", "D", "speculative decoding benchmark with DRAFT.gguf, ngram or self:N instead of pp/tg")
+      .option("--draft-self", "N", "the same with the target's first N blocks as the draft (= --draft self:N)")
+      .flag("--lookup", "the same with prompt lookup (= --draft ngram)")
+      .option("--draft-max", "K", "most tokens drafted per step", "8")
+      .option("--draft-p-min", "P", "stop drafting below this draft probability", "0.5")
+      .flag("--draft-fixed", "always draft --draft-max tokens (no cost model)")
+      .option("--spec-prompts", "SET", "speculative prompts: all, copy (copy-heavy) or open (open-ended)", "all")
+      .footer("As llama-bench: -p 128,512 -n 64,128 runs pp128, pp512, tg64 and tg128, each after a warm-up.\n"
+              "With --draft/--draft-self/--lookup: greedy decoding of -n tokens (its first value) on built-in copy-heavy\n"
+              "and open-ended prompts, plain and speculative, -r times each; reports tokens/s, the paired speed-up,\n"
+              "acceptance rate and mean accepted length (md, json or jsonl).");
   auto args = command.parse(argv);
   if (!args) return fail(args.status().message());
   if (args->help_shown()) return 0;
@@ -95,6 +106,38 @@ int command_bench(const std::vector<std::string>& argv) {
   const std::string format = args->get("-o");
   if (format != "md" && format != "json" && format != "csv" && format != "jsonl") {
     return fail("-o must be md, csv, json or jsonl, got '" + format + "'");
+  }
+  auto draft = draft_spec(*args);
+  if (!draft) return fail(draft.status().message());
+  if (draft->empty()) {
+    for (const char* flag : {"--draft-max", "--draft-p-min", "--draft-fixed", "--spec-prompts"}) {
+      if (args->has(flag)) return fail(std::string(flag) + " applies only with --draft, --draft-self or --lookup");
+    }
+  } else {
+    // The speculative benchmark (speculative_cli.h) instead of pp/tg.
+    SpeculativeBenchOptions so;
+    so.draft = *draft;
+    auto draft_max = args->get_int("--draft-max", 1, kSpeculativeBatch - 1);
+    auto p_min = args->get_float("--draft-p-min", 0, 1);
+    if (!draft_max) return fail(draft_max.status().message());
+    if (!p_min) return fail(p_min.status().message());
+    if (format == "csv") return fail("-o csv is not supported with a drafter (md, json or jsonl)");
+    so.prompts = args->get("--spec-prompts");
+    if (so.prompts != "all" && so.prompts != "copy" && so.prompts != "open") {
+      return fail("--spec-prompts must be all, copy or open, got '" + so.prompts + "'");
+    }
+    if (n_gens->empty() || n_gens->front() <= 0) return fail("-n must be > 0 with a drafter");
+    so.n_gen = n_gens->front();
+    so.repetitions = static_cast<int>(*reps);
+    so.n_threads = static_cast<int>(*n_threads);
+    so.draft_max = static_cast<int>(*draft_max);
+    so.p_min = static_cast<float>(*p_min);
+    so.adaptive = !args->has("--draft-fixed");
+    so.output = format;
+    warn_threads(*n_threads);
+    auto model = Model::load(model_path(*args));
+    if (!model) return fail(model.status().message());
+    return bench_speculative(*model, so);
   }
   std::vector<int64_t> prompts, gens;
   for (int64_t p : *n_prompts) if (p > 0) prompts.push_back(p);

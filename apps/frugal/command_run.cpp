@@ -11,6 +11,7 @@
 #include "cli_args.h"
 #include "commands.h"
 #include "runtime/memory_check.h"
+#include "speculative_cli.h"
 
 namespace frugal::cli {
 namespace {
@@ -28,31 +29,15 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   if (!tie_margin) return fail(tie_margin.status().message());
   if (!draft_max) return fail(draft_max.status().message());
   if (!p_min) return fail(p_min.status().message());
-  const std::string spec = args.get("--draft");
-  std::unique_ptr<Drafter> drafter;
+  auto spec = draft_spec(args);
+  if (!spec) return fail(spec.status().message());
   ModelDrafterOptions mo;
   mo.n_threads = n_threads;
   mo.n_ctx = n_ctx;
   mo.p_min = static_cast<float>(*p_min);
-  if (spec == "ngram") {
-    drafter = make_ngram_drafter({});
-  } else if (spec.rfind("self:", 0) == 0) {
-    try {
-      mo.exit_layer = std::stoll(spec.substr(5));
-    } catch (...) {
-      return fail("--draft self:N needs a layer count, got '" + spec + "'");
-    }
-    if (mo.exit_layer <= 0) return fail("--draft self:N needs N >= 1, got '" + spec + "'");
-    auto d = make_model_drafter(m, *m, mo);
-    if (!d) return fail(d.status().message());
-    drafter = std::move(*d);
-  } else {
-    auto draft_model = Model::load(spec);
-    if (!draft_model) return fail("draft model: " + draft_model.status().message());
-    auto d = make_model_drafter(*draft_model, *m, mo);
-    if (!d) return fail(d.status().message());
-    drafter = std::move(*d);
-  }
+  auto made = make_drafter(*spec, m, mo);
+  if (!made) return fail(made.status().message());
+  std::unique_ptr<Drafter> drafter = std::move(*made);
   if (static_cast<int64_t>(prompt.size()) >= n_ctx) return fail("the prompt does not fit in the context (raise -c)");
   TransformerOptions options;
   options.n_ctx = n_ctx;
@@ -103,6 +88,7 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
                static_cast<long long>(*draft_max), so.adaptive ? ", adaptive" : "", static_cast<long long>(st.verifications),
                100.0 * st.acceptance_rate(), static_cast<long long>(st.accepted), static_cast<long long>(st.drafted),
                st.tokens_per_verification(), static_cast<long long>(st.plain_steps), static_cast<long long>(st.tie_fallbacks));
+  std::fprintf(stderr, "%s\n", decoder.describe_costs().c_str());
   if (args.has("--draft-compare") && !generated.empty() && !greedy) {
     // Plain sampling of the same number of tokens with the same samplers: speed only (the two
     // outputs are draws from one distribution, not the same tokens).
@@ -176,7 +162,9 @@ int command_run(const std::vector<std::string>& argv) {
                 std::snprintf(text, sizeof text, "%g", SpeculativeOptions{}.tie_margin);
                 return std::string(text);
               }())
-      .flag("--draft-fixed", "always draft --draft-max tokens (no adaptive length)")
+      .option("--draft-self", "N", "speculative decoding with the target's first N blocks as the draft (= --draft self:N)")
+      .flag("--lookup", "speculative decoding with prompt lookup (= --draft ngram)")
+      .flag("--draft-fixed", "always draft --draft-max tokens (no cost model: no adaptive length, no switch-off)")
       .flag("--draft-compare", "also run plain greedy decoding and report the speed-up and equality")
       .repeated("--stop", "STR", "stop generating when STR appears (repeatable; not printed)")
       .flag("--ignore-eos", "keep generating past the end-of-text token")
@@ -189,7 +177,8 @@ int command_run(const std::vector<std::string>& argv) {
   if (!chat && !args->has("-p") && !args->has("-f")) return fail("run needs a prompt: -p TEXT or -f FILE (or --chat)");
   if (args->has("--system") && !chat) return fail("--system applies only with --chat");
   if (args->has("--no-escape") && !args->has("-p")) return fail("--no-escape applies only to -p");
-  if (!args->has("--draft")) {
+  const bool speculative = args->has("--draft") || args->has("--draft-self") || args->has("--lookup");
+  if (!speculative) {
     for (const char* flag : {"--draft-max", "--draft-p-min", "--draft-tie-margin", "--draft-fixed", "--draft-compare"}) {
       if (args->has(flag)) return fail(std::string(flag) + " applies only with --draft");
     }
@@ -246,7 +235,7 @@ int command_run(const std::vector<std::string>& argv) {
   std::vector<int32_t> history;
   Speed speed;
 
-  if (args->has("--draft")) {
+  if (speculative) {
     if (chat) return fail("--draft works with -p (not --chat) so far");
     if (sampling.temperature > 0 && sampling.repeat_penalty != 1.0f) {
       return fail("--draft with sampling (--temp > 0) does not support --repeat-penalty (use 1, or --temp 0)");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "base/timer.h"
 
@@ -203,15 +204,14 @@ SpeculativeDecoder::SpeculativeDecoder(Transformer& target, Drafter* drafter, co
       sampling_(options.sampling.temperature > 0),
       rng_(options.sampling.seed),
       draft_length_(std::clamp(options.draft_max, 1, static_cast<int>(kSpeculativeBatch - 1))),
-      pause_length_(std::max(1, options.pause_tokens)) {
+      costs_(static_cast<int>(kSpeculativeBatch)) {
   options_.draft_max = draft_length_;
   draft_length_ = probe_length();
 }
 
 int SpeculativeDecoder::probe_length() const {
-  // Adaptive: speculation starts (and restarts after a pause) with short drafts, which grow by 2
-  // per fully accepted draft; a drafter that proposes nothing useful then costs a few cheap probes
-  // instead of draft_max-token ones (the 0.95x floor on short runs).
+  // Adaptive: the first speculative step (which measures the drafter's cost) drafts few tokens, so
+  // a drafter that proposes nothing useful costs one cheap probe, not a draft_max-token one.
   return options_.adaptive ? std::min(options_.draft_max, kProbeLength) : options_.draft_max;
 }
 
@@ -230,9 +230,12 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   }
   target_.truncate(0);
   stats_ = {};
-  plain_seconds_ = speculative_seconds_ = 0;
-  speculative_samples_ = paused_ = 0;
-  pause_length_ = std::max(1, options_.pause_tokens);
+  costs_ = SpeculationCostModel(static_cast<int>(kSpeculativeBatch));
+  if (options_.assumed_draft_cost >= 0 && options_.assumed_verify_slope >= 0) {
+    costs_.assume_costs(options_.assumed_draft_cost, options_.assumed_verify_slope);
+  }
+  off_ = probing_ = false;
+  until_probe_ = failed_probes_ = 0;
   draft_length_ = probe_length();
   context_.assign(prompt.begin(), prompt.end());
   // As plain decoding: the whole prompt, then the first token from its last row.
@@ -274,14 +277,12 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
   const int64_t pos0 = target_.position();  // holds context_ minus its last token
   const int64_t room = std::min<int64_t>(target_.context_size() - pos0 - 1, kSpeculativeBatch - 1);
   Timer timer;
-  int k = std::min<int>(draft_length_, static_cast<int>(room));
-  if (drafter_ == nullptr || paused_ > 0 || k <= 0 || (options_.adaptive && plain_seconds_ == 0)) {
-    // Plain step: speculation off, paused, or plain decoding's speed not measured yet.
-    if (paused_ > 0) --paused_;
+  int k = std::min<int>(options_.adaptive ? next_draft_length() : draft_length_, static_cast<int>(room));
+  if (drafter_ == nullptr || k <= 0) {
+    // Plain step: speculation off, or plain decoding's speed not measured yet.
     ++stats_.plain_steps;
     FRUGAL_RETURN_IF_ERROR(plain_step(out));
-    const double s = timer.seconds();
-    plain_seconds_ = plain_seconds_ == 0 ? s : 0.8 * plain_seconds_ + 0.2 * s;
+    costs_.observe_plain(timer.seconds());
     return Status::ok();
   }
   if (sampling_) {
@@ -289,14 +290,24 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
   } else {
     FRUGAL_RETURN_IF_ERROR(drafter_->draft(context_, k, draft_));
   }
+  const double draft_seconds = timer.seconds();
+  // A probe after a plain stretch also pays the model drafter's catch-up over the tokens it
+  // missed; that is the probe's cost (it spaces the probes), not drafting's per-token cost.
+  if (!probing_ || !costs_.has_draft()) {
+    costs_.observe_draft(draft_seconds, static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k))));
+  }
+  costs_.observe_proposal(!draft_.empty());
   if (draft_.empty()) {
-    // Drafting cost time but proposed nothing: a plain step, timed as speculation's.
+    // Drafting proposed nothing: a plain step.
     ++stats_.plain_steps;
+    Timer plain_timer;
     FRUGAL_RETURN_IF_ERROR(plain_step(out));
-    adapt(timer.seconds(), 1);
+    costs_.observe_plain(plain_timer.seconds());
+    if (options_.adaptive) adapt(timer.seconds(), 1, false);
     return Status::ok();
   }
   k = static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k)));
+  Timer verify_timer;
   batch_.assign(1, context_.back());
   batch_.insert(batch_.end(), draft_.begin(), draft_.begin() + k);
   FRUGAL_RETURN_IF_ERROR(target_.evaluate(batch_.data(), k + 1));
@@ -307,11 +318,9 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
     const int m = verify_sampled(k, out);
     stats_.accepted += m;
     target_.truncate(pos0 + 1 + m);  // keep [last, accepted drafts]
-    if (options_.adaptive) {
-      const int wanted = m == k ? draft_length_ + 2 : m + 1;
-      draft_length_ = std::clamp((draft_length_ + wanted + 1) / 2, 1, std::max(1, options_.draft_max));
-    }
-    adapt(timer.seconds(), m + 1);
+    costs_.observe_verify(k + 1, verify_timer.seconds());
+    costs_.observe_acceptance(m, k);
+    if (options_.adaptive) adapt(timer.seconds(), m + 1, true);
     return Status::ok();
   }
 
@@ -335,6 +344,7 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
   }
   stats_.accepted += m;
   for (int j = 0; j < m; ++j) emit(batch_[j + 1], out);
+  costs_.observe_verify(k + 1, verify_timer.seconds());
   if (tie) {
     // Roll back to just before the undecided row's token and decide it with the one-token path.
     target_.truncate(pos0 + m);
@@ -346,13 +356,8 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
     target_.truncate(pos0 + 1 + m);
     emit(correction, out);
   }
-
-  if (options_.adaptive) {
-    // Draft length: grow after a fully accepted draft, else move halfway to what was accepted + 1.
-    const int wanted = m == k ? draft_length_ + 2 : m + 1;
-    draft_length_ = std::clamp((draft_length_ + wanted + 1) / 2, 1, std::max(1, options_.draft_max));
-  }
-  adapt(timer.seconds(), m + 1);
+  costs_.observe_acceptance(m, k);
+  if (options_.adaptive) adapt(timer.seconds(), m + 1, true);
   return Status::ok();
 }
 
@@ -371,25 +376,159 @@ int SpeculativeDecoder::verify_sampled(int k, std::vector<int32_t>& out) {
   return static_cast<int>(emitted.size()) - 1;
 }
 
-void SpeculativeDecoder::adapt(double seconds, int emitted) {
-  if (!options_.adaptive) return;
-  // Switch-off: speculation that costs more per token than plain decoding pauses, for a doubling
-  // number of tokens while it keeps losing (so it is never much slower than plain decoding).
-  const double per_token = seconds / emitted;
-  speculative_seconds_ = speculative_samples_ == 0 ? per_token : 0.7 * speculative_seconds_ + 0.3 * per_token;
-  // Judged after 2 steps, or at once when a step cost over 3 plain tokens per token emitted (a
-  // draft as expensive as the target): each probe of a losing drafter costs up to draft_max
-  // plain-token times, so a short run must not spend several on it (the 0.95x floor).
-  ++speculative_samples_;
-  if (speculative_samples_ < 2 && per_token <= 3 * plain_seconds_) return;
-  if (speculative_seconds_ > plain_seconds_) {
-    paused_ = pause_length_;
-    pause_length_ = std::min(pause_length_ * 2, 512);
-    speculative_samples_ = 0;
-    draft_length_ = probe_length();
-  } else {
-    pause_length_ = std::max(1, options_.pause_tokens);
+int SpeculativeDecoder::next_draft_length() {
+  // Plain decoding's step time is the unit of every cost: measure it first.
+  if (!costs_.has_plain()) return 0;
+  // The drafter's cost is unknown until it has drafted once: a one-token first draft (a useless
+  // draft model then costs c + V(2) - 1 ~ 0.7 of a step once, not 3c + V(4) - 1 ~ 2; a good drafter's
+  // length grows at the next step, the cost model choosing it from the measured a).
+  if (!costs_.has_draft()) return 1;
+  if (!off_) return draft_length_;
+  if (until_probe_ > 0) {
+    --until_probe_;
+    return 0;
   }
+  // A probe: a short draft that refreshes the acceptance estimate, so that a drafter that starts
+  // to pay (a copy-heavy stretch for lookup) is switched back on.
+  probing_ = true;
+  ++stats_.probes;
+  return std::min(options_.draft_max, kOffProbeLength);
+}
+
+void SpeculativeDecoder::adapt(double step_seconds, int emitted, bool verified) {
+  const int k = costs_.decide(options_.draft_max);
+  if (k > 0) {
+    off_ = probing_ = false;
+    failed_probes_ = 0;
+    draft_length_ = k;
+    return;
+  }
+  if (!off_) ++stats_.switched_off;
+  // A probe whose draft was verified and lost doubles the spacing; one that proposed nothing
+  // taught nothing and is spaced by its cost only (a free lookup tries again next step).
+  if (probing_ && verified) ++failed_probes_;
+  const bool count_spacing = !off_ || verified;
+  off_ = true;
+  probing_ = false;
+  // The next probe: after pause_tokens plain steps, doubling with every probe that left
+  // speculation off, and at least so many that this step's extra cost over plain decoding
+  // (drafting, a model drafter's catch-up, the wider verification) is ~3% of them.
+  const double plain = costs_.plain_seconds();
+  const double extra = plain > 0 && options_.assumed_draft_cost < 0 ? std::max(0.0, step_seconds / plain - emitted) : 0.0;
+  const int64_t by_count =
+      count_spacing ? static_cast<int64_t>(std::max(1, options_.pause_tokens)) << std::min(failed_probes_, 6) : 0;
+  const int64_t by_cost = static_cast<int64_t>(std::ceil(extra / kProbeBudget));
+  until_probe_ = static_cast<int>(std::clamp<int64_t>(std::max(by_count, by_cost), 0, 1024));
+  // A drafter that would lose even if every draft were accepted (a same-size quantized copy on a
+  // compute-bound target: c >= 1) has nothing to gain from probes; one every 1024 tokens still
+  // re-measures its cost, should the load change.
+  if (!costs_.could_pay(options_.draft_max)) until_probe_ = 1024;
+}
+
+std::string SpeculativeDecoder::describe_costs() const {
+  char line[384];
+  const double plain_ms = costs_.plain_seconds() * 1e3;
+  const int k = std::max(1, options_.draft_max);
+  std::snprintf(line, sizeof line,
+                "cost model: plain step %.2f ms, draft %.2f ms per token = c %.2f plain steps, verify V(2) = %.2f, V(%d) = %.2f, "
+                "acceptance a = %.2f, proposal rate %.2f, chosen k = %d%s (%lld probes, switched off %lld times)",
+                plain_ms, costs_.draft_seconds() * 1e3, costs_.draft_cost(), costs_.verify_cost(2), k + 1, costs_.verify_cost(k + 1), costs_.acceptance(),
+                costs_.proposal_rate(),
+                off_ ? 0 : draft_length_, off_ ? " (off)" : "", static_cast<long long>(stats_.probes),
+                static_cast<long long>(stats_.switched_off));
+  return line;
+}
+
+int best_draft_length(double acceptance, double draft_cost, std::span<const double> verify_cost, int k_max, double min_gain,
+                      double* speedup, double proposal_rate) {
+  int best = 0;
+  double best_speedup = 1.0;
+  const double r = std::clamp(proposal_rate, 0.0, 1.0);
+  const int limit = std::min<int>(k_max, static_cast<int>(verify_cost.size()) - 1);
+  for (int k = 1; k <= limit; ++k) {
+    const double cost = r * (k * draft_cost + verify_cost[static_cast<size_t>(k)]) + (1 - r) * (draft_cost + 1);
+    if (!(cost > 0)) continue;
+    const double s = (r * expected_tokens_per_step(acceptance, k) + (1 - r)) / cost;
+    if (s > best_speedup) {
+      best_speedup = s;
+      best = k;
+    }
+  }
+  if (best_speedup <= min_gain) {
+    best = 0;
+    best_speedup = 1.0;
+  }
+  if (speedup) *speedup = best_speedup;
+  return best;
+}
+
+SpeculationCostModel::SpeculationCostModel(int max_batch) : verify_(static_cast<size_t>(std::max(2, max_batch)) + 1, 0.0) {}
+
+namespace {
+// Exponential moving average (weight 0.3 on the new sample; the first sample is taken as is).
+void ema(double& average, double sample) { average = average == 0 ? sample : 0.7 * average + 0.3 * sample; }
+}  // namespace
+
+void SpeculationCostModel::observe_plain(double seconds) {
+  if (seconds > 0) ema(plain_, seconds);
+}
+
+void SpeculationCostModel::observe_draft(double seconds, int drafted) {
+  if (seconds > 0) ema(draft_, seconds / std::max(1, drafted));
+  else if (draft_ == 0) draft_ = 1e-9;  // a free drafter (timer resolution): measured, ~0
+}
+
+void SpeculationCostModel::observe_verify(int n, double seconds) {
+  if (n >= 2 && n < static_cast<int>(verify_.size()) && seconds > 0) ema(verify_[static_cast<size_t>(n)], seconds);
+}
+
+void SpeculationCostModel::observe_proposal(bool proposed) {
+  proposals_ = kDecay * proposals_ + (proposed ? 1 : 0);
+  calls_ = kDecay * calls_ + 1;
+}
+
+void SpeculationCostModel::observe_acceptance(int accepted, int drafted) {
+  if (drafted <= 0) return;
+  successes_ = kDecay * successes_ + accepted;
+  trials_ = kDecay * trials_ + accepted + (accepted < drafted ? 1 : 0);
+}
+
+double SpeculationCostModel::acceptance() const { return (successes_ + 0.5 * kPriorTrials) / (trials_ + kPriorTrials); }
+
+double SpeculationCostModel::draft_cost() const {
+  if (assumed_c_ >= 0) return assumed_c_;
+  return plain_ > 0 ? draft_ / plain_ : 0.0;
+}
+
+double SpeculationCostModel::verify_cost(int n) const {
+  if (n <= 1) return 1.0;
+  if (assumed_slope_ >= 0) return 1.0 + assumed_slope_ * (n - 1);
+  if (plain_ <= 0) return 1.0;
+  if (n < static_cast<int>(verify_.size()) && verify_[static_cast<size_t>(n)] > 0) return verify_[static_cast<size_t>(n)] / plain_;
+  // Least squares line through (1, 1): V(n) = 1 + b (n - 1).
+  double sxy = 0, sxx = 0;
+  for (size_t i = 2; i < verify_.size(); ++i) {
+    if (verify_[i] <= 0) continue;
+    const double x = static_cast<double>(i) - 1, y = verify_[i] / plain_ - 1;
+    sxy += x * y;
+    sxx += x * x;
+  }
+  const double slope = sxx > 0 ? std::max(0.0, sxy / sxx) : kPriorSlope;
+  return 1.0 + slope * (n - 1);
+}
+
+bool SpeculationCostModel::could_pay(int k_max) const {
+  k_max = std::clamp(k_max, 0, static_cast<int>(verify_.size()) - 2);
+  std::vector<double> v(static_cast<size_t>(k_max) + 1);
+  for (int k = 0; k <= k_max; ++k) v[static_cast<size_t>(k)] = verify_cost(k + 1);
+  return best_draft_length(1.0, draft_cost(), v, k_max, kMinGain) > 0;
+}
+
+int SpeculationCostModel::decide(int k_max, double* speedup) const {
+  k_max = std::clamp(k_max, 0, static_cast<int>(verify_.size()) - 2);
+  std::vector<double> v(static_cast<size_t>(k_max) + 1);
+  for (int k = 0; k <= k_max; ++k) v[static_cast<size_t>(k)] = verify_cost(k + 1);
+  return best_draft_length(acceptance(), draft_cost(), v, k_max, kMinGain, speedup, proposal_rate());
 }
 
 Result<std::vector<int32_t>> greedy_reference(Transformer& target, std::span<const int32_t> prompt, int64_t n,

@@ -17,6 +17,7 @@
 // decided near-ties with the one-token path. It is kept as an off-by-default safeguard.)
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -83,22 +84,111 @@ struct NgramDrafterOptions {
 // proposes the tokens that followed it.
 std::unique_ptr<Drafter> make_ngram_drafter(const NgramDrafterOptions& options);
 
+// The cost model of adaptive speculation (Leviathan et al. 2023, arXiv:2211.17192, §3.3-3.4): with
+// per-token acceptance a (i.i.d. assumption), a draft of k tokens yields (1 - a^(k+1)) / (1 - a)
+// tokens per step (their eq. 1), and costs k·c (c: drafting one token, in plain decode steps) plus
+// V(k+1) (verifying k+1 tokens in one batched target forward, in plain decode steps). Leviathan et
+// al. assume V ≈ 1, true of a bandwidth-bound target; a cache-resident or compute-bound one (as
+// SmolLM2-135M on a CPU: its output head alone is 28M multiply-adds per row) pays noticeably per
+// extra row, so V is measured, not assumed.
+inline double expected_tokens_per_step(double acceptance, int k) {
+  if (k <= 0) return 1.0;
+  if (acceptance >= 1.0) return k + 1.0;
+  return (1.0 - std::pow(acceptance, k + 1)) / (1.0 - acceptance);
+}
+
+// The decision: the k in 1..k_max maximising expected tokens per unit time,
+//   S(k) = E(a, k) / (k·c + V(k+1)),   verify_cost[k] = V(k+1) (verify_cost[0] = 1: a plain step),
+// or 0 (speculation off) when no k beats plain decoding by more than min_gain (S(k) <= min_gain).
+// A drafter may propose nothing (no n-gram match, or a draft model below its confidence cut-off):
+// with proposal rate r, a step yields r·E(a, k) + (1 - r) tokens in r·(k·c + V(k+1)) + (1 - r)·(c + 1)
+// (an empty call still costs one draft step, then a plain step). A pure function of measured
+// costs, acceptance and proposal rate. speedup (optional) receives S at the returned k (1 for k = 0).
+int best_draft_length(double acceptance, double draft_cost, std::span<const double> verify_cost, int k_max,
+                      double min_gain = 1.0, double* speedup = nullptr, double proposal_rate = 1.0);
+
+// Online estimates for best_draft_length: the seconds of a plain step, of drafting per drafted
+// token and of a verification per batch size (exponential moving averages, so a drifting load
+// shifts them), and the acceptance a as decayed counts of accepted drafts over drafts tried up to
+// and including the first rejection (the maximum-likelihood a of the i.i.d. model: a step that
+// accepts m of k observes m successes and, if m < k, one failure).
+class SpeculationCostModel {
+ public:
+  explicit SpeculationCostModel(int max_batch = 64);
+  void observe_plain(double seconds);
+  // Seconds spent drafting `drafted` tokens (a call that drafts nothing counts as one token's cost).
+  void observe_draft(double seconds, int drafted);
+  // Seconds of one target forward over n tokens keeping all logits (n >= 2).
+  void observe_verify(int n, double seconds);
+  // Decays the counts by kDecay per verification, then adds this one's (plain steps while
+  // speculation is off do not age them: a failed probe leaves a low estimate low, and a probe
+  // whose draft is accepted whole raises it at once).
+  void observe_acceptance(int accepted, int drafted);
+  // One draft call: did it propose at least one token (decayed by kDecay per call)?
+  void observe_proposal(bool proposed);
+  double proposal_rate() const { return (proposals_ + kPriorTrials) / (calls_ + kPriorTrials); }
+
+  bool has_plain() const { return plain_ > 0 || assumed_c_ >= 0; }
+  double plain_seconds() const { return plain_; }
+  double draft_seconds() const { return draft_; }
+  bool has_draft() const { return draft_ > 0 || assumed_c_ >= 0; }
+  double acceptance() const;
+  // c: drafting one token in plain steps (0 before a draft was measured).
+  double draft_cost() const;
+  // V(n) in plain steps: the measured average for n, else a line through (1, 1) fitted to the
+  // measured batch sizes (a prior slope before any was measured).
+  double verify_cost(int n) const;
+  // Replaces the measured costs by fixed ones (c per drafted token, V(n) = 1 + slope (n - 1)):
+  // for tests of the decisions that must not depend on a machine's timing.
+  void assume_costs(double draft_cost, double verify_slope) {
+    assumed_c_ = draft_cost;
+    assumed_slope_ = verify_slope;
+  }
+  // best_draft_length over the current estimates.
+  int decide(int k_max, double* speedup = nullptr) const;
+  // Whether some k would pay if every draft were accepted (a = 1, every call proposing): false
+  // means the drafter costs too much to ever win (c near or above a plain step), whatever it drafts.
+  bool could_pay(int k_max) const;
+
+  // Before any verification is measured: V(n) = 1 + kPriorSlope·(n - 1).
+  static constexpr double kPriorSlope = 0.15;
+  // The weight (in trials) of the prior acceptance 0.5, and the decay of the counts per
+  // verification (0.8: the last ~5 verifications dominate).
+  static constexpr double kPriorTrials = 1.0, kDecay = 0.8;
+  // Speculation must promise at least this speed-up to run (estimates are noisy; a 2% promised
+  // gain is not worth the risk of a loss).
+  static constexpr double kMinGain = 1.03;
+
+ private:
+  double plain_ = 0, draft_ = 0;
+  std::vector<double> verify_;  // seconds by batch size, 0 = not measured
+  double successes_ = 0, trials_ = 0;
+  double proposals_ = 0, calls_ = 0;
+  double assumed_c_ = -1, assumed_slope_ = -1;  // < 0: measured
+};
+
 struct SpeculativeOptions {
   int draft_max = 8;
   // A verification row whose top two logits are closer than this is decided by the one-token
   // path instead. 0 (off): with batch-invariant kernels the rows already equal the one-token
   // path; a safeguard for a kernel that is not (see the header comment).
   float tie_margin = 0.0f;
-  // Adaptive length and switch-off: the draft length follows the measured accepted length, and
-  // speculation pauses for `pause_tokens` plain steps when its measured time per token exceeds
-  // plain decoding's.
+  // Adaptive (the default): before every step the cost model (SpeculationCostModel) picks the
+  // draft length that maximises expected tokens per second, or switches speculation off when no
+  // length beats plain decoding; while off it probes with a short draft after `pause_tokens` plain
+  // steps (doubling while probes keep losing, and spaced so a probe's measured extra cost stays
+  // ~3% of the plain steps between probes), so a drafter that starts to pay comes back.
+  // false: always draft_max tokens.
   bool adaptive = true;
-  int pause_tokens = 16;
+  int pause_tokens = 8;
   // temperature > 0: speculative sampling (Leviathan et al. 2023, Algorithm 1; Chen et al. 2023)
   // with these samplers applied alike to the target's and the draft's logits, so the output
   // follows the distribution plain sampling with them draws from; the repetition penalty is not
   // supported (it must be 1). temperature <= 0 (the default): greedy.
   SamplerOptions sampling = {.temperature = 0.0f};
+  // Tests: >= 0 fixes the cost model's draft cost c and verification slope instead of measuring
+  // them (SpeculationCostModel::assume_costs), so its decisions depend on acceptance only.
+  double assumed_draft_cost = -1, assumed_verify_slope = -1;
 };
 
 struct SpeculativeStats {
@@ -108,14 +198,23 @@ struct SpeculativeStats {
   int64_t emitted = 0;        // tokens produced (accepted + target's own)
   int64_t tie_fallbacks = 0;  // rows decided by the one-token path
   int64_t plain_steps = 0;    // one-token steps (no draft, paused, or tie)
+  int64_t probes = 0;         // speculative steps taken while the cost model had speculation off
+  int64_t switched_off = 0;   // times the cost model switched speculation off
   double acceptance_rate() const { return drafted > 0 ? static_cast<double>(accepted) / drafted : 0.0; }
+  // Mean accepted length: the accepted drafts plus the target's own token per verification (a
+  // tie fallback's token comes from a plain step). (emitted - plain_steps counted the prompt's
+  // first token too.)
   double tokens_per_verification() const {
-    return verifications > 0 ? static_cast<double>(emitted - plain_steps) / verifications : 0.0;
+    return verifications > 0 ? static_cast<double>(accepted + verifications - tie_fallbacks) / verifications : 0.0;
   }
 };
 
 // Draft length of the first adaptive steps (and after a pause); see probe_length().
 inline constexpr int kProbeLength = 3;
+// Draft length of a probe while the cost model has speculation off.
+inline constexpr int kOffProbeLength = 2;
+// Probes while off are spaced so their measured extra cost is about this share of the plain steps.
+inline constexpr double kProbeBudget = 0.03;
 // Rows per verification and prompt chunk: the target keeps all logits of up to this many tokens.
 inline constexpr int64_t kSpeculativeBatch = 64;
 
@@ -133,6 +232,9 @@ class SpeculativeDecoder {
   const std::vector<int32_t>& context() const { return context_; }
   const SpeculativeStats& stats() const { return stats_; }
   int current_draft_length() const { return draft_length_; }
+  const SpeculationCostModel& costs() const { return costs_; }
+  // The cost model's estimates in one line (milliseconds and ratios to a plain step).
+  std::string describe_costs() const;
 
  private:
   Status plain_step(std::vector<int32_t>& out);
@@ -143,8 +245,11 @@ class SpeculativeDecoder {
   void emit(int32_t token, std::vector<int32_t>& out);
   // The draft length speculation starts and restarts with.
   int probe_length() const;
-  // Feeds one speculative step's time and emitted tokens to the switch-off rule.
-  void adapt(double seconds, int emitted);
+  // Adaptive: the draft length of the next step from the cost model (0: a plain step).
+  int next_draft_length();
+  // Adaptive: after a speculative step, the cost model's new decision (and the probe schedule).
+  // verified: the step verified a draft (false: the drafter proposed nothing).
+  void adapt(double step_seconds, int emitted, bool verified);
 
   Transformer& target_;
   Drafter* drafter_;
@@ -156,11 +261,12 @@ class SpeculativeDecoder {
   std::mt19937_64 rng_;
   std::vector<std::vector<double>> p_rows_, q_rows_;
   int draft_length_;
-  // Adaptation: exponential moving averages of seconds per emitted token.
-  double plain_seconds_ = 0, speculative_seconds_ = 0;
-  int speculative_samples_ = 0;
-  int paused_ = 0;
-  int pause_length_ = 16;
+  // Adaptation (see SpeculativeOptions::adaptive).
+  SpeculationCostModel costs_;
+  bool off_ = false;         // the cost model has speculation off
+  bool probing_ = false;     // the current step is a probe while off
+  int until_probe_ = 0;      // plain steps left before the next probe
+  int failed_probes_ = 0;    // consecutive probes after which speculation stayed off
   bool first_pending_ = false;
 };
 

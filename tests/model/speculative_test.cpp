@@ -9,6 +9,8 @@
 #include <map>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "support/test_support.h"
 
 namespace frugal {
@@ -117,6 +119,70 @@ TEST(Speculative, GreedyEqualsPlainDecodingForEveryDrafterAndLength) {
       }
     }
   }
+}
+
+// Proposes the continuation of a known token sequence (the reference output: always right), or a
+// token that plain greedy never chooses next (always wrong). Free: no model.
+class ScriptedDrafter final : public Drafter {
+ public:
+  // wrong_until > 0: wrong for context positions before it, right after.
+  ScriptedDrafter(std::vector<int32_t> script, bool wrong, size_t wrong_until = 0)
+      : script_(std::move(script)), wrong_(wrong), wrong_until_(wrong_until) {}
+  std::string name() const override { return wrong_ ? "always wrong" : "oracle"; }
+  Status draft(std::span<const int32_t> context, int max_tokens, std::vector<int32_t>& out) override {
+    out.clear();
+    for (size_t i = context.size(); i < script_.size() && static_cast<int>(out.size()) < max_tokens; ++i) {
+      const bool wrong = wrong_until_ > 0 ? i < wrong_until_ : wrong_;
+      out.push_back(wrong ? (script_[i] + 1) % 256 : script_[i]);
+    }
+    return Status::ok();
+  }
+
+ private:
+  std::vector<int32_t> script_;
+  bool wrong_;
+  size_t wrong_until_;
+};
+
+TEST(Speculative, CostModelSwitchesALosingDrafterOffAndKeepsAWinningOne) {
+  auto target = tiny("target", {});
+  const auto prompt = prompts(target->config().n_vocab)[0];
+  const int64_t n = 120;
+  const auto expected = reference(target, prompt, n + 16);
+  SpeculativeOptions options;
+  options.draft_max = 8;
+  // The costs of a bandwidth-bound target with a cheap drafter (c = 0.1, each extra verified row
+  // 5% of a step), fixed so the decisions depend on acceptance only (on a tiny model a step's
+  // time is noise: a wrong but free draft verified in the same time as one token costs nothing).
+  options.assumed_draft_cost = 0.1;
+  options.assumed_verify_slope = 0.05;
+  // Always wrong: nothing is accepted; the cost model switches speculation off within a few
+  // steps and only probes now and then (pause_tokens, doubling), so few verifications run.
+  ScriptedDrafter wrong(expected, true);
+  SpeculativeStats stats;
+  EXPECT_EQ(speculative(target, &wrong, options, prompt, n, &stats), std::vector<int32_t>(expected.begin(), expected.end() - 16));
+  EXPECT_EQ(stats.accepted, 0);
+  EXPECT_GE(stats.switched_off, 1);
+  EXPECT_GE(stats.probes, 1);
+  EXPECT_LT(stats.verifications, 12);
+  EXPECT_GT(stats.plain_steps, n - 12);
+  // Always right and free: speculation stays on (a batched verification of k + 1 tokens costs less
+  // than k + 1 plain steps), most tokens come from accepted drafts.
+  ScriptedDrafter oracle(expected, false);
+  EXPECT_EQ(speculative(target, &oracle, options, prompt, n, &stats), std::vector<int32_t>(expected.begin(), expected.end() - 16));
+  EXPECT_GT(stats.accepted, n / 2);
+  EXPECT_GT(stats.tokens_per_verification(), 2.0);
+  // Wrong for 40 tokens, then right (a copy-heavy stretch starting): switched off, a probe sees
+  // the change and speculation comes back for most of the remaining 80 tokens.
+  ScriptedDrafter turning(expected, false, prompt.size() + 40);
+  EXPECT_EQ(speculative(target, &turning, options, prompt, n, &stats), std::vector<int32_t>(expected.begin(), expected.end() - 16));
+  EXPECT_GE(stats.switched_off, 1);
+  EXPECT_GT(stats.accepted, 40);
+  // Fixed length: the always-wrong drafter is verified at every step.
+  options.adaptive = false;
+  EXPECT_EQ(speculative(target, &wrong, options, prompt, n, &stats), std::vector<int32_t>(expected.begin(), expected.end() - 16));
+  EXPECT_GE(stats.verifications, n - 1);
+  EXPECT_EQ(stats.switched_off, 0);
 }
 
 TEST(Speculative, NearTiesAreDecidedByTheOneTokenPath) {
@@ -372,6 +438,38 @@ TEST(Speculative, RunCommandComparesWithPlainGreedyAndRefusesAnotherVocabulary) 
   auto penalty = testing::run_command(sampled + " --repeat-penalty 1.1");
   EXPECT_NE(penalty.exit_code, 0);
   EXPECT_NE(penalty.err.find("--repeat-penalty"), std::string::npos) << penalty.err;
+}
+
+TEST(Speculative, BenchCommandReportsAcceptanceAndSpeedUpAgainstPlainDecoding) {
+  const std::string dir = testing::temp_dir();
+  ASSERT_TRUE(testing::write_tiny_model(dir + "/bench_target.gguf", {}).is_ok());
+  const std::string base = testing::shell_quote(testing::frugal_binary()) + " bench -m " +
+                           testing::shell_quote(dir + "/bench_target.gguf") + " -n 12 -r 1 -t 1";
+  auto json = testing::run_command(base + " --lookup -o json");
+  ASSERT_EQ(json.exit_code, 0) << json.err;
+  const auto records = nlohmann::json::parse(json.out);
+  ASSERT_EQ(records.size(), 5u);  // summarize, rewrite, edit-code, chat, story
+  for (const auto& r : records) {
+    EXPECT_EQ(r["drafter"], "lookup");
+    EXPECT_TRUE(r["identical"].get<bool>()) << r.dump();
+    EXPECT_GT(r["plain_ts"].get<double>(), 0);
+    EXPECT_GT(r["speculative_ts"].get<double>(), 0);
+    EXPECT_NEAR(r["speedup"].get<double>(), r["speculative_ts"].get<double>() / r["plain_ts"].get<double>(), 1e-9);
+    const double drafted = r["drafted"].get<double>();
+    EXPECT_NEAR(r["acceptance"].get<double>(), drafted > 0 ? r["accepted"].get<double>() / drafted : 0.0, 1e-12);
+  }
+  // The markdown table, the self-draft alias, and the refusals.
+  auto md = testing::run_command(base + " --draft-self 1 --draft-max 3 --spec-prompts open");
+  EXPECT_EQ(md.exit_code, 0) << md.err;
+  EXPECT_NE(md.out.find("mean accepted length"), std::string::npos) << md.out;
+  EXPECT_NE(md.out.find("open-ended: median speed-up"), std::string::npos) << md.out;
+  EXPECT_EQ(md.out.find("copy-heavy |"), std::string::npos) << md.out;
+  auto two = testing::run_command(base + " --lookup --draft-self 1");
+  EXPECT_NE(two.exit_code, 0);
+  EXPECT_NE(two.err.find("one drafter"), std::string::npos) << two.err;
+  auto stray = testing::run_command(base + " --draft-max 3");
+  EXPECT_NE(stray.exit_code, 0);
+  EXPECT_NE(stray.err.find("applies only"), std::string::npos) << stray.err;
 }
 
 TEST(Speculative, NgramLookupProposesWhatFollowedTheLatestMatch) {
