@@ -103,6 +103,20 @@ struct CodeSums {
   double wq = 0.0, wqq = 0.0, wxq = 0.0;
 };
 
+#if defined(__AVX2__)
+// Lanes 4*half .. 4*half+3 of v widened to double.
+inline __m256d widen_half(__m256 v, int half) {
+  return _mm256_cvtps_pd(half == 0 ? _mm256_castps256_ps128(v) : _mm256_extractf128_ps(v, 1));
+}
+
+// clamp_round of eight values: clamped to [lo, hi] (NaN to lo: max_ps returns its second operand
+// for NaN), rounded half to even.
+inline __m256 clamp_round8(__m256 t, __m256 lo, __m256 hi) {
+  t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
+  return _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+#endif
+
 CodeSums code_sums(const float* x, const float* w, int64_t n, float anchor, float inv, float base, float lo, float hi) {
   CodeSums sums;
   int64_t i = 0;
@@ -112,14 +126,12 @@ CodeSums code_sums(const float* x, const float* w, int64_t n, float anchor, floa
   __m256d wq = _mm256_setzero_pd(), wqq = _mm256_setzero_pd(), wxq = _mm256_setzero_pd();
   for (; i + 8 <= n; i += 8) {
     const __m256 xv = _mm256_loadu_ps(x + i);
-    __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xv, anchor_v), inv_v), base_v);
-    t = _mm256_min_ps(_mm256_max_ps(t, lo_v), hi_v);  // max_ps returns its second operand for NaN
-    const __m256 q = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 q = clamp_round8(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(xv, anchor_v), inv_v), base_v), lo_v, hi_v);
     const __m256 wv = _mm256_loadu_ps(w + i);
     for (int half = 0; half < 2; ++half) {
-      const __m256d qd = _mm256_cvtps_pd(half == 0 ? _mm256_castps256_ps128(q) : _mm256_extractf128_ps(q, 1));
-      const __m256d wd = _mm256_cvtps_pd(half == 0 ? _mm256_castps256_ps128(wv) : _mm256_extractf128_ps(wv, 1));
-      const __m256d xd = _mm256_cvtps_pd(half == 0 ? _mm256_castps256_ps128(xv) : _mm256_extractf128_ps(xv, 1));
+      const __m256d qd = widen_half(q, half);
+      const __m256d wd = widen_half(wv, half);
+      const __m256d xd = widen_half(xv, half);
       const __m256d wqd = _mm256_mul_pd(wd, qd);
       wq = _mm256_add_pd(wq, wqd);
       wqq = _mm256_add_pd(wqq, _mm256_mul_pd(wqd, qd));
@@ -157,15 +169,13 @@ double grid_error(const AffineGrid& g, const float* x, const float* w, int64_t n
   __m256d acc = _mm256_setzero_pd();
   for (; i + 8 <= n; i += 8) {
     const __m256 xv = _mm256_loadu_ps(x + i);
-    __m256 t = _mm256_mul_ps(_mm256_sub_ps(xv, offset_v), inv_v);
-    t = _mm256_min_ps(_mm256_max_ps(t, lo_v), hi_v);  // max_ps returns its second operand for NaN
-    const __m256 q = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 q = clamp_round8(_mm256_mul_ps(_mm256_sub_ps(xv, offset_v), inv_v), lo_v, hi_v);
     const __m256 v = _mm256_fmadd_ps(scale_v, q, offset_v);
     const __m256 wv = _mm256_loadu_ps(w + i);
     for (int half = 0; half < 2; ++half) {
-      const __m256d xd = _mm256_cvtps_pd(half == 0 ? _mm256_castps256_ps128(xv) : _mm256_extractf128_ps(xv, 1));
-      const __m256d vd = _mm256_cvtps_pd(half == 0 ? _mm256_castps256_ps128(v) : _mm256_extractf128_ps(v, 1));
-      const __m256d wd = _mm256_cvtps_pd(half == 0 ? _mm256_castps256_ps128(wv) : _mm256_extractf128_ps(wv, 1));
+      const __m256d xd = widen_half(xv, half);
+      const __m256d vd = widen_half(v, half);
+      const __m256d wd = widen_half(wv, half);
       const __m256d d = _mm256_sub_pd(xd, vd);
       acc = _mm256_add_pd(acc, _mm256_mul_pd(_mm256_mul_pd(wd, d), d));
     }
