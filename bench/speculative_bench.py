@@ -4,7 +4,7 @@
 Prompt sets: copy-heavy (summarize / rewrite a given paragraph, edit given code: the answer
 quotes the input) and open-ended (chat, story). For every prompt, greedy decoding (--temp 0) of
 N tokens on the same GGUF file and threads:
-  frugal run --draft ngram | self:L | DRAFT.gguf  --draft-compare   (plain greedy right after, same
+  frugal run --draft ngram | self:L | DRAFT.gguf  --draft-compare   (plain greedy before and after, same
                                                                      process: a paired speed-up)
   llama.cpp: llama-simple (plain), llama-lookup (n-gram), llama-speculative and
              llama-speculative-simple (draft model DRAFT.gguf).
@@ -92,7 +92,7 @@ def frugal_run(args, prompt, draft):
                  timeout=args.frugal_timeout)
     gen = re.search(r"generation: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)", err)
     spec = re.search(r"acceptance ([\d.]+)% \((\d+) of (\d+) drafted\), ([\d.]+) tokens per verification", err)
-    plain = re.search(r"plain greedy: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)", err)
+    plain = re.search(r"plain greedy: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s[;)]", err)
     same = "outputs identical: yes" in err
     return {"tokens": int(gen.group(1)), "tps": float(gen.group(3)), "acceptance": float(spec.group(1)) / 100,
             "accepted_length": float(spec.group(4)), "plain_tps": float(plain.group(3)), "identical": same}
