@@ -31,13 +31,6 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   if (!p_min) return fail(p_min.status().message());
   auto spec = draft_spec(args);
   if (!spec) return fail(spec.status().message());
-  ModelDrafterOptions mo;
-  mo.n_threads = n_threads;
-  mo.n_ctx = n_ctx;
-  mo.p_min = static_cast<float>(*p_min);
-  auto made = make_drafter(*spec, m, mo);
-  if (!made) return fail(made.status().message());
-  std::unique_ptr<Drafter> drafter = std::move(*made);
   if (static_cast<int64_t>(prompt.size()) >= n_ctx) return fail("the prompt does not fit in the context (raise -c)");
   TransformerOptions options;
   options.n_ctx = n_ctx;
@@ -45,6 +38,14 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   options.n_batch = kSpeculativeBatch;
   options.all_logits = true;
   Transformer target(m, options);
+  ModelDrafterOptions mo;
+  mo.n_threads = n_threads;
+  mo.shared_pool = &target.pool();
+  mo.n_ctx = n_ctx;
+  mo.p_min = static_cast<float>(*p_min);
+  auto made = make_drafter(*spec, m, mo);
+  if (!made) return fail(made.status().message());
+  std::unique_ptr<Drafter> drafter = std::move(*made);
   SpeculativeOptions so;
   so.draft_max = static_cast<int>(*draft_max);
   so.adaptive = !args.has("--draft-fixed");
@@ -58,6 +59,7 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   // a settled CPU) — frugal bench alternates the order for the same reason.
   TransformerOptions plain_options = options;
   plain_options.all_logits = false;
+  plain_options.shared_pool = &target.pool();
   const bool compare_greedy = args.has("--draft-compare") && sampling.temperature <= 0;
   int64_t plain_before_tokens = 0;
   double plain_before_seconds = 0;

@@ -94,19 +94,23 @@ struct PromptResult {
 }  // namespace
 
 int bench_speculative(const std::shared_ptr<const Model>& m, const SpeculativeBenchOptions& o) {
-  ModelDrafterOptions mo;
-  mo.n_threads = o.n_threads;
-  mo.p_min = o.p_min;
-  auto drafter = make_drafter(o.draft, m, mo);
-  if (!drafter) return fail(drafter.status().message());
   TransformerOptions target_options;
   target_options.n_ctx = 2048;
   target_options.n_threads = o.n_threads;
   target_options.n_batch = kSpeculativeBatch;
   target_options.all_logits = true;
+  Transformer target(m, target_options);
+  // Plain decoding, the target and the draft take turns on one pool (TransformerOptions::shared_pool).
   TransformerOptions plain_options = target_options;
   plain_options.all_logits = false;
-  Transformer target(m, target_options), plain(m, plain_options);
+  plain_options.shared_pool = &target.pool();
+  Transformer plain(m, plain_options);
+  ModelDrafterOptions mo;
+  mo.n_threads = o.n_threads;
+  mo.shared_pool = &target.pool();
+  mo.p_min = o.p_min;
+  auto drafter = make_drafter(o.draft, m, mo);
+  if (!drafter) return fail(drafter.status().message());
   SpeculativeOptions so;
   so.draft_max = o.draft_max;
   so.adaptive = o.adaptive;

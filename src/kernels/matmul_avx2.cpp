@@ -16,6 +16,7 @@ struct SimdAvx2 {
   static constexpr int kLanes = 8;
   static constexpr int kMaxTokens = 4;  // 16 ymm registers: 4 int16 + 4 int32 + 4 float accumulators
   static constexpr int kFloatRows = 4, kFloatTokens = 2;
+  static constexpr int kFloatSmallBatchRows = 0;  // 16 ymm: no room for 8 tokens in one pass
   static constexpr bool kVnni = false;
   using VI = __m256i;
   using VF = __m256;

@@ -903,16 +903,19 @@ void quant_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const QuantizedAc
 // dot products along the columns, converting F16 with vcvtph2ps and BF16 by a 16-bit shift.
 
 struct LoadF32 {
+  static constexpr int kBytes = 4;
   template <class S>
   static typename S::VF load(const uint8_t* row, int64_t k) { return S::loadf(reinterpret_cast<const float*>(row) + k); }
   static float scalar(const uint8_t* row, int64_t k) { return reinterpret_cast<const float*>(row)[k]; }
 };
 struct LoadF16 {
+  static constexpr int kBytes = 2;
   template <class S>
   static typename S::VF load(const uint8_t* row, int64_t k) { return S::load_f16(reinterpret_cast<const uint16_t*>(row) + k); }
   static float scalar(const uint8_t* row, int64_t k) { return half_bits_to_float(reinterpret_cast<const uint16_t*>(row)[k]); }
 };
 struct LoadBF16 {
+  static constexpr int kBytes = 2;
   template <class S>
   static typename S::VF load(const uint8_t* row, int64_t k) { return S::load_bf16(reinterpret_cast<const uint16_t*>(row) + k); }
   static float scalar(const uint8_t* row, int64_t k) {
@@ -937,6 +940,15 @@ void float_block(const WeightMatrix& w, int64_t r, const float* x, int64_t x_str
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[i][t] = S::zerof();
   for (int64_t k = 0; k < k_vec; k += L) {
+    {
+      // Rows are short (576 columns: 36 iterations), so the hardware prefetcher, which starts
+      // anew at each block, left the stream at about half the memory bandwidth when a row block
+      // serves several tokens, and below it for one: fetch the same columns of the next block of
+      // rows (the rows are contiguous; a prefetch past the end of the matrix does not fault).
+      const size_t ahead = static_cast<size_t>(R) * w.row_bytes + static_cast<size_t>(k) * Load::kBytes;
+#pragma GCC unroll 8
+      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(rows[i]) + ahead, _MM_HINT_T0);
+    }
     VF wv[R];
 #pragma GCC unroll 8
     for (int i = 0; i < R; ++i) wv[i] = Load::template load<S>(rows[i], k);
@@ -958,9 +970,50 @@ void float_block(const WeightMatrix& w, int64_t r, const float* x, int64_t x_str
   }
 }
 
+// R rows x nt tokens (1 <= nt <= 8) through float_block's T = nt instance.
+template <class S, class Load, int R>
+void float_block_tokens(const WeightMatrix& w, int64_t r, const float* x, int64_t x_stride, float* y, int64_t y_stride,
+                        int64_t nt) {
+  switch (nt) {
+    case 1: return float_block<S, Load, R, 1>(w, r, x, x_stride, y, y_stride);
+    case 2: return float_block<S, Load, R, 2>(w, r, x, x_stride, y, y_stride);
+    case 3: return float_block<S, Load, R, 3>(w, r, x, x_stride, y, y_stride);
+    case 4: return float_block<S, Load, R, 4>(w, r, x, x_stride, y, y_stride);
+    case 5: return float_block<S, Load, R, 5>(w, r, x, x_stride, y, y_stride);
+    case 6: return float_block<S, Load, R, 6>(w, r, x, x_stride, y, y_stride);
+    case 7: return float_block<S, Load, R, 7>(w, r, x, x_stride, y, y_stride);
+    default: return float_block<S, Load, R, 8>(w, r, x, x_stride, y, y_stride);
+  }
+}
+
+// Every (row, token) dot product is the same FMA chain over the columns whatever the block shape
+// (one vector accumulator, columns in order, then hsum and the scalar tail), so a token's result
+// does not depend on the batch around it (batch invariance, docs/SPECULATIVE.md).
 template <class S, class Load>
 void float_rows(const WeightMatrix& w, int64_t r0, int64_t r1, const float* x, int64_t x_stride, int64_t n_tokens,
                 float* y, int64_t y_stride) {
+  if constexpr (S::kFloatSmallBatchRows > 0) {
+    // A few tokens (decoding; verifying a speculative draft; a batched decode step): up to 8
+    // tokens in one pass over a block of rows, so the weights' conversion is shared and overlaps
+    // their stream from memory.
+    // Up to 32 tokens run in groups of at most 8 (balanced) over each block of rows.
+    constexpr int R = S::kFloatSmallBatchRows;
+    if (n_tokens <= 32) {
+      const int64_t groups = (n_tokens + 7) / 8;
+      auto all_tokens = [&](auto rows_per_block, int64_t r) {
+        for (int64_t g = 0, t = 0; g < groups; ++g) {
+          const int64_t nt = (n_tokens - t) / (groups - g);
+          float_block_tokens<S, Load, decltype(rows_per_block)::value>(w, r, x + t * x_stride, x_stride, y + t * y_stride,
+                                                                        y_stride, nt);
+          t += nt;
+        }
+      };
+      int64_t r = r0;
+      for (; r + R <= r1; r += R) all_tokens(std::integral_constant<int, R>(), r);
+      for (; r < r1; ++r) all_tokens(std::integral_constant<int, 1>(), r);
+      return;
+    }
+  }
   constexpr int R = S::kFloatRows, T = S::kFloatTokens;
   // Token chunks keep the activations a row block meets in L2.
   constexpr int64_t kTokenChunk = 64;

@@ -18,6 +18,8 @@ struct SimdAvx512 {
   static constexpr int kLanes = 16;
   static constexpr int kMaxTokens = 8;  // 8 int32 (+ 8 int16) + 8 float accumulators of 32 zmm
   static constexpr int kFloatRows = 4, kFloatTokens = 4;
+  // 3 rows x up to 8 tokens: 24 accumulators + 3 weight vectors + 1 activation of 32 zmm.
+  static constexpr int kFloatSmallBatchRows = 3;
   static constexpr bool kVnni = kHasVnni;
   using VI = __m512i;
   using VF = __m512;

@@ -16,7 +16,8 @@ namespace frugal {
 Transformer::Transformer(std::shared_ptr<const Model> model, const TransformerOptions& options)
     : model_(std::move(model)),
       options_(options),
-      pool_(options.n_threads),
+      own_pool_(options.shared_pool ? nullptr : std::make_unique<ThreadPool>(options.n_threads)),
+      pool_(options.shared_pool ? *options.shared_pool : *own_pool_),
       cache_(model_->config().n_layer, options.window > 0 ? options.window : options.n_ctx, model_->config().kv_dim(),
              options.cache_type_k, options.cache_type_v),
       block_(model_->config()),

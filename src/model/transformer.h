@@ -19,6 +19,10 @@ struct TransformerOptions {
   int64_t n_ctx = 2048;   // KV cache positions
   int64_t n_batch = 512;  // tokens per forward step (longer inputs are split)
   int n_threads = 2;
+  // Run on this pool instead of an own pool of n_threads (it must outlive the Transformer). For
+  // models that take turns on the same cores, as a draft model and its target: two pools would
+  // leave one pool's workers spinning (ThreadPool spins before it sleeps) while the other works.
+  ThreadPool* shared_pool = nullptr;
   // Logit rows kept per call: 1 (just the last token, for generation) or n_batch (perplexity).
   bool all_logits = false;
   // Runs only the first exit_layer blocks, then the final norm and head (early exit, for a
@@ -80,7 +84,8 @@ class Transformer {
 
   std::shared_ptr<const Model> model_;
   TransformerOptions options_;
-  ThreadPool pool_;
+  std::unique_ptr<ThreadPool> own_pool_;  // null with options.shared_pool
+  ThreadPool& pool_;
   KvCache cache_;
   int64_t position_ = 0;
   int64_t last_count_ = 0;

@@ -131,6 +131,7 @@ class ModelDrafter final : public Drafter {
     t.n_ctx = o.n_ctx;
     t.n_batch = std::min<int64_t>(512, o.n_ctx);
     t.n_threads = o.n_threads;
+    t.shared_pool = o.shared_pool;
     t.exit_layer = o.exit_layer;
     return t;
   }

@@ -61,6 +61,9 @@ class Drafter {
 
 struct ModelDrafterOptions {
   int n_threads = 2;
+  // The target's pool, so that draft and target (which take turns) share the cores' workers
+  // (TransformerOptions::shared_pool); null: an own pool of n_threads.
+  ThreadPool* shared_pool = nullptr;
   int64_t n_ctx = 2048;
   // Stop drafting once the draft's top probability falls below this (0: never).
   float p_min = 0.5f;
