@@ -27,7 +27,8 @@ Transformer::Transformer(std::shared_ptr<const Model> model, const TransformerOp
   const ModelConfig& c = model_->config();
   residual_.resize(options_.n_batch * c.n_embd);
   shift_row_.resize(c.kv_dim());
-  logits_.resize((options_.all_logits ? options_.n_batch : 1) * c.n_vocab);
+  logits_.resize((options_.all_logits ? options_.n_batch : std::clamp<int64_t>(options_.kept_logit_rows, 1, options_.n_batch)) *
+                 c.n_vocab);
 }
 
 Status check_transformer_options(const ModelConfig& config, const TransformerOptions& options) {
@@ -40,7 +41,15 @@ Status check_transformer_options(const ModelConfig& config, const TransformerOpt
   return Status::ok();
 }
 
-Status Transformer::evaluate(const int32_t* tokens, int64_t n) {
+Status Transformer::evaluate(const int32_t* tokens, int64_t n) { return evaluate(tokens, n, options_.all_logits); }
+
+Status Transformer::evaluate_keeping_logits(const int32_t* tokens, int64_t n) {
+  const int64_t rows = options_.all_logits ? options_.n_batch : std::min(options_.n_batch, options_.kept_logit_rows);
+  if (n > rows) return Status::error("at most " + std::to_string(rows) + " tokens per call when keeping their logits");
+  return evaluate(tokens, n, true);
+}
+
+Status Transformer::evaluate(const int32_t* tokens, int64_t n, bool keep_all_logits) {
   if (n <= 0) return Status::error("nothing to evaluate: empty token list");
   if (options_.window > 0) {
     // A batch must fit next to the sinks; evaluate() splits it into n_batch steps, each evicting.
@@ -53,7 +62,7 @@ Status Transformer::evaluate(const int32_t* tokens, int64_t n) {
     return Status::error("context overflow: " + std::to_string(position_ + n) + " tokens do not fit in a context of " +
                          std::to_string(options_.n_ctx) + " (raise -c)");
   }
-  if (options_.all_logits && n > options_.n_batch) {
+  if (keep_all_logits && n > options_.n_batch) {
     return Status::error("at most " + std::to_string(options_.n_batch) + " tokens per call when keeping all logits");
   }
   const int64_t vocab = model_->config().n_vocab;
@@ -63,9 +72,9 @@ Status Transformer::evaluate(const int32_t* tokens, int64_t n) {
   for (int64_t start = 0; start < n; start += options_.n_batch) {
     const int64_t count = std::min(options_.n_batch, n - start);
     if (options_.window > 0) evict_for(count);
-    forward_batch(tokens + start, count, options_.all_logits);
+    forward_batch(tokens + start, count, keep_all_logits);
   }
-  last_count_ = options_.all_logits ? n : 1;
+  last_count_ = keep_all_logits ? n : 1;
   return Status::ok();
 }
 

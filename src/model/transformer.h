@@ -25,6 +25,9 @@ struct TransformerOptions {
   ThreadPool* shared_pool = nullptr;
   // Logit rows kept per call: 1 (just the last token, for generation) or n_batch (perplexity).
   bool all_logits = false;
+  // Without all_logits: room for this many rows, which evaluate_keeping_logits() fills (a draft
+  // model's choices over the prompt's last tokens, runtime/speculative.h).
+  int64_t kept_logit_rows = 1;
   // Runs only the first exit_layer blocks, then the final norm and head (early exit, for a
   // self-draft sharing the model's weights; Elhoushi et al. 2024, "LayerSkip"). 0: all blocks.
   int64_t exit_layer = 0;
@@ -51,6 +54,8 @@ class Transformer {
   // Appends `n` tokens at the current position. Logits are kept for the last token, or for every
   // token when options.all_logits (then n must be <= n_batch). Errors: context overflow, bad ids.
   Status evaluate(const int32_t* tokens, int64_t n);
+  // evaluate() keeping the logits of all n tokens (n <= options.kept_logit_rows and n_batch).
+  Status evaluate_keeping_logits(const int32_t* tokens, int64_t n);
 
   // Logits of the i-th token of the last evaluate() call (only the last one unless all_logits).
   const float* logits(int64_t i) const;
@@ -78,6 +83,7 @@ class Transformer {
   int64_t evicted() const { return evicted_; }
 
  private:
+  Status evaluate(const int32_t* tokens, int64_t n, bool keep_all_logits);
   void forward_batch(const int32_t* tokens, int64_t n, bool keep_all_logits);
   // Makes room for n more tokens in the rolling cache (see TransformerOptions::window).
   void evict_for(int64_t n);

@@ -52,6 +52,18 @@ Status evaluate_chunked(Transformer& t, std::span<const int32_t> tokens, int64_t
   return Status::ok();
 }
 
+// Bytes of the weights one decoded token reads: the first `layers` blocks' matrices and the
+// output head (the embedding lookup reads one row).
+double decode_weight_bytes(const Model& model, int64_t layers) {
+  auto bytes = [](const WeightMatrix& w) { return static_cast<double>(w.rows) * static_cast<double>(w.row_bytes); };
+  double total = bytes(model.output());
+  for (int64_t l = 0; l < layers && l < static_cast<int64_t>(model.layers().size()); ++l) {
+    const LayerWeights& lw = model.layers()[static_cast<size_t>(l)];
+    for (const WeightMatrix* w : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) total += bytes(*w);
+  }
+  return total;
+}
+
 class ModelDrafter final : public Drafter {
  public:
   ModelDrafter(std::shared_ptr<const Model> model, const ModelDrafterOptions& options)
@@ -64,6 +76,26 @@ class ModelDrafter final : public Drafter {
   }
 
   Status prepare(std::span<const int32_t> context) override { return sync(context); }
+
+  Status prepare_with_choices(std::span<const int32_t> context, int64_t rows, std::vector<int32_t>& choices) override {
+    choices.clear();
+    const int64_t size = static_cast<int64_t>(context.size());
+    rows = std::min({rows, size - 1, kSpeculativeBatch});
+    if (rows <= 0 || size >= transformer_.context_size()) return sync(context);
+    FRUGAL_RETURN_IF_ERROR(sync(context.first(static_cast<size_t>(size - rows))));
+    FRUGAL_RETURN_IF_ERROR(transformer_.evaluate_keeping_logits(context.data() + size - rows, rows));
+    history_.insert(history_.end(), context.end() - rows, context.end());
+    const int64_t vocab = transformer_.model().config().n_vocab;
+    for (int64_t i = 0; i < rows; ++i) choices.push_back(argmax_with_margin(transformer_.logits(i), vocab, nullptr));
+    return Status::ok();
+  }
+
+  double estimated_cost(const Model& target) const override {
+    const double target_bytes = decode_weight_bytes(target, target.config().n_layer);
+    const Model& draft = transformer_.model();
+    const int64_t layers = options_.exit_layer > 0 ? std::min(options_.exit_layer, draft.config().n_layer) : draft.config().n_layer;
+    return target_bytes > 0 ? decode_weight_bytes(draft, layers) / target_bytes : -1;
+  }
 
   Status draft_sampled(std::span<const int32_t> context, int max_tokens, const SamplerOptions& sampling, std::mt19937_64& rng,
                        std::vector<int32_t>& out, std::vector<std::vector<double>>& q) override {
@@ -132,6 +164,7 @@ class ModelDrafter final : public Drafter {
     t.n_batch = std::min<int64_t>(512, o.n_ctx);
     t.n_threads = o.n_threads;
     t.shared_pool = o.shared_pool;
+    t.kept_logit_rows = kSpeculativeBatch;  // prepare_with_choices
     t.exit_layer = o.exit_layer;
     return t;
   }
@@ -242,7 +275,36 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   // As plain decoding: the whole prompt, then the first token from its last row.
   FRUGAL_RETURN_IF_ERROR(evaluate_chunked(target_, prompt, kSpeculativeBatch));
   // A model drafter reads the prompt now, as the target does (prompt time, not generation time).
-  if (drafter_) FRUGAL_RETURN_IF_ERROR(drafter_->prepare(prompt));
+  measured_catch_up_rate_ = -1;
+  last_draft_context_ = prompt.size();  // the drafter reads the prompt below
+  if (drafter_ && options_.adaptive) {
+    costs_.set_prior_draft_cost(drafter_->estimated_cost(target_.model()));
+    if (costs_.has_prior_draft_cost() && !costs_.could_pay(options_.draft_max)) {
+      // A drafter that reads about as many weight bytes as the target (a same-size copy) cannot
+      // win even if every draft were accepted: it does not read the prompt either (time to the
+      // first token), and is first probed after kMaxProbeSpacing tokens.
+      off_ = true;
+      ++stats_.switched_off;
+      until_probe_ = kMaxProbeSpacing;
+    }
+  }
+  if (drafter_ && !off_) {
+    // The target kept the logits of the prompt's last chunk: its choices there, against the
+    // drafter's, give a first acceptance estimate.
+    const int64_t size = static_cast<int64_t>(prompt.size());
+    const int64_t last_chunk = (size - 1) % kSpeculativeBatch + 1;
+    FRUGAL_RETURN_IF_ERROR(drafter_->prepare_with_choices(prompt, last_chunk, drafter_choices_));
+    const int64_t rows = static_cast<int64_t>(drafter_choices_.size());
+    if (rows >= kMinAgreementRows && rows <= last_chunk) {
+      const int64_t vocab = target_.model().config().n_vocab;
+      int64_t agree = 0;
+      for (int64_t i = 0; i < rows; ++i) {
+        agree += argmax_with_margin(target_.logits(last_chunk - rows + i), vocab, nullptr) == drafter_choices_[static_cast<size_t>(i)];
+      }
+      stats_.prompt_agreement = static_cast<double>(agree) / static_cast<double>(rows);
+      if (options_.assumed_draft_cost < 0) costs_.observe_prompt_agreement(stats_.prompt_agreement, kAgreementTrials);
+    }
+  }
   // Batch-invariant kernels: the last row of the prompt's last chunk has the logits plain
   // decoding's one-row output head computes, bit for bit.
   const int64_t last_row = static_cast<int64_t>((prompt.size() - 1) % kSpeculativeBatch);
@@ -286,17 +348,24 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
     costs_.observe_plain(timer.seconds());
     return Status::ok();
   }
+  if (probing_) {
+    // A probe after a plain stretch: a model drafter first catches up on the tokens it missed.
+    // That is the probe's cost (timer: it spaces the probes), not drafting's per-token cost c.
+    Timer catch_up_timer;
+    FRUGAL_RETURN_IF_ERROR(drafter_->prepare(std::span<const int32_t>(context_).first(context_.size() - 1)));
+    const size_t skipped = context_.size() - 1 - std::min(context_.size() - 1, last_draft_context_);
+    if (costs_.has_prior_draft_cost() && skipped >= 8 && costs_.plain_seconds() > 0) {
+      measured_catch_up_rate_ = catch_up_timer.seconds() / static_cast<double>(skipped) / costs_.plain_seconds();
+    }
+  }
+  last_draft_context_ = context_.size();
+  Timer draft_timer;
   if (sampling_) {
     FRUGAL_RETURN_IF_ERROR(drafter_->draft_sampled(context_, k, options_.sampling, rng_, draft_, q_rows_));
   } else {
     FRUGAL_RETURN_IF_ERROR(drafter_->draft(context_, k, draft_));
   }
-  const double draft_seconds = timer.seconds();
-  // A probe after a plain stretch also pays the model drafter's catch-up over the tokens it
-  // missed; that is the probe's cost (it spaces the probes), not drafting's per-token cost.
-  if (!probing_ || !costs_.has_draft()) {
-    costs_.observe_draft(draft_seconds, static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k))));
-  }
+  costs_.observe_draft(draft_timer.seconds(), static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k))));
   costs_.observe_proposal(!draft_.empty());
   if (draft_.empty()) {
     // Drafting proposed nothing: a plain step.
@@ -383,7 +452,23 @@ int SpeculativeDecoder::next_draft_length() {
   // The drafter's cost is unknown until it has drafted once: a one-token first draft (a useless
   // draft model then costs c + V(2) - 1 ~ 0.7 of a step once, not 3c + V(4) - 1 ~ 2; a good drafter's
   // length grows at the next step, the cost model choosing it from the measured a).
-  if (!costs_.has_draft()) return 1;
+  if (!costs_.has_draft() && !off_) {
+    if (!costs_.has_prior_draft_cost() || costs_.decide(options_.draft_max) > 0) return 1;
+    // A drafter whose estimated cost (Drafter::estimated_cost) loses at the prior acceptance
+    // starts switched off, its first probe spaced like any other by the probe's estimated extra
+    // cost (the three or four one-token drafts a useless draft model spent before being switched
+    // off measured 5-8% of a 64-token answer).
+    off_ = true;
+    ++stats_.switched_off;
+    // A probe after n plain steps costs its drafts, the wider verification and the drafter's
+    // catch-up over the n skipped tokens; spaced so that stays within kProbeBudget of the n steps.
+    const double c = costs_.draft_cost();
+    const double probe_extra = kOffProbeLength * c + costs_.verify_cost(kOffProbeLength + 1) - 1;
+    const double room = kProbeBudget - catch_up_rate();
+    until_probe_ = costs_.could_pay(options_.draft_max) && room > 0
+                       ? static_cast<int>(std::clamp<double>(std::ceil(probe_extra / room), 1, kMaxProbeSpacing))
+                       : kMaxProbeSpacing;
+  }
   if (!off_) return draft_length_;
   if (until_probe_ > 0) {
     --until_probe_;
@@ -419,21 +504,32 @@ void SpeculativeDecoder::adapt(double step_seconds, int emitted, bool verified) 
   const int64_t by_count =
       count_spacing ? static_cast<int64_t>(std::max(1, options_.pause_tokens)) << std::min(failed_probes_, 6) : 0;
   const int64_t by_cost = static_cast<int64_t>(std::ceil(extra / kProbeBudget));
-  until_probe_ = static_cast<int>(std::clamp<int64_t>(std::max(by_count, by_cost), 0, 1024));
+  until_probe_ = static_cast<int>(std::clamp<int64_t>(std::max(by_count, by_cost), 0, kMaxProbeSpacing));
   // A drafter that would lose even if every draft were accepted (a same-size quantized copy on a
   // compute-bound target: c >= 1) has nothing to gain from probes; one every 1024 tokens still
   // re-measures its cost, should the load change.
-  if (!costs_.could_pay(options_.draft_max)) until_probe_ = 1024;
+  if (!costs_.could_pay(options_.draft_max)) until_probe_ = kMaxProbeSpacing;
+  // A model drafter must catch up on every token it skipped before it can probe (its prompt
+  // rate: self:12 on SmolLM2 ~0.07 plain steps a token); when that alone exceeds the budget, no
+  // spacing keeps probes cheap, so it is probed only every kMaxProbeSpacing tokens.
+  if (catch_up_rate() >= kProbeBudget) until_probe_ = kMaxProbeSpacing;
+}
+
+double SpeculativeDecoder::catch_up_rate() const {
+  if (options_.assumed_draft_cost >= 0 || !costs_.has_prior_draft_cost()) return 0.0;
+  return measured_catch_up_rate_ >= 0 ? measured_catch_up_rate_ : kCatchUpShare * costs_.draft_cost();
 }
 
 std::string SpeculativeDecoder::describe_costs() const {
-  char line[384];
+  char line[448];
+  char agreement[16] = "-";
+  if (stats_.prompt_agreement >= 0) std::snprintf(agreement, sizeof agreement, "%.2f", stats_.prompt_agreement);
   const double plain_ms = costs_.plain_seconds() * 1e3;
   const int k = std::max(1, options_.draft_max);
   std::snprintf(line, sizeof line,
                 "cost model: plain step %.2f ms, draft %.2f ms per token = c %.2f plain steps, verify V(2) = %.2f, V(%d) = %.2f, "
-                "acceptance a = %.2f, proposal rate %.2f, chosen k = %d%s (%lld probes, switched off %lld times)",
-                plain_ms, costs_.draft_seconds() * 1e3, costs_.draft_cost(), costs_.verify_cost(2), k + 1, costs_.verify_cost(k + 1), costs_.acceptance(),
+                "acceptance a = %.2f (prompt agreement %s), proposal rate %.2f, chosen k = %d%s (%lld probes, switched off %lld times)",
+                plain_ms, costs_.draft_seconds() * 1e3, costs_.draft_cost(), costs_.verify_cost(2), k + 1, costs_.verify_cost(k + 1), costs_.acceptance(), agreement,
                 costs_.proposal_rate(),
                 off_ ? 0 : draft_length_, off_ ? " (off)" : "", static_cast<long long>(stats_.probes),
                 static_cast<long long>(stats_.switched_off));
@@ -498,13 +594,14 @@ double SpeculationCostModel::acceptance() const { return (successes_ + 0.5 * kPr
 
 double SpeculationCostModel::draft_cost() const {
   if (assumed_c_ >= 0) return assumed_c_;
-  return plain_ > 0 ? draft_ / plain_ : 0.0;
+  if (draft_ > 0 && plain_ > 0) return draft_ / plain_;
+  return prior_c_ >= 0 ? prior_c_ : 0.0;
 }
 
 double SpeculationCostModel::verify_cost(int n) const {
   if (n <= 1) return 1.0;
   if (assumed_slope_ >= 0) return 1.0 + assumed_slope_ * (n - 1);
-  if (plain_ <= 0) return 1.0;
+  if (plain_ <= 0) return 1.0 + kPriorSlope * (n - 1);
   if (n < static_cast<int>(verify_.size()) && verify_[static_cast<size_t>(n)] > 0) return verify_[static_cast<size_t>(n)] / plain_;
   // Least squares line through (1, 1): V(n) = 1 + b (n - 1).
   double sxy = 0, sxx = 0;

@@ -45,6 +45,22 @@ class Drafter {
     (void)context;
     return Status::ok();
   }
+  // prepare(), also returning in `choices` the drafter's greedy choice after each of the context's
+  // last `rows` tokens (what it would have drafted there), so that its agreement with the target
+  // over the prompt can stand in for the acceptance before any draft is verified. Empty: no
+  // choices (the default; n-gram lookup).
+  virtual Status prepare_with_choices(std::span<const int32_t> context, int64_t rows, std::vector<int32_t>& choices) {
+    (void)rows;
+    choices.clear();
+    return prepare(context);
+  }
+  // Drafting one token in the target's one-token decode steps, estimated before any draft is
+  // timed (the cost model's prior for c); < 0: no estimate. A decode step reads every weight once,
+  // so a model drafter estimates the ratio of the weight bytes it reads to the target's.
+  virtual double estimated_cost(const Model& target) const {
+    (void)target;
+    return -1;
+  }
   // Speculative sampling: tokens drawn from the drafter's own next-token distribution after
   // `sampling`'s samplers (sampling_distribution below), with that distribution of each drafted
   // token in q (n_vocab entries). A drafter without a distribution (n-gram lookup) proposes
@@ -127,6 +143,12 @@ class SpeculationCostModel {
   // speculation is off do not age them: a failed probe leaves a low estimate low, and a probe
   // whose draft is accepted whole raises it at once).
   void observe_acceptance(int accepted, int drafted);
+  // Before any verification: the drafter agreed with the target's greedy choice on this share of
+  // the prompt's last tokens, counted as `trials` draft trials (decayed like the others).
+  void observe_prompt_agreement(double agreement, double trials) {
+    successes_ += agreement * trials;
+    trials_ += trials;
+  }
   // One draft call: did it propose at least one token (decayed by kDecay per call)?
   void observe_proposal(bool proposed);
   double proposal_rate() const { return (proposals_ + kPriorTrials) / (calls_ + kPriorTrials); }
@@ -136,7 +158,10 @@ class SpeculationCostModel {
   double draft_seconds() const { return draft_; }
   bool has_draft() const { return draft_ > 0 || assumed_c_ >= 0; }
   double acceptance() const;
-  // c: drafting one token in plain steps (0 before a draft was measured).
+  // An estimate of c used until a draft is measured (Drafter::estimated_cost); < 0: none.
+  void set_prior_draft_cost(double c) { prior_c_ = c; }
+  bool has_prior_draft_cost() const { return prior_c_ >= 0; }
+  // c: drafting one token in plain steps (the prior, or 0, before a draft was measured).
   double draft_cost() const;
   // V(n) in plain steps: the measured average for n, else a line through (1, 1) fitted to the
   // measured batch sizes (a prior slope before any was measured).
@@ -153,8 +178,9 @@ class SpeculationCostModel {
   // means the drafter costs too much to ever win (c near or above a plain step), whatever it drafts.
   bool could_pay(int k_max) const;
 
-  // Before any verification is measured: V(n) = 1 + kPriorSlope·(n - 1).
-  static constexpr double kPriorSlope = 0.15;
+  // Before any verification is measured: V(n) = 1 + kPriorSlope·(n - 1) (measured slopes: 0.04-0.17,
+  // SmolLM2 Q4_1 and F16 targets, docs/SPECULATIVE.md).
+  static constexpr double kPriorSlope = 0.1;
   // The weight (in trials) of the prior acceptance 0.5, and the decay of the counts per
   // verification (0.8: the last ~5 verifications dominate).
   static constexpr double kPriorTrials = 1.0, kDecay = 0.8;
@@ -168,6 +194,7 @@ class SpeculationCostModel {
   double successes_ = 0, trials_ = 0;
   double proposals_ = 0, calls_ = 0;
   double assumed_c_ = -1, assumed_slope_ = -1;  // < 0: measured
+  double prior_c_ = -1;
 };
 
 struct SpeculativeOptions {
@@ -203,6 +230,7 @@ struct SpeculativeStats {
   int64_t plain_steps = 0;    // one-token steps (no draft, paused, or tie)
   int64_t probes = 0;         // speculative steps taken while the cost model had speculation off
   int64_t switched_off = 0;   // times the cost model switched speculation off
+  double prompt_agreement = -1;  // the drafter's agreement with the target over the prompt (< 0: not measured)
   double acceptance_rate() const { return drafted > 0 ? static_cast<double>(accepted) / drafted : 0.0; }
   // Mean accepted length: the accepted drafts plus the target's own token per verification (a
   // tie fallback's token comes from a plain step). (emitted - plain_steps counted the prompt's
@@ -218,6 +246,18 @@ inline constexpr int kProbeLength = 3;
 inline constexpr int kOffProbeLength = 2;
 // Probes while off are spaced so their measured extra cost is about this share of the plain steps.
 inline constexpr double kProbeBudget = 0.03;
+// The longest pause between probes (plain steps): a drafter that cannot pay is still re-measured
+// this often, should the load change.
+inline constexpr int kMaxProbeSpacing = 1024;
+// A model drafter's catch-up over skipped tokens, per token, as a share of its one-token draft
+// cost c, until measured (a batch of 50 tokens ran at 0.15-0.2 of a one-token step per token:
+// self:12 caught up on 54 tokens in 25-27 ms at 4 ms per plain step and c = 0.6).
+inline constexpr double kCatchUpShare = 0.2;
+// The prompt agreement (Drafter::prepare_with_choices) counts as this many draft trials, when
+// measured over at least kMinAgreementRows tokens. The prompt is someone's text, the answer the
+// target's own, which a draft usually predicts better: a cautious prior, soon outweighed.
+inline constexpr double kAgreementTrials = 4;
+inline constexpr int64_t kMinAgreementRows = 8;
 // Rows per verification and prompt chunk: the target keeps all logits of up to this many tokens.
 inline constexpr int64_t kSpeculativeBatch = 64;
 
@@ -270,6 +310,15 @@ class SpeculativeDecoder {
   bool probing_ = false;     // the current step is a probe while off
   int until_probe_ = 0;      // plain steps left before the next probe
   int failed_probes_ = 0;    // consecutive probes after which speculation stayed off
+  // A model drafter catches up on the tokens it skipped while speculation was off before it can
+  // draft again: that cost in plain steps per skipped token, measured at the last probe (< 0:
+  // not yet), and the context length at the last draft call.
+  double measured_catch_up_rate_ = -1;
+  size_t last_draft_context_ = 0;
+  std::vector<int32_t> drafter_choices_;  // Drafter::prepare_with_choices
+  // The measured catch-up rate, else kCatchUpShare x c for a model drafter, 0 for a drafter with
+  // no cache to keep (n-gram lookup) or with assumed costs.
+  double catch_up_rate() const;
   bool first_pending_ = false;
 };
 

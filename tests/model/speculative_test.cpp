@@ -185,6 +185,83 @@ TEST(Speculative, CostModelSwitchesALosingDrafterOffAndKeepsAWinningOne) {
   EXPECT_EQ(stats.switched_off, 0);
 }
 
+TEST(Speculative, PromptAgreementAndWeightBytesAreTheCostModelsPriors) {
+  auto target = tiny("target", {});
+  testing::TinyModelOptions draft_options;
+  draft_options.seed = 2;
+  draft_options.n_layer = 1;
+  auto other = tiny("draft", draft_options);
+  const auto prompt = prompts(target->config().n_vocab)[4];  // 32 tokens
+  ASSERT_GE(static_cast<int64_t>(prompt.size()), kMinAgreementRows + 1);
+  const int64_t n = 24;
+  const auto expected = reference(target, prompt, n);
+  ModelDrafterOptions mo;
+  mo.n_threads = 1;
+  auto self = make_model_drafter(target, *target, mo);
+  auto random_draft = make_model_drafter(other, *target, mo);
+  mo.exit_layer = 1;
+  auto early_exit = make_model_drafter(target, *target, mo);
+  ASSERT_TRUE(self.is_ok() && random_draft.is_ok() && early_exit.is_ok());
+
+  // The weight bytes a token reads, relative to the target's: the whole target 1, its first of two
+  // blocks plus the head between the head's share and 1, a model of half the blocks below 1.
+  EXPECT_DOUBLE_EQ((*self)->estimated_cost(*target), 1.0);
+  const double head = static_cast<double>(target->output().rows) * static_cast<double>(target->output().row_bytes);
+  const double early = (*early_exit)->estimated_cost(*target);
+  EXPECT_GT(early, head / static_cast<double>(target->weight_bytes()));
+  EXPECT_LT(early, 1.0);
+  EXPECT_LT((*random_draft)->estimated_cost(*target), 1.0);
+
+  // Fixed length: the prompt agreement is measured for every model drafter, 1 for the target
+  // drafting for itself (batch-invariant rows: the same choices), less for a random model.
+  SpeculativeOptions fixed;
+  fixed.draft_max = 4;
+  fixed.adaptive = false;
+  SpeculativeStats stats;
+  EXPECT_EQ(speculative(target, self->get(), fixed, prompt, n, &stats), expected);
+  EXPECT_DOUBLE_EQ(stats.prompt_agreement, 1.0);
+  EXPECT_EQ(speculative(target, random_draft->get(), fixed, prompt, n, &stats), expected);
+  EXPECT_GE(stats.prompt_agreement, 0.0);
+  EXPECT_LT(stats.prompt_agreement, 1.0);
+  ScriptedDrafter oracle(expected, false);
+  EXPECT_EQ(speculative(target, &oracle, fixed, prompt, n, &stats), expected);
+  EXPECT_LT(stats.prompt_agreement, 0.0) << "a drafter without a model has no choices over the prompt";
+
+  // Adaptive: a drafter that reads as many weight bytes as the target could not win even if every
+  // draft were accepted, so it starts switched off (it does not even read the prompt) and is not
+  // probed within kMaxProbeSpacing tokens.
+  SpeculativeOptions adaptive;
+  adaptive.draft_max = 4;
+  EXPECT_EQ(speculative(target, self->get(), adaptive, prompt, n, &stats), expected);
+  EXPECT_EQ(stats.switched_off, 1);
+  EXPECT_EQ(stats.verifications, 0);
+  EXPECT_EQ(stats.probes, 0);
+  EXPECT_LT(stats.prompt_agreement, 0.0);
+}
+
+TEST(Speculative, LogitsKeptForABatchEqualThoseOfATransformerKeepingAll) {
+  auto model = tiny("target", {});
+  const auto prompt = prompts(model->config().n_vocab)[4];
+  TransformerOptions all = target_options();
+  TransformerOptions some = all;
+  some.all_logits = false;
+  some.kept_logit_rows = 16;
+  Transformer a(model, all), b(model, some);
+  const int64_t head = static_cast<int64_t>(prompt.size()) - 16;
+  ASSERT_TRUE(a.evaluate(prompt.data(), head).is_ok());
+  ASSERT_TRUE(b.evaluate(prompt.data(), head).is_ok());
+  ASSERT_TRUE(a.evaluate(prompt.data() + head, 16).is_ok());
+  ASSERT_TRUE(b.evaluate_keeping_logits(prompt.data() + head, 16).is_ok());
+  const int64_t vocab = model->config().n_vocab;
+  for (int64_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(std::memcmp(a.logits(i), b.logits(i), static_cast<size_t>(vocab) * sizeof(float)), 0) << "row " << i;
+  }
+  // More rows than it has room for: refused with a message, not an overflow.
+  const Status too_many = b.evaluate_keeping_logits(prompt.data(), 17);
+  EXPECT_FALSE(too_many.is_ok());
+  EXPECT_NE(too_many.message().find("at most 16"), std::string::npos) << too_many.message();
+}
+
 TEST(Speculative, NearTiesAreDecidedByTheOneTokenPath) {
   // A huge tie margin sends every row to the fallback: the output must still be plain greedy's.
   auto target = tiny("target", {});
