@@ -40,6 +40,45 @@ void write_out(const std::string& text, size_t from, size_t to) {
   std::fflush(stdout);
 }
 
+// The reply as it streams: each token's text is printed as soon as no stop sequence can start
+// in it; a completed stop sequence ends the reply (it and what follows are not printed).
+class ReplyStream {
+ public:
+  explicit ReplyStream(const std::vector<std::string>& stops) : stops_(stops) {}
+  // Adds a token's text; true when it completed a stop sequence (the text is cut before it).
+  bool add(const std::string& piece) {
+    text_ += piece;
+    if (!stops_.empty()) {
+      size_t at = std::string::npos;
+      for (const std::string& stop : stops_) {
+        // Text before printed_ was checked already.
+        const size_t start = printed_ >= stop.size() ? printed_ - stop.size() + 1 : 0;
+        at = std::min(at, text_.find(stop, start));
+      }
+      if (at != std::string::npos) {
+        text_.resize(at);
+        flush();
+        return true;
+      }
+    }
+    const size_t safe = text_.size() - held_back(text_, stops_);
+    write_out(text_, printed_, safe);
+    printed_ = safe;
+    return false;
+  }
+  // Prints a held-back tail that never became a stop sequence.
+  void flush() {
+    write_out(text_, printed_, text_.size());
+    printed_ = text_.size();
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  const std::vector<std::string>& stops_;
+  std::string text_;    // generated so far
+  size_t printed_ = 0;  // bytes of text_ written to stdout
+};
+
 // One line from stdin through read(2), so that a Ctrl-C at the prompt interrupts the read
 // (std::getline would retry). Returns false at end of input or on Ctrl-C.
 bool read_line(std::string& line) {
@@ -140,8 +179,7 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
     for (int32_t id = 0; id < std::min<int64_t>(tokenizer.vocab_size(), n_vocab); ++id)
       if (tokenizer.is_end_of_generation(id)) end_tokens.push_back(id);
   }
-  std::string text;    // generated so far
-  size_t printed = 0;  // bytes of `text` written to stdout
+  ReplyStream stream(options.stops);
   timer.reset();
   for (int64_t i = 0; i < options.max_new; ++i) {
     if (interrupted()) {
@@ -160,26 +198,11 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
       why = StopReason::kEndOfText;
       break;
     }
-    text += tokenizer.token_to_piece(next);
     ++speed.generated_tokens;
-    if (!options.stops.empty()) {
-      size_t at = std::string::npos;
-      const size_t from = printed;  // text before `printed` was checked already
-      for (const std::string& stop : options.stops) {
-        const size_t start = from >= stop.size() ? from - stop.size() + 1 : 0;
-        at = std::min(at, text.find(stop, start));
-      }
-      if (at != std::string::npos) {
-        text.resize(at);
-        write_out(text, printed, text.size());
-        printed = text.size();
-        why = StopReason::kStopSequence;
-        break;
-      }
+    if (stream.add(tokenizer.token_to_piece(next))) {
+      why = StopReason::kStopSequence;
+      break;
     }
-    const size_t safe = text.size() - held_back(text, options.stops);
-    write_out(text, printed, safe);
-    printed = safe;
     if (i + 1 >= options.max_new) break;
     if (!transformer.rolling() && transformer.position() + 1 >= transformer.context_size()) {
       why = StopReason::kContextFull;
@@ -188,12 +211,62 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
     FRUGAL_RETURN_IF_ERROR(transformer.evaluate(&next, 1));
     history.push_back(next);
   }
-  if (why != StopReason::kStopSequence) {
-    write_out(text, printed, text.size());  // a held-back tail that never became a stop sequence
-    printed = text.size();
-  }
+  stream.flush();
   speed.generate_seconds += timer.seconds();
-  if (reply) *reply = text;
+  if (reply) *reply = stream.text();
+  if (reason) *reason = why;
+  return Status::ok();
+}
+
+Status generate_speculative(SpeculativeDecoder& decoder, const std::vector<int32_t>& tokens, const GenerateOptions& options,
+                            Speed& speed, std::string* reply, StopReason* reason, std::vector<int32_t>* generated) {
+  if (options.ignore_eos) return Status::error("--ignore-eos does not work with speculative decoding (--draft)");
+  const Transformer& target = decoder.target();
+  if (static_cast<int64_t>(tokens.size()) >= target.context_size()) {
+    return Status::error("prompt is " + std::to_string(tokens.size()) + " tokens, too long for the context of " +
+                         std::to_string(target.context_size()) + " (raise -c)");
+  }
+  Timer timer;
+  FRUGAL_RETURN_IF_ERROR(decoder.start(tokens));
+  speed.prompt_tokens += decoder.prompt_evaluated();
+  speed.prompt_seconds += timer.seconds();
+  const Tokenizer& tokenizer = target.model().tokenizer();
+  StopReason why = StopReason::kLength;
+  ReplyStream stream(options.stops);
+  std::vector<int32_t> out;
+  int64_t n = 0;
+  timer.reset();
+  while (n < options.max_new && why == StopReason::kLength) {
+    if (interrupted()) {
+      why = StopReason::kInterrupted;
+      break;
+    }
+    // A step verifies up to draft-max + 1 tokens; the decoder shortens drafts near the end, and
+    // one free position is all a plain step needs.
+    if (target.position() + 2 >= target.context_size()) {
+      why = StopReason::kContextFull;
+      break;
+    }
+    out.clear();
+    FRUGAL_RETURN_IF_ERROR(decoder.step(out));
+    for (int32_t token : out) {
+      if (tokenizer.is_end_of_generation(token)) {
+        why = StopReason::kEndOfText;
+        break;
+      }
+      ++n;
+      ++speed.generated_tokens;
+      if (generated) generated->push_back(token);
+      if (stream.add(tokenizer.token_to_piece(token))) {
+        why = StopReason::kStopSequence;
+        break;
+      }
+      if (n >= options.max_new) break;
+    }
+  }
+  stream.flush();
+  speed.generate_seconds += timer.seconds();
+  if (reply) *reply = stream.text();
   if (reason) *reason = why;
   return Status::ok();
 }
@@ -252,6 +325,7 @@ int run_chat(const Model& model, Transformer& transformer, Sampler& sampler, con
   const int64_t reserve = std::min<int64_t>(options.generate.max_new, n_ctx / 2);
   std::vector<int32_t> history;
   Speed total;
+  int64_t drafted = 0, accepted = 0, verifications = 0;  // speculative decoding, over all turns
   std::string first = options.first_prompt;
   for (;;) {
     std::string user;
@@ -314,7 +388,9 @@ int run_chat(const Model& model, Transformer& transformer, Sampler& sampler, con
     StopReason why = StopReason::kLength;
     Speed turn;
     clear_interrupt();
-    Status s = generate(transformer, sampler, history, tokens, options.generate, turn, &reply, &why);
+    Status s = options.speculative
+                   ? generate_speculative(*options.speculative, tokens, options.generate, turn, &reply, &why, nullptr)
+                   : generate(transformer, sampler, history, tokens, options.generate, turn, &reply, &why);
     if (!s) {
       // The conversation survives a failed turn: report it and drop the message.
       std::fprintf(stderr, "\nfrugal: error: %s\n", s.message().c_str());
@@ -327,6 +403,12 @@ int run_chat(const Model& model, Transformer& transformer, Sampler& sampler, con
     total.prompt_seconds += turn.prompt_seconds;
     total.generated_tokens += turn.generated_tokens;
     total.generate_seconds += turn.generate_seconds;
+    if (options.speculative) {
+      const SpeculativeStats& st = options.speculative->stats();
+      drafted += st.drafted;
+      accepted += st.accepted;
+      verifications += st.verifications;
+    }
     std::printf("\n");
     std::fflush(stdout);
     if (why == StopReason::kInterrupted) {
@@ -340,6 +422,12 @@ int run_chat(const Model& model, Transformer& transformer, Sampler& sampler, con
     messages.push_back({"assistant", reply});
   }
   print_speed(total);
+  if (options.speculative) {
+    std::fprintf(stderr, "speculative %s: %lld verifications, acceptance %.1f%% (%lld of %lld drafted)\n",
+                 options.speculative->drafter_name().c_str(), static_cast<long long>(verifications),
+                 drafted > 0 ? 100.0 * static_cast<double>(accepted) / static_cast<double>(drafted) : 0.0,
+                 static_cast<long long>(accepted), static_cast<long long>(drafted));
+  }
   return 0;
 }
 

@@ -33,6 +33,13 @@ Status generate(Transformer& transformer, Sampler& sampler, std::vector<int32_t>
                 const std::vector<int32_t>& tokens, const GenerateOptions& options, Speed& speed,
                 std::string* reply, StopReason* reason);
 
+// generate() through speculative decoding (runtime/speculative.h): the decoder's target holds
+// the cache; it reuses the prefix the tokens share with its previous context. Stop sequences,
+// Ctrl-C and the context limit as generate(); --ignore-eos is refused. The generated tokens
+// (end-of-text excluded) are appended to `generated` when given.
+Status generate_speculative(SpeculativeDecoder& decoder, const std::vector<int32_t>& tokens, const GenerateOptions& options,
+                            Speed& speed, std::string* reply, StopReason* reason, std::vector<int32_t>* generated);
+
 // Ctrl-C (SIGINT) sets a flag that generate() checks after every token; the chat prompt reads
 // with read(2) so a Ctrl-C there ends the session. Installed by `frugal run`.
 void install_interrupt_handler();
@@ -47,6 +54,9 @@ struct ChatOptions {
   std::string system;        // --system: the first message, if not empty
   std::string first_prompt;  // -p: the first user message, if not empty
   GenerateOptions generate;
+  // Speculative decoding (--draft): replies come from this decoder, whose target is the
+  // transformer run_chat is given; null: plain sampling.
+  SpeculativeDecoder* speculative = nullptr;
 };
 
 // The interactive conversation of `frugal run --chat`; returns the exit code.

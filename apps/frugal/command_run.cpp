@@ -21,8 +21,11 @@ namespace {
 // same samplers as plain sampling. Prints the continuation, then acceptance statistics; with
 // --draft-compare also plain decoding of the same prompt and its speed, and (greedy) whether the
 // two outputs are identical.
-int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, const std::vector<int32_t>& prompt, int64_t max_new,
-                    int64_t n_ctx, int n_threads, const SamplerOptions& sampling) {
+// With `chat`, the conversation of --chat (chat_session.h) runs on the decoder instead.
+int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, const std::vector<int32_t>& prompt,
+                    const GenerateOptions& generation, ChatOptions* chat, int64_t n_ctx, int n_threads,
+                    const SamplerOptions& sampling) {
+  const int64_t max_new = generation.max_new;
   auto draft_max = args.get_int("--draft-max", 1, kSpeculativeBatch - 1);
   auto p_min = args.get_float("--draft-p-min", 0, 1);
   auto tie_margin = args.get_float("--draft-tie-margin", 0, 1e30);
@@ -53,7 +56,11 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   so.sampling = sampling;
   const bool greedy = sampling.temperature <= 0;
   SpeculativeDecoder decoder(target, drafter.get(), so);
-  const Tokenizer& tokenizer = m->tokenizer();
+  if (chat) {
+    chat->speculative = &decoder;
+    Sampler unused(sampling, static_cast<int32_t>(m->config().n_vocab));  // run_chat's plain path
+    return run_chat(*m, target, unused, *chat);
+  }
   // --draft-compare (greedy) times plain decoding both before and after the speculative pass and
   // compares against the two together, so neither side profits from running second (warm caches,
   // a settled CPU) — frugal bench alternates the order for the same reason.
@@ -69,30 +76,13 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
     if (!before) return fail(before.status().message());
     plain_before_tokens = max_new;
   }
-  Timer timer;
-  Status s = decoder.start(prompt);
-  if (!s) return fail(s.message());
-  const double prompt_seconds = timer.seconds();
-  timer.reset();
-  std::vector<int32_t> generated, out;
-  bool done = false;
-  while (!done && static_cast<int64_t>(generated.size()) < max_new) {
-    out.clear();
-    if (target.position() + 2 >= n_ctx) break;
-    s = decoder.step(out);
-    if (!s) return fail(s.message());
-    for (int32_t token : out) {
-      if (tokenizer.is_end_of_generation(token) || static_cast<int64_t>(generated.size()) >= max_new) {
-        done = tokenizer.is_end_of_generation(token);
-        break;
-      }
-      generated.push_back(token);
-      const std::string piece = tokenizer.token_to_piece(token);
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-    }
-    std::fflush(stdout);
-  }
-  const double seconds = timer.seconds();
+  Speed speed;
+  StopReason why = StopReason::kLength;
+  std::vector<int32_t> generated;
+  if (Status s = generate_speculative(decoder, prompt, generation, speed, nullptr, &why, &generated); !s) return fail(s.message());
+  const double prompt_seconds = speed.prompt_seconds, seconds = speed.generate_seconds;
+  if (why == StopReason::kInterrupted) std::fprintf(stderr, "\n[interrupted]");
+  if (why == StopReason::kContextFull) std::fprintf(stderr, "\n[context of %lld tokens is full]", static_cast<long long>(n_ctx));
   const SpeculativeStats& st = decoder.stats();
   const double speculative_ts = seconds > 0 ? generated.size() / seconds : 0.0;
   std::fprintf(stderr,
@@ -251,21 +241,6 @@ int command_run(const std::vector<std::string>& argv) {
   std::vector<int32_t> history;
   Speed speed;
 
-  if (speculative) {
-    if (chat) return fail("--draft works with -p (not --chat) so far");
-    if (sampling.temperature > 0 && sampling.repeat_penalty != 1.0f) {
-      return fail("--draft with sampling (--temp > 0) does not support --repeat-penalty (use 1, or --temp 0)");
-    }
-    if (options.window > 0 || options.cache_type_k != KvType::kF16 || options.cache_type_v != KvType::kF16) {
-      return fail("--draft runs with the default f16 KV cache and no --window so far");
-    }
-    const std::string& prompt = prompt_text;
-    std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);
-    if (tokens.empty()) return fail("the prompt is empty");
-    if (static_cast<int64_t>(tokens.size()) >= *n_ctx) return fail("the prompt does not fit in the context (raise -c)");
-    if (display_prompt) std::fwrite(prompt.data(), 1, prompt.size(), stdout);
-    return run_speculative(*args, m, tokens, max_new, *n_ctx, static_cast<int>(*n_threads), sampling);
-  }
   // Ctrl-C stops the generation (and, in --chat, the current reply) instead of killing the process.
   install_interrupt_handler();
   GenerateOptions generation;
@@ -273,6 +248,28 @@ int command_run(const std::vector<std::string>& argv) {
   generation.stops = args->get_all("--stop");
   std::erase(generation.stops, std::string());  // an empty stop string would end every reply at once
   generation.ignore_eos = args->has("--ignore-eos");
+  if (speculative) {
+    if (sampling.temperature > 0 && sampling.repeat_penalty != 1.0f) {
+      return fail("--draft with sampling (--temp > 0) does not support --repeat-penalty (use 1, or --temp 0)");
+    }
+    if (options.window > 0 || options.cache_type_k != KvType::kF16 || options.cache_type_v != KvType::kF16) {
+      return fail("--draft runs with the default f16 KV cache and no --window so far");
+    }
+    if (generation.ignore_eos) return fail("--ignore-eos does not work with --draft");
+    std::vector<int32_t> tokens;
+    if (!chat) {
+      tokens = tokenizer.encode(prompt_text, true, true);
+      if (tokens.empty()) return fail("the prompt is empty");
+      if (static_cast<int64_t>(tokens.size()) >= *n_ctx) return fail("the prompt does not fit in the context (raise -c)");
+      if (display_prompt) std::fwrite(prompt_text.data(), 1, prompt_text.size(), stdout);
+    }
+    ChatOptions chat_options;
+    chat_options.system = args->get("--system");
+    chat_options.first_prompt = prompt_text;
+    chat_options.generate = generation;
+    return run_speculative(*args, m, tokens, generation, chat ? &chat_options : nullptr, *n_ctx, static_cast<int>(*n_threads),
+                           sampling);
+  }
   if (!chat) {
     const std::string& prompt = prompt_text;
     std::vector<int32_t> tokens = tokenizer.encode(prompt, true, true);

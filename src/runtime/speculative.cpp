@@ -262,7 +262,6 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   if (sampling_ && options_.sampling.repeat_penalty != 1.0f) {
     return Status::error("speculative sampling does not support a repetition penalty (it must be 1)");
   }
-  target_.truncate(0);
   stats_ = {};
   costs_ = SpeculationCostModel(static_cast<int>(kSpeculativeBatch));
   if (options_.assumed_draft_cost >= 0 && options_.assumed_verify_slope >= 0) {
@@ -271,9 +270,17 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   off_ = probing_ = false;
   until_probe_ = failed_probes_ = 0;
   draft_length_ = probe_length();
+  // The target's cache holds context_ minus its last token: a prompt that extends what it holds
+  // (a chat's next turn) reuses that prefix; at least one token is evaluated, for its logits.
+  size_t common = 0;
+  const size_t cached = std::min(static_cast<size_t>(target_.position()), context_.empty() ? size_t{0} : context_.size() - 1);
+  while (common < cached && common < prompt.size() && context_[common] == prompt[common]) ++common;
+  if (common == prompt.size()) --common;
+  target_.truncate(static_cast<int64_t>(common));
   context_.assign(prompt.begin(), prompt.end());
-  // As plain decoding: the whole prompt, then the first token from its last row.
-  FRUGAL_RETURN_IF_ERROR(evaluate_chunked(target_, prompt, kSpeculativeBatch));
+  // As plain decoding: the prompt, then the first token from its last row.
+  FRUGAL_RETURN_IF_ERROR(evaluate_chunked(target_, prompt.subspan(common), kSpeculativeBatch));
+  prompt_evaluated_ = static_cast<int64_t>(prompt.size() - common);
   // A model drafter reads the prompt now, as the target does (prompt time, not generation time).
   measured_catch_up_rate_ = -1;
   last_draft_context_ = prompt.size();  // the drafter reads the prompt below
@@ -291,8 +298,7 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   if (drafter_ && !off_) {
     // The target kept the logits of the prompt's last chunk: its choices there, against the
     // drafter's, give a first acceptance estimate.
-    const int64_t size = static_cast<int64_t>(prompt.size());
-    const int64_t last_chunk = (size - 1) % kSpeculativeBatch + 1;
+    const int64_t last_chunk = (prompt_evaluated_ - 1) % kSpeculativeBatch + 1;
     FRUGAL_RETURN_IF_ERROR(drafter_->prepare_with_choices(prompt, last_chunk, drafter_choices_));
     const int64_t rows = static_cast<int64_t>(drafter_choices_.size());
     if (rows >= kMinAgreementRows && rows <= last_chunk) {
@@ -307,7 +313,7 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   }
   // Batch-invariant kernels: the last row of the prompt's last chunk has the logits plain
   // decoding's one-row output head computes, bit for bit.
-  const int64_t last_row = static_cast<int64_t>((prompt.size() - 1) % kSpeculativeBatch);
+  const int64_t last_row = (prompt_evaluated_ - 1) % kSpeculativeBatch;
   const int32_t first = choose(target_.logits(last_row));
   first_pending_ = true;
   context_.push_back(first);

@@ -267,12 +267,18 @@ class SpeculativeDecoder {
  public:
   SpeculativeDecoder(Transformer& target, Drafter* drafter, const SpeculativeOptions& options);
 
-  // Clears the target's cache and evaluates the prompt (all but its last token).
+  // Evaluates the prompt and chooses the first token (the next step() emits it). The prefix the
+  // prompt shares with the previous context, which the target's cache still holds, is reused (a
+  // chat's next turn); a target whose cache was truncated meanwhile is simply re-fed.
   Status start(std::span<const int32_t> prompt);
   // Appends the next tokens (one or more) to `out` (not cleared).
   Status step(std::vector<int32_t>& out);
   // The prompt and every emitted token.
   const std::vector<int32_t>& context() const { return context_; }
+  // Prompt tokens the last start() evaluated (the rest was cached from the previous context).
+  int64_t prompt_evaluated() const { return prompt_evaluated_; }
+  const Transformer& target() const { return target_; }
+  std::string drafter_name() const { return drafter_ ? drafter_->name() : "none"; }
   const SpeculativeStats& stats() const { return stats_; }
   int current_draft_length() const { return draft_length_; }
   const SpeculationCostModel& costs() const { return costs_; }
@@ -316,6 +322,7 @@ class SpeculativeDecoder {
   double measured_catch_up_rate_ = -1;
   size_t last_draft_context_ = 0;
   std::vector<int32_t> drafter_choices_;  // Drafter::prepare_with_choices
+  int64_t prompt_evaluated_ = 0;
   // The measured catch-up rate, else kCatchUpShare x c for a model drafter, 0 for a drafter with
   // no cache to keep (n-gram lookup) or with assumed costs.
   double catch_up_rate() const;
