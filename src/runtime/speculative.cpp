@@ -299,7 +299,7 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
     // The target kept the logits of the prompt's last chunk: its choices there, against the
     // drafter's, give a first acceptance estimate.
     const int64_t last_chunk = (prompt_evaluated_ - 1) % kSpeculativeBatch + 1;
-    FRUGAL_RETURN_IF_ERROR(drafter_->prepare_with_choices(prompt, last_chunk, drafter_choices_));
+    FRUGAL_RETURN_IF_ERROR(drafter_->prepare_with_choices(prompt, std::min(last_chunk, kAgreementRows), drafter_choices_));
     const int64_t rows = static_cast<int64_t>(drafter_choices_.size());
     if (rows >= kMinAgreementRows && rows <= last_chunk) {
       const int64_t vocab = target_.model().config().n_vocab;
