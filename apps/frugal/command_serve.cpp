@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
+#include <stdexcept>
 #include <thread>
 
 #include "cli_args.h"
@@ -35,6 +36,10 @@ int command_serve(const std::vector<std::string>& argv) {
       .option("--step-tokens", "N", "tokens per batched forward step (decode tokens + prompt chunks)", "512")
       .flag("--no-prefix-cache", "do not share KV blocks of identical prompt prefixes")
       .option("--lookup", "N", "prompt-lookup speculative decoding for greedy requests: up to N draft tokens per step (0-16; a request's \"lookup\" field overrides)", "0")
+      .option("--draft", "D", "speculative decoding for greedy requests with a draft model: DRAFT.gguf (same vocabulary) or self:N (the model's first N blocks)")
+      .option("--draft-max", "K", "draft-model tokens per step (1-16)", "8")
+      .option("--draft-p-min", "P", "stop drafting where the draft's top probability falls below P", "0.5")
+      .option("--draft-sequences", "N", "use the draft model only while at most N sequences are decoding (it drafts one sequence at a time)", "1")
       .flag("--no-preempt", "reserve prompt + max_tokens blocks at admission instead of preempting (recomputing) the newest sequence when the KV pool runs dry")
       .cache_flags(false)
       .footer("Endpoints: POST /v1/chat/completions, /v1/completions (\"stream\": true for Server-Sent Events), "
@@ -51,8 +56,12 @@ int command_serve(const std::vector<std::string>& argv) {
   auto max_queue = args->get_int("--max-queue", 0, 1 << 20);
   auto http_threads = args->get_int("--http-threads", 4, 4096);
   auto step_tokens = args->get_int("--step-tokens", 1, 1 << 20);
+  auto draft_max = args->get_int("--draft-max", 1, 16);
+  auto draft_sequences = args->get_int("--draft-sequences", 1, 4096);
+  auto draft_p_min = args->get_float("--draft-p-min", 0, 1);
   for (const Status* s : {&port.status(), &slots.status(), &n_ctx.status(), &n_threads.status(), &kv_blocks.status(), &lookup.status(),
-                          &max_queue.status(), &http_threads.status(), &step_tokens.status()}) {
+                          &max_queue.status(), &http_threads.status(), &step_tokens.status(), &draft_max.status(),
+                          &draft_sequences.status(), &draft_p_min.status()}) {
     if (!s->is_ok()) return fail(s->message());
   }
   TransformerOptions cache;
@@ -65,6 +74,30 @@ int command_serve(const std::vector<std::string>& argv) {
   auto memory = check_memory(*m, *n_ctx * *slots, std::min<int64_t>(*step_tokens, *n_ctx));
   if (!memory) return fail(memory.status().message());
   if (!memory->empty()) std::fprintf(stderr, "frugal: warning: %s\n", memory->c_str());
+  // --draft: a model file (loaded here, its vocabulary checked by the engine) or self:N.
+  std::shared_ptr<const Model> draft_model;
+  int64_t draft_exit_layer = 0;
+  if (args->has("--draft")) {
+    const std::string spec = args->get("--draft");
+    if (spec.rfind("self:", 0) == 0) {
+      try {
+        size_t used = 0;
+        draft_exit_layer = std::stoll(spec.substr(5), &used);
+        if (used != spec.size() - 5 || draft_exit_layer < 1) throw std::invalid_argument(spec);
+      } catch (...) {
+        return fail("--draft self:N needs a block count N >= 1, got '" + spec + "'");
+      }
+      draft_model = m;
+    } else {
+      auto loaded = Model::load(spec);
+      if (!loaded) return fail("draft model: " + loaded.status().message());
+      draft_model = *loaded;
+    }
+  } else {
+    for (const char* flag : {"--draft-max", "--draft-sequences", "--draft-p-min"}) {
+      if (args->has(flag)) return fail(std::string(flag) + " applies only with --draft");
+    }
+  }
 
   // SIGINT/SIGTERM are blocked in every thread (the engine's and the HTTP workers inherit the
   // mask) and taken by one watcher thread, which stops the server gracefully.
@@ -89,6 +122,11 @@ int command_serve(const std::vector<std::string>& argv) {
   engine_options.prefix_cache = !args->has("--no-prefix-cache");
   engine_options.preempt = !args->has("--no-preempt");
   engine_options.lookup_draft = static_cast<int>(*lookup);
+  engine_options.draft_model = draft_model;
+  engine_options.draft_exit_layer = draft_exit_layer;
+  engine_options.draft_model_max = static_cast<int>(*draft_max);
+  engine_options.draft_model_sequences = static_cast<int>(*draft_sequences);
+  engine_options.draft_p_min = static_cast<float>(*draft_p_min);
   engine_options.kv_rotation = cache.kv_rotation;
   auto engine = serve::make_batch_engine(m, engine_options);
   if (!engine) return fail(engine.status().message());

@@ -69,6 +69,9 @@ struct Sequence {
   int draft_length = 0;
   int draft_misses = 0;
   int draft_pause = 0;
+  // The draft model's state for this sequence (its own KV cache), made when it first drafts and
+  // dropped when concurrency rises above BatchEngineOptions::draft_model_sequences.
+  std::unique_ptr<Drafter> model_drafter;
   bool finished = false;
   bool preempted = false;  // released its blocks; waits in preempted_ to be recomputed
 };
@@ -344,6 +347,7 @@ class BatchEngine final : public Engine {
       s->admission = next_admission_++;
       if (r->request.sampling.temperature <= 0.0f) {
         s->draft_max = r->request.lookup_draft >= 0 ? r->request.lookup_draft : options_.lookup_draft;
+        if (options_.draft_model) s->draft_max = std::max(s->draft_max, options_.draft_model_max);
         s->draft_max = static_cast<int>(std::min<int64_t>(s->draft_max, options_.step_tokens - 1));
         s->draft_length = std::min(s->draft_max, kProbeLength);
       }
@@ -412,6 +416,7 @@ class BatchEngine final : public Engine {
     for (const auto& s : active_) {
       if (!s->finished && !s->preempted && s->n_past >= s->prompt_tokens) ++decoding_left;
     }
+    const int64_t decoding_total = decoding_left;
     // Decoding sequences first (one token each, latency-bound), then prompt chunks in admission
     // order with what is left (chunked prefill, as Sarathi (Agrawal et al. 2023) and vLLM do).
     const int64_t block = cache_->block_tokens();
@@ -429,7 +434,7 @@ class BatchEngine final : public Engine {
         s->draft.clear();
         if (decoding) {
           --decoding_left;
-          if (pending == 1) plan_draft(*s, std::min(budget - 1 - decoding_left, draft_rows_left));
+          if (pending == 1) plan_draft(*s, std::min(budget - 1 - decoding_left, draft_rows_left), decoding_total);
         }
         const int64_t drafted = static_cast<int64_t>(s->draft.size());
         draft_rows_left -= drafted;
@@ -584,20 +589,41 @@ class BatchEngine final : public Engine {
     return !s.finished;
   }
 
-  // Prompt lookup for a decoding sequence: up to its draft length, what fits the step's `room`,
-  // its remaining max_tokens and the context (every emitted token must fit).
-  void plan_draft(Sequence& s, int64_t room) {
+  // Drafts for a decoding sequence: up to its draft length, what fits the step's `room`, its
+  // remaining max_tokens and the context (every emitted token must fit). From the draft model
+  // while at most draft_model_sequences sequences decode, else from prompt lookup (if the
+  // request asked for it).
+  void plan_draft(Sequence& s, int64_t room, int64_t decoding) {
     if (s.draft_max <= 0) return;
+    const bool use_model = options_.draft_model && decoding <= options_.draft_model_sequences;
+    if (!use_model) s.model_drafter.reset();  // its cache would only go stale; free it
+    const int lookup = s.request->request.lookup_draft >= 0 ? s.request->request.lookup_draft : options_.lookup_draft;
+    if (!use_model && lookup <= 0) return;
     if (s.draft_pause > 0) {
       --s.draft_pause;
       return;
     }
     const int64_t size = static_cast<int64_t>(s.tokens.size());
-    const int64_t k = std::min({static_cast<int64_t>(s.draft_length), room, s.request->request.max_tokens - s.generated - 1,
-                                options_.n_ctx - size - 1});
+    const int64_t k = std::min({static_cast<int64_t>(use_model ? s.draft_length : std::min(s.draft_length, lookup)), room,
+                                s.request->request.max_tokens - s.generated - 1, options_.n_ctx - size - 1});
     if (k <= 0) return;
-    const Status drafted = lookup_->draft(s.tokens, static_cast<int>(k), s.draft);
-    if (!drafted.is_ok()) s.draft.clear();  // the n-gram drafter cannot fail; no draft is always safe
+    Drafter* drafter = lookup_.get();
+    if (use_model) {
+      if (!s.model_drafter) {
+        ModelDrafterOptions mo;
+        mo.n_threads = options_.n_threads;
+        mo.shared_pool = &forward_.pool();  // the draft and the batched step take turns
+        mo.n_ctx = options_.n_ctx;
+        mo.exit_layer = options_.draft_exit_layer;
+        mo.p_min = options_.draft_p_min;
+        auto made = make_model_drafter(options_.draft_model, *model_, mo);
+        if (!made.is_ok()) return;  // checked at start; no draft is always safe
+        s.model_drafter = std::move(*made);
+      }
+      drafter = s.model_drafter.get();
+    }
+    const Status drafted = drafter->draft(s.tokens, static_cast<int>(k), s.draft);
+    if (!drafted.is_ok()) s.draft.clear();  // no draft is always safe
   }
 
   // Longer drafts while they are accepted whole, shorter when rejected, and a pause of plain
@@ -698,6 +724,14 @@ Result<std::unique_ptr<Engine>> make_batch_engine(std::shared_ptr<const Model> m
   if (options.max_queue < 0) return Status::error("the queue bound must not be negative");
   if (options.lookup_draft < 0 || options.lookup_draft > kMaxLookupDraft) {
     return Status::error("--lookup takes 0 to " + std::to_string(kMaxLookupDraft) + " draft tokens, not " + std::to_string(options.lookup_draft));
+  }
+  if (options.draft_model) {
+    FRUGAL_RETURN_IF_ERROR(check_same_vocabulary(*model, *options.draft_model));
+    if (options.draft_model_max < 1 || options.draft_model_max > kMaxLookupDraft) {
+      return Status::error("--draft-max takes 1 to " + std::to_string(kMaxLookupDraft) + " tokens, not " +
+                           std::to_string(options.draft_model_max));
+    }
+    if (options.draft_exit_layer < 0) return Status::error("a self-draft needs at least one block");
   }
   FRUGAL_RETURN_IF_ERROR(check_kv_type(options.cache_type_k, c.head_dim));
   FRUGAL_RETURN_IF_ERROR(check_kv_type(options.cache_type_v, c.head_dim));

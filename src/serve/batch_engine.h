@@ -30,6 +30,18 @@ struct BatchEngineOptions {
   bool preempt = true;
   // Prompt-lookup drafts per step for requests that do not say (GenerationRequest::lookup_draft).
   int lookup_draft = 0;
+  // A draft model for greedy requests (`frugal serve --draft`; its vocabulary must be the
+  // target's): its drafts are verified in the batched step as lookup's are. It drafts for one
+  // sequence at a time between the batched steps, so it runs only while at most
+  // draft_model_sequences sequences are decoding (above that, prompt lookup if enabled): at low
+  // concurrency the step is latency-bound and a good draft pays; at high concurrency the batch is
+  // compute-bound and serial drafting would stall every sequence (vLLM likewise turns speculation
+  // off above a batch size).
+  std::shared_ptr<const Model> draft_model;
+  int64_t draft_exit_layer = 0;  // > 0: run only that many blocks (the target itself: early exit)
+  int draft_model_max = 8;       // drafted tokens per step at most
+  int draft_model_sequences = 1;
+  float draft_p_min = 0.5f;  // the draft stops where its top probability falls below this
 };
 
 // Checks the options against the model and starts the engine's thread.

@@ -65,7 +65,7 @@ struct EngineStats {
   int64_t kv_blocks_cached = 0;  // unreferenced blocks kept for the prefix cache (evictable: free for new work)
   int64_t kv_block_tokens = 0;   // tokens per block
   int64_t preemptions_total = 0;  // sequences preempted for KV blocks (recomputed later)
-  int64_t draft_tokens_total = 0;           // prompt-lookup tokens verified
+  int64_t draft_tokens_total = 0;           // draft tokens verified (prompt lookup or the draft model)
   int64_t draft_tokens_accepted_total = 0;  // of which the target accepted
   double generated_tokens_per_second = 0.0;  // recent decode throughput over all sequences
 };

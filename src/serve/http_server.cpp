@@ -489,8 +489,8 @@ struct HttpServer::Impl {
         static_cast<double>(s.kv_blocks_total - s.kv_blocks_used));
     add("frugal_kv_blocks_cached", "gauge", "Unreferenced KV blocks kept for the prefix cache (evictable).",
         static_cast<double>(s.kv_blocks_cached));
-    add("frugal_draft_tokens_total", "counter", "Prompt-lookup draft tokens verified.", static_cast<double>(s.draft_tokens_total));
-    add("frugal_draft_tokens_accepted_total", "counter", "Prompt-lookup draft tokens accepted.",
+    add("frugal_draft_tokens_total", "counter", "Speculative draft tokens verified (prompt lookup or the draft model).", static_cast<double>(s.draft_tokens_total));
+    add("frugal_draft_tokens_accepted_total", "counter", "Speculative draft tokens accepted.",
         static_cast<double>(s.draft_tokens_accepted_total));
     add("frugal_preemptions_total", "counter", "Sequences preempted when the KV pool ran dry (recomputed later).",
         static_cast<double>(s.preemptions_total));

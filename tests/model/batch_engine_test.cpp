@@ -689,6 +689,86 @@ TEST(BatchEngine, LookupDraftsChangeNoOutput) {
   EXPECT_FALSE(make_batch_engine(model, o).is_ok());
 }
 
+// A draft model in the engine (frugal serve --draft): the target drafting for itself (every draft
+// accepted), its early exit (self:1) and another random model with the same vocabulary all leave
+// every output as plain decoding's, for greedy requests with penalties, next to a sampled one;
+// above draft_model_sequences decoding sequences the draft model stands aside.
+TEST(BatchEngine, DraftModelsChangeNoOutput) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  testing::TinyModelOptions other_options;
+  other_options.seed = 5;
+  other_options.n_layer = 1;
+  const std::string other_path = testing::temp_dir() + "/tiny_other.gguf";
+  ASSERT_TRUE(testing::write_tiny_model(other_path, other_options).is_ok());
+  auto other = Model::load(other_path);
+  ASSERT_TRUE(other.is_ok()) << other.status().message();
+  auto request = [&](int i) {
+    GenerationRequest r = i == 2 ? sampled(random_prompt(10, 700 + static_cast<uint32_t>(i), vocab), 40, 0.8f, 3)
+                                 : greedy(random_prompt(10, 700 + static_cast<uint32_t>(i), vocab), 40);
+    if (i == 1) r.presence_penalty = 0.4f;
+    return r;
+  };
+  auto run = [&](int n_requests, std::shared_ptr<const Model> draft, int64_t exit_layer, int sequences, EngineStats* stats) {
+    BatchEngineOptions o;
+    o.n_ctx = 128;
+    o.n_slots = 4;
+    o.block_tokens = 4;
+    o.step_tokens = 32;
+    o.draft_model = std::move(draft);
+    o.draft_exit_layer = exit_layer;
+    o.draft_model_max = 4;
+    o.draft_model_sequences = sequences;
+    o.draft_p_min = 0;  // a tiny random model is never confident
+    auto engine = make_engine(model, o);
+    std::vector<Collector> c(static_cast<size_t>(n_requests));
+    for (int i = 0; i < n_requests; ++i) EXPECT_TRUE(engine->submit(request(i), c[i].callback()).is_ok());
+    std::vector<std::vector<int32_t>> out;
+    for (auto& x : c) {
+      EXPECT_TRUE(x.wait_done());
+      EXPECT_EQ(x.finish, FinishReason::kLength) << x.error;
+      out.push_back(x.tokens);
+    }
+    *stats = idle_stats(*engine);
+    return out;
+  };
+  EngineStats plain_stats, stats;
+  const auto plain = run(4, nullptr, 0, 1, &plain_stats);
+  EXPECT_EQ(plain_stats.draft_tokens_total, 0);
+  // One request alone: the target drafting for itself has every draft accepted.
+  EXPECT_EQ(run(1, model, 0, 1, &stats)[0], plain[0]);
+  EXPECT_GT(stats.draft_tokens_total, 0);
+  EXPECT_EQ(stats.draft_tokens_accepted_total, stats.draft_tokens_total);
+  // Four together, the draft model allowed for all of them: self, early exit, another model.
+  const std::shared_ptr<const Model> other_model = *other;
+  for (auto [draft, exit_layer] : {std::pair{model, int64_t{0}}, std::pair{model, int64_t{1}}, std::pair{other_model, int64_t{0}}}) {
+    const auto out = run(4, draft, exit_layer, 4, &stats);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(out[i], plain[i]) << "request " << i << ", exit layer " << exit_layer;
+    EXPECT_GT(stats.draft_tokens_total, 0);
+    EXPECT_LE(stats.draft_tokens_accepted_total, stats.draft_tokens_total);
+    EXPECT_EQ(stats.kv_blocks_used, 0);
+  }
+  // Allowed for one decoding sequence only: with four decoding together it drafts less.
+  EngineStats all_stats;
+  run(4, model, 0, 4, &all_stats);
+  const auto limited = run(4, model, 0, 1, &stats);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(limited[i], plain[i]) << "request " << i;
+  EXPECT_LT(stats.draft_tokens_total, all_stats.draft_tokens_total);
+  // A draft with another vocabulary, or a draft length out of range, is refused at start.
+  testing::TinyModelOptions small_vocab;
+  small_vocab.n_merges = 4;
+  const std::string small_path = testing::temp_dir() + "/tiny_small_vocab.gguf";
+  ASSERT_TRUE(testing::write_tiny_model(small_path, small_vocab).is_ok());
+  BatchEngineOptions o;
+  o.draft_model = *Model::load(small_path);
+  auto refused = make_batch_engine(model, o);
+  ASSERT_FALSE(refused.is_ok());
+  EXPECT_NE(refused.status().message().find("vocabulary"), std::string::npos) << refused.status().message();
+  o.draft_model = model;
+  o.draft_model_max = 17;
+  EXPECT_FALSE(make_batch_engine(model, o).is_ok());
+}
+
 TEST(BatchEngine, RejectsBadOptions) {
   const auto model = tiny_model(false);
   BatchEngineOptions o;
