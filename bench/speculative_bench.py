@@ -17,7 +17,9 @@ The machine these numbers come from may be shared: tokens/s are noisy; speed-ups
 (plain decoding measured right after, same process for frugal) and medians over prompts.
 
 usage: bench/speculative_bench.py [--frugal build/frugal] [--peer-bin DIR] [-n 96] [-t 2] [--skip-peer]
-       [--peer-timeout 120] [--reps 3]
+       [--peer-timeout 120] [--reps 3] [--model TARGET.gguf] [--draft-model DRAFT.gguf] [--draft-p-min 0] [--out DIR]
+A compressed self-draft for an uncompressed target: --model the F16 copy (frugal quantize --preset F16
+--embedding-format f16), --draft-model the Q4_1 file it came from (or a 2/3-bit copy).
 Every tool run has a timeout (--peer-timeout for llama.cpp's, --frugal-timeout for frugal's): a run
 past it is killed and its row says so, so the benchmark always ends.
 """
@@ -88,7 +90,8 @@ def run(cmd, timeout=900):
 
 def frugal_run(args, prompt, draft):
     _, err = run([args.frugal, "run", "-m", args.model, "-p", prompt, "-n", str(args.n), "-t", str(args.t), "--temp", "0",
-                  "-c", "1024", "--draft", draft, "--draft-max", str(args.draft_max), "--draft-compare"],
+                  "-c", "1024", "--draft", draft, "--draft-max", str(args.draft_max), "--draft-p-min", str(args.draft_p_min),
+                  "--draft-compare"],
                  timeout=args.frugal_timeout)
     gen = re.search(r"generation: (\d+) tokens in ([\d.]+) s \(([\d.]+) tokens/s\)", err)
     spec = re.search(r"acceptance ([\d.]+)% \((\d+) of (\d+) drafted\), ([\d.]+) tokens per verification", err)
@@ -115,7 +118,7 @@ def peer_run(args, tool, prompt):
         cmd = [os.path.join(b, tool)] + common + ["-p", prompt, "--spec-draft-n-max", str(args.draft_max)]
     else:
         cmd = [os.path.join(b, tool)] + common + ["-p", prompt, "-md", args.draft_model, "-td", str(args.t),
-                                                   "--spec-draft-n-max", str(args.draft_max)]
+                                                   "--spec-draft-n-max", str(args.draft_max), "--draft-p-min", str(args.draft_p_min)]
         if tool == "llama-speculative-simple":
             cmd += ["--spec-type", "draft-simple"]
     _, err = run(cmd, timeout=args.peer_timeout)
@@ -144,6 +147,8 @@ def main():
     parser.add_argument("-n", type=int, default=96)
     parser.add_argument("-t", type=int, default=2)
     parser.add_argument("--draft-max", type=int, default=8)
+    parser.add_argument("--draft-p-min", type=float, default=0.0, help="both tools stop drafting below this draft probability")
+    parser.add_argument("--no-self", action="store_true", help="leave out the early-exit self-draft (a target that is not the draft's family)")
     parser.add_argument("--peer-timeout", type=float, default=120,
                         help="seconds one llama.cpp tool run may take before it is killed and recorded as timed out")
     parser.add_argument("--frugal-timeout", type=float, default=300, help="seconds one frugal run may take")
@@ -159,6 +164,8 @@ def main():
                  "-t", str(args.t)])
 
     drafters = {"lookup": "ngram", f"self:{args.self_layers}": f"self:{args.self_layers}", "draft model": args.draft_model}
+    if args.no_self:
+        del drafters[f"self:{args.self_layers}"]
     peer_tools = [] if args.skip_peer or not args.peer_bin else ["llama-simple", "llama-lookup", "llama-speculative",
                                                                  "llama-speculative-simple"]
     rows = []

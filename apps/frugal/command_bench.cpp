@@ -80,7 +80,7 @@ int command_bench(const std::vector<std::string>& argv) {
       .option("--draft-self", "N", "the same with the target's first N blocks as the draft (= --draft self:N)")
       .flag("--lookup", "the same with prompt lookup (= --draft ngram)")
       .option("--draft-max", "K", "most tokens drafted per step", "8")
-      .option("--draft-p-min", "P", "stop drafting below this draft probability", "0.5")
+      .option("--draft-p-min", "P", "stop drafting below this draft probability", "0")
       .flag("--draft-fixed", "always draft --draft-max tokens (no cost model)")
       .option("--spec-prompts", "SET", "speculative prompts: all, copy (copy-heavy) or open (open-ended)", "all")
       .footer("As llama-bench: -p 128,512 -n 64,128 runs pp128, pp512, tg64 and tg128, each after a warm-up.\n"

@@ -161,7 +161,7 @@ int command_run(const std::vector<std::string>& argv) {
       .option("--system", "TEXT", "system message of the conversation (--chat)")
       .option("--draft", "D", "speculative decoding with DRAFT.gguf, ngram (prompt lookup) or self:N (first N layers): exact greedy with --temp 0, else speculative sampling")
       .option("--draft-max", "K", "most tokens drafted per step", "8")
-      .option("--draft-p-min", "P", "stop drafting below this draft probability", "0.5")
+      .option("--draft-p-min", "P", "stop drafting below this draft probability", "0")
       .option("--draft-tie-margin", "M", "logit margin under which a verification tie falls back to a plain step",
               [] {
                 char text[32];

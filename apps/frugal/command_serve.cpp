@@ -38,7 +38,7 @@ int command_serve(const std::vector<std::string>& argv) {
       .option("--lookup", "N", "prompt-lookup speculative decoding for greedy requests: up to N draft tokens per step (0-16; a request's \"lookup\" field overrides)", "0")
       .option("--draft", "D", "speculative decoding for greedy requests with a draft model: DRAFT.gguf (same vocabulary) or self:N (the model's first N blocks)")
       .option("--draft-max", "K", "draft-model tokens per step (1-16)", "8")
-      .option("--draft-p-min", "P", "stop drafting where the draft's top probability falls below P", "0.5")
+      .option("--draft-p-min", "P", "stop drafting where the draft's top probability falls below P", "0")
       .option("--draft-sequences", "N", "use the draft model only while at most N sequences are decoding (it drafts one sequence at a time)", "1")
       .flag("--no-preempt", "reserve prompt + max_tokens blocks at admission instead of preempting (recomputing) the newest sequence when the KV pool runs dry")
       .cache_flags(false)

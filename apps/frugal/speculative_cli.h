@@ -25,7 +25,7 @@ struct SpeculativeBenchOptions {
   int repetitions = 3;
   int n_threads = 2;
   int draft_max = 8;
-  float p_min = 0.5f;
+  float p_min = 0.0f;
   bool adaptive = true;
   std::string output = "md";  // md, json or jsonl
   std::string prompts = "all";  // all, copy or open

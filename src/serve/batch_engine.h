@@ -41,7 +41,7 @@ struct BatchEngineOptions {
   int64_t draft_exit_layer = 0;  // > 0: run only that many blocks (the target itself: early exit)
   int draft_model_max = 8;       // drafted tokens per step at most
   int draft_model_sequences = 1;
-  float draft_p_min = 0.5f;  // the draft stops where its top probability falls below this
+  float draft_p_min = 0.0f;  // the draft stops where its top probability falls below this (0: never)
 };
 
 // Checks the options against the model and starts the engine's thread.
