@@ -283,6 +283,7 @@ Status SpeculativeDecoder::start(std::span<const int32_t> prompt) {
   prompt_evaluated_ = static_cast<int64_t>(prompt.size() - common);
   // A model drafter reads the prompt now, as the target does (prompt time, not generation time).
   measured_catch_up_rate_ = -1;
+  draft_calls_ = 0;
   last_draft_context_ = prompt.size();  // the drafter reads the prompt below
   if (drafter_ && options_.adaptive) {
     costs_.set_prior_draft_cost(drafter_->estimated_cost(target_.model()));
@@ -374,7 +375,12 @@ Status SpeculativeDecoder::step(std::vector<int32_t>& out) {
   } else {
     FRUGAL_RETURN_IF_ERROR(drafter_->draft(context_, k, draft_));
   }
-  costs_.observe_draft(draft_timer.seconds(), static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k))));
+  // The first draft after the prompt runs on caches the target's prompt pass just filled (a Q4_1
+  // draft for an F16 target: c ~0.7 then, ~0.45 after): like the first plain step it is not
+  // counted, unless no cost estimate exists at all (a drafter without a prior).
+  if (++draft_calls_ > 1 || !costs_.has_prior_draft_cost()) {
+    costs_.observe_draft(draft_timer.seconds(), static_cast<int>(std::min<size_t>(draft_.size(), static_cast<size_t>(k))));
+  }
   costs_.observe_proposal(!draft_.empty());
   if (draft_.empty()) {
     // Drafting proposed nothing: a plain step.
@@ -458,11 +464,14 @@ int SpeculativeDecoder::verify_sampled(int k, std::vector<int32_t>& out) {
 int SpeculativeDecoder::next_draft_length() {
   // Plain decoding's step time is the unit of every cost: measure it first.
   if (!costs_.has_plain()) return 0;
-  // The drafter's cost is unknown until it has drafted once: a one-token first draft (a useless
-  // draft model then costs c + V(2) - 1 ~ 0.7 of a step once, not 3c + V(4) - 1 ~ 2; a good drafter's
-  // length grows at the next step, the cost model choosing it from the measured a).
+  // Until a draft is timed: without priors (a drafter with no estimate of its cost) a one-token
+  // first draft measures c (a useless draft model then costs c + V(2) - 1 ~ 0.7 of a step once,
+  // not 3c + V(4) - 1 ~ 2; a good drafter's length grows at the next step).
   if (!costs_.has_draft() && !off_) {
-    if (!costs_.has_prior_draft_cost() || costs_.decide(options_.draft_max) > 0) return 1;
+    if (!costs_.has_prior_draft_cost()) return 1;
+    // With the priors (weight bytes for c, prompt agreement for a) the first drafts already take
+    // the length they promise.
+    if (const int k = costs_.decide(options_.draft_max); k > 0) return k;
     // A drafter whose estimated cost (Drafter::estimated_cost) loses at the prior acceptance
     // starts switched off, its first probe spaced like any other by the probe's estimated extra
     // cost (the three or four one-token drafts a useless draft model spent before being switched

@@ -329,6 +329,7 @@ class SpeculativeDecoder {
   size_t last_draft_context_ = 0;
   std::vector<int32_t> drafter_choices_;  // Drafter::prepare_with_choices
   int64_t prompt_evaluated_ = 0;
+  int64_t draft_calls_ = 0;  // since start()
   // The measured catch-up rate, else kCatchUpShare x c for a model drafter, 0 for a drafter with
   // no cache to keep (n-gram lookup) or with assumed costs.
   double catch_up_rate() const;
