@@ -527,10 +527,12 @@ void SpeculativeDecoder::adapt(double step_seconds, int emitted, bool verified) 
   // compute-bound target: c >= 1) has nothing to gain from probes; one every 1024 tokens still
   // re-measures its cost, should the load change.
   if (!costs_.could_pay(options_.draft_max)) until_probe_ = kMaxProbeSpacing;
-  // A model drafter must catch up on every token it skipped before it can probe (its prompt
-  // rate: self:12 on SmolLM2 ~0.07 plain steps a token); when that alone exceeds the budget, no
-  // spacing keeps probes cheap, so it is probed only every kMaxProbeSpacing tokens.
-  if (catch_up_rate() >= kProbeBudget) until_probe_ = kMaxProbeSpacing;
+  // A model drafter must catch up on every token it skipped before it can probe (self:12 on
+  // SmolLM2 ~0.12 plain steps a token); when that alone exceeds the budget no spacing keeps probes
+  // cheap, so once a probe has lost too it is probed only every kMaxProbeSpacing tokens. (The
+  // first switch-off still gets its probe: one rejected draft of a drafter that agreed with the
+  // target on the whole prompt must not end speculation for the rest of the answer.)
+  if (failed_probes_ > 0 && catch_up_rate() >= kProbeBudget) until_probe_ = kMaxProbeSpacing;
 }
 
 double SpeculativeDecoder::catch_up_rate() const {
