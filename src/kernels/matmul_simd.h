@@ -502,41 +502,42 @@ template <class S, class D>
 void build_tile(const WeightMatrix& w, int64_t r0, int nr, const TileBuffers& tb) {
   constexpr int L = S::kLanes, E = D::kBlockElems, G = E / 32, kSubs = E / D::kSub;
   const int64_t n_blocks = w.cols / E;
+  // The folded K-quants build their own tile; the branch keeps the generic code below (D::decode)
+  // from being instantiated for them.
   if constexpr (FoldedK<D>) {
     build_fold_tile<S, D>(w, r0, nr, tb);
-    return;
   } else {
-  if constexpr (FastTile<S, D>::kAvailable) {
-    if (nr == L) {
-      const FastTile<S, D> loader(w, r0);
-      NextTilePrefetch prefetch(w, r0, L, n_blocks);
-      for (int64_t b = 0; b < n_blocks; ++b) {
-        prefetch.step();
-        loader.for_each_sub(b, [&](int s, const typename S::VI* steps, typename S::VF dw, typename S::VF mw) {
-          const int64_t sub = b * kSubs + s;
-          for (int j = 0; j < D::kSub / 4; ++j) S::store(tb.codes + (sub * (D::kSub / 4) + j) * L * 4, steps[j]);
-          S::storef(tb.dw + sub * L, dw, L);
-          S::storef(tb.mw + sub * L, mw, L);
-        });
+    if constexpr (FastTile<S, D>::kAvailable) {
+      if (nr == L) {
+        const FastTile<S, D> loader(w, r0);
+        NextTilePrefetch prefetch(w, r0, L, n_blocks);
+        for (int64_t b = 0; b < n_blocks; ++b) {
+          prefetch.step();
+          loader.for_each_sub(b, [&](int s, const typename S::VI* steps, typename S::VF dw, typename S::VF mw) {
+            const int64_t sub = b * kSubs + s;
+            for (int j = 0; j < D::kSub / 4; ++j) S::store(tb.codes + (sub * (D::kSub / 4) + j) * L * 4, steps[j]);
+            S::storef(tb.dw + sub * L, dw, L);
+            S::storef(tb.mw + sub * L, mw, L);
+          });
+        }
+        return;
       }
-      return;
     }
-  }
-  const size_t block_bytes = w.traits->block_bytes;
-  for (int lane = nr; lane < L; ++lane) std::memset(tb.temp + lane * E, 0, E);
-  const uint8_t* rows[L];
-  for (int lane = 0; lane < nr; ++lane) rows[lane] = w.row(r0 + lane);
-  NextTilePrefetch prefetch(w, r0, L, n_blocks);
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    prefetch.step();
-    float* dw = tb.dw + b * kSubs * L;
-    float* mw = tb.mw + b * kSubs * L;
-    for (int lane = 0; lane < nr; ++lane) D::decode(rows[lane] + b * block_bytes, tb.temp + lane * E, dw + lane, mw + lane, L);
-    for (int lane = nr; lane < L; ++lane) {
-      for (int s = 0; s < kSubs; ++s) dw[s * L + lane] = mw[s * L + lane] = 0.0f;
+    const size_t block_bytes = w.traits->block_bytes;
+    for (int lane = nr; lane < L; ++lane) std::memset(tb.temp + lane * E, 0, E);
+    const uint8_t* rows[L];
+    for (int lane = 0; lane < nr; ++lane) rows[lane] = w.row(r0 + lane);
+    NextTilePrefetch prefetch(w, r0, L, n_blocks);
+    for (int64_t b = 0; b < n_blocks; ++b) {
+      prefetch.step();
+      float* dw = tb.dw + b * kSubs * L;
+      float* mw = tb.mw + b * kSubs * L;
+      for (int lane = 0; lane < nr; ++lane) D::decode(rows[lane] + b * block_bytes, tb.temp + lane * E, dw + lane, mw + lane, L);
+      for (int lane = nr; lane < L; ++lane) {
+        for (int s = 0; s < kSubs; ++s) dw[s * L + lane] = mw[s * L + lane] = 0.0f;
+      }
+      for (int g = 0; g < G; ++g) S::transpose_codes(tb.temp + g * 32, E, tb.codes + (b * G + g) * 8 * L * 4);
     }
-    for (int g = 0; g < G; ++g) S::transpose_codes(tb.temp + g * 32, E, tb.codes + (b * G + g) * 8 * L * 4);
-  }
   }
 }
 

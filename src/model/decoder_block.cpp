@@ -160,6 +160,24 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
   // Causal attention: token t sees positions [0, pos(t)] of its sequence (a windowed layer only
   // the last sliding_window of them); one task per (token, head).
   const int64_t group = c.n_head / c.n_head_kv;
+  // Token t's key and value rows of one KV head (paged or contiguous) and the positions it sees,
+  // handed to attend(keys, values, first, last).
+  auto with_kv_rows = [&](int64_t t, int64_t kv_head, auto&& attend) {
+    const int64_t pos = position(t);
+    const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
+    if (paged) {
+      const PagedKvRows key_rows{keys + kv_head * key_head, paged->block_tables[t], paged->key_block_bytes, paged->block_shift,
+                                 key_row, batch.key_type};
+      const PagedKvRows value_rows{values + kv_head * value_head, paged->block_tables[t], paged->value_block_bytes,
+                                   paged->block_shift, value_row, batch.value_type};
+      attend(key_rows, value_rows, first, pos);
+    } else {
+      const int64_t start = sequence_start(t);
+      const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
+      const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
+      attend(key_rows, value_rows, first, pos);
+    }
+  };
   // With enough tokens for every thread (a batch, a prompt), one task per (token, KV head) runs
   // its `group` query heads together, reading each key and value row once for all of them
   // (attend_heads: the same bits per head as attend_one_head). A single decoding token keeps one
@@ -168,19 +186,9 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
     pool.parallel_for(n * c.n_head_kv, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t t = task / c.n_head_kv, kv_head = task % c.n_head_kv, h0 = kv_head * group;
-        const int64_t pos = position(t), start = sequence_start(t);
-        const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-        if (paged) {
-          const PagedKvRows key_rows{keys + kv_head * key_head, paged->block_tables[t], paged->key_block_bytes, paged->block_shift,
-                                     key_row, batch.key_type};
-          const PagedKvRows value_rows{values + kv_head * value_head, paged->block_tables[t], paged->value_block_bytes,
-                                       paged->block_shift, value_row, batch.value_type};
-          attend_heads(q + t * qd + h0 * hd, group, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h0 * hd);
-        } else {
-          const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
-          const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
-          attend_heads(q + t * qd + h0 * hd, group, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h0 * hd);
-        }
+        with_kv_rows(t, kv_head, [&](const auto& key_rows, const auto& value_rows, int64_t first, int64_t last) {
+          attend_heads(q + t * qd + h0 * hd, group, key_rows, value_rows, first, last, hd, attention_scale_, attn + t * qd + h0 * hd);
+        });
         if (batch.rotate_values) {
           for (int64_t h = h0; h < h0 + group; ++h) hadamard_transform(attn + t * qd + h * hd, hd);
         }
@@ -189,20 +197,10 @@ Status DecoderBlock::attention_stage(int64_t layer, const LayerWeights& w, float
   } else {
     pool.parallel_for(n * c.n_head, 4, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
-        const int64_t t = task / c.n_head, h = task % c.n_head, kv_head = h / group;
-        const int64_t pos = position(t), start = sequence_start(t);
-        const int64_t first = windowed ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
-        if (paged) {
-          const PagedKvRows key_rows{keys + kv_head * key_head, paged->block_tables[t], paged->key_block_bytes, paged->block_shift,
-                                     key_row, batch.key_type};
-          const PagedKvRows value_rows{values + kv_head * value_head, paged->block_tables[t], paged->value_block_bytes,
-                                       paged->block_shift, value_row, batch.value_type};
-          attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
-        } else {
-          const KvRows key_rows{keys + start * key_row + kv_head * key_head, key_row, batch.key_type};
-          const KvRows value_rows{values + start * value_row + kv_head * value_head, value_row, batch.value_type};
-          attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, pos, hd, attention_scale_, attn + t * qd + h * hd);
-        }
+        const int64_t t = task / c.n_head, h = task % c.n_head;
+        with_kv_rows(t, h / group, [&](const auto& key_rows, const auto& value_rows, int64_t first, int64_t last) {
+          attend_one_head(q + t * qd + h * hd, key_rows, value_rows, first, last, hd, attention_scale_, attn + t * qd + h * hd);
+        });
         // Rotated values give the rotated output (attention is linear in V); rotate it back.
         if (batch.rotate_values) hadamard_transform(attn + t * qd + h * hd, hd);
       }
