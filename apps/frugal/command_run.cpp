@@ -22,9 +22,10 @@ namespace {
 // --draft-compare also plain decoding of the same prompt and its speed, and (greedy) whether the
 // two outputs are identical.
 // With `chat`, the conversation of --chat (chat_session.h) runs on the decoder instead.
+// `echo`: the prompt text to print once the drafter is made (so a bad --draft prints only its error).
 int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, const std::vector<int32_t>& prompt,
-                    const GenerateOptions& generation, ChatOptions* chat, int64_t n_ctx, int n_threads,
-                    const SamplerOptions& sampling) {
+                    const std::string& echo, const GenerateOptions& generation, ChatOptions* chat, int64_t n_ctx,
+                    int n_threads, const SamplerOptions& sampling) {
   const int64_t max_new = generation.max_new;
   auto draft_max = args.get_int("--draft-max", 1, kSpeculativeBatch - 1);
   auto p_min = args.get_float("--draft-p-min", 0, 1);
@@ -56,6 +57,7 @@ int run_speculative(const Args& args, const std::shared_ptr<const Model>& m, con
   so.sampling = sampling;
   const bool greedy = sampling.temperature <= 0;
   SpeculativeDecoder decoder(target, drafter.get(), so);
+  std::fwrite(echo.data(), 1, echo.size(), stdout);
   if (chat) {
     chat->speculative = &decoder;
     Sampler unused(sampling, static_cast<int32_t>(m->config().n_vocab));  // run_chat's plain path
@@ -261,14 +263,13 @@ int command_run(const std::vector<std::string>& argv) {
       tokens = tokenizer.encode(prompt_text, true, true);
       if (tokens.empty()) return fail("the prompt is empty");
       if (static_cast<int64_t>(tokens.size()) >= *n_ctx) return fail("the prompt does not fit in the context (raise -c)");
-      if (display_prompt) std::fwrite(prompt_text.data(), 1, prompt_text.size(), stdout);
     }
     ChatOptions chat_options;
     chat_options.system = args->get("--system");
     chat_options.first_prompt = prompt_text;
     chat_options.generate = generation;
-    return run_speculative(*args, m, tokens, generation, chat ? &chat_options : nullptr, *n_ctx, static_cast<int>(*n_threads),
-                           sampling);
+    return run_speculative(*args, m, tokens, !chat && display_prompt ? prompt_text : std::string(), generation,
+                           chat ? &chat_options : nullptr, *n_ctx, static_cast<int>(*n_threads), sampling);
   }
   if (!chat) {
     const std::string& prompt = prompt_text;

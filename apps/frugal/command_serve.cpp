@@ -6,12 +6,12 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
-#include <stdexcept>
 #include <thread>
 
 #include "cli_args.h"
 #include "commands.h"
 #include "runtime/memory_check.h"
+#include "speculative_cli.h"
 #include "serve/http_server.h"
 #if __has_include("serve/batch_engine.h")
 #include "serve/batch_engine.h"
@@ -79,14 +79,10 @@ int command_serve(const std::vector<std::string>& argv) {
   int64_t draft_exit_layer = 0;
   if (args->has("--draft")) {
     const std::string spec = args->get("--draft");
-    if (spec.rfind("self:", 0) == 0) {
-      try {
-        size_t used = 0;
-        draft_exit_layer = std::stoll(spec.substr(5), &used);
-        if (used != spec.size() - 5 || draft_exit_layer < 1) throw std::invalid_argument(spec);
-      } catch (...) {
-        return fail("--draft self:N needs a block count N >= 1, got '" + spec + "'");
-      }
+    auto layers = self_draft_layers(spec);
+    if (!layers) return fail(layers.status().message());
+    draft_exit_layer = *layers;
+    if (draft_exit_layer > 0) {
       draft_model = m;
     } else {
       auto loaded = Model::load(spec);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 
 #include "chat_session.h"
@@ -20,19 +21,28 @@ Result<std::string> draft_spec(const Args& args) {
   return given.empty() ? std::string() : given[0];
 }
 
+Result<int64_t> self_draft_layers(const std::string& spec) {
+  if (spec.rfind("self:", 0) != 0) return int64_t{0};
+  int64_t layers = 0;
+  try {
+    size_t used = 0;
+    layers = std::stoll(spec.substr(5), &used);
+    if (used != spec.size() - 5) throw std::invalid_argument(spec);
+  } catch (...) {
+    layers = 0;
+  }
+  if (layers <= 0) return Status::error("--draft self:N needs a block count N >= 1, got '" + spec + "'");
+  return layers;
+}
+
 Result<std::unique_ptr<Drafter>> make_drafter(const std::string& spec, const std::shared_ptr<const Model>& target,
                                               const ModelDrafterOptions& options) {
   if (spec == "ngram") return make_ngram_drafter({});
   ModelDrafterOptions mo = options;
-  if (spec.rfind("self:", 0) == 0) {
-    try {
-      size_t used = 0;
-      mo.exit_layer = std::stoll(spec.substr(5), &used);
-      if (used != spec.size() - 5) throw std::invalid_argument(spec);
-    } catch (...) {
-      return Status::error("--draft self:N (--draft-self N) needs a layer count, got '" + spec + "'");
-    }
-    if (mo.exit_layer <= 0) return Status::error("--draft self:N (--draft-self N) needs N >= 1, got '" + spec + "'");
+  auto layers = self_draft_layers(spec);
+  if (!layers) return layers.status();
+  if (*layers > 0) {
+    mo.exit_layer = *layers;
     return make_model_drafter(target, *target, mo);
   }
   auto draft_model = Model::load(spec);

@@ -15,6 +15,10 @@ namespace frugal::cli {
 // N) or a GGUF path; "" when none is given; an error when more than one is.
 Result<std::string> draft_spec(const Args& args);
 
+// N of a "self:N" --draft value (the target's first N blocks as the draft); 0 for any other value;
+// an error when N is not a whole number >= 1. Shared by `run`, `bench` and `serve`.
+Result<int64_t> self_draft_layers(const std::string& spec);
+
 // The drafter for a --draft value (ngram, self:N or a draft GGUF with the target's vocabulary).
 Result<std::unique_ptr<Drafter>> make_drafter(const std::string& spec, const std::shared_ptr<const Model>& target,
                                               const ModelDrafterOptions& options);

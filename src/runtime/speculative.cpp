@@ -80,7 +80,7 @@ class ModelDrafter final : public Drafter {
   Status prepare_with_choices(std::span<const int32_t> context, int64_t rows, std::vector<int32_t>& choices) override {
     choices.clear();
     const int64_t size = static_cast<int64_t>(context.size());
-    rows = std::min({rows, size - 1, kSpeculativeBatch});
+    rows = std::min({rows, size - 1, kAgreementRows});
     if (rows <= 0 || size >= transformer_.context_size()) return sync(context);
     FRUGAL_RETURN_IF_ERROR(sync(context.first(static_cast<size_t>(size - rows))));
     FRUGAL_RETURN_IF_ERROR(transformer_.evaluate_keeping_logits(context.data() + size - rows, rows));
@@ -164,7 +164,7 @@ class ModelDrafter final : public Drafter {
     t.n_batch = std::min<int64_t>(512, o.n_ctx);
     t.n_threads = o.n_threads;
     t.shared_pool = o.shared_pool;
-    t.kept_logit_rows = kSpeculativeBatch;  // prepare_with_choices
+    t.kept_logit_rows = kAgreementRows;  // prepare_with_choices (a drafter per serve sequence: keep it small)
     t.exit_layer = o.exit_layer;
     return t;
   }

@@ -164,6 +164,23 @@ std::unique_ptr<Engine> make_engine(const std::shared_ptr<const Model>& model, B
   return std::move(engine).value();
 }
 
+// Submits `requests` together to a fresh engine, expects each to end by length, and returns their
+// tokens; `stats` gets the idle engine's counters.
+std::vector<std::vector<int32_t>> run_to_length(const std::shared_ptr<const Model>& model, const BatchEngineOptions& o,
+                                                const std::vector<GenerationRequest>& requests, EngineStats* stats) {
+  auto engine = make_engine(model, o);
+  std::vector<Collector> c(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) EXPECT_TRUE(engine->submit(requests[i], c[i].callback()).is_ok());
+  std::vector<std::vector<int32_t>> out;
+  for (auto& x : c) {
+    EXPECT_TRUE(x.wait_done());
+    EXPECT_EQ(x.finish, FinishReason::kLength) << x.error;
+    out.push_back(x.tokens);
+  }
+  *stats = idle_stats(*engine);
+  return out;
+}
+
 class BatchEngineGreedy : public ::testing::TestWithParam<bool> {};
 
 // Prompts of several lengths (one longer than the step, so its prefill is chunked; longer than
@@ -656,17 +673,9 @@ TEST(BatchEngine, LookupDraftsChangeNoOutput) {
     o.block_tokens = 4;
     o.step_tokens = 32;
     o.lookup_draft = lookup;
-    auto engine = make_engine(model, o);
-    std::vector<Collector> c(kRequests);
-    for (int i = 0; i < kRequests; ++i) EXPECT_TRUE(engine->submit(request(i), c[i].callback()).is_ok());
-    std::vector<std::vector<int32_t>> out;
-    for (auto& x : c) {
-      EXPECT_TRUE(x.wait_done());
-      EXPECT_EQ(x.finish, FinishReason::kLength) << x.error;
-      out.push_back(x.tokens);
-    }
-    *stats = idle_stats(*engine);
-    return out;
+    std::vector<GenerationRequest> requests;
+    for (int i = 0; i < kRequests; ++i) requests.push_back(request(i));
+    return run_to_length(model, o, requests, stats);
   };
   EngineStats plain_stats, lookup_stats;
   const auto plain = run(0, &plain_stats);
@@ -720,17 +729,9 @@ TEST(BatchEngine, DraftModelsChangeNoOutput) {
     o.draft_model_max = 4;
     o.draft_model_sequences = sequences;
     o.draft_p_min = 0;  // a tiny random model is never confident
-    auto engine = make_engine(model, o);
-    std::vector<Collector> c(static_cast<size_t>(n_requests));
-    for (int i = 0; i < n_requests; ++i) EXPECT_TRUE(engine->submit(request(i), c[i].callback()).is_ok());
-    std::vector<std::vector<int32_t>> out;
-    for (auto& x : c) {
-      EXPECT_TRUE(x.wait_done());
-      EXPECT_EQ(x.finish, FinishReason::kLength) << x.error;
-      out.push_back(x.tokens);
-    }
-    *stats = idle_stats(*engine);
-    return out;
+    std::vector<GenerationRequest> requests;
+    for (int i = 0; i < n_requests; ++i) requests.push_back(request(i));
+    return run_to_length(model, o, requests, stats);
   };
   EngineStats plain_stats, stats;
   const auto plain = run(4, nullptr, 0, 1, &plain_stats);
