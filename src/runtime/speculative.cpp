@@ -723,28 +723,32 @@ void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOp
   for (size_t i = 0; i < n; ++i) out[order[i]] = p[i];
 }
 
+SpeculativeRowResult speculative_sample_row(const std::vector<double>& p, const std::vector<double>& q,
+                                            std::optional<int32_t> draft, std::mt19937_64& rng) {
+  if (!draft) return {draw_from(p, rng), false};
+  const int32_t d = *draft;
+  // An empty q is a point mass at the draft (a deterministic drafter): q(d) = 1.
+  const bool point = q.empty();
+  const double pd = p[d], qd = point ? 1.0 : q[d];
+  if (qd > 0 && std::uniform_real_distribution<double>(0.0, 1.0)(rng) < std::min(1.0, pd / qd)) return {d, true};
+  // Rejected: the residual norm(max(0, p - q)) makes the emitted token exactly p-distributed.
+  std::vector<double> residual(p);
+  double total = 0;
+  for (size_t v = 0; v < residual.size(); ++v) {
+    const double qv = point ? (static_cast<int32_t>(v) == d ? 1.0 : 0.0) : q[v];
+    total += residual[v] = std::max(0.0, residual[v] - qv);
+  }
+  return {total > 0 ? draw_from(residual, rng) : draw_from(p, rng), false};
+}
+
 std::vector<int32_t> speculative_sample(std::span<const std::vector<double>> p, std::span<const std::vector<double>> q,
                                         std::span<const int32_t> drafts, std::mt19937_64& rng) {
+  static const std::vector<double> kPointMass;
   std::vector<int32_t> out;
-  std::uniform_real_distribution<double> uniform(0.0, 1.0);
   for (size_t i = 0; i < drafts.size(); ++i) {
-    const int32_t d = drafts[i];
-    // An empty q row is a point mass at the draft (a deterministic drafter): q(d) = 1.
-    const bool point = i >= q.size() || q[i].empty();
-    const double pd = p[i][d], qd = point ? 1.0 : q[i][d];
-    if (qd > 0 && uniform(rng) < std::min(1.0, pd / qd)) {
-      out.push_back(d);
-      continue;
-    }
-    // Rejected: the residual norm(max(0, p - q)) makes the emitted token exactly p-distributed.
-    std::vector<double> residual(p[i]);
-    double total = 0;
-    for (size_t v = 0; v < residual.size(); ++v) {
-      const double qv = point ? (static_cast<int32_t>(v) == d ? 1.0 : 0.0) : q[i][v];
-      total += residual[v] = std::max(0.0, residual[v] - qv);
-    }
-    out.push_back(total > 0 ? draw_from(residual, rng) : draw_from(p[i], rng));
-    return out;
+    const SpeculativeRowResult row = speculative_sample_row(p[i], i < q.size() ? q[i] : kPointMass, drafts[i], rng);
+    out.push_back(row.token);
+    if (!row.accepted) return out;
   }
   out.push_back(draw_from(p[drafts.size()], rng));
   return out;

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <random>
 #include <span>
 #include <string>
@@ -365,5 +366,16 @@ void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOp
 // emitted tokens (accepted drafts + one more).
 std::vector<int32_t> speculative_sample(std::span<const std::vector<double>> p, std::span<const std::vector<double>> q,
                                         std::span<const int32_t> drafts, std::mt19937_64& rng);
+
+// One row of that rule, for a verifier that emits as it goes (frugal serve applies a request's
+// penalties to row i + 1 only after row i's token is emitted): with a draft (drawn from q; q empty:
+// a point mass) the draft is accepted with probability min(1, p[d] / q[d]) or a token drawn from
+// norm(max(0, p - q)) replaces it; without one (the bonus row) the token is drawn from p.
+struct SpeculativeRowResult {
+  int32_t token = -1;
+  bool accepted = false;  // the draft was kept (verification goes on to the next row)
+};
+SpeculativeRowResult speculative_sample_row(const std::vector<double>& p, const std::vector<double>& q,
+                                            std::optional<int32_t> draft, std::mt19937_64& rng);
 
 }  // namespace frugal

@@ -61,10 +61,17 @@ struct Sequence {
   std::unique_ptr<Sampler> sampler;
   std::unordered_map<int32_t, int32_t> counts;  // generated tokens (presence/frequency penalties)
   int64_t admission = 0;  // order of first admission: the newest is preempted first
-  // Prompt-lookup speculation (greedy only): this step's drafted tokens, run after the sequence's
-  // last token and verified against the target's own argmax; the adaptive draft length; plain
-  // steps left before drafting again after repeated misses.
+  // Speculation (prompt lookup or the draft model): this step's drafted tokens, run after the
+  // sequence's last token and verified against the target's own choice (greedy: its argmax;
+  // sampled: the rejection rule); the adaptive draft length; plain steps left before drafting
+  // again after repeated misses.
   std::vector<int32_t> draft;
+  // Speculative sampling (temperature > 0): the draft model's distribution of each draft (none for
+  // lookup's point masses), the target's distribution of the row being verified, and the rejection
+  // rule's random numbers (seeded from the request's seed; the sampler keeps its own).
+  std::vector<std::vector<double>> draft_q;
+  std::vector<double> target_p;
+  std::mt19937_64 rejection_rng;
   int draft_max = 0;
   int draft_length = 0;
   int draft_misses = 0;
@@ -345,13 +352,14 @@ class BatchEngine final : public Engine {
       const int64_t cached = s->n_past;
       s->cached_tokens = cached;
       s->admission = next_admission_++;
-      if (r->request.sampling.temperature <= 0.0f) {
+      if (may_speculate(r->request)) {
         s->draft_max = r->request.lookup_draft >= 0 ? r->request.lookup_draft : options_.lookup_draft;
         if (options_.draft_model) s->draft_max = std::max(s->draft_max, options_.draft_model_max);
         s->draft_max = static_cast<int>(std::min<int64_t>(s->draft_max, options_.step_tokens - 1));
         s->draft_length = std::min(s->draft_max, kProbeLength);
       }
       s->sampler = std::make_unique<Sampler>(r->request.sampling, static_cast<int32_t>(model_->config().n_vocab));
+      s->rejection_rng.seed(r->request.sampling.seed ^ kRejectionSeedSalt);
       for (int32_t token : s->tokens) s->sampler->accept(token);
       {
         std::lock_guard<std::mutex> lock(stats_mutex_);
@@ -432,6 +440,7 @@ class BatchEngine final : public Engine {
         const int64_t pending = static_cast<int64_t>(s->tokens.size()) - s->n_past;
         if (pending <= 0) continue;
         s->draft.clear();
+        s->draft_q.clear();
         if (decoding) {
           --decoding_left;
           if (pending == 1) plan_draft(*s, std::min(budget - 1 - decoding_left, draft_rows_left), decoding_total);
@@ -511,6 +520,8 @@ class BatchEngine final : public Engine {
     }
     forward_.pool().parallel_for(n_sampling, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
+        // A sampled sequence with drafts verifies row 0 by the rejection rule below instead.
+        if (samples_drafts(*step_sampling_[i])) continue;
         step_first_tokens_[i] = next_token(*step_sampling_[i], forward_.logits(step_first_rows_[i]));
       }
     });
@@ -519,12 +530,24 @@ class BatchEngine final : public Engine {
       Sequence* s = step_sampling_[i];
       const int64_t drafted = static_cast<int64_t>(s->draft.size());
       int64_t accepted = 0;
-      // Row j holds the target's logits after the last token and drafts 1..j: its choice is what
-      // plain decoding would emit next, so tokens are emitted until one differs from the draft.
+      // Row j holds the target's logits after the last token and drafts 1..j. Greedy: its choice is
+      // what plain decoding would emit next, so tokens are emitted until one differs from the draft.
+      // Sampled: the rejection rule keeps draft j or replaces it with a token that makes the
+      // emitted one exactly p-distributed (Leviathan et al. 2023), and verification stops there.
+      const bool sampled = samples_drafts(*s);
       for (int64_t j = 0; j <= drafted; ++j) {
-        const int32_t token = j == 0 ? step_first_tokens_[i] : next_token(*s, forward_.logits(row + j));
+        int32_t token;
+        bool kept;
+        if (sampled) {
+          const SpeculativeRowResult verdict = verify_sampled_row(*s, forward_.logits(row + j), j);
+          token = verdict.token;
+          kept = verdict.accepted;
+        } else {
+          token = j == 0 ? step_first_tokens_[i] : next_token(*s, forward_.logits(row + j));
+          kept = j < drafted && token == s->draft[j];
+        }
         if (!emit_token(*s, token, generated)) break;
-        if (j == drafted || token != s->draft[j]) break;
+        if (!kept) break;
         ++accepted;
         ++s->n_past;  // the draft's keys and values at this position are the accepted token's
       }
@@ -550,19 +573,52 @@ class BatchEngine final : public Engine {
     while (rate_.size() > 2 && now - rate_.front().first > kRateWindowSeconds) rate_.pop_front();
   }
 
-  // The next token from one row of logits: OpenAI's penalties (logit -= count * frequency_penalty
-  // + (count > 0) * presence_penalty over the tokens generated so far), then the sampler.
+  // The next token from one row of logits: the request's penalties, then the sampler.
   int32_t next_token(Sequence& s, const float* row) {
     float* logits = const_cast<float*>(row);
-    const GenerationRequest& req = s.request->request;
-    if (req.presence_penalty != 0.0f || req.frequency_penalty != 0.0f) {
-      for (const auto& [token, count] : s.counts) {
-        logits[token] -= static_cast<float>(count) * req.frequency_penalty + req.presence_penalty;
-      }
-    }
+    apply_penalties(s, logits);
     const int32_t token = s.sampler->sample(logits);
     FRUGAL_CHECK(token >= 0 && token < model_->config().n_vocab);
     return token;
+  }
+
+  // OpenAI's penalties over the tokens generated so far: logit -= count * frequency_penalty +
+  // (count > 0) * presence_penalty.
+  static void apply_penalties(const Sequence& s, float* logits) {
+    const GenerationRequest& req = s.request->request;
+    if (req.presence_penalty == 0.0f && req.frequency_penalty == 0.0f) return;
+    for (const auto& [token, count] : s.counts) {
+      logits[token] -= static_cast<float>(count) * req.frequency_penalty + req.presence_penalty;
+    }
+  }
+
+  // Speculation is exact for greedy requests and, by the rejection rule, for sampled ones whose
+  // distribution sampling_distribution() reproduces (no repetition penalty: it depends on a window
+  // of the context the rule does not track). A caller-chosen seed decodes plainly: the drafts a
+  // sequence gets depend on what else shares its steps, and the seed should fix the output alone.
+  static bool may_speculate(const GenerationRequest& request) {
+    const SamplerOptions& o = request.sampling;
+    return o.temperature <= 0.0f || (o.repeat_penalty == 1.0f && !request.reproducible_sampling);
+  }
+
+  static bool samples_drafts(const Sequence& s) {
+    return s.request->request.sampling.temperature > 0.0f && !s.draft.empty();
+  }
+
+  // Row j of a sampled sequence's verification: p is the sampler's distribution after the
+  // penalties (counting the drafts accepted before j), q the draft's (empty: lookup's point mass);
+  // row `drafted` has no draft (the bonus token).
+  SpeculativeRowResult verify_sampled_row(Sequence& s, const float* row, int64_t j) {
+    float* logits = const_cast<float*>(row);
+    apply_penalties(s, logits);
+    sampling_distribution(logits, model_->config().n_vocab, s.request->request.sampling, s.target_p);
+    const int64_t drafted = static_cast<int64_t>(s.draft.size());
+    static const std::vector<double> kPointMass;
+    const std::vector<double>& q = j < static_cast<int64_t>(s.draft_q.size()) ? s.draft_q[j] : kPointMass;
+    const SpeculativeRowResult verdict = speculative_sample_row(
+        s.target_p, q, j < drafted ? std::optional<int32_t>(s.draft[j]) : std::nullopt, s.rejection_rng);
+    FRUGAL_CHECK(verdict.token >= 0 && verdict.token < model_->config().n_vocab);
+    return verdict;
   }
 
   // Appends a generated token and tells the consumer; false once the sequence has finished
@@ -622,7 +678,12 @@ class BatchEngine final : public Engine {
       }
       drafter = s.model_drafter.get();
     }
-    const Status drafted = drafter->draft(s.tokens, static_cast<int>(k), s.draft);
+    const SamplerOptions& sampling = s.request->request.sampling;
+    // Sampled: the draft model draws its drafts from q (the same samplers on its logits), which the
+    // rejection rule needs; lookup proposes point masses (q left empty).
+    const Status drafted = sampling.temperature > 0.0f
+                               ? drafter->draft_sampled(s.tokens, static_cast<int>(k), sampling, s.rejection_rng, s.draft, s.draft_q)
+                               : drafter->draft(s.tokens, static_cast<int>(k), s.draft);
     if (!drafted.is_ok()) s.draft.clear();  // no draft is always safe
   }
 
@@ -651,6 +712,8 @@ class BatchEngine final : public Engine {
   }
 
   static constexpr int kDraftMissesBeforePause = 2;
+  // Keeps the rejection rule's random numbers apart from the sampler's (seeded with the same seed).
+  static constexpr uint64_t kRejectionSeedSalt = 0x9e3779b97f4a7c15ULL;
   static constexpr int kDraftPauseSteps = 16;
 
   void publish_stats() {

@@ -30,10 +30,10 @@ struct BatchEngineOptions {
   bool preempt = true;
   // Prompt-lookup drafts per step for requests that do not say (GenerationRequest::lookup_draft).
   int lookup_draft = 0;
-  // A draft model for greedy requests (`frugal serve --draft`; its vocabulary must be the
-  // target's): its drafts are verified in the batched step as lookup's are. It drafts for one
-  // sequence at a time between the batched steps, so it runs only while at most
-  // draft_model_sequences sequences are decoding (above that, prompt lookup if enabled): at low
+  // A draft model (`frugal serve --draft`; its vocabulary must be the target's): its drafts are
+  // verified in the batched step as lookup's are (greedy: exact; sampled: the rejection rule).
+  // It drafts for one sequence at a time between the batched steps, so it runs only while at
+  // most draft_model_sequences sequences are decoding (above that, prompt lookup if enabled): at low
   // concurrency the step is latency-bound and a good draft pays; at high concurrency the batch is
   // compute-bound and serial drafting would stall every sequence (vLLM likewise turns speculation
   // off above a batch size).

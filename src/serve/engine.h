@@ -30,10 +30,15 @@ struct GenerationRequest {
   float presence_penalty = 0.0f;  // OpenAI's penalties on generated tokens' logits; 0: off
   float frequency_penalty = 0.0f;
   bool ignore_end_of_text = false;
+  // A seed the caller chose: such a request decodes without speculation, so that the seed alone
+  // fixes its output (the drafts a sequence gets depend on what shares its steps, and speculative
+  // sampling draws differently from plain sampling).
+  bool reproducible_sampling = false;
   // Prompt-lookup speculative decoding (n-gram drafts from the sequence's own tokens, checked by
   // the target in the same batched step; runtime/speculative.h): drafted tokens per step at most.
-  // -1: the engine's default (BatchEngineOptions::lookup_draft); 0: off. Greedy requests only
-  // (temperature <= 0): the output is token for token what plain decoding gives.
+  // -1: the engine's default (BatchEngineOptions::lookup_draft); 0: off. Greedy requests get token
+  // for token what plain decoding gives; sampled ones (without a repetition penalty or a chosen
+  // seed) the target's distribution, by the rejection rule of speculative sampling.
   int lookup_draft = -1;
 };
 

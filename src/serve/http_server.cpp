@@ -300,6 +300,7 @@ struct HttpServer::Impl {
     request.max_tokens = max_tokens;
     request.sampling = params.sampling;
     if (!params.seed_given) request.sampling.seed = std::random_device{}();
+    request.reproducible_sampling = params.seed_given;
     request.presence_penalty = params.presence_penalty;
     request.frequency_penalty = params.frequency_penalty;
     request.ignore_end_of_text = params.ignore_eos;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <random>
 #include <stdexcept>
@@ -14,6 +15,7 @@
 
 #include "serve/batch_engine.h"
 #include "serve/batch_forward.h"
+#include "support/sampling_support.h"
 #include "support/test_support.h"
 
 namespace frugal::serve {
@@ -112,7 +114,8 @@ GenerationRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens) {
   return r;
 }
 
-// Pure temperature sampling (no top-k/p, min-p), seeded.
+// Pure temperature sampling (no top-k/p, min-p), seeded by the caller: the seed alone fixes the
+// output (no speculation).
 GenerationRequest sampled(std::vector<int32_t> prompt, int64_t max_tokens, float temperature, uint64_t seed) {
   GenerationRequest r = greedy(std::move(prompt), max_tokens);
   r.sampling.temperature = temperature;
@@ -120,6 +123,7 @@ GenerationRequest sampled(std::vector<int32_t> prompt, int64_t max_tokens, float
   r.sampling.top_p = 1.0f;
   r.sampling.min_p = 0.0f;
   r.sampling.seed = seed;
+  r.reproducible_sampling = true;
   return r;
 }
 
@@ -827,6 +831,140 @@ TEST(BatchForward, OneSequenceGivesTheTransformersLogits) {
     }
     (*cache)->release(sequence);
   }
+}
+
+// Speculative sampling in the batched step: prompt lookup's point masses and an early-exit draft
+// model's distributions, verified row by row by the rejection rule (with the bonus token when a
+// draft is kept whole). The first three tokens of thousands of requests follow the target's
+// distribution (exact, enumerated with the one-token path), not the draft's.
+TEST(BatchEngine, SpeculativeSamplingFollowsTheTargetDistribution) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  SamplerOptions sampling;
+  sampling.temperature = 1.0f;
+  sampling.top_k = 2;
+  sampling.top_p = 1.0f;
+  sampling.min_p = 0.0f;
+  TransformerOptions to;
+  to.n_ctx = 64;
+  to.n_threads = 1;
+  // A prompt that gives prompt lookup something to propose after the first sampled token: it ends
+  // in token b, and earlier b is followed by each token c the sampler may draw after the prompt,
+  // then by the target's likeliest token after prompt + c (found by iterating to a fixed point).
+  const std::vector<int32_t> tail = random_prompt(6, 900, vocab);
+  const int32_t b = tail.back();
+  std::map<int32_t, int32_t> likeliest_after;  // c -> the token lookup proposes after b c
+  std::vector<int32_t> prompt;
+  std::vector<double> p;
+  auto distribution_after = [&](const std::vector<int32_t>& tokens) {
+    Transformer t(model, to);
+    EXPECT_TRUE(t.evaluate(tokens.data(), static_cast<int64_t>(tokens.size())).is_ok());
+    sampling_distribution(t.last_logits(), vocab, sampling, p);
+  };
+  for (int round = 0; round < 16; ++round) {
+    prompt.clear();
+    for (const auto& [c, next] : likeliest_after) prompt.insert(prompt.end(), {b, c, next});
+    prompt.insert(prompt.end(), tail.begin(), tail.end());
+    bool fixed = true;
+    distribution_after(prompt);
+    for (int32_t c = 0; c < vocab; ++c) {
+      if (p[c] > 0 && !likeliest_after.count(c)) {
+        likeliest_after[c] = 0;
+        fixed = false;
+      }
+    }
+    for (auto& [c, next] : likeliest_after) {
+      std::vector<int32_t> extended = prompt;
+      extended.push_back(c);
+      distribution_after(extended);
+      const auto top = static_cast<int32_t>(std::max_element(p.begin(), p.end()) - p.begin());
+      if (top != next) fixed = false;
+      next = top;
+    }
+    if (fixed) break;
+  }
+  const auto exact = testing::exact_three_token_distribution(model, to, sampling, prompt);
+  to.exit_layer = 1;
+  const auto draft_only = testing::exact_three_token_distribution(model, to, sampling, prompt);
+  const auto perturbed = testing::mixture(exact, draft_only, 0.2);
+  struct Drafting {
+    const char* name;
+    int lookup;
+    std::shared_ptr<const Model> draft;
+  };
+  for (const Drafting& d : {Drafting{"lookup", 4, nullptr}, Drafting{"early exit after 1 block", 0, model}}) {
+    SCOPED_TRACE(d.name);
+    BatchEngineOptions o;
+    o.n_ctx = 64;
+    o.n_slots = 8;
+    o.block_tokens = 4;
+    o.step_tokens = 64;
+    o.n_threads = 1;
+    o.lookup_draft = d.lookup;
+    o.draft_model = d.draft;
+    o.draft_exit_layer = 1;
+    o.draft_model_max = 4;
+    o.draft_model_sequences = o.n_slots;
+    auto engine = make_engine(model, o);
+    testing::TokenDistribution counts;
+    std::vector<double> tv;
+    int done = 0;
+    for (int limit : {400, 4000}) {
+      while (done < limit) {
+        // 3 tokens: a one-token draft and the bonus token; 4: two drafts.
+        std::vector<Collector> c(static_cast<size_t>(std::min(64, limit - done)));
+        for (size_t i = 0; i < c.size(); ++i) {
+          GenerationRequest r = greedy(prompt, 3 + static_cast<int64_t>(i % 2));
+          r.sampling = sampling;
+          r.sampling.seed = 1000 + static_cast<uint64_t>(done) + i;
+          ASSERT_TRUE(engine->submit(r, c[i].callback()).is_ok());
+        }
+        for (auto& x : c) {
+          ASSERT_TRUE(x.wait_done());
+          ASSERT_GE(x.tokens.size(), 3u) << x.error;
+          counts[{x.tokens[0], x.tokens[1], x.tokens[2]}] += 1;
+        }
+        done += static_cast<int>(c.size());
+      }
+      tv.push_back(testing::total_variation(counts, done, exact));
+    }
+    const EngineStats stats = idle_stats(*engine);
+    const double to_draft = testing::total_variation(counts, done, draft_only);
+    const double to_perturbed = testing::total_variation(counts, done, perturbed);
+    std::printf("[ info ] %s: TV to the target %.4f (400 requests) -> %.4f (4000), to the draft %.4f, to 80/20 "
+                "target/draft %.4f; %lld of %lld drafts accepted\n", d.name, tv[0], tv[1], to_draft, to_perturbed,
+                static_cast<long long>(stats.draft_tokens_accepted_total), static_cast<long long>(stats.draft_tokens_total));
+    EXPECT_GT(stats.draft_tokens_total, stats.draft_tokens_accepted_total);  // rejections happen ...
+    EXPECT_GT(stats.draft_tokens_accepted_total, 0);                        // ... and so do acceptances
+    EXPECT_LT(tv[1], tv[0]);  // the distance shrinks with samples (~ 1/sqrt(n)) ...
+    EXPECT_LT(tv[1], 0.035);
+    EXPECT_GT(to_draft, 4 * tv[1]);      // ... far below the distance to the draft's distribution
+    EXPECT_GT(to_perturbed, 3 * tv[1]);  // ... and to the target moved 20% toward the draft
+  }
+}
+
+// A sampled request whose caller chose the seed decodes without drafts, so the seed alone fixes
+// its output; without a chosen seed the same request is speculated.
+TEST(BatchEngine, ChosenSeedsAreNotSpeculated) {
+  const auto model = tiny_model(false);
+  const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
+  const std::vector<int32_t> unit = random_prompt(3, 901, vocab);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 6; ++i) prompt.insert(prompt.end(), unit.begin(), unit.end());
+  BatchEngineOptions o;
+  o.n_ctx = 64;
+  o.n_slots = 2;
+  o.block_tokens = 4;
+  o.step_tokens = 32;
+  GenerationRequest seeded = sampled(prompt, 24, 0.3f, 5);
+  EngineStats plain_stats, stats;
+  const auto plain = run_to_length(model, o, {seeded}, &plain_stats);
+  o.lookup_draft = 4;
+  EXPECT_EQ(run_to_length(model, o, {seeded}, &stats)[0], plain[0]);
+  EXPECT_EQ(stats.draft_tokens_total, 0);
+  seeded.reproducible_sampling = false;
+  run_to_length(model, o, {seeded}, &stats);
+  EXPECT_GT(stats.draft_tokens_total, 0);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/sampling_support.h"
 #include "support/test_support.h"
 
 namespace frugal {
@@ -356,48 +357,6 @@ TEST(Speculative, BatchedVerificationRowsAreBitIdenticalToTheOneTokenPath) {
   }
 }
 
-// The exact joint distribution of the first three sampled tokens after `prompt` under `o`, by
-// enumerating the kept tokens (top-k small) with the one-token path.
-std::map<std::vector<int32_t>, double> joint_distribution(const std::shared_ptr<const Model>& model, TransformerOptions to,
-                                                          const SamplerOptions& o, const std::vector<int32_t>& prompt) {
-  to.all_logits = false;
-  Transformer t(model, to);
-  const int64_t vocab = model->config().n_vocab;
-  std::map<std::vector<int32_t>, double> out;
-  std::vector<double> p1, p2, p3;
-  EXPECT_TRUE(t.evaluate(prompt.data(), static_cast<int64_t>(prompt.size())).is_ok());
-  sampling_distribution(t.last_logits(), vocab, o, p1);
-  const int64_t base = t.position();
-  for (int32_t a = 0; a < vocab; ++a) {
-    if (p1[a] == 0) continue;
-    t.truncate(base);
-    EXPECT_TRUE(t.evaluate(&a, 1).is_ok());
-    sampling_distribution(t.last_logits(), vocab, o, p2);
-    for (int32_t b = 0; b < vocab; ++b) {
-      if (p2[b] == 0) continue;
-      t.truncate(base + 1);
-      EXPECT_TRUE(t.evaluate(&b, 1).is_ok());
-      sampling_distribution(t.last_logits(), vocab, o, p3);
-      for (int32_t c = 0; c < vocab; ++c) {
-        if (p3[c] > 0) out[{a, b, c}] = p1[a] * p2[b] * p3[c];
-      }
-    }
-  }
-  return out;
-}
-
-double total_variation(const std::map<std::vector<int32_t>, double>& counts, double n, const std::map<std::vector<int32_t>, double>& p) {
-  double tv = 0;
-  for (const auto& [key, probability] : p) {
-    auto it = counts.find(key);
-    tv += std::fabs((it == counts.end() ? 0.0 : it->second / n) - probability);
-  }
-  for (const auto& [key, count] : counts) {
-    if (!p.count(key)) tv += count / n;
-  }
-  return tv / 2;
-}
-
 // Deterministic proposals (no distribution): another drafter's greedy drafts, so the decoder
 // treats them as point masses (the path n-gram lookup takes in sampling mode).
 class PointMassDrafter : public Drafter {
@@ -424,14 +383,12 @@ TEST(Speculative, SamplingFollowsTheTargetDistributionThroughTheDecoder) {
   o.min_p = 0.0f;
   o.seed = 11;
   const std::vector<int32_t> prompt = {72, 101, 108, 108, 111};
-  const auto exact = joint_distribution(target, target_options(), o, prompt);
+  const auto exact = testing::exact_three_token_distribution(target, target_options(), o, prompt);
   TransformerOptions early = target_options();
   early.exit_layer = 1;
-  const auto draft_only = joint_distribution(target, early, o, prompt);
+  const auto draft_only = testing::exact_three_token_distribution(target, early, o, prompt);
   // The target's distribution moved 20% of the way toward the draft's.
-  std::map<std::vector<int32_t>, double> perturbed;
-  for (const auto& [key, probability] : exact) perturbed[key] += 0.8 * probability;
-  for (const auto& [key, probability] : draft_only) perturbed[key] += 0.2 * probability;
+  const auto perturbed = testing::mixture(exact, draft_only, 0.2);
 
   ModelDrafterOptions mo;
   mo.n_threads = 1;
@@ -450,7 +407,7 @@ TEST(Speculative, SamplingFollowsTheTargetDistributionThroughTheDecoder) {
     so.sampling = o;
     Transformer t(target, target_options());
     SpeculativeDecoder decoder(t, drafter, so);
-    std::map<std::vector<int32_t>, double> counts;
+    testing::TokenDistribution counts;
     std::vector<double> tv;
     int64_t drafted = 0, accepted = 0;
     int done = 0;
@@ -463,9 +420,9 @@ TEST(Speculative, SamplingFollowsTheTargetDistributionThroughTheDecoder) {
         drafted += decoder.stats().drafted;
         accepted += decoder.stats().accepted;
       }
-      tv.push_back(total_variation(counts, done, exact));
+      tv.push_back(testing::total_variation(counts, done, exact));
     }
-    const double to_draft = total_variation(counts, done, draft_only), to_perturbed = total_variation(counts, done, perturbed);
+    const double to_draft = testing::total_variation(counts, done, draft_only), to_perturbed = testing::total_variation(counts, done, perturbed);
     std::printf("[ info ] %s: TV to the target %.4f (400 draws) -> %.4f (4000), to the draft %.4f, to 80/20 target/draft %.4f; "
                 "acceptance %.2f\n", drafter->name().c_str(), tv[0], tv[1], to_draft, to_perturbed,
                 static_cast<double>(accepted) / static_cast<double>(drafted));
