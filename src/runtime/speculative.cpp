@@ -607,7 +607,19 @@ void SpeculationCostModel::observe_draft(double seconds, int drafted) {
 }
 
 void SpeculationCostModel::observe_verify(int n, double seconds) {
-  if (n >= 2 && n < static_cast<int>(verify_.size()) && seconds > 0) ema(verify_[static_cast<size_t>(n)], seconds);
+  if (n < 2 || n >= static_cast<int>(verify_.size()) || !(seconds > 0)) return;
+  double& average = verify_[static_cast<size_t>(n)];
+  // The first sample of a batch size is capped at kFirstSampleCap times what the other sizes (or
+  // the prior slope) predict for it: one stalled first verification (V(2) = 5.1 plain steps where
+  // 1.1-1.3 is typical) had switched prompt lookup off for a whole 76-token answer (0.96x where
+  // the same prompt gives 2.2x), its next probe spaced past the end by that V. A verification that
+  // really costs more than predicted (up to 1.5x the capped value: V(2) is below 2 unless the
+  // machine stalls) raises the average within a few samples.
+  if (average == 0 && plain_ > 0) {
+    average = std::min(seconds, kFirstSampleCap * verify_cost(n) * plain_);
+    return;
+  }
+  ema(average, seconds);
 }
 
 void SpeculationCostModel::observe_proposal(bool proposed) {

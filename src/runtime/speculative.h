@@ -190,6 +190,8 @@ class SpeculationCostModel {
   // Speculation must promise at least this speed-up to run (estimates are noisy; a 2% promised
   // gain is not worth the risk of a loss).
   static constexpr double kMinGain = 1.03;
+  // The first measured V(n) is at most this times the prediction (observe_verify).
+  static constexpr double kFirstSampleCap = 1.5;
 
  private:
   double plain_ = 0, draft_ = 0;

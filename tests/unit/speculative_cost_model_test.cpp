@@ -174,5 +174,25 @@ TEST(SpeculationCostModel, ExpensiveVerificationSwitchesOffWhatAFreeOneKeeps) {
   EXPECT_EQ(compute.decide(8), 0);
 }
 
+TEST(SpeculationCostModel, AStalledFirstVerificationDoesNotSwitchAGoodDrafterOff) {
+  // A free drafter (lookup) at acceptance ~0.75 whose first V(2) measured 5.1 plain steps (the
+  // process was descheduled): the sample is capped near the prediction and speculation stays on.
+  SpeculationCostModel m(64);
+  m.observe_plain(0.010);
+  m.observe_draft(1e-7, 1);
+  for (int i = 0; i < 4; ++i) m.observe_acceptance(3, 4);
+  m.observe_verify(2, 0.051);
+  EXPECT_NEAR(m.verify_cost(2), SpeculationCostModel::kFirstSampleCap * (1 + SpeculationCostModel::kPriorSlope), 1e-12);
+  EXPECT_GT(m.decide(8), 0);
+  // A verification that really costs more than predicted is believed within a few samples.
+  for (int i = 0; i < 6; ++i) m.observe_verify(2, 0.019);
+  EXPECT_NEAR(m.verify_cost(2), 1.9, 0.05);
+  // A first sample below the cap is taken as is.
+  SpeculationCostModel fresh(64);
+  fresh.observe_plain(0.010);
+  fresh.observe_verify(3, 0.013);
+  EXPECT_NEAR(fresh.verify_cost(3), 1.3, 1e-12);
+}
+
 }  // namespace
 }  // namespace frugal
