@@ -1,5 +1,6 @@
 """OpenAI's own Python client against `frugal serve`: a non-streamed and a streamed chat, a text
-completion, prompt-lookup speculation (same greedy text, drafts accepted), model listing, typed
+completion, prompt-lookup speculation (same greedy text, drafts accepted; sampled requests drafted
+unless seeded), model listing, typed
 errors (401, 400), and a clean exit on SIGTERM.
 Usage: serve_openai_test.py FRUGAL_BINARY (exit 77: skipped)."""
 import http.client
@@ -62,12 +63,34 @@ def main():
                                                    extra_body={"lookup": 8})
         assert fast_copy.choices[0].message.content == plain_copy.choices[0].message.content
         host, port = server.url[len("http://"):].split(":")
-        connection = http.client.HTTPConnection(host, int(port), timeout=30)
-        connection.request("GET", "/metrics", headers={"Authorization": "Bearer test-key"})
-        metrics = connection.getresponse().read().decode()
-        accepted = [line for line in metrics.splitlines() if line.startswith("frugal_draft_tokens_accepted_total ")]
-        assert accepted and float(accepted[0].split()[1]) > 0, "no draft accepted:\n" + metrics
-        print("lookup:      ", accepted[0])
+
+        def draft_counter(name):
+            connection = http.client.HTTPConnection(host, int(port), timeout=30)
+            connection.request("GET", "/metrics", headers={"Authorization": "Bearer test-key"})
+            metrics = connection.getresponse().read().decode()
+            lines = [line for line in metrics.splitlines() if line.startswith(name + " ")]
+            assert lines, name + " missing from /metrics:\n" + metrics
+            return float(lines[0].split()[1])
+
+        accepted = draft_counter("frugal_draft_tokens_accepted_total")
+        assert accepted > 0, "no draft accepted"
+        print("lookup:       frugal_draft_tokens_accepted_total", accepted)
+
+        # Sampled requests speculate too (speculative sampling), unless they set a seed: then the
+        # seed alone fixes the text, so the engine decodes them plainly.
+        drafted = draft_counter("frugal_draft_tokens_total")
+        seeded = client.chat.completions.create(model=model, messages=copy, max_tokens=32, temperature=0.7, seed=3,
+                                                extra_body={"lookup": 8})
+        assert seeded.choices[0].message.content, seeded
+        assert draft_counter("frugal_draft_tokens_total") == drafted, "a seeded sampled request was speculated"
+        for _ in range(3):  # a draw may wander off the quoted text; three in a row would not
+            sampled = client.chat.completions.create(model=model, messages=copy, max_tokens=32, temperature=0.7,
+                                                     extra_body={"lookup": 8})
+            assert sampled.choices[0].message.content and sampled.usage.completion_tokens > 0, sampled
+            if draft_counter("frugal_draft_tokens_total") > drafted:
+                break
+        assert draft_counter("frugal_draft_tokens_total") > drafted, "unseeded sampled requests drafted nothing"
+        print("sampled lookup:", repr(sampled.choices[0].message.content[:60]))
 
         completion = client.completions.create(model=model, prompt="The capital of France is", max_tokens=8, temperature=0)
         assert completion.choices[0].text, completion
