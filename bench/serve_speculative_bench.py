@@ -28,43 +28,24 @@ import datetime
 import http.client
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_bench import ServerProcess, free_port  # noqa: E402
 from speculative_bench import PROMPTS  # noqa: E402  (the same prompts as the run/bench comparison)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
+    """One `frugal serve` (bench/serve_bench.py's ServerProcess starts it and waits for /health)."""
+
     def __init__(self, args, extra, log_path):
         self.port = free_port()
-        self.log = open(log_path, "w")
         cmd = [args.frugal, "serve", "-m", args.model, "--port", str(self.port), "-np", "1", "-c", "2048",
                "-t", str(args.t)] + extra
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"frugal serve exited with {self.proc.returncode} (see {log_path})")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/health")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("frugal serve did not become healthy")
+        self.process = ServerProcess("frugal serve", cmd, self.port, log_path)
 
     def complete(self, prompt, n, temperature, lookup=None):
         """One completion; returns (text, tokens, tokens/s over the whole request)."""
@@ -95,13 +76,7 @@ class Server:
         return values.get("frugal_draft_tokens_total", 0), values.get("frugal_draft_tokens_accepted_total", 0)
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        self.process.stop()
 
 
 def prompts():

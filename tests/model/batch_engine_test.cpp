@@ -840,11 +840,7 @@ TEST(BatchForward, OneSequenceGivesTheTransformersLogits) {
 TEST(BatchEngine, SpeculativeSamplingFollowsTheTargetDistribution) {
   const auto model = tiny_model(false);
   const int32_t vocab = static_cast<int32_t>(model->config().n_vocab);
-  SamplerOptions sampling;
-  sampling.temperature = 1.0f;
-  sampling.top_k = 2;
-  sampling.top_p = 1.0f;
-  sampling.min_p = 0.0f;
+  const SamplerOptions sampling = testing::top_k_sampling(2);
   TransformerOptions to;
   to.n_ctx = 64;
   to.n_threads = 1;

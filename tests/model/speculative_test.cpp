@@ -376,12 +376,7 @@ TEST(Speculative, SamplingFollowsTheTargetDistributionThroughTheDecoder) {
   // token): the first three tokens' joint distribution is the target's, not the draft's, for a
   // draft model (the target exiting after one layer) and a deterministic drafter (point masses).
   auto target = tiny("target", {});
-  SamplerOptions o;
-  o.temperature = 1.0f;
-  o.top_k = 2;
-  o.top_p = 1.0f;
-  o.min_p = 0.0f;
-  o.seed = 11;
+  const SamplerOptions o = testing::top_k_sampling(2, 11);
   const std::vector<int32_t> prompt = {72, 101, 108, 108, 111};
   const auto exact = testing::exact_three_token_distribution(target, target_options(), o, prompt);
   TransformerOptions early = target_options();

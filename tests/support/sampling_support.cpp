@@ -6,6 +6,16 @@
 
 namespace frugal::testing {
 
+SamplerOptions top_k_sampling(int32_t k, uint64_t seed) {
+  SamplerOptions o;
+  o.temperature = 1.0f;
+  o.top_k = k;
+  o.top_p = 1.0f;
+  o.min_p = 0.0f;
+  o.seed = seed;
+  return o;
+}
+
 TokenDistribution exact_three_token_distribution(const std::shared_ptr<const Model>& model, TransformerOptions options,
                                                  const SamplerOptions& sampling, const std::vector<int32_t>& prompt) {
   options.all_logits = false;

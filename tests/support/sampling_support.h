@@ -14,6 +14,10 @@ namespace frugal::testing {
 
 using TokenDistribution = std::map<std::vector<int32_t>, double>;
 
+// Temperature-1 sampling from the k likeliest tokens only (no top-p, min-p or penalty): few
+// outcomes, so exact_three_token_distribution can enumerate them.
+SamplerOptions top_k_sampling(int32_t k, uint64_t seed = 0);
+
 // P(first three tokens = a, b, c) after `prompt`, every branch evaluated one token at a time.
 // Only practical with a sampler that keeps few candidates (top-k 2: 8 outcomes).
 TokenDistribution exact_three_token_distribution(const std::shared_ptr<const Model>& model, TransformerOptions options,
