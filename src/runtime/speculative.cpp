@@ -735,7 +735,7 @@ void sampling_distribution(const float* logits, int64_t n_vocab, const SamplerOp
   for (size_t i = 0; i < n; ++i) out[order[i]] = p[i];
 }
 
-SpeculativeRowResult speculative_sample_row(const std::vector<double>& p, const std::vector<double>& q,
+SpeculativeRowResult speculative_sample_row(const std::vector<double>& p, std::span<const double> q,
                                             std::optional<int32_t> draft, std::mt19937_64& rng) {
   if (!draft) return {draw_from(p, rng), false};
   const int32_t d = *draft;
@@ -755,10 +755,10 @@ SpeculativeRowResult speculative_sample_row(const std::vector<double>& p, const 
 
 std::vector<int32_t> speculative_sample(std::span<const std::vector<double>> p, std::span<const std::vector<double>> q,
                                         std::span<const int32_t> drafts, std::mt19937_64& rng) {
-  static const std::vector<double> kPointMass;
   std::vector<int32_t> out;
   for (size_t i = 0; i < drafts.size(); ++i) {
-    const SpeculativeRowResult row = speculative_sample_row(p[i], i < q.size() ? q[i] : kPointMass, drafts[i], rng);
+    const std::span<const double> qi = i < q.size() ? std::span<const double>(q[i]) : std::span<const double>();
+    const SpeculativeRowResult row = speculative_sample_row(p[i], qi, drafts[i], rng);
     out.push_back(row.token);
     if (!row.accepted) return out;
   }

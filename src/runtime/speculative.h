@@ -377,7 +377,7 @@ struct SpeculativeRowResult {
   int32_t token = -1;
   bool accepted = false;  // the draft was kept (verification goes on to the next row)
 };
-SpeculativeRowResult speculative_sample_row(const std::vector<double>& p, const std::vector<double>& q,
+SpeculativeRowResult speculative_sample_row(const std::vector<double>& p, std::span<const double> q,
                                             std::optional<int32_t> draft, std::mt19937_64& rng);
 
 }  // namespace frugal

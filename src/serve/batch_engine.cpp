@@ -24,6 +24,7 @@
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <span>
 #include <thread>
 #include <unordered_map>
 
@@ -613,8 +614,8 @@ class BatchEngine final : public Engine {
     apply_penalties(s, logits);
     sampling_distribution(logits, model_->config().n_vocab, s.request->request.sampling, s.target_p);
     const int64_t drafted = static_cast<int64_t>(s.draft.size());
-    static const std::vector<double> kPointMass;
-    const std::vector<double>& q = j < static_cast<int64_t>(s.draft_q.size()) ? s.draft_q[j] : kPointMass;
+    const std::span<const double> q = j < static_cast<int64_t>(s.draft_q.size()) ? std::span<const double>(s.draft_q[j])
+                                                                                 : std::span<const double>();
     const SpeculativeRowResult verdict = speculative_sample_row(
         s.target_p, q, j < drafted ? std::optional<int32_t>(s.draft[j]) : std::nullopt, s.rejection_rng);
     FRUGAL_CHECK(verdict.token >= 0 && verdict.token < model_->config().n_vocab);
